@@ -1,0 +1,991 @@
+"""
+Tests for L{wsserver.config}: the config file of SPEC section 2.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsserver.config import (
+    AuthConfig,
+    ChatConfig,
+    ClusterConfig,
+    Config,
+    ConfigError,
+    EventConfig,
+    MessageConfig,
+    RestConfig,
+    ServerConfig,
+    TargetConfig,
+    UndeliveredConfig,
+    WatchdogConfig,
+    _crossChecks,
+    defaultConfig,
+    loadConfig,
+    parseConfig,
+    parseSize,
+    withOverrides,
+)
+
+#: The full example of SPEC section 2, verbatim.
+SPEC_EXAMPLE = """
+{
+  "server": {
+    "endpoint": "/chat", "address": "*", "port": 8085,
+    "listen": "tcp:8085",
+    "workers": 1, "timezone": "UTC", "dataDir": "./wsserver-data",
+    "secure": {"enabled": false, "crtPath": "certs/server.crt", "keyPath": "certs/server.key"},
+    "watchdog": {"enabled": false, "connectionLifetimeSeconds": 600, "pingIntervalSeconds": 60},
+    "auth": {"type": "noauth"}
+  },
+  "restApi": {
+    "enabled": true, "address": "*", "port": 8092, "listen": "tcp:8092",
+    "secure": {"enabled": false, "crtPath": "", "keyPath": ""},
+    "auth": {"type": "noauth"}
+  },
+  "chat": {
+    "enableUndeliveredQueue": false,
+    "undelivered": {"storage": "sqlite", "ttlSeconds": 604800, "maxPerUser": 1000},
+    "message": {"maxSize": "10M", "enableDeliveryStatus": false, "enableSendBack": false,
+                "ignoredTypesSendBack": [], "enforceSender": true}
+  },
+  "event": {
+    "enabled": false, "enableRetry": true, "retryIntervalSeconds": 10, "retryCount": 3,
+    "sendBotMessages": false, "maxParallelWorkers": 16, "ignoreTypes": [],
+    "targets": [{"type": "postback", "url": "http://127.0.0.1:9000/hook",
+                 "connectionTimeoutSeconds": 10, "auth": {"type": "header", "name": "X-Token", "value": "t"}}]
+  },
+  "cluster": {"redis": null}
+}
+"""
+
+
+def writeSelfSignedPair(directory: str) -> tuple[str, str]:
+    """
+    Write a throwaway self-signed certificate and its key, both PEM.
+
+    @param directory: created if missing.
+    @return: the paths of the certificate and of the key.
+    """
+    os.makedirs(directory, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    crtPath = os.path.join(directory, "server.crt")
+    keyPath = os.path.join(directory, "server.key")
+    with open(crtPath, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(keyPath, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return crtPath, keyPath
+
+
+class ConfigTestMixin:
+    """
+    Helpers to parse a config and look at its problems.
+    """
+
+    def problemsOf(self, raw: Any, checkEndpoints: bool = False) -> list[str]:
+        """
+        Parse C{raw}, which must fail, and return its problems.
+        """
+        e = self.assertRaises(ConfigError, parseConfig, raw, checkEndpoints)  # type: ignore[attr-defined]
+        return e.problems
+
+    def writeFile(self, content: bytes | str) -> str:
+        """
+        Write C{content} to a new temporary file and return its path.
+        """
+        path = self.mktemp()  # type: ignore[attr-defined]
+        with open(path, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+
+class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    The built-in defaults (SPEC section 1), with and without an empty file.
+    """
+
+    def assertSpecDefaults(self, config: Config) -> None:
+        """
+        C{config} has the defaults that SPEC section 1 lists.
+        """
+        self.assertEqual(config.server.listen, "tcp:8085:backlog=1024")
+        self.assertEqual(config.server.endpoint, "/chat")
+        self.assertEqual(config.restApi.enabled, True)
+        self.assertEqual(config.restApi.listen, "tcp:8092:interface=127.0.0.1:backlog=1024")
+        self.assertEqual(config.server.auth, AuthConfig(type="noauth"))
+        self.assertEqual(config.restApi.auth, AuthConfig(type="noauth"))
+        self.assertEqual(config.server.dataDir, "./wsserver-data")
+        self.assertEqual(config.server.workers, 1)
+        self.assertEqual(config.server.timezone, "UTC")
+        self.assertEqual(config.server.tz, ZoneInfo("UTC"))
+        self.assertEqual(config.server.watchdog, WatchdogConfig(False, 600, 60))
+        self.assertEqual(config.server.allowedOrigins, ())
+        self.assertEqual(config.chat.enableUndeliveredQueue, False)
+        self.assertEqual(
+            config.chat.message,
+            MessageConfig(
+                maxSize=10 * 1024 * 1024,
+                enableDeliveryStatus=False,
+                enableSendBack=False,
+                ignoredTypesSendBack=frozenset(),
+                enforceSender=True,
+            ),
+        )
+        self.assertEqual(config.chat.undelivered.ttlSeconds, 604800)
+        self.assertEqual(config.chat.undelivered.maxPerUser, 1000)
+        self.assertEqual(config.event, EventConfig())
+        self.assertEqual(config.event.enabled, False)
+        self.assertEqual(config.cluster, ClusterConfig(redis=None))
+        self.assertEqual(config.warnings, ())
+
+    def test_defaultConfig(self) -> None:
+        """
+        L{defaultConfig} has the built-in defaults of SPEC section 1.
+        """
+        self.assertSpecDefaults(defaultConfig())
+
+    def test_emptyFile(self) -> None:
+        """
+        C{parseConfig({})} (a file that is just C{{}}) gives the same
+        defaults, and its endpoints check out.
+        """
+        config = parseConfig({})
+        self.assertSpecDefaults(config)
+        self.assertEqual(config.chat.undelivered.storage, "sqlite")
+
+    def test_emptySections(self) -> None:
+        """
+        Empty or null sections are the same as absent ones.
+        """
+        raw = {"server": {}, "restApi": None, "chat": {"message": {}}, "event": {}, "cluster": {}}
+        self.assertEqual(parseConfig(raw), parseConfig({}))
+
+    def test_topLevelNotObject(self) -> None:
+        """
+        A config that is not a JSON object is refused.
+        """
+        self.assertEqual(self.problemsOf([]), ["(top level): must be an object, not array"])
+        self.assertEqual(self.problemsOf("x"), ["(top level): must be an object, not string"])
+
+
+class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    The full example of SPEC section 2.
+    """
+
+    def test_loads(self) -> None:
+        """
+        The example file loads into the values it gives, with no warning.
+        """
+        config = loadConfig(self.writeFile(SPEC_EXAMPLE), checkEndpoints=True)
+        self.assertEqual(
+            config.server,
+            ServerConfig(
+                endpoint="/chat",
+                listen="tcp:8085",
+                workers=1,
+                timezone="UTC",
+                dataDir="./wsserver-data",
+                watchdog=WatchdogConfig(enabled=False, connectionLifetimeSeconds=600, pingIntervalSeconds=60),
+                auth=AuthConfig(type="noauth"),
+                allowedOrigins=(),
+            ),
+        )
+        self.assertEqual(config.restApi, RestConfig(enabled=True, listen="tcp:8092", auth=AuthConfig()))
+        self.assertEqual(
+            config.chat,
+            ChatConfig(
+                enableUndeliveredQueue=False,
+                undelivered=UndeliveredConfig(storage="sqlite", ttlSeconds=604800, maxPerUser=1000),
+                message=MessageConfig(maxSize=10 * 1024 * 1024, enforceSender=True),
+            ),
+        )
+        self.assertEqual(
+            config.event,
+            EventConfig(
+                enabled=False,
+                enableRetry=True,
+                retryIntervalSeconds=10,
+                retryCount=3,
+                sendBotMessages=False,
+                maxParallelWorkers=16,
+                ignoreTypes=frozenset(),
+                targets=(
+                    TargetConfig(
+                        type="postback",
+                        url="http://127.0.0.1:9000/hook",
+                        method="POST",
+                        connectionTimeoutSeconds=10,
+                        auth=AuthConfig(type="header", name="X-Token", value="t"),
+                    ),
+                ),
+            ),
+        )
+        self.assertEqual(config.cluster, ClusterConfig(redis=None))
+        self.assertEqual(config.warnings, ())
+
+    def test_eventEnabledRefused(self) -> None:
+        """
+        The example with C{event.enabled} true is refused: the event
+        notifier is not in this version.
+        """
+        raw = json.loads(SPEC_EXAMPLE)
+        raw["event"]["enabled"] = True
+        self.assertEqual(
+            self.problemsOf(raw),
+            ["event.enabled: the event notifier is not available in this version yet; set it to false"],
+        )
+
+    def test_clusterRefused(self) -> None:
+        """
+        The example with a C{cluster.redis} URL is refused: cluster mode is
+        not in this version.
+        """
+        raw = json.loads(SPEC_EXAMPLE)
+        raw["cluster"]["redis"] = "redis://127.0.0.1:6379/0"
+        self.assertEqual(
+            self.problemsOf(raw),
+            ["cluster.redis: cluster mode is not available in this version yet; remove it"],
+        )
+
+    def test_crossChecks(self) -> None:
+        """
+        L{_crossChecks} refuses the features this version lacks, and more
+        than one worker without a cluster; it has nothing against the
+        defaults.
+        """
+        self.assertEqual(_crossChecks(defaultConfig()), [])
+        config = Config(
+            server=ServerConfig(workers=2),
+            chat=ChatConfig(enableUndeliveredQueue=True, undelivered=UndeliveredConfig(storage="sqlite")),
+            event=EventConfig(enabled=True),
+        )
+        self.assertEqual(
+            _crossChecks(config),
+            [
+                "server.workers: more than 1 worker needs cluster.redis",
+                'chat.undelivered.storage: storage "sqlite" is not available in this version yet; use "memory"',
+                "event.enabled: the event notifier is not available in this version yet; set it to false",
+            ],
+        )
+        clustered = Config(server=ServerConfig(workers=2), cluster=ClusterConfig(redis="redis://h"))
+        self.assertEqual(
+            _crossChecks(clustered),
+            ["cluster.redis: cluster mode is not available in this version yet; remove it"],
+        )
+
+    def test_workersWithoutCluster(self) -> None:
+        """
+        C{workers: 2} without C{cluster.redis} is an error.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"workers": 2}}),
+            ["server.workers: more than 1 worker needs cluster.redis"],
+        )
+
+    def test_clusterNotURL(self) -> None:
+        """
+        A C{cluster.redis} that is not a redis URL names the key.
+        """
+        self.assertEqual(
+            self.problemsOf({"cluster": {"redis": "localhost:6379"}}),
+            [
+                'cluster.redis: must be a redis:// URL, not "localhost:6379"',
+                "cluster.redis: cluster mode is not available in this version yet; remove it",
+            ],
+        )
+
+
+class ListenTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    The seed's C{address}/C{port}/C{secure} become an endpoint string;
+    C{listen} wins.
+    """
+
+    def test_tcpPort(self) -> None:
+        """
+        A port alone listens on all interfaces.
+        """
+        config = parseConfig({"server": {"port": 9000}, "restApi": {"port": 9001}})
+        self.assertEqual(config.server.listen, "tcp:9000:backlog=1024")
+        self.assertEqual(config.restApi.listen, "tcp:9001:interface=127.0.0.1:backlog=1024")
+
+    def test_allInterfaces(self) -> None:
+        """
+        C{*}, C{0.0.0.0} and an empty address mean all interfaces.
+        """
+        for address in ("*", "0.0.0.0", ""):
+            config = parseConfig({"restApi": {"address": address, "port": 8092}})
+            self.assertEqual(config.restApi.listen, "tcp:8092:backlog=1024", address)
+
+    def test_interface(self) -> None:
+        """
+        Another address becomes C{interface=}, escaped for an IPv6 address.
+        """
+        config = parseConfig({"server": {"address": "10.1.2.3", "port": 8085}, "restApi": {"address": "::1"}})
+        self.assertEqual(config.server.listen, "tcp:8085:interface=10.1.2.3:backlog=1024")
+        self.assertEqual(config.restApi.listen, "tcp:8092:interface=\\:\\:1:backlog=1024")
+
+    def test_ssl(self) -> None:
+        """
+        C{secure.enabled} with existing files gives an C{ssl:} endpoint that
+        Twisted accepts.
+        """
+        crtPath, keyPath = writeSelfSignedPair(self.mktemp())
+        self.assertNoSpecials(crtPath)
+        raw = {
+            "server": {
+                "address": "127.0.0.1",
+                "port": 8443,
+                "secure": {"enabled": True, "crtPath": crtPath, "keyPath": keyPath},
+            }
+        }
+        config = parseConfig(raw, checkEndpoints=True)
+        self.assertEqual(
+            config.server.listen,
+            f"ssl:8443:privateKey={keyPath}:certKey={crtPath}:interface=127.0.0.1:backlog=1024",
+        )
+
+    def assertNoSpecials(self, path: str) -> None:
+        """
+        C{path} has no character that an endpoint string escapes, so that
+        it can be written into the expected value as it is.
+        """
+        for c in ":=\\":
+            self.assertNotIn(c, path)
+
+    def test_sslEscaped(self) -> None:
+        """
+        Colons, equal signs and backslashes in the certificate paths are
+        escaped, and Twisted reads the files back through the escapes.
+        """
+        base = self.mktemp()
+        self.assertNoSpecials(base)
+        crtPath, keyPath = writeSelfSignedPair(os.path.join(base, "a:b=c\\d"))
+        raw = {"restApi": {"port": 8443, "secure": {"enabled": True, "crtPath": crtPath, "keyPath": keyPath}}}
+        config = parseConfig(raw, checkEndpoints=True)
+        escaped = base + "/a\\:b\\=c\\\\d"
+        self.assertEqual(
+            config.restApi.listen,
+            f"ssl:8443:privateKey={escaped}/server.key:certKey={escaped}/server.crt"
+            ":interface=127.0.0.1:backlog=1024",
+        )
+
+    def test_listenWins(self) -> None:
+        """
+        C{listen} wins over C{address}/C{port}/C{secure}, even when the
+        seed's certificate files are missing.
+        """
+        raw = {
+            "server": {
+                "address": "10.0.0.1",
+                "port": 1,
+                "listen": "tcp:7000",
+                "secure": {"enabled": True, "crtPath": "missing.crt", "keyPath": "missing.key"},
+            },
+            "restApi": {"address": "10.0.0.1", "port": 2, "listen": "tcp:7001:interface=127.0.0.1"},
+        }
+        config = parseConfig(raw, checkEndpoints=True)
+        self.assertEqual(config.server.listen, "tcp:7000")
+        self.assertEqual(config.restApi.listen, "tcp:7001:interface=127.0.0.1")
+
+    def test_missingCertificate(self) -> None:
+        """
+        C{secure.enabled} with a certificate file that does not exist is an
+        error naming C{server.secure.crtPath}.
+        """
+        crtPath, keyPath = writeSelfSignedPair(self.mktemp())
+        os.remove(crtPath)
+        raw = {"server": {"port": 8443, "secure": {"enabled": True, "crtPath": crtPath, "keyPath": keyPath}}}
+        self.assertEqual(self.problemsOf(raw), [f'server.secure.crtPath: file not found "{crtPath}"'])
+        problems = self.problemsOf(raw, checkEndpoints=True)
+        self.assertEqual(problems[0], f'server.secure.crtPath: file not found "{crtPath}"')
+        self.assertEqual(len(problems), 2)
+        self.assertTrue(problems[1].startswith('server.listen: invalid endpoint "ssl:8443:'), problems[1])
+
+    def test_certificatePathsRequired(self) -> None:
+        """
+        C{secure.enabled} without paths names both keys.
+        """
+        self.assertEqual(
+            self.problemsOf({"restApi": {"secure": {"enabled": True}}}),
+            [
+                "restApi.secure.crtPath: required when secure.enabled is true",
+                "restApi.secure.keyPath: required when secure.enabled is true",
+            ],
+        )
+
+    def test_invalidListen(self) -> None:
+        """
+        A C{listen} that Twisted cannot parse is an error naming
+        C{server.listen} (or C{restApi.listen}) when endpoints are checked.
+        """
+        raw = {"server": {"listen": "bogus:8085"}, "restApi": {"listen": "tcp:notaport"}}
+        self.assertEqual(parseConfig(raw, checkEndpoints=False).server.listen, "bogus:8085")
+        problems = self.problemsOf(raw, checkEndpoints=True)
+        self.assertEqual(len(problems), 2, problems)
+        self.assertTrue(problems[0].startswith('server.listen: invalid endpoint "bogus:8085": '), problems[0])
+        self.assertTrue(problems[1].startswith('restApi.listen: invalid endpoint "tcp:notaport": '), problems[1])
+
+    def test_disabledRestNotChecked(self) -> None:
+        """
+        The REST endpoint of a disabled REST API is not checked.
+        """
+        config = parseConfig({"restApi": {"enabled": False, "listen": "bogus:1"}}, checkEndpoints=True)
+        self.assertEqual(config.restApi.enabled, False)
+
+    def test_portOutOfRange(self) -> None:
+        """
+        A port over 65535 or negative is an error naming the key.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"port": 70000}, "restApi": {"port": -1}}),
+            [
+                "server.port: 70000 is out of range (0 to 65535)",
+                "restApi.port: -1 is out of range (0 to 65535)",
+            ],
+        )
+
+
+class TypeTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    A value of the wrong type is an error naming its key.
+    """
+
+    def test_integer(self) -> None:
+        """
+        A string or a boolean where an integer belongs.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"port": "8085", "workers": True}}),
+            [
+                'server.port: must be an integer, not string "8085"',
+                "server.workers: must be an integer, not boolean true",
+            ],
+        )
+
+    def test_boolean(self) -> None:
+        """
+        A string or a number where a boolean belongs.
+        """
+        self.assertEqual(
+            self.problemsOf({"chat": {"message": {"enableSendBack": "yes"}}, "restApi": {"enabled": 1}}),
+            [
+                'restApi.enabled: must be true or false, not number 1',
+                'chat.message.enableSendBack: must be true or false, not string "yes"',
+            ],
+        )
+
+    def test_string(self) -> None:
+        """
+        A number where a string belongs.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"endpoint": 5}}),
+            ["server.endpoint: must be a string, not number 5"],
+        )
+
+    def test_number(self) -> None:
+        """
+        A string, or a negative number, where a number of seconds belongs.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"watchdog": {"pingIntervalSeconds": "60", "connectionLifetimeSeconds": -1}}}),
+            [
+                "server.watchdog.connectionLifetimeSeconds: -1 must be at least 0",
+                'server.watchdog.pingIntervalSeconds: must be a number, not string "60"',
+            ],
+        )
+
+    def test_section(self) -> None:
+        """
+        A section that is not an object.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": [], "chat": {"message": 3}}),
+            ["server: must be an object, not array []", "chat.message: must be an object, not number 3"],
+        )
+
+    def test_strings(self) -> None:
+        """
+        A list that holds something else than strings.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"allowedOrigins": ["https://a.example", 1]}}),
+            ['server.allowedOrigins: must be an array of strings, not array ["https://a.example", 1]'],
+        )
+
+    def test_endpointPath(self) -> None:
+        """
+        The WebSocket path must start with C{/}.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"endpoint": "chat"}}),
+            ['server.endpoint: must be a path starting with "/", not "chat"'],
+        )
+
+    def test_values(self) -> None:
+        """
+        Values of the right types are kept.
+        """
+        config = parseConfig(
+            {
+                "server": {
+                    "endpoint": "/ws",
+                    "dataDir": "/var/lib/wsserver",
+                    "allowedOrigins": ["https://app.example.com"],
+                    "watchdog": {"enabled": True, "connectionLifetimeSeconds": 30, "pingIntervalSeconds": 2.5},
+                },
+                "chat": {"message": {"enableSendBack": True, "ignoredTypesSendBack": ["typing", "seen"]}},
+            }
+        )
+        self.assertEqual(config.server.endpoint, "/ws")
+        self.assertEqual(config.server.dataDir, "/var/lib/wsserver")
+        self.assertEqual(config.server.allowedOrigins, ("https://app.example.com",))
+        self.assertEqual(config.server.watchdog, WatchdogConfig(True, 30, 2.5))
+        self.assertEqual(config.chat.message.enableSendBack, True)
+        self.assertEqual(config.chat.message.ignoredTypesSendBack, frozenset({"typing", "seen"}))
+
+
+class AuthTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    Auth objects (SPEC section 5); nothing falls back to "no auth".
+    """
+
+    def test_unknownType(self) -> None:
+        """
+        An unknown auth type is an error naming the key and the type.
+        """
+        problems = self.problemsOf({"server": {"auth": {"type": "bsaic", "user": "u", "password": "p"}}})
+        self.assertEqual(len(problems), 1, problems)
+        self.assertTrue(problems[0].startswith('server.auth.type: unknown auth type "bsaic"'), problems[0])
+        self.assertEqual(
+            problems[0],
+            'server.auth.type: unknown auth type "bsaic" '
+            "(use one of: noauth, basic, header, bearer, cookie, oneOf, allOf, remote)",
+        )
+
+    def test_typeRequired(self) -> None:
+        """
+        An auth object without C{type} is an error, not "no auth".
+        """
+        self.assertEqual(
+            self.problemsOf({"restApi": {"auth": {"user": "u"}}}),
+            ["restApi.auth.type: required"],
+        )
+
+    def test_notObject(self) -> None:
+        """
+        An auth that is not an object is an error.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"auth": "basic"}}),
+            ['server.auth: must be an object, not string "basic"'],
+        )
+
+    def test_nestedUnknownType(self) -> None:
+        """
+        A problem inside C{oneOf} names the item by its index.
+        """
+        raw = {"server": {"auth": {"type": "oneOf", "types": [{"type": "noauth"}, {"type": "bsaic"}]}}}
+        problems = self.problemsOf(raw)
+        self.assertEqual(len(problems), 1, problems)
+        self.assertTrue(problems[0].startswith('server.auth.types[1].type: unknown auth type "bsaic"'), problems[0])
+
+    def test_nestedNull(self) -> None:
+        """
+        A null inside C{oneOf} is an error, not a "noauth" that lets
+        everyone in.
+        """
+        raw = {"server": {"auth": {"type": "oneOf", "types": [{"type": "bearer", "value": "t"}, None]}}}
+        self.assertEqual(self.problemsOf(raw), ["server.auth.types[1]: must be an auth object, not null"])
+
+    def test_nestedRequired(self) -> None:
+        """
+        A missing field deep inside C{allOf} names its full path.
+        """
+        raw = {"server": {"auth": {"type": "allOf", "types": [{"type": "oneOf", "types": [{"type": "header"}]}]}}}
+        self.assertEqual(
+            self.problemsOf(raw),
+            [
+                'server.auth.types[0].types[0].name: required for auth type "header"',
+                'server.auth.types[0].types[0].value: required for auth type "header"',
+            ],
+        )
+
+    def test_typesRequired(self) -> None:
+        """
+        C{oneOf} / C{allOf} need at least one auth object.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"auth": {"type": "oneOf"}}, "restApi": {"auth": {"type": "allOf", "types": []}}}),
+            [
+                'server.auth.types: required for auth type "oneOf"',
+                "restApi.auth.types: must hold at least one auth object",
+            ],
+        )
+
+    def test_requiredFields(self) -> None:
+        """
+        Each auth type names the fields it misses.
+        """
+        cases = [
+            ({"type": "basic"}, ['x.auth.user: required for auth type "basic"',
+                                 'x.auth.password: required for auth type "basic"']),
+            ({"type": "basic", "user": "u"}, ['x.auth.password: required for auth type "basic"']),
+            ({"type": "header", "value": "v"}, ['x.auth.name: required for auth type "header"']),
+            ({"type": "cookie", "name": "session"}, ['x.auth.value: required for auth type "cookie"']),
+            ({"type": "bearer"}, ['x.auth.value: required for auth type "bearer"']),
+            ({"type": "header", "name": "", "value": "v"}, ["x.auth.name: must not be empty"]),
+            ({"type": "basic", "user": "a:b", "password": "p"},
+             ['x.auth.user: must not contain ":" (HTTP basic auth splits on it)']),
+        ]
+        for auth, expected in cases:
+            problems = self.problemsOf({"server": {"auth": auth}})
+            self.assertEqual(problems, [p.replace("x.", "server.", 1) for p in expected], auth)
+
+    def test_remote(self) -> None:
+        """
+        A remote check needs an http(s) URL and a source.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"auth": {"type": "remote", "url": "ftp://x"}}}),
+            [
+                'server.auth.url: must be an http:// or https:// URL, not "ftp://x"',
+                'server.auth.source: required for auth type "remote": an auth object saying where the '
+                'credential is, such as {"type": "cookie", "name": "session"}',
+            ],
+        )
+
+    def test_parsed(self) -> None:
+        """
+        Valid auth objects parse into L{AuthConfig}s, nested ones too.
+        """
+        raw = {
+            "server": {
+                "auth": {
+                    "type": "oneOf",
+                    "types": [
+                        {"type": "basic", "user": "u", "password": "p"},
+                        {"type": "cookie", "name": "session", "value": "s"},
+                        {
+                            "type": "remote",
+                            "url": "https://auth.example/check",
+                            "method": "get",
+                            "headers": [{"X-Key": "k"}],
+                            "data": {"token": "{0}"},
+                            "source": {"type": "bearer", "value": ""},
+                        },
+                    ],
+                }
+            },
+            "restApi": {"auth": {"type": "bearer", "value": "secret"}},
+        }
+        config = parseConfig(raw)
+        self.assertEqual(
+            config.server.auth,
+            AuthConfig(
+                type="oneOf",
+                types=(
+                    AuthConfig(type="basic", user="u", password="p"),
+                    AuthConfig(type="cookie", name="session", value="s"),
+                    AuthConfig(
+                        type="remote",
+                        url="https://auth.example/check",
+                        method="GET",
+                        headers=(("X-Key", "k"),),
+                        data={"token": "{0}"},
+                        source=AuthConfig(type="bearer", value=""),
+                    ),
+                ),
+            ),
+        )
+        self.assertEqual(config.restApi.auth, AuthConfig(type="bearer", value="secret"))
+        self.assertTrue(config.server.auth.usesType("cookie"))
+        self.assertFalse(config.server.auth.usesType("header"))
+        self.assertEqual(config.warnings, ())
+
+    def test_targetCredential(self) -> None:
+        """
+        An event target's auth is a credential: combinations are refused.
+        """
+        raw = {"event": {"targets": [{"type": "postback", "url": "http://h/", "auth": {"type": "oneOf"}}]}}
+        self.assertEqual(
+            self.problemsOf(raw),
+            ['event.targets[0].auth.type: unknown auth type "oneOf" (use one of: noauth, basic, header, bearer, cookie)'],
+        )
+
+
+class SizeTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    L{parseSize} and C{chat.message.maxSize}.
+    """
+
+    def test_parseSize(self) -> None:
+        """
+        Bytes, C{K} and C{M} (powers of 1024, either case).
+        """
+        self.assertEqual(parseSize(1024), 1024)
+        self.assertEqual(parseSize(0), 0)
+        self.assertEqual(parseSize("2048"), 2048)
+        self.assertEqual(parseSize("512K"), 512 * 1024)
+        self.assertEqual(parseSize("512k"), 512 * 1024)
+        self.assertEqual(parseSize("10M"), 10 * 1024 * 1024)
+
+    def test_parseSizeBad(self) -> None:
+        """
+        Anything else raises L{ValueError} saying what is accepted.
+        """
+        e = self.assertRaises(ValueError, parseSize, "10X")
+        self.assertEqual(str(e), 'unparsable size "10X": use bytes, or a number with K or M ("512K", "10M")')
+        for bad in ("", "M", "1.5M", "10G", 1.5, True, None, [1]):
+            self.assertRaises(ValueError, parseSize, bad)
+        e = self.assertRaises(ValueError, parseSize, -1)
+        self.assertEqual(str(e), "size must not be negative: -1")
+
+    def test_maxSize(self) -> None:
+        """
+        C{maxSize} in a config is parsed.
+        """
+        for value, expected in ((1024, 1024), ("512K", 524288), ("10M", 10485760)):
+            config = parseConfig({"chat": {"message": {"maxSize": value}}})
+            self.assertEqual(config.chat.message.maxSize, expected, value)
+
+    def test_maxSizeBad(self) -> None:
+        """
+        An unparsable C{maxSize} is an error naming C{chat.message.maxSize}.
+        """
+        self.assertEqual(
+            self.problemsOf({"chat": {"message": {"maxSize": "10X"}}}),
+            ['chat.message.maxSize: unparsable size "10X": use bytes, or a number with K or M ("512K", "10M")'],
+        )
+
+
+class TimezoneTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    C{server.timezone}.
+    """
+
+    def test_known(self) -> None:
+        """
+        An IANA name is kept and gives its zone.
+        """
+        config = parseConfig({"server": {"timezone": "Europe/Berlin"}})
+        self.assertEqual(config.server.timezone, "Europe/Berlin")
+        self.assertEqual(config.server.tz, ZoneInfo("Europe/Berlin"))
+
+    def test_unknown(self) -> None:
+        """
+        An unknown name, a path or a directory of zones is an error naming
+        the key.
+        """
+        for name in ("Mars/Olympus", "../etc/passwd", "", "America"):
+            self.assertEqual(
+                self.problemsOf({"server": {"timezone": name}}),
+                [f'server.timezone: unknown time zone {json.dumps(name)} (use an IANA name such as Europe/Berlin)'],
+                name,
+            )
+
+
+class QueueTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    C{chat.enableUndeliveredQueue}, in its documented place and the place
+    the original's code read.
+    """
+
+    def test_documentedPlace(self) -> None:
+        """
+        C{chat.enableUndeliveredQueue} turns the queue on.
+        """
+        raw = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "memory"}}}
+        config = parseConfig(raw)
+        self.assertEqual(config.chat.enableUndeliveredQueue, True)
+        self.assertEqual(config.chat.undelivered.storage, "memory")
+        self.assertEqual(config.warnings, ())
+
+    def test_oldPlace(self) -> None:
+        """
+        C{chat.message.enableUndeliveredQueue} is accepted too, without a
+        warning.
+        """
+        raw = {"chat": {"message": {"enableUndeliveredQueue": True}, "undelivered": {"storage": "memory"}}}
+        config = parseConfig(raw)
+        self.assertEqual(config.chat.enableUndeliveredQueue, True)
+        self.assertEqual(config.warnings, ())
+
+    def test_documentedPlaceWins(self) -> None:
+        """
+        When both places are given, the documented one wins.
+        """
+        raw = {"chat": {"enableUndeliveredQueue": False, "message": {"enableUndeliveredQueue": True}}}
+        self.assertEqual(parseConfig(raw).chat.enableUndeliveredQueue, False)
+
+    def test_unknownStorage(self) -> None:
+        """
+        An unknown storage is an error naming the key.
+        """
+        self.assertEqual(
+            self.problemsOf({"chat": {"undelivered": {"storage": "disk"}}}),
+            ['chat.undelivered.storage: unknown storage "disk" (use one of: memory, sqlite, redis)'],
+        )
+
+
+class WarningTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    Unknown keys are warnings, not errors.
+    """
+
+    def test_unknownKeys(self) -> None:
+        """
+        Every unknown key, at any depth, gives one warning naming it.
+        """
+        raw = {
+            "server": {"foo": 1, "secure": {"bar": 2}, "auth": {"type": "noauth", "baz": 3}},
+            "chat": {"message": {"maxsize": "1M"}},
+            "extra": {},
+        }
+        config = parseConfig(raw)
+        self.assertEqual(
+            config.warnings,
+            (
+                "server.secure.bar: unknown key, ignored",
+                "server.auth.baz: unknown key, ignored",
+                "server.foo: unknown key, ignored",
+                "chat.message.maxsize: unknown key, ignored",
+                "extra: unknown key, ignored",
+            ),
+        )
+        self.assertEqual(config.chat.message.maxSize, 10 * 1024 * 1024)
+
+
+class ProblemsTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    All problems are reported at once.
+    """
+
+    def test_several(self) -> None:
+        """
+        L{ConfigError.problems} lists every problem, and its message has one
+        line per problem.
+        """
+        raw = {
+            "server": {"port": "x", "timezone": "Mars/Olympus", "auth": {"type": "bsaic"}},
+            "restApi": {"port": 99999},
+            "chat": {"message": {"maxSize": "10X"}},
+        }
+        e = self.assertRaises(ConfigError, parseConfig, raw, False)
+        self.assertEqual(
+            e.problems,
+            [
+                'server.port: must be an integer, not string "x"',
+                'server.timezone: unknown time zone "Mars/Olympus" (use an IANA name such as Europe/Berlin)',
+                'server.auth.type: unknown auth type "bsaic" '
+                "(use one of: noauth, basic, header, bearer, cookie, oneOf, allOf, remote)",
+                "restApi.port: 99999 is out of range (0 to 65535)",
+                'chat.message.maxSize: unparsable size "10X": use bytes, or a number with K or M ("512K", "10M")',
+            ],
+        )
+        self.assertEqual(str(e), "\n".join(e.problems))
+
+
+class LoadTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    L{loadConfig} reads a file.
+    """
+
+    def test_notJSON(self) -> None:
+        """
+        A file that is not JSON is a L{ConfigError} naming the file.
+        """
+        path = self.writeFile("{server: }")
+        e = self.assertRaises(ConfigError, loadConfig, path)
+        self.assertEqual(len(e.problems), 1)
+        self.assertTrue(e.problems[0].startswith(f"{path}: not valid JSON: "), e.problems[0])
+
+    def test_notUTF8(self) -> None:
+        """
+        A file that is not UTF-8 is a L{ConfigError}.
+        """
+        path = self.writeFile(b'{"server": {"endpoint": "/\xff"}}')
+        e = self.assertRaises(ConfigError, loadConfig, path)
+        self.assertTrue(e.problems[0].startswith(f"{path}: not valid JSON: "), e.problems[0])
+
+    def test_missing(self) -> None:
+        """
+        A file that does not exist is a L{ConfigError} naming the file.
+        """
+        path = self.mktemp()
+        e = self.assertRaises(ConfigError, loadConfig, path)
+        self.assertEqual(e.problems, [f"{path}: cannot read config file: No such file or directory"])
+
+    def test_problems(self) -> None:
+        """
+        The problems of a file's content are raised as they are.
+        """
+        path = self.writeFile('{"server": {"port": 70000}}')
+        e = self.assertRaises(ConfigError, loadConfig, path)
+        self.assertEqual(e.problems, ["server.port: 70000 is out of range (0 to 65535)"])
+
+
+class OverrideTests(SynchronousTestCase):
+    """
+    L{withOverrides}: the command line's C{--ws}, C{--rest}, C{--data-dir}.
+    """
+
+    def test_overrides(self) -> None:
+        """
+        Each override replaces its value and nothing else.
+        """
+        config = parseConfig({"server": {"timezone": "Europe/Berlin"}, "restApi": {"enabled": False}})
+        result = withOverrides(config, ws="tcp:9000", rest="tcp:9001:interface=127.0.0.1", dataDir="/tmp/d")
+        self.assertEqual(result.server.listen, "tcp:9000")
+        self.assertEqual(result.server.dataDir, "/tmp/d")
+        self.assertEqual(result.server.timezone, "Europe/Berlin")
+        self.assertEqual(result.restApi.listen, "tcp:9001:interface=127.0.0.1")
+        self.assertEqual(result.restApi.enabled, True)
+        self.assertEqual(result.chat, config.chat)
+        self.assertEqual(config.server.listen, "tcp:8085:backlog=1024")
+
+    def test_none(self) -> None:
+        """
+        Without overrides the config is unchanged.
+        """
+        config = defaultConfig()
+        self.assertEqual(withOverrides(config), config)
+
+    def test_one(self) -> None:
+        """
+        One override leaves the others as they were.
+        """
+        config = defaultConfig()
+        result = withOverrides(config, dataDir="data2")
+        self.assertEqual(result, Config(server=ServerConfig(dataDir="data2"), chat=config.chat))

@@ -1,0 +1,715 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The configuration file (SPEC section 2): one parse of the original's JSON
+layout into typed, immutable objects.
+
+Every problem is named by its key (C{server.auth.type: unknown auth type
+"bsaic"}) and all of them are reported at once, so that C{twistd wsserver -T}
+can list everything wrong with a file in one run.  Nothing falls back
+silently: an unknown auth type is an error, not "no auth".
+
+Relative paths (certificates, the data directory) are taken relative to the
+directory the server is started from, as the original did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = [
+    "AuthConfig",
+    "ChatConfig",
+    "ClusterConfig",
+    "Config",
+    "ConfigError",
+    "EventConfig",
+    "MessageConfig",
+    "RestConfig",
+    "ServerConfig",
+    "TargetConfig",
+    "UndeliveredConfig",
+    "WatchdogConfig",
+    "defaultConfig",
+    "endpointProblems",
+    "loadConfig",
+    "parseConfig",
+    "parseSize",
+    "withOverrides",
+]
+
+#: The largest user id: ids are unsigned 64-bit integers.
+MAX_USER_ID = 2**64 - 1
+
+AUTH_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "oneOf", "allOf", "remote")
+STORAGES = ("memory", "sqlite", "redis")
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used.
+
+    @ivar problems: one line per problem, each starting with the key it is about.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """
+    One auth object (SPEC section 5): who may connect, or, for an event
+    target, the credential the server sends.
+
+    Only the fields of its C{type} are meaningful; the others keep their
+    defaults.
+    """
+
+    type: str = "noauth"
+    user: str = ""
+    password: str = ""
+    name: str = ""
+    value: str = ""
+    #: for C{oneOf} / C{allOf}
+    types: tuple[AuthConfig, ...] = ()
+    #: for C{remote}
+    url: str = ""
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+    data: Any = None
+    source: AuthConfig | None = None
+    timeoutSeconds: float = 10.0
+
+    def usesType(self, authType: str) -> bool:
+        """
+        Whether this auth, or any auth nested in it, is of C{authType}.
+        """
+        return self.type == authType or any(t.usesType(authType) for t in self.types)
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    enabled: bool = False
+    connectionLifetimeSeconds: float = 600
+    pingIntervalSeconds: float = 60
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    #: the WebSocket path, C{/chat}
+    endpoint: str = "/chat"
+    #: a Twisted server endpoint string: C{tcp:} serves ws://, C{ssl:} wss://
+    listen: str = "tcp:8085:backlog=1024"
+    workers: int = 1
+    timezone: str = "UTC"
+    dataDir: str = "./wsserver-data"
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    allowedOrigins: tuple[str, ...] = ()
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """
+        The time zone that message timestamps are written in.
+        """
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class RestConfig:
+    enabled: bool = True
+    listen: str = "tcp:8092:interface=127.0.0.1:backlog=1024"
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+@dataclass(frozen=True)
+class UndeliveredConfig:
+    storage: str = "sqlite"
+    ttlSeconds: float = 604800
+    maxPerUser: int = 1000
+
+
+@dataclass(frozen=True)
+class MessageConfig:
+    #: bytes, after reassembly of fragmented messages
+    maxSize: int = 10 * 1024 * 1024
+    enableDeliveryStatus: bool = False
+    enableSendBack: bool = False
+    ignoredTypesSendBack: frozenset[str] = frozenset()
+    enforceSender: bool = True
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    enableUndeliveredQueue: bool = False
+    undelivered: UndeliveredConfig = field(default_factory=UndeliveredConfig)
+    message: MessageConfig = field(default_factory=MessageConfig)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """
+    One event target: C{postback} (a webhook) or C{redis}.
+    """
+
+    type: str
+    url: str = ""
+    method: str = "POST"
+    connectionTimeoutSeconds: float = 10
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    address: str = "127.0.0.1"
+    port: int = 6379
+    unixSocket: str = ""
+    database: int = 0
+    password: str = ""
+    modeType: str = "queue"
+    modeName: str = "wsserver_events_queue"
+    fallback: tuple[TargetConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    enabled: bool = False
+    enableRetry: bool = True
+    retryIntervalSeconds: float = 10
+    retryCount: int = 3
+    sendBotMessages: bool = False
+    maxParallelWorkers: int = 16
+    ignoreTypes: frozenset[str] = frozenset()
+    targets: tuple[TargetConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    #: a C{redis://} URL, or L{None} for a single node
+    redis: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole configuration, and the warnings its file gave.
+    """
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    restApi: RestConfig = field(default_factory=RestConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    event: EventConfig = field(default_factory=EventConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    warnings: tuple[str, ...] = ()
+
+
+def defaultConfig() -> Config:
+    """
+    The built-in defaults, used when no config file is given.
+    """
+    return Config(chat=ChatConfig(undelivered=UndeliveredConfig(storage="memory")))
+
+
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([KkMm]?)\s*$")
+
+
+def parseSize(value: object) -> int:
+    """
+    Parse a size: a number of bytes, or a string with suffix C{K} or C{M}
+    (C{"512K"}, C{"10M"}; powers of 1024).
+
+    @raise ValueError: when C{value} is not such a size.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value}")
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    raise ValueError(f'unparsable size {json.dumps(value)}: use bytes, or a number with K or M ("512K", "10M")')
+
+
+def _quote(value: str) -> str:
+    """
+    Escape a value for a Twisted endpoint string.
+    """
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def _typeName(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+class _Section:
+    """
+    Typed reads from one JSON object, recording every problem by its key.
+    """
+
+    def __init__(self, raw: Mapping[str, Any], path: str, problems: list[str], warnings: list[str]) -> None:
+        self.raw = raw
+        self.path = path
+        self.problems = problems
+        self.warnings = warnings
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, why: str) -> None:
+        self.problems.append(f"{self.key(name)}: {why}")
+
+    def has(self, name: str) -> bool:
+        self.seen.add(name)
+        return name in self.raw and self.raw[name] is not None
+
+    def _get(self, name: str, default: Any, check: Callable[[Any], bool], want: str) -> Any:
+        self.seen.add(name)
+        if name not in self.raw:
+            return default
+        value = self.raw[name]
+        if not check(value):
+            self.error(name, f"must be {want}, not {_typeName(value)} {json.dumps(value)}")
+            return default
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        return self._get(name, default, lambda v: isinstance(v, bool), "true or false")
+
+    def str(self, name: str, default: str) -> str:
+        return self._get(name, default, lambda v: isinstance(v, str), "a string")
+
+    def int(self, name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+        value = self._get(name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.error(name, f"{value} is out of range ({low} to {high if high is not None else 'any'})")
+            return default
+        return value
+
+    def number(self, name: str, default: float, low: float = 0) -> float:
+        value = self._get(
+            name, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+        )
+        if value < low:
+            self.error(name, f"{value} must be at least {low}")
+            return default
+        return value
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self._get(
+            name, [], lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "an array of strings"
+        )
+        return tuple(value)
+
+    def section(self, name: str) -> _Section:
+        value = self._get(name, {}, lambda v: v is None or isinstance(v, dict), "an object")
+        return _Section(value or {}, self.key(name), self.problems, self.warnings)
+
+    def finish(self) -> None:
+        """
+        Warn about every key that nothing read.
+        """
+        for name in self.raw:
+            if name not in self.seen:
+                self.warnings.append(f"{self.key(name)}: unknown key, ignored")
+
+
+def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> str:
+    """
+    Translate the original's C{address}/C{port}/C{secure} fields to an
+    endpoint string; C{listen} wins where given.
+    """
+    address = sect.str("address", defaultAddress)
+    port = sect.int("port", defaultPort, 0, 65535)
+    secure = sect.section("secure")
+    enabled = secure.bool("enabled", False)
+    crtPath = secure.str("crtPath", "")
+    keyPath = secure.str("keyPath", "")
+    secure.finish()
+    listen = sect.str("listen", "")
+    if listen:
+        return listen
+    if enabled:
+        for name, path in (("crtPath", crtPath), ("keyPath", keyPath)):
+            if not path:
+                secure.error(name, "required when secure.enabled is true")
+            elif not os.path.isfile(path):
+                secure.error(name, f"file not found {json.dumps(path)}")
+        parts = [f"ssl:{port}", f"privateKey={_quote(keyPath)}", f"certKey={_quote(crtPath)}"]
+    else:
+        parts = [f"tcp:{port}"]
+    if address not in ("*", "", "0.0.0.0"):
+        parts.append(f"interface={_quote(address)}")
+    parts.append("backlog=1024")
+    return ":".join(parts)
+
+
+def _checkEndpoint(sect: _Section, name: str, listen: str) -> None:
+    """
+    Check that C{listen} is a server endpoint string that Twisted can use,
+    without listening; for C{ssl:} this loads the key and certificate.
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        serverFromString(MemoryReactor(), listen)
+    except Exception as e:  # serverFromString raises many kinds: report them all
+        sect.error(name, f"invalid endpoint {json.dumps(listen)}: {e}")
+
+
+def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool = False) -> AuthConfig:
+    """
+    Parse the auth object at C{sect[name]}; C{credential} is true for event
+    targets, where combinations and remote checks make no sense.
+    """
+    if not sect.has(name):
+        if isinstance(sect, _IndexSection) and name in sect.raw:
+            # a null inside oneOf/allOf must not become a "noauth" that lets everyone in
+            sect.error(name, "must be an auth object, not null")
+        return AuthConfig()
+    a = sect.section(name)
+    if not isinstance(sect.raw.get(name), dict):
+        return AuthConfig()
+    kind = a.str("type", "")
+    allowed = ("noauth", "basic", "header", "bearer", "cookie") if credential else AUTH_TYPES
+    if kind not in allowed:
+        if kind == "" and "type" not in a.raw:
+            a.error("type", "required")
+        else:
+            a.error("type", f"unknown auth type {json.dumps(kind)} (use one of: {', '.join(allowed)})")
+        return AuthConfig()
+
+    def required(field: str) -> str:
+        if field not in a.raw:
+            a.error(field, f'required for auth type "{kind}"')
+            a.seen.add(field)
+            return ""
+        value = a.str(field, "")
+        if not value and field != "user":
+            a.error(field, "must not be empty")
+        return value
+
+    result = AuthConfig(type=kind)
+    if source:
+        # where a remote check finds the credential: only names matter
+        if kind in ("header", "cookie"):
+            result = replace(result, name=required("name"))
+        a.seen.update(("value", "user", "password"))  # an auth object reused as is
+        a.finish()
+        return result
+    if kind == "basic":
+        user = required("user")
+        if ":" in user:
+            a.error("user", 'must not contain ":" (HTTP basic auth splits on it)')
+        result = replace(result, user=user, password=required("password"))
+    elif kind in ("header", "cookie"):
+        result = replace(result, name=required("name"), value=required("value"))
+    elif kind == "bearer":
+        result = replace(result, value=required("value"))
+    elif kind in ("oneOf", "allOf"):
+        raw = a._get("types", None, lambda v: isinstance(v, list), "an array of auth objects")
+        if not raw:
+            if raw is not None:
+                a.error("types", "must hold at least one auth object")
+            elif "types" not in a.raw:
+                a.error("types", f'required for auth type "{kind}"')
+            raw = []
+        items = _IndexSection({str(i): v for i, v in enumerate(raw)}, a.key("types"), a.problems, a.warnings)
+        subs = [_parseAuth(items, str(i)) for i in range(len(raw))]
+        result = replace(result, types=tuple(subs))
+    elif kind == "remote":
+        url = required("url")
+        if url and not re.match(r"^https?://", url):
+            a.error("url", f"must be an http:// or https:// URL, not {json.dumps(url)}")
+        headers = []
+        rawHeaders = a._get(
+            "headers",
+            [],
+            lambda v: isinstance(v, list)
+            and all(isinstance(h, dict) and all(isinstance(x, str) for x in h.values()) for h in v),
+            'an array of objects such as {"X-Key": "value"}',
+        )
+        for h in rawHeaders:
+            headers.extend(h.items())
+        data = a._get("data", None, lambda v: v is None or isinstance(v, (str, dict)), "a string or an object")
+        source = _parseAuth(a, "source", credential=True, source=True) if a.has("source") else None
+        if source is None or source.type == "noauth":
+            a.error("source", 'required for auth type "remote": an auth object saying where the credential is, '
+                    'such as {"type": "cookie", "name": "session"}')
+        result = replace(
+            result,
+            url=url,
+            method=a.str("method", "POST").upper(),
+            headers=tuple(headers),
+            data=data,
+            source=source,
+            timeoutSeconds=a.number("timeoutSeconds", 10, 0.001),
+        )
+    a.finish()
+    return result
+
+
+class _IndexSection(_Section):
+    """
+    An array seen as a section (its items keyed C{"0"}, C{"1"} ...), so that
+    items are named C{key[i]}.
+    """
+
+    def key(self, name: str) -> str:
+        return f"{self.path}[{name}]"
+
+
+def _parseTarget(sect: _Section, index: int) -> TargetConfig | None:
+    t = _Section(sect.raw, sect.path, sect.problems, sect.warnings)
+    kind = t.str("type", "")
+    if kind not in ("postback", "redis"):
+        t.error("type", f"unknown event target type {json.dumps(kind)} (use postback or redis)")
+        return None
+    target = TargetConfig(type=kind)
+    if kind == "postback":
+        url = t.str("url", "")
+        if not re.match(r"^https?://", url):
+            t.error("url", f"must be an http:// or https:// URL, not {json.dumps(url)}")
+        target = replace(
+            target,
+            url=url,
+            method=t.str("method", "POST").upper(),
+            connectionTimeoutSeconds=t.number("connectionTimeoutSeconds", 10),
+            auth=_parseAuth(t, "auth", credential=True),
+        )
+    else:
+        mode = t.section("mode")
+        modeType = mode.str("type", "queue")
+        if modeType not in ("queue", "channel"):
+            mode.error("type", f'must be "queue" or "channel", not {json.dumps(modeType)}')
+        modeName = mode.str("name", "wsserver_events_queue" if modeType != "channel" else "wsserver_events_channel")
+        mode.finish()
+        target = replace(
+            target,
+            address=t.str("address", "127.0.0.1"),
+            port=t.int("port", 6379, 1, 65535),
+            unixSocket=t.str("unixSocket", ""),
+            database=t.int("database", 0, 0),
+            password=t.str("password", ""),
+            modeType=modeType,
+            modeName=modeName,
+            connectionTimeoutSeconds=t.number("connectionTimeoutSeconds", 10),
+        )
+    fallback = _parseTargets(t, "fallback")
+    t.finish()
+    return replace(target, fallback=fallback)
+
+
+def _parseTargets(sect: _Section, name: str) -> tuple[TargetConfig, ...]:
+    raw = sect._get(name, [], lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "an array of objects")
+    targets = []
+    for i, item in enumerate(raw):
+        target = _parseTarget(_Section(item, f"{sect.key(name)}[{i}]", sect.problems, sect.warnings), i)
+        if target is not None:
+            targets.append(target)
+    return tuple(targets)
+
+
+def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
+    """
+    Parse a decoded JSON config into a L{Config}.
+
+    @param checkEndpoints: also check that the listen endpoints can be used
+        (loads TLS keys and certificates).
+    @raise ConfigError: naming every problem by its key.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError([f"(top level): must be an object, not {_typeName(raw)}"])
+    top = _Section(raw, "", problems, warnings)
+
+    # server
+    s = top.section("server")
+    endpoint = s.str("endpoint", "/chat")
+    if not endpoint.startswith("/"):
+        s.error("endpoint", f'must be a path starting with "/", not {json.dumps(endpoint)}')
+    listen = _listenFromSeed(s, "*", 8085)
+    workers = s.int("workers", 1, 1, 256)
+    timezone = s.str("timezone", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory such as "America"
+        s.error("timezone", f"unknown time zone {json.dumps(timezone)} (use an IANA name such as Europe/Berlin)")
+        timezone = "UTC"
+    dataDir = s.str("dataDir", "./wsserver-data")
+    w = s.section("watchdog")
+    watchdog = WatchdogConfig(
+        enabled=w.bool("enabled", False),
+        connectionLifetimeSeconds=w.number("connectionLifetimeSeconds", 600, 0),
+        pingIntervalSeconds=w.number("pingIntervalSeconds", 60, 0),
+    )
+    if watchdog.enabled and watchdog.pingIntervalSeconds <= 0:
+        w.error("pingIntervalSeconds", "must be more than 0 when the watchdog is enabled")
+    w.finish()
+    serverAuth = _parseAuth(s, "auth")
+    origins = s.strings("allowedOrigins")
+    s.finish()
+    server = ServerConfig(
+        endpoint=endpoint,
+        listen=listen,
+        workers=workers,
+        timezone=timezone,
+        dataDir=dataDir,
+        watchdog=watchdog,
+        auth=serverAuth,
+        allowedOrigins=origins,
+    )
+
+    # restApi
+    r = top.section("restApi")
+    rest = RestConfig(
+        enabled=r.bool("enabled", True),
+        listen=_listenFromSeed(r, "127.0.0.1", 8092),
+        auth=_parseAuth(r, "auth"),
+    )
+    r.finish()
+
+    # chat
+    c = top.section("chat")
+    m = c.section("message")
+    queueOld = m.bool("enableUndeliveredQueue", False)
+    queueOn = c.bool("enableUndeliveredQueue", queueOld) if c.has("enableUndeliveredQueue") else queueOld
+    u = c.section("undelivered")
+    storage = u.str("storage", "sqlite")
+    if storage not in STORAGES:
+        u.error("storage", f"unknown storage {json.dumps(storage)} (use one of: {', '.join(STORAGES)})")
+        storage = "memory"
+    undelivered = UndeliveredConfig(
+        storage=storage,
+        ttlSeconds=u.number("ttlSeconds", 604800, 0),
+        maxPerUser=u.int("maxPerUser", 1000, 1),
+    )
+    u.finish()
+    maxSize = 10 * 1024 * 1024
+    if m.has("maxSize"):
+        try:
+            maxSize = parseSize(m.raw["maxSize"])
+        except ValueError as e:
+            m.error("maxSize", str(e))
+    message = MessageConfig(
+        maxSize=maxSize,
+        enableDeliveryStatus=m.bool("enableDeliveryStatus", False),
+        enableSendBack=m.bool("enableSendBack", False),
+        ignoredTypesSendBack=frozenset(m.strings("ignoredTypesSendBack")),
+        enforceSender=m.bool("enforceSender", True),
+    )
+    m.finish()
+    c.finish()
+    chat = ChatConfig(enableUndeliveredQueue=queueOn, undelivered=undelivered, message=message)
+
+    # event
+    e = top.section("event")
+    event = EventConfig(
+        enabled=e.bool("enabled", False),
+        enableRetry=e.bool("enableRetry", True),
+        retryIntervalSeconds=e.number("retryIntervalSeconds", 10),
+        retryCount=e.int("retryCount", 3, 0),
+        sendBotMessages=e.bool("sendBotMessages", False),
+        maxParallelWorkers=e.int("maxParallelWorkers", 16, 1),
+        ignoreTypes=frozenset(e.strings("ignoreTypes")),
+        targets=_parseTargets(e, "targets"),
+    )
+    e.finish()
+
+    # cluster
+    cl = top.section("cluster")
+    redis = cl._get("redis", None, lambda v: v is None or isinstance(v, str), "a redis:// URL or null")
+    if redis is not None and not re.match(r"^(redis|rediss|unix)://", redis):
+        cl.error("redis", f"must be a redis:// URL, not {json.dumps(redis)}")
+    cl.finish()
+    cluster = ClusterConfig(redis=redis)
+    top.finish()
+
+    config = Config(server, rest, chat, event, cluster, tuple(warnings))
+    problems.extend(_crossChecks(config))
+    if checkEndpoints:
+        problems.extend(endpointProblems(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def endpointProblems(config: Config) -> list[str]:
+    """
+    Check that the listen endpoints of C{config} can be used, without
+    listening (for C{ssl:} this loads the key and certificate).
+    """
+    problems: list[str] = []
+    _checkEndpoint(_Section({}, "server", problems, []), "listen", config.server.listen)
+    if config.restApi.enabled:
+        _checkEndpoint(_Section({}, "restApi", problems, []), "listen", config.restApi.listen)
+    return problems
+
+
+def _crossChecks(config: Config) -> list[str]:
+    """
+    Problems that involve more than one key, or features that this version
+    does not have yet (refused rather than ignored).
+    """
+    problems = []
+    if config.server.workers > 1 and config.cluster.redis is None:
+        problems.append("server.workers: more than 1 worker needs cluster.redis")
+    if config.cluster.redis is not None:
+        problems.append("cluster.redis: cluster mode is not available in this version yet; remove it")
+    if config.chat.enableUndeliveredQueue and config.chat.undelivered.storage != "memory":
+        problems.append(
+            f"chat.undelivered.storage: storage {json.dumps(config.chat.undelivered.storage)} is not available "
+            'in this version yet; use "memory"'
+        )
+    if config.event.enabled:
+        problems.append("event.enabled: the event notifier is not available in this version yet; set it to false")
+    return problems
+
+
+def loadConfig(path: str, checkEndpoints: bool = True) -> Config:
+    """
+    Read and parse the config file at C{path}.
+
+    @raise ConfigError: when the file cannot be read, is not JSON, or has problems.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read config file: {e.strerror}"])
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise ConfigError([f"{path}: not valid JSON: {e}"])
+    return parseConfig(raw, checkEndpoints)
+
+
+def withOverrides(
+    config: Config, ws: str | None = None, rest: str | None = None, dataDir: str | None = None
+) -> Config:
+    """
+    Apply the command line's C{--ws}, C{--rest} and C{--data-dir}.
+    """
+    server, restApi = config.server, config.restApi
+    if ws is not None:
+        server = replace(server, listen=ws)
+    if dataDir is not None:
+        server = replace(server, dataDir=dataDir)
+    if rest is not None:
+        restApi = replace(restApi, listen=rest, enabled=True)
+    return replace(config, server=server, restApi=restApi)
