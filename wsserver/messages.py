@@ -1,0 +1,233 @@
+# -*- test-case-name: tests.test_messages -*-
+"""
+Chat messages (SPEC section 3): validation of what a client sends, and the
+object the server delivers.
+
+Each message is parsed once (C{orjson}) and serialized once; the wording of
+the errors is the original server's, so that clients that show them keep
+working.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from twisted.internet.interfaces import IReactorTime
+
+__all__ = [
+    "BOT",
+    "InvalidPayload",
+    "Message",
+    "MessageFactory",
+    "parseUserId",
+    "InvalidUserId",
+]
+
+#: The user id of the server itself (the "bot"): no client connects as it.
+BOT = 0
+_MAX_ID = 2**64 - 1
+
+
+class InvalidPayload(ValueError):
+    """
+    A message that is not a valid chat message; C{reason} says why, in the
+    original's words (C{$.type must be a string}).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidUserId(ValueError):
+    """
+    A user id in a query string that cannot be used; the message says which
+    problem it has.
+    """
+
+
+def parseUserId(values: list[str] | None) -> int:
+    """
+    Parse the C{id} query parameter (all of its values) into a user id.
+
+    @raise InvalidUserId: saying what is wrong with it.
+    """
+    if not values or values == [""]:
+        raise InvalidUserId("Id required in query parameter: ?id={id}")
+    if len(values) > 1:
+        raise InvalidUserId("Id given more than once in query parameter: ?id={id}")
+    raw = values[0]
+    if raw.startswith("-") and raw[1:].isascii() and raw[1:].isdigit():
+        raise InvalidUserId(f"Invalid id {raw}: must not be negative")
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidUserId(f"Invalid id {raw!r}: must be an unsigned 64-bit integer")
+    # 2^64-1 has 20 digits; checking the length first also keeps int() from
+    # raising its own ValueError on very long strings (over 4300 digits).
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > 20 or int(digits) > _MAX_ID:
+        raise InvalidUserId(f"Invalid id {raw}: over the maximum 2^64-1")
+    value = int(digits)
+    if value == BOT:
+        raise InvalidUserId("Invalid id 0: reserved for the server")
+    return value
+
+
+def _isUserId(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_ID  # type: ignore[operator]
+
+
+@dataclass(slots=True)
+class Message:
+    """
+    A routed message: what every recipient receives.
+    """
+
+    id: str
+    type: str
+    text: str
+    timestamp: str
+    sender: int
+    recipients: list[int]
+    data: Any
+
+    def toDict(self) -> dict[str, Any]:
+        """
+        The delivered object, with the original's field order.
+        """
+        return {
+            "id": self.id,
+            "type": self.type,
+            "text": self.text,
+            "timestamp": self.timestamp,
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "data": self.data,
+        }
+
+    def serialize(self) -> bytes:
+        """
+        The delivered object as UTF-8 JSON, ready for a text frame.
+        """
+        return orjson.dumps(self.toDict())
+
+    def isForBot(self) -> bool:
+        """
+        Whether this message is for the server only (C{recipients == [0]}).
+        """
+        return self.recipients == [BOT]
+
+
+class MessageFactory:
+    """
+    Validates payloads and stamps messages with an id and a timestamp.
+
+    Ids have the original's form (C{5A32EA72-38F4D5DC-3541-00000008}): the
+    time in seconds, a random number for this server process, the process id,
+    and a counter; unique across restarts and across the nodes of a cluster.
+
+    @param clock: where the time comes from.
+    @param tz: the zone that timestamps are written in.
+    """
+
+    def __init__(self, clock: IReactorTime, tz: ZoneInfo, nodeTag: int | None = None) -> None:
+        self._clock = clock
+        self._tz = tz
+        self._node = random.getrandbits(32) if nodeTag is None else nodeTag
+        self._pid = os.getpid() & 0xFFFF
+        self._counter = 0
+
+    def newId(self) -> str:
+        """
+        A new unique message id.
+        """
+        self._counter = (self._counter + 1) & 0xFFFFFFFF
+        return "%08X-%08X-%04X-%08X" % (
+            int(self._clock.seconds()) & 0xFFFFFFFF,
+            self._node,
+            self._pid,
+            self._counter,
+        )
+
+    def timestamp(self) -> str:
+        """
+        Now, in ISO 8601 with microseconds and the UTC offset of the zone.
+        """
+        return datetime.fromtimestamp(self._clock.seconds(), self._tz).isoformat(timespec="microseconds")
+
+    def fromPayload(self, payload: bytes | str, sender: int | None, enforceSender: bool = True) -> Message:
+        """
+        Parse and validate what a client sent.
+
+        @param payload: the JSON text, as bytes (any WebSocket frame) or str.
+        @param sender: the sender when the payload names none (the
+            connection's user, or 0 for the REST API); L{None} when the payload
+            must name its sender (the original's rule, C{enforceSender} off).
+        @param enforceSender: when true a C{sender} in the payload must equal
+            C{sender}.
+        @raise InvalidPayload: naming what is wrong.
+        """
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError as e:
+            raise InvalidPayload(str(e)) from None
+        return self.fromObject(obj, sender, enforceSender)
+
+    def fromObject(self, obj: Any, sender: int | None, enforceSender: bool = True) -> Message:
+        """
+        Validate a decoded payload; see L{fromPayload}.
+        """
+        if type(obj) is not dict:
+            raise InvalidPayload("$ must be an object")
+        kind = obj.get("type")
+        if type(kind) is not str:
+            raise InvalidPayload("$.type must be a string")
+        text = obj.get("text")
+        if text is None:
+            if kind == "text":
+                raise InvalidPayload("$.text must be string")
+            text = ""
+        elif type(text) is not str:
+            raise InvalidPayload("$.text must be string")
+        given = obj.get("sender")
+        if given is None:
+            if sender is None:
+                raise InvalidPayload("$.sender must be uint64_t")
+        elif not _isUserId(given):
+            raise InvalidPayload("$.sender must be uint64_t")
+        elif enforceSender and sender is not None and given != sender:
+            raise InvalidPayload(f"$.sender must be your own id ({sender})")
+        else:
+            sender = given
+        recipients = obj.get("recipients")
+        if type(recipients) is not list or not all(_isUserId(r) for r in recipients):
+            raise InvalidPayload("$.recipients[] must be uint64_t[]")
+        if not recipients:
+            raise InvalidPayload("$.recipients[] must contains at least 1 value")
+        timestamp = obj.get("timestamp")
+        if timestamp is None:
+            timestamp = self.timestamp()
+        elif type(timestamp) is not str:
+            raise InvalidPayload("$.timestamp must be string")
+        assert sender is not None
+        return Message(self.newId(), kind, text, timestamp, sender, recipients, obj.get("data"))
+
+    def notification(self, message: Message, recipient: int) -> Message:
+        """
+        The delivery status sent to C{message}'s sender when it reached
+        C{recipient} (C{enableDeliveryStatus}).
+        """
+        return Message(
+            self.newId(),
+            "notification_received",
+            "",
+            self.timestamp(),
+            BOT,
+            [message.sender],
+            {"id": message.id, "recipient": recipient},
+        )
