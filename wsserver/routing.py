@@ -1,0 +1,299 @@
+# -*- test-case-name: tests.test_routing -*-
+"""
+The router: the transport-free core of wsserver (SPEC section 3, "Routing").
+
+It knows the live connections of every user, routes each message to all of
+them, hands messages for offline users to the undelivered store and every
+routed message to the event notifier, and keeps the statistics.  It talks to
+connections only through L{IConnection}, so the WebSocket protocol and the
+REST API are thin adapters to it and the tests drive it with plain objects.
+
+Speed: a message is serialized once and framed once (by the injected
+C{prepare}, Autobahn's L{PreparedMessage} in the server) for every connection
+that receives it; nothing is logged per message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import orjson
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from .config import MessageConfig
+from .messages import BOT, Message, MessageFactory
+from .stats import UserStats, emptyStatItem
+from .storage import IUndeliveredStore
+
+__all__ = ["IConnection", "Router"]
+
+
+class IConnection(Interface):
+    """
+    One live client connection, as the router sees it.
+    """
+
+    userId = Attribute("The id of the user this connection belongs to.")
+
+    def sendPrepared(prepared: Any) -> None:
+        """
+        Send a message framed by the router's C{prepare} function.
+        """
+
+    def close(code: int, reason: str) -> None:
+        """
+        Close the connection with a WebSocket close code and reason.
+        """
+
+
+class _User:
+    """
+    The live connections of one user, and the messages that wait while the
+    undelivered queue is drained (so that stored ones go first).
+    """
+
+    __slots__ = ("connections", "backlog", "stats")
+
+    def __init__(self, stats: UserStats) -> None:
+        self.connections: list[Any] = []
+        self.backlog: list[tuple[Message, Any, int]] | None = None
+        self.stats = stats
+
+
+def _identity(payload: bytes) -> Any:
+    return payload
+
+
+class Router:
+    """
+    Routes messages between the connections of users.
+
+    @param config: the C{chat.message} settings.
+    @param clock: the time source for statistics and timestamps.
+    @param messages: stamps ids and timestamps on new messages.
+    @param store: the undelivered queue, or L{None} when it is off.
+    @param notify: called with every routed message and its serialized form
+        (the event notifier), or L{None}.
+    @param prepare: frames a serialized message once for all the connections
+        that receive it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: MessageConfig,
+        clock: IReactorTime,
+        messages: MessageFactory,
+        store: IUndeliveredStore | None = None,
+        notify: Callable[[Message, bytes], None] | None = None,
+        prepare: Callable[[bytes], Any] = _identity,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self.messages = messages
+        self._store = store
+        self._notify = notify
+        self._prepare = prepare
+        self._users: dict[int, _User] = {}
+        self.connectionCount = 0
+
+    # connections
+
+    def _user(self, userId: int, now: float) -> _User:
+        user = self._users.get(userId)
+        if user is None:
+            user = self._users[userId] = _User(UserStats(userId, now))
+        return user
+
+    def attach(self, connection: Any) -> None:
+        """
+        A connection passed its checks: it receives the user's messages from
+        now on, after what the undelivered queue kept for the user.
+        """
+        now = self._clock.seconds()
+        user = self._user(connection.userId, now)
+        stats = user.stats
+        stats.connectedTimes += 1
+        stats.lastConnection = now
+        self.connectionCount += 1
+        user.connections.append(connection)
+        if len(user.connections) == 1:
+            stats.wentOnline(now)
+            # when a drain is still in flight (the user went offline and came
+            # back before the store answered), it delivers to this connection
+            if self._store is not None and user.backlog is None:
+                self._drain(connection.userId, user, now)
+
+    def detach(self, connection: Any) -> None:
+        """
+        A connection closed (cleanly or not). Safe to call for a connection
+        that was never attached.
+        """
+        user = self._users.get(connection.userId)
+        if user is None or connection not in user.connections:
+            return
+        user.connections.remove(connection)
+        self.connectionCount -= 1
+        now = self._clock.seconds()
+        user.stats.disconnectedTimes += 1
+        if not user.connections:
+            user.stats.wentOffline(now)
+
+    def isOnline(self, userId: int) -> bool:
+        """
+        Whether C{userId} has a live connection.
+        """
+        user = self._users.get(userId)
+        return user is not None and bool(user.connections)
+
+    def allConnections(self) -> Iterator[Any]:
+        """
+        Every live connection (a snapshot, safe to close them while iterating).
+        """
+        return iter([c for user in self._users.values() for c in user.connections])
+
+    # statistics
+
+    def statItem(self, userId: int) -> dict[str, Any]:
+        """
+        The statistics of one user; zeros for a user never seen.
+        """
+        user = self._users.get(userId)
+        if user is None:
+            return emptyStatItem(userId)
+        return user.stats.item(self._clock.seconds(), bool(user.connections))
+
+    def statItems(self) -> list[dict[str, Any]]:
+        """
+        The statistics of every user seen, by id.
+        """
+        now = self._clock.seconds()
+        return [self._users[u].stats.item(now, bool(self._users[u].connections)) for u in sorted(self._users)]
+
+    # routing
+
+    def receive(self, connection: Any, payload: bytes) -> Message:
+        """
+        Route what C{connection} sent.
+
+        @raise messages.InvalidPayload: when it is not a valid message; nothing
+            is routed then.
+        """
+        enforce = self._config.enforceSender
+        message = self.messages.fromPayload(payload, connection.userId if enforce else None, enforce)
+        user = self._users[connection.userId]
+        user.stats.bytesTransferred += len(payload)
+        self.route(message, user)
+        return message
+
+    def route(self, message: Message, senderUser: _User | None = None) -> None:
+        """
+        Deliver a valid message: to every connection of each recipient, to the
+        undelivered queue for the offline ones, to the sender's connections
+        for send-back and delivery status, and to the event notifier.
+        """
+        now = self._clock.seconds()
+        sender = message.sender
+        if senderUser is None and sender != BOT:
+            senderUser = self._user(sender, now)
+        if senderUser is not None:
+            senderUser.stats.sentMessages += 1
+            senderUser.stats.lastMessageTime = now
+        payload = message.serialize()
+        size = len(payload)
+        config = self._config
+        forBot = message.isForBot()
+        if not forBot:
+            prepared = self._prepare(payload)
+            users = self._users
+            reached = []
+            seen = set()
+            for r in message.recipients:
+                if r == BOT or r in seen:
+                    continue
+                seen.add(r)
+                user = users.get(r)
+                if user is not None and user.connections:
+                    self._deliver(user, message, prepared, size)
+                    reached.append(r)
+                elif user is not None and user.backlog is not None:
+                    # offline again while the store is being read: wait
+                    # behind the stored messages (stored after them if
+                    # nobody is back when the store answers)
+                    self._deliver(user, message, prepared, size)
+                elif self._store is not None:
+                    copy = message.toDict()
+                    copy["recipients"] = [r]
+                    self._keep(r, copy, now)
+            if senderUser is not None and senderUser.connections:
+                if (
+                    config.enableSendBack
+                    and sender not in seen
+                    and message.type not in config.ignoredTypesSendBack
+                ):
+                    self._deliver(senderUser, message, prepared, size)
+                if config.enableDeliveryStatus:
+                    for r in reached:
+                        note = self.messages.notification(message, r)
+                        raw = note.serialize()
+                        self._deliver(senderUser, note, self._prepare(raw), len(raw))
+        if self._notify is not None:
+            self._notify(message, payload)
+
+    def _deliver(self, user: _User, message: Message, prepared: Any, size: int) -> None:
+        stats = user.stats
+        stats.receivedMessages += 1
+        stats.bytesTransferred += size
+        if user.backlog is not None:
+            user.backlog.append((message, prepared, size))
+            return
+        for connection in user.connections:
+            connection.sendPrepared(prepared)
+
+    def _keep(self, userId: int, obj: dict[str, Any], now: float) -> None:
+        d = self._store.put(userId, orjson.dumps(obj), now)  # type: ignore[union-attr]
+        d.addErrback(lambda f: self.log.failure("could not keep a message for user {uid}", f, uid=userId))
+
+    def _drain(self, userId: int, user: _User, now: float) -> None:
+        """
+        Deliver what the undelivered queue kept for a user who just came
+        online; messages routed meanwhile wait in the user's backlog, so that
+        the stored ones arrive first.
+        """
+        user.backlog = []
+        store = self._store
+        assert store is not None
+
+        def deliver(stored: list[tuple[int, bytes]]) -> None:
+            backlog, user.backlog = user.backlog or [], None
+            if not user.connections:
+                # all gone again before the store answered: what was stored
+                # stays stored, and what came meanwhile is stored after it
+                for message, _, _ in backlog:
+                    copy = message.toDict()
+                    copy["recipients"] = [userId]
+                    self._keep(userId, copy, self._clock.seconds())
+                return
+            connections = user.connections
+            for _, payload in stored:
+                prepared = self._prepare(payload)
+                user.stats.receivedMessages += 1
+                user.stats.bytesTransferred += len(payload)
+                for connection in connections:
+                    connection.sendPrepared(prepared)
+            for _, prepared, _ in backlog:
+                for connection in connections:
+                    connection.sendPrepared(prepared)
+            if stored:
+                store.ack(userId, [key for key, _ in stored]).addErrback(
+                    lambda f: self.log.failure("could not forget delivered messages of user {uid}", f, uid=userId)
+                )
+
+        def failed(f: Any) -> None:
+            self.log.failure("could not read undelivered messages of user {uid}", f, uid=userId)
+            deliver([])
+
+        store.fetch(userId, now).addCallbacks(deliver, failed)
