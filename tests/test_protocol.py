@@ -1,0 +1,260 @@
+"""
+Tests for L{wsserver.protocol}: the Autobahn adapter, driven in memory with
+L{twisted.test.iosim} and a L{task.Clock} for every timer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import txaio
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from txaio.testutil import replace_loop
+
+from wsserver.auth import Authenticator, Credentials
+from wsserver.config import MessageConfig, ServerConfig, WatchdogConfig
+from wsserver.messages import MessageFactory
+from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
+from wsserver.routing import Router
+from wsserver.watchdog import Watchdog
+
+
+class _Client(WebSocketClientProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[Any] = []
+        self.closedWith: tuple[int | None, str | None] | None = None
+        self.pongsOff = False
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.received.append(orjson.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closedWith = (code, reason)
+
+    def _processFrame_ping(self) -> None:  # pragma: no cover - not used
+        pass
+
+    def onPing(self, payload: bytes) -> None:
+        if not self.pongsOff:
+            self.sendPong(payload)
+
+
+class _ControlledAuth(Authenticator):
+    """
+    An authenticator whose answers the test gives, one Deferred per check.
+    """
+
+    isNoAuth = False
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Credentials, Deferred[bool]]] = []
+
+    def authenticate(self, credentials: Credentials) -> Deferred[bool]:
+        d: Deferred[bool] = Deferred()
+        self.pending.append((credentials, d))
+        return d
+
+
+class _NoAuth(Authenticator):
+    isNoAuth = True
+
+    def authenticate(self, credentials: Credentials) -> Deferred[bool]:
+        return succeed(True)
+
+
+class ProtocolTests(SynchronousTestCase):
+    """
+    The server protocol against a real Autobahn client, in memory.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self._loop = replace_loop(self.clock)
+        self._loop.__enter__()
+        self.addCleanup(self._loop.__exit__, None, None, None)
+        self.pumps: list[iosim.IOPump] = []
+
+    def makeFactory(self, auth: Authenticator | None = None, **message: Any) -> ChatServerFactory:
+        router = Router(
+            MessageConfig(**message), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")), prepare=prepareFrame
+        )
+        return ChatServerFactory(router, ServerConfig(), MessageConfig(**message), auth or _NoAuth(), self.clock)
+
+    def connect(self, factory: ChatServerFactory, query: str, headers: dict[str, str] | None = None) -> _Client:
+        clientFactory = WebSocketClientFactory(f"ws://127.0.0.1:8085/chat?{query}", headers=headers or {})
+        clientFactory.protocol = _Client
+        server = factory.buildProtocol(None)
+        client = clientFactory.buildProtocol(None)
+        pump = iosim.connect(
+            server, iosim.FakeTransport(server, isServer=True), client, iosim.FakeTransport(client, isServer=False)
+        )
+        self.pumps.append(pump)
+        client.serverSide = server
+        return client
+
+    def flush(self) -> None:
+        for _ in range(3):
+            for pump in self.pumps:
+                pump.flush()
+
+    def send(self, client: _Client, obj: Any) -> None:
+        client.sendMessage(orjson.dumps(obj))
+        self.flush()
+
+    def test_chat(self) -> None:
+        """
+        A message goes from one connection to the recipient's connection.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        self.send(alice, {"type": "text", "text": "hi", "recipients": [2]})
+        self.assertEqual([(m["text"], m["sender"]) for m in bob.received], [("hi", 1)])
+
+    def test_authPendingHoldsMessages(self) -> None:
+        """
+        Messages sent before the auth check answered are routed only once it
+        passed, in order.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth)
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        auth.pending.pop()[1].callback(True)
+        alice = self.connect(factory, "id=1", headers={"X-Token": "t"})
+        self.flush()
+        self.send(alice, {"type": "text", "text": "one", "recipients": [2]})
+        self.send(alice, {"type": "text", "text": "two", "recipients": [2]})
+        self.assertEqual(bob.received, [])
+        credentials, answer = auth.pending.pop()
+        self.assertEqual(credentials.header("x-token"), "t")
+        answer.callback(True)
+        self.flush()
+        self.assertEqual([m["text"] for m in bob.received], ["one", "two"])
+
+    def test_authFailedDropsMessages(self) -> None:
+        """
+        When the check fails the connection is closed with 4050 Unauthorized
+        and what it sent meanwhile is never routed.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth)
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        auth.pending.pop()[1].callback(True)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        self.send(alice, {"type": "text", "text": "spam", "recipients": [2]})
+        auth.pending.pop()[1].callback(False)
+        self.flush()
+        self.assertEqual(alice.closedWith, (4050, "Unauthorized"))
+        self.assertEqual(bob.received, [])
+        self.assertFalse(factory.router.isOnline(1))
+
+    def test_tooManyEarlyMessages(self) -> None:
+        """
+        A connection that floods before its auth check answered is closed
+        with 1008.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        for i in range(MAX_EARLY_MESSAGES + 1):
+            alice.sendMessage(b"{}")
+        self.flush()
+        self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_droppedConnectionIsOffline(self) -> None:
+        """
+        A connection lost without a close frame counts as closed at once.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        self.assertTrue(factory.router.isOnline(1))
+        alice.transport.abortConnection()
+        self.flush()
+        self.assertFalse(factory.router.isOnline(1))
+        self.assertEqual(factory.live, set())
+
+    def test_watchdog(self) -> None:
+        """
+        The watchdog pings through Autobahn; a client that answers stays, one
+        that stops answering is closed with 4010 Dangling connection.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        watchdog = Watchdog(WatchdogConfig(True, 0, 10), factory.router.allConnections, self.clock)
+        watchdog.startService()
+        self.addCleanup(watchdog.stopService)
+        bob.pongsOff = True
+        self.clock.advance(10)
+        self.flush()
+        self.clock.advance(10)
+        self.flush()
+        self.assertIsNone(alice.closedWith)
+        self.assertEqual(bob.closedWith, (4010, "Dangling connection"))
+
+    def test_inactive(self) -> None:
+        """
+        A connection that sent nothing for C{connectionLifetimeSeconds} is
+        closed with 4010 Inactive connection; one that sent a message is not.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        watchdog = Watchdog(WatchdogConfig(True, 25, 10), factory.router.allConnections, self.clock)
+        watchdog.startService()
+        self.addCleanup(watchdog.stopService)
+        self.clock.advance(10)
+        self.flush()
+        self.clock.advance(10)
+        self.flush()
+        self.send(alice, {"type": "ping", "recipients": [2]})
+        self.clock.advance(10)
+        self.flush()
+        self.assertIsNone(alice.closedWith)
+        self.assertEqual(bob.closedWith, (4010, "Inactive connection"))
+
+    def test_closeAll(self) -> None:
+        """
+        L{ChatServerFactory.closeAll} closes every connection with the code,
+        and aborts the ones that do not answer within the grace period.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        done = factory.closeAll(1001, "Server shutdown", 5)
+        self.flush()
+        self.assertEqual(alice.closedWith, (1001, "Server shutdown"))
+        self.assertIsNone(self.successResultOf(done))
+        self.assertEqual(factory.live, set())
+
+    def test_closeAllAbortsSilentClients(self) -> None:
+        """
+        A client that never answers the close frame is dropped after the
+        grace period.
+        """
+        factory = self.makeFactory()
+        self.connect(factory, "id=1")
+        self.flush()
+        self.pumps.clear()  # the client hears nothing more
+        done = factory.closeAll(1001, "Server shutdown", 5)
+        self.assertNoResult(done)
+        self.clock.advance(5)
+        self.assertIsNone(self.successResultOf(done))
+
+
+txaio.use_twisted()

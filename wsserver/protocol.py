@@ -1,0 +1,276 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The WebSocket side (SPEC section 3): a thin Autobahn adapter to the router.
+
+Wire protocol, as the original server's:
+
+  - connect to C{ws(s)://HOST:PORT/chat?id=USER_ID}; another path is refused
+    at the handshake with HTTP 404, an C{Origin} outside
+    C{server.allowedOrigins} (when that list is set) with HTTP 403;
+  - the handshake completes, then the id and the auth are checked: a bad id
+    closes with 4000, failed auth with 4050 C{Unauthorized}; messages that
+    arrive before the check passed wait for it, and are dropped if it fails;
+  - each message (text frame, or binary frame holding the same UTF-8 JSON) is
+    a JSON object C{{"type", "text", "sender", "recipients", "data",
+    "timestamp"}}; an invalid one closes with 4001 C{Invalid payload. ...},
+    one over C{maxSize} with 1009;
+  - recipients get C{{"id", "type", "text", "timestamp", "sender",
+    "recipients", "data"}} as a text frame;
+  - the watchdog closes with 4010; a server shutdown with 1001.
+"""
+
+from __future__ import annotations
+
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
+from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .auth import Authenticator, Credentials
+from .config import MessageConfig, ServerConfig
+from .messages import InvalidPayload, InvalidUserId, parseUserId
+from .routing import IConnection, Router
+
+__all__ = ["ChatServerFactory", "ChatServerProtocol", "prepareFrame", "CLOSE_CODES"]
+
+#: The close codes of the wire protocol.
+CLOSE_CODES = {
+    "badId": 4000,
+    "invalidPayload": 4001,
+    "unauthorized": 4050,
+    "watchdog": 4010,
+    "shutdown": 1001,
+    "tooBig": 1009,
+}
+
+#: Messages a connection may send before its auth check passed; more closes it.
+MAX_EARLY_MESSAGES = 100
+
+
+def prepareFrame(payload: bytes) -> PreparedMessage:
+    """
+    Frame a serialized message once, as an unmasked server text frame, for
+    all the connections that receive it.
+    """
+    return PreparedMessage(payload, False, False, False)
+
+
+@implementer(IConnection)
+class ChatServerProtocol(WebSocketServerProtocol):
+    """
+    One client connection. Its state: C{userId} once the query was read;
+    C{attached} once the checks passed and the router delivers to it.
+    """
+
+    _log = Logger()
+    factory: ChatServerFactory
+
+    userId: int = 0
+    attached = False
+    lastActivity = 0.0
+    pingOutstanding = False
+    _refusal: tuple[int, str] | None = None
+    _auth: Deferred[bool] | None = None
+    _early: list[bytes] | None = None
+
+    # Autobahn hands the frame over as is: one write per recipient.
+    sendPrepared = WebSocketServerProtocol.sendPreparedMessage
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.live.add(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)
+        self.factory.lost(self)
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        """
+        Refuse wrong paths and origins at the HTTP level; read the id and
+        start the auth check, whose outcome is acted on once open.
+        """
+        factory = self.factory
+        if request.path != factory.path:
+            raise ConnectionDeny(404, "Not Found")
+        origins = factory.allowedOrigins
+        if origins and request.headers.get("origin") is not None and request.headers["origin"] not in origins:
+            self._log.info("refused origin {origin} from {peer}", origin=request.headers["origin"], peer=request.peer)
+            raise ConnectionDeny(403, "Origin not allowed")
+        try:
+            self.userId = parseUserId(request.params.get("id"))
+        except InvalidUserId as e:
+            self._refusal = (CLOSE_CODES["badId"], str(e))
+            return
+        if not factory.authenticator.isNoAuth:
+            self._early = []
+            self._auth = factory.authenticator.authenticate(Credentials.fromDict(request.headers))
+
+    def onOpen(self) -> None:
+        if self._refusal is not None:
+            code, reason = self._refusal
+            self._log.info("refused connection from {peer}: {reason}", peer=self.peer, reason=reason)
+            self.close(code, reason)
+        elif self._auth is None:
+            self._attach()
+        else:
+            self._auth.addCallback(self._authDone)
+            self._auth.addErrback(lambda f: self._log.failure("auth check failed", f))
+
+    def _authDone(self, passed: bool) -> None:
+        early, self._early = self._early or [], None
+        if self.state != self.STATE_OPEN:
+            return
+        if not passed:
+            self._log.info("auth failed for user {uid} from {peer}", uid=self.userId, peer=self.peer)
+            self.close(CLOSE_CODES["unauthorized"], "Unauthorized")
+            return
+        self._attach()
+        for payload in early:
+            if not self.attached:
+                break
+            self._receive(payload)
+
+    def _attach(self) -> None:
+        self.attached = True
+        self.lastActivity = self.factory.clock.seconds()
+        self.factory.router.attach(self)
+        self._log.info("user {uid} connected from {peer}", uid=self.userId, peer=self.peer)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.attached:
+            self._receive(payload)
+        elif self._early is not None:
+            if len(self._early) >= MAX_EARLY_MESSAGES:
+                self.close(1008, "Too many messages before authentication")
+            else:
+                self._early.append(payload)
+
+    def _receive(self, payload: bytes) -> None:
+        self.lastActivity = self.factory.clock.seconds()
+        try:
+            self.factory.router.receive(self, payload)
+        except InvalidPayload as e:
+            self._log.info("closing user {uid}: invalid payload ({reason})", uid=self.userId, reason=e.reason)
+            self.close(CLOSE_CODES["invalidPayload"], "Invalid payload. " + e.reason)
+
+    def onPong(self, payload: bytes) -> None:
+        self.pingOutstanding = False
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._early = None
+        if self.attached:
+            self.attached = False
+            self.factory.router.detach(self)
+            self._log.info("user {uid} disconnected ({code})", uid=self.userId, code=code)
+
+    # IConnection
+
+    def close(self, code: int, reason: str) -> None:
+        """
+        Close with any code: Autobahn's C{sendClose} accepts only 1000 and
+        3000-4999, so others (1001, 1008) send the close frame directly.
+        Reasons are cut to the 123 bytes a close frame holds, on a character
+        boundary.
+        """
+        if self.state != self.STATE_OPEN:
+            if self.state == self.STATE_CONNECTING and self.transport is not None:
+                self.transport.loseConnection()
+            return
+        if code == 1000 or 3000 <= code <= 4999:
+            self.sendClose(code, reason)
+        else:
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+
+    def ping(self) -> None:
+        """
+        Send a WebSocket ping (the watchdog's); C{pingOutstanding} is cleared
+        by the pong.
+        """
+        self.pingOutstanding = True
+        self.sendPing()
+
+
+class ChatServerFactory(WebSocketServerFactory):
+    """
+    Makes L{ChatServerProtocol}s wired to one router.
+
+    @param router: the routing core.
+    @param server: the C{server} settings (path, allowed origins).
+    @param message: the C{chat.message} settings (C{maxSize}).
+    @param authenticator: checks each connection's credentials.
+    @param clock: the time source for the watchdog's activity times.
+    """
+
+    protocol = ChatServerProtocol
+    _log = Logger()
+
+    def __init__(
+        self,
+        router: Router,
+        server: ServerConfig,
+        message: MessageConfig,
+        authenticator: Authenticator,
+        clock: IReactorTime,
+    ) -> None:
+        super().__init__()
+        self.router = router
+        self.path = server.endpoint
+        self.allowedOrigins = frozenset(server.allowedOrigins)
+        self.authenticator = authenticator
+        self.clock = clock
+        #: every open TCP connection, authenticated or not (for shutdown)
+        self.live: set[ChatServerProtocol] = set()
+        self._emptied: Deferred[None] | None = None
+        self.setProtocolOptions(
+            maxMessagePayloadSize=message.maxSize,
+            maxFramePayloadSize=message.maxSize,
+            # close with a code and reason (1009 ...) rather than dropping TCP
+            failByDrop=False,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=2,
+        )
+
+    def lost(self, protocol: ChatServerProtocol) -> None:
+        """
+        C{protocol}'s TCP connection is gone.
+        """
+        self.live.discard(protocol)
+        if not self.live and self._emptied is not None:
+            emptied, self._emptied = self._emptied, None
+            emptied.callback(None)
+
+    def closeAll(self, code: int, reason: str, grace: float) -> Deferred[None]:
+        """
+        Close every connection with C{code} and C{reason}; the result fires
+        when all are gone, or after C{grace} seconds, when the rest are
+        aborted.
+        """
+        if not self.live:
+            return succeed(None)
+        emptied = self._emptied = Deferred()
+
+        def abort() -> None:
+            for protocol in list(self.live):
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()
+            # do not wait for the aborted ones: the grace period is over
+            if self._emptied is emptied:
+                self._emptied = None
+                emptied.callback(None)
+
+        timer = self.clock.callLater(grace, abort)
+
+        def cancelTimer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+
+        emptied.addCallback(cancelTimer)
+        for protocol in list(self.live):
+            protocol.close(code, reason)
+        return emptied
