@@ -1,0 +1,249 @@
+# -*- test-case-name: tests.test_rest -*-
+"""
+The REST API (SPEC section 4): a C{twisted.web} resource tree over the router.
+
+Every answer is JSON; every error is C{{"success": false, "status": <code>,
+"message": "<why>"}} with that HTTP status.  The REST auth applies to every
+endpoint, C{/status} included.  Request bodies are bounded by
+C{chat.message.maxSize}: past it the body is not kept and the answer is 413.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any, Callable
+
+import orjson
+from twisted.logger import Logger
+from twisted.web import server
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from .auth import Authenticator, Credentials
+from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
+from .routing import Router
+
+__all__ = ["RestSite", "makeRestResource"]
+
+log = Logger()
+
+#: A handler's answer: an HTTP status and a JSON-able body (L{None}: empty).
+Answer = tuple[int, Any]
+
+
+def _error(status: int, message: str) -> Answer:
+    return status, {"success": False, "status": status, "message": message}
+
+
+def _ok(data: Any) -> Answer:
+    return 200, {"success": True, "data": data}
+
+
+class _BoundedRequest(server.Request):
+    """
+    A request that keeps at most C{site.maxBody} bytes of its body, so that
+    a huge upload costs no memory; C{tooLarge} says it was cut.
+    """
+
+    tooLarge = False
+    _received = 0
+
+    def _limit(self) -> int:
+        return getattr(self.channel.site, "maxBody", 0)
+
+    def gotLength(self, length: int | None) -> None:
+        limit = self._limit()
+        if limit and length is not None and length > limit:
+            self.tooLarge = True
+            length = None
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.tooLarge:
+            return
+        self._received += len(data)
+        limit = self._limit()
+        if limit and self._received > limit:
+            self.tooLarge = True
+            self.content = BytesIO()
+            return
+        super().handleContentChunk(data)
+
+
+class RestSite(server.Site):
+    """
+    The REST API's site: bounded request bodies.
+
+    @ivar maxBody: the most bytes a request body may have.
+    """
+
+    requestFactory = _BoundedRequest
+
+    def __init__(self, resource: Resource, maxBody: int, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.maxBody = maxBody
+
+
+class _Endpoint(Resource):
+    """
+    One REST endpoint: checks the method and the auth, then answers with its
+    handler's JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, api: _Api, handlers: dict[bytes, Callable[[IRequest], Answer]]) -> None:
+        super().__init__()
+        self._api = api
+        self._handlers = handlers
+        if b"GET" in handlers and b"HEAD" not in handlers:
+            self._handlers = {**handlers, b"HEAD": handlers[b"GET"]}
+
+    def render(self, request: IRequest) -> bytes | int:
+        if request.postpath not in ([], [b""]):
+            # a leaf answers for its own path (and a trailing slash) only
+            return self._api.guarded(request, lambda r: _error(404, "Not found"))
+        handler = self._handlers.get(request.method)
+        if handler is None:
+            # behind the auth too, like 404: no caller learns the methods
+            # without credentials
+            return self._api.guarded(request, self._notAllowed)
+        return self._api.guarded(request, handler)
+
+    def _notAllowed(self, request: IRequest) -> Answer:
+        request.setHeader(b"Allow", b", ".join(sorted(self._handlers)))
+        return _error(405, "Method not allowed")
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def __init__(self, api: _Api) -> None:
+        super().__init__()
+        self._api = api
+
+    def render(self, request: IRequest) -> bytes | int:
+        return self._api.guarded(request, lambda r: _error(404, "Not found"))
+
+
+class _Root(Resource):
+    def __init__(self, api: _Api) -> None:
+        super().__init__()
+        self._api = api
+
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        return _NotFound(self._api)
+
+
+class _Api:
+    """
+    The handlers of the REST API.
+    """
+
+    def __init__(self, router: Router, authenticator: Authenticator, realm: bytes | None) -> None:
+        self.router = router
+        self.authenticator = authenticator
+        self.realm = realm
+
+    # plumbing
+
+    def write(self, request: IRequest, answer: Answer) -> bytes:
+        status, body = answer
+        request.setResponseCode(status)
+        if body is None:
+            return b""
+        request.setHeader(b"Content-Type", b"application/json")
+        return orjson.dumps(body)
+
+    def guarded(self, request: IRequest, handler: Callable[[IRequest], Answer]) -> bytes | int:
+        """
+        Answer with C{handler} once the REST auth passed, with 401 otherwise.
+        """
+        if self.authenticator.isNoAuth:
+            return self.write(request, handler(request))
+
+        finished = []
+        request.notifyFinish().addErrback(lambda f: finished.append(True))
+
+        def checked(passed: bool) -> None:
+            if finished:
+                return
+            if passed:
+                answer = handler(request)
+            else:
+                log.info("REST auth failed from {peer}", peer=request.getClientAddress())
+                if self.realm is not None:
+                    request.setHeader(b"WWW-Authenticate", b'Basic realm="' + self.realm + b'"')
+                answer = _error(401, "Unauthorized")
+            request.write(self.write(request, answer))
+            request.finish()
+
+        def failed(f: Any) -> None:
+            log.failure("REST auth check failed", f)
+            checked(False)
+
+        self.authenticator.authenticate(Credentials.fromRequest(request)).addCallbacks(checked, failed)
+        return server.NOT_DONE_YET
+
+    def _userId(self, request: IRequest) -> int | Answer:
+        values = request.args.get(b"id")
+        if not values or values == [b""]:
+            return _error(400, "Id required")
+        try:
+            return parseUserId([v.decode("utf-8", "replace") for v in values])
+        except InvalidUserId:
+            return _error(400, "Invalid id")
+
+    # endpoints
+
+    def stats(self, request: IRequest) -> Answer:
+        return _ok(self.router.statItems())
+
+    def stat(self, request: IRequest) -> Answer:
+        uid = self._userId(request)
+        if isinstance(uid, tuple):
+            return uid
+        return _ok(self.router.statItem(uid))
+
+    def checkOnline(self, request: IRequest) -> Answer:
+        uid = self._userId(request)
+        if isinstance(uid, tuple):
+            return uid
+        return _ok({"isOnline": self.router.isOnline(uid)})
+
+    def sendMessage(self, request: IRequest) -> Answer:
+        if getattr(request, "tooLarge", False):
+            limit = getattr(request.channel.site, "maxBody", 0)
+            return _error(413, f"Payload too large: the limit is {limit} bytes")
+        contentType = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if contentType != b"application/json":
+            return _error(400, "Content-Type must be application/json")
+        body = request.content.read()
+        try:
+            message = self.router.messages.fromPayload(body, BOT, enforceSender=False)
+        except InvalidPayload as e:
+            return _error(400, "Invalid payload. " + e.reason)
+        if message.isForBot():
+            return _error(400, "Can't send message to bot through the api")
+        self.router.route(message)
+        return 202, None
+
+    def status(self, request: IRequest) -> Answer:
+        return 200, {"success": True}
+
+
+def makeRestResource(router: Router, authenticator: Authenticator, basicRealm: str | None = "wsserver") -> Resource:
+    """
+    The REST API's resource tree.
+
+    @param basicRealm: the realm of the C{WWW-Authenticate} header sent with a
+        401, or L{None} when the auth is not basic.
+    """
+    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None)
+    root = _Root(api)
+    root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
+    root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))
+    root.putChild(b"check-online", _Endpoint(api, {b"GET": api.checkOnline}))
+    root.putChild(b"send-message", _Endpoint(api, {b"POST": api.sendMessage}))
+    root.putChild(b"status", _Endpoint(api, {b"GET": api.status}))
+    return root
