@@ -1,0 +1,168 @@
+"""
+Helpers for the end-to-end tests: start the real server on loopback port 0,
+and talk to it with Autobahn's client and treq.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import treq
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.trial.unittest import TestCase
+
+from wsserver.config import Config, parseConfig
+from wsserver.tap import WsServer, buildService
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CERTS = os.path.join(os.path.dirname(HERE), "certs")
+CERT = os.path.join(CERTS, "server.crt")
+KEY = os.path.join(CERTS, "server.key")
+
+
+def loopbackConfig(raw: dict[str, Any] | None = None, tls: bool = False) -> Config:
+    """
+    A config from C{raw} (the JSON layout) that listens on free loopback ports.
+    """
+    raw = json.loads(json.dumps(raw or {}))
+    server = raw.setdefault("server", {})
+    if tls:
+        server["listen"] = f"ssl:0:interface=127.0.0.1:privateKey={KEY}:certKey={CERT}"
+    else:
+        server["listen"] = "tcp:0:interface=127.0.0.1"
+    rest = raw.setdefault("restApi", {})
+    rest.setdefault("listen", f"ssl:0:interface=127.0.0.1:privateKey={KEY}:certKey={CERT}" if tls else "tcp:0:interface=127.0.0.1")
+    undelivered = raw.setdefault("chat", {}).setdefault("undelivered", {})
+    undelivered.setdefault("storage", "memory")
+    return parseConfig(raw)
+
+
+class Running:
+    """
+    A started server and where to reach it.
+    """
+
+    def __init__(self, service: WsServer, wsPort: int, restPort: int | None, tls: bool) -> None:
+        self.service = service
+        self.wsPort = wsPort
+        self.restPort = restPort
+        self.tls = tls
+
+    def wsURL(self, query: str = "", path: str = "/chat") -> str:
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://127.0.0.1:{self.wsPort}{path}" + (f"?{query}" if query else "")
+
+    def restURL(self, path: str) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.restPort}{path}"
+
+
+@inlineCallbacks
+def startServer(test: TestCase, raw: dict[str, Any] | None = None, tls: bool = False) -> Any:
+    """
+    Start the real server for C{raw} config on loopback; stopped at cleanup.
+    """
+    service = buildService(loopbackConfig(raw, tls), reactor)
+    service.startService()
+    test.addCleanup(service.stopService)
+    wsPort = yield service.ws.whenListening()
+    restPort = None
+    if service.rest is not None:
+        restPort = (yield service.rest.whenListening()).getHost().port
+    return Running(service, wsPort.getHost().port, restPort, tls)
+
+
+class ChatClient(WebSocketClientProtocol):
+    """
+    A test client: received messages go to C{messages} (decoded), the close
+    code and reason to C{closed}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: DeferredQueue[Any] = DeferredQueue()
+        self.closed: Deferred[tuple[int | None, str | None]] = Deferred()
+        self.opened: Deferred[ChatClient] = Deferred()
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.put(orjson.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"closed before open: {code} {reason}"))
+        if not self.closed.called:
+            self.closed.callback((code, reason))
+
+    def send(self, obj: Any, binary: bool = False) -> None:
+        """
+        Send C{obj} as JSON.
+        """
+        self.sendMessage(orjson.dumps(obj), isBinary=binary)
+
+
+def _trust() -> Any:
+    with open(CERT, "rb") as f:
+        return optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(f.read()))
+
+
+def openClient(
+    server: Running, query: str = "", headers: dict[str, str] | None = None, userId: int | None = None
+) -> Deferred[ChatClient]:
+    """
+    Connect a L{ChatClient}; fires once the WebSocket is open.  Close it at
+    the test's end with L{closeClient}.
+    """
+    if userId is not None:
+        query = f"id={userId}"
+    factory = WebSocketClientFactory(server.wsURL(query), headers=headers or {})
+    factory.protocol = ChatClient
+    factory.setProtocolOptions(openHandshakeTimeout=5, closeHandshakeTimeout=2)
+    if server.tls:
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", server.wsPort, _trust())
+    else:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.wsPort)
+    d = endpoint.connect(factory)
+    return d.addCallback(lambda client: client.opened)
+
+
+def closeClient(client: ChatClient) -> Deferred[Any]:
+    """
+    Close C{client} (if open) and wait until it is closed.
+    """
+    if not client.closed.called:
+        client.sendClose(1000)
+    d: Deferred[Any] = Deferred()
+    client.closed.addBoth(lambda r: (d.callback(r), r)[1])
+    return d
+
+
+def restRequest(server: Running, method: str, path: str, **kwargs: Any) -> Deferred[Any]:
+    """
+    A treq request to the REST API (trusting the development certificate
+    over TLS).
+    """
+    if server.tls:
+        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+
+        with open(CERT, "rb") as f:
+            policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+        kwargs["agent"] = Agent(reactor, contextFactory=policy)
+    return treq.request(method, server.restURL(path), persistent=False, **kwargs)
+
+
+def query(**params: Any) -> str:
+    """
+    A query string.
+    """
+    return "&".join(f"{quote(str(k))}={quote(str(v))}" for k, v in params.items())

@@ -1,0 +1,395 @@
+"""
+End-to-end tests: the real server on loopback port 0, real Autobahn clients
+over ws:// and wss://, and treq against the REST API.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote
+
+import orjson
+import treq
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from .support import closeClient, openClient, restRequest, startServer
+
+
+def _later(seconds: float = 0.05) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class ChatTests(TestCase):
+    """
+    Two or more clients chat through the server.
+    """
+
+    timeout = 20
+    tls = False
+
+    @inlineCallbacks
+    def open(self, server, userId=None, **kwargs):
+        client = yield openClient(server, userId=userId, **kwargs)
+        self.addCleanup(closeClient, client)
+        return client
+
+    @inlineCallbacks
+    def test_chat(self):
+        """
+        A message from one user reaches every connection of the recipient, as
+        the delivered object of SPEC section 3.
+        """
+        server = yield startServer(self, tls=self.tls)
+        alice = yield self.open(server, 1)
+        phone = yield self.open(server, 2)
+        laptop = yield self.open(server, 2)
+        alice.send({"type": "text", "text": "hi", "recipients": [2], "data": {"k": [1, None]}})
+        for client in (phone, laptop):
+            got = yield client.messages.get()
+            self.assertEqual(list(got), ["id", "type", "text", "timestamp", "sender", "recipients", "data"])
+            self.assertEqual(
+                (got["type"], got["text"], got["sender"], got["recipients"], got["data"]),
+                ("text", "hi", 1, [2], {"k": [1, None]}),
+            )
+        self.assertEqual(len(alice.messages.pending), 0)
+
+    @inlineCallbacks
+    def test_order(self):
+        """
+        Messages from one sender arrive in the order they were sent.
+        """
+        server = yield startServer(self, tls=self.tls)
+        alice = yield self.open(server, 1)
+        bob = yield self.open(server, 2)
+        for i in range(200):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        texts = []
+        for i in range(200):
+            texts.append((yield bob.messages.get())["text"])
+        self.assertEqual(texts, [str(i) for i in range(200)])
+
+    @inlineCallbacks
+    def test_binaryAndFragmented(self):
+        """
+        A binary frame holding the JSON, and a message fragmented into many
+        frames, are routed like a text frame; recipients get text frames.
+        """
+        server = yield startServer(self, tls=self.tls)
+        alice = yield self.open(server, 1)
+        bob = yield self.open(server, 2)
+        alice.send({"type": "text", "text": "bin", "recipients": [2]}, binary=True)
+        payload = orjson.dumps({"type": "text", "text": "x" * 5000, "recipients": [2]})
+        alice.beginMessage(isBinary=False)
+        for i in range(0, len(payload), 700):
+            alice.sendMessageFrame(payload[i : i + 700])
+        alice.endMessage()
+        self.assertEqual((yield bob.messages.get())["text"], "bin")
+        self.assertEqual((yield bob.messages.get())["text"], "x" * 5000)
+
+    @inlineCallbacks
+    def test_badIdsKeepOthersServed(self):
+        """
+        Connections with a bad id are closed with 4000 and a reason saying
+        which problem; other clients keep chatting meanwhile.
+        """
+        server = yield startServer(self, tls=self.tls)
+        alice = yield self.open(server, 1)
+        bob = yield self.open(server, 2)
+        cases = {
+            "": "Id required in query parameter: ?id={id}",
+            "x=1": "Id required in query parameter: ?id={id}",
+            "id=": "Id required in query parameter: ?id={id}",
+            "id=abc": "Invalid id 'abc': must be an unsigned 64-bit integer",
+            "id=-3": "Invalid id -3: must not be negative",
+            "id=18446744073709551616": "Invalid id 18446744073709551616: over the maximum 2^64-1",
+            "id=0": "Invalid id 0: reserved for the server",
+        }
+        for query, reason in cases.items():
+            client = yield openClient(server, query=query)
+            self.assertEqual((yield client.closed), (4000, reason), query)
+            alice.send({"type": "text", "text": query, "recipients": [2]})
+            self.assertEqual((yield bob.messages.get())["text"], query)
+
+    @inlineCallbacks
+    def test_invalidPayloads(self):
+        """
+        Each invalid payload closes only its sender's connection with 4001 and
+        the original's reason.
+        """
+        server = yield startServer(self, tls=self.tls)
+        bob = yield self.open(server, 2)
+        cases = [
+            ({"type": 1, "recipients": [2]}, "Invalid payload. $.type must be a string"),
+            ({"type": "text", "recipients": [2]}, "Invalid payload. $.text must be string"),
+            ({"type": "x", "sender": "1", "recipients": [2]}, "Invalid payload. $.sender must be uint64_t"),
+            ({"type": "x", "sender": 9, "recipients": [2]}, "Invalid payload. $.sender must be your own id (1)"),
+            ({"type": "x", "recipients": ["2"]}, "Invalid payload. $.recipients[] must be uint64_t[]"),
+            ({"type": "x", "recipients": []}, "Invalid payload. $.recipients[] must contains at least 1 value"),
+            ([1, 2], "Invalid payload. $ must be an object"),
+        ]
+        for payload, reason in cases:
+            alice = yield openClient(server, userId=1)
+            alice.send(payload)
+            self.assertEqual((yield alice.closed), (4001, reason))
+        alice = yield openClient(server, userId=1)
+        alice.sendMessage(b'{"type": ')
+        code, reason = yield alice.closed
+        self.assertEqual(code, 4001)
+        self.assertTrue(reason.startswith("Invalid payload. "), reason)
+        alice = yield self.open(server, 1)
+        alice.send({"type": "text", "text": "still here", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "still here")
+
+    @inlineCallbacks
+    def test_tooBig(self):
+        """
+        A message over C{maxSize} (after reassembly) closes with 1009, the
+        reason naming the limit.
+        """
+        server = yield startServer(self, {"chat": {"message": {"maxSize": "1K"}}}, tls=self.tls)
+        alice = yield openClient(server, userId=1)
+        payload = orjson.dumps({"type": "text", "text": "x" * 600, "recipients": [2]})
+        alice.beginMessage(isBinary=False)
+        alice.sendMessageFrame(payload)
+        alice.sendMessageFrame(payload)
+        alice.endMessage()
+        code, reason = yield alice.closed
+        self.assertEqual(code, WebSocketProtocol.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG)
+        self.assertIn("1024", reason)
+
+    @inlineCallbacks
+    def test_longReasonCut(self):
+        """
+        A close reason longer than a close frame holds is cut to 123 bytes on
+        a character boundary, so the client still reads it.
+        """
+        server = yield startServer(self, tls=self.tls)
+        client = yield openClient(server, query="id=" + quote("é" * 100))
+        code, reason = yield client.closed
+        self.assertEqual(code, 4000)
+        self.assertLessEqual(len(reason.encode("utf-8")), 123)
+        self.assertTrue(reason.startswith("Invalid id 'éé"), reason)
+
+    @inlineCallbacks
+    def test_undeliveredQueue(self):
+        """
+        With the undelivered queue on, a message for an offline user is kept
+        and delivered when the user connects, before newer messages.
+        """
+        server = yield startServer(self, {"chat": {"enableUndeliveredQueue": True}}, tls=self.tls)
+        alice = yield self.open(server, 1)
+        alice.send({"type": "text", "text": "first", "recipients": [2, 3]})
+        alice.send({"type": "text", "text": "second", "recipients": [2]})
+        yield _later()
+        bob = yield self.open(server, 2)
+        alice.send({"type": "text", "text": "third", "recipients": [2]})
+        got = []
+        for _ in range(3):
+            got.append((yield bob.messages.get()))
+        self.assertEqual([m["text"] for m in got], ["first", "second", "third"])
+        self.assertEqual(got[0]["recipients"], [2])
+
+    @inlineCallbacks
+    def test_sendBackAndDeliveryStatus(self):
+        """
+        With send-back and delivery status on, the sender's connections get
+        the message and a C{notification_received} naming the message and the
+        recipient.
+        """
+        raw = {"chat": {"message": {"enableSendBack": True, "enableDeliveryStatus": True}}}
+        server = yield startServer(self, raw, tls=self.tls)
+        alice = yield self.open(server, 1)
+        bob = yield self.open(server, 2)
+        alice.send({"type": "text", "text": "hi", "recipients": [2, 3]})
+        sent = yield bob.messages.get()
+        back = yield alice.messages.get()
+        note = yield alice.messages.get()
+        self.assertEqual(back, sent)
+        self.assertEqual(
+            (note["type"], note["sender"], note["recipients"], note["data"]),
+            ("notification_received", 0, [1], {"id": sent["id"], "recipient": 2}),
+        )
+
+    @inlineCallbacks
+    def test_botMessage(self):
+        """
+        A message for the bot (recipients [0]) reaches no client.
+        """
+        server = yield startServer(self, {"chat": {"message": {"enableSendBack": True}}}, tls=self.tls)
+        alice = yield self.open(server, 1)
+        alice.send({"type": "text", "text": "bot", "recipients": [0]})
+        alice.send({"type": "text", "text": "me", "recipients": [0, 1]})
+        got = yield alice.messages.get()
+        self.assertEqual(got["text"], "me")
+        response = yield restRequest(server, "GET", "/stat?id=1")
+        body = yield response.json()
+        self.assertEqual(body["data"]["sentMessages"], 2)
+
+    @inlineCallbacks
+    def test_headerAuth(self):
+        """
+        With header auth, a connection without the header is closed with 4050
+        Unauthorized, and its messages were never routed; one with it chats.
+        """
+        raw = {"server": {"auth": {"type": "header", "name": "X-Token", "value": "s3cret"}}}
+        server = yield startServer(self, raw, tls=self.tls)
+        bob = yield self.open(server, 2, headers={"X-Token": "s3cret"})
+        mallory = yield openClient(server, userId=1, headers={"X-Token": "guess"})
+        mallory.send({"type": "text", "text": "spam", "recipients": [2]})
+        self.assertEqual((yield mallory.closed), (4050, "Unauthorized"))
+        alice = yield self.open(server, 1, headers={"X-Token": "s3cret"})
+        alice.send({"type": "text", "text": "ok", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "ok")
+
+    @inlineCallbacks
+    def test_cookieAuth(self):
+        """
+        Cookie auth, the one a browser can use, passes with the cookie.
+        """
+        raw = {"server": {"auth": {"type": "cookie", "name": "session", "value": "abc"},
+                          "allowedOrigins": ["https://app.example.com"]}}
+        server = yield startServer(self, raw, tls=self.tls)
+        bob = yield self.open(server, 2, headers={"Cookie": "theme=dark; session=abc",
+                                                    "Origin": "https://app.example.com"})
+        denied = yield openClient(server, userId=3, headers={"Cookie": "session=abd"})
+        self.assertEqual((yield denied.closed), (4050, "Unauthorized"))
+        self.assertTrue(bob.opened.called)
+
+    @inlineCallbacks
+    def test_shutdown(self):
+        """
+        Stopping the server closes every client with 1001 Server shutdown.
+        """
+        server = yield startServer(self, tls=self.tls)
+        alice = yield openClient(server, userId=1)
+        bob = yield openClient(server, userId=2)
+        yield server.service.stopService()
+        self.assertEqual((yield alice.closed), (1001, "Server shutdown"))
+        self.assertEqual((yield bob.closed), (1001, "Server shutdown"))
+
+
+class SecureChatTests(ChatTests):
+    """
+    The same over wss:// and https://, with the development certificate.
+    """
+
+    tls = True
+
+
+class HandshakeTests(TestCase):
+    """
+    Refusals at the HTTP level of the WebSocket handshake.
+    """
+
+    timeout = 20
+
+    def handshake(self, server, path, origin=None):
+        headers = {
+            "Upgrade": ["websocket"],
+            "Connection": ["Upgrade"],
+            "Sec-WebSocket-Key": [base64.b64encode(b"0123456789abcdef").decode()],
+            "Sec-WebSocket-Version": ["13"],
+        }
+        if origin:
+            headers["Origin"] = [origin]
+        return treq.get(f"http://127.0.0.1:{server.wsPort}{path}", headers=headers, persistent=False)
+
+    @inlineCallbacks
+    def test_wrongPath(self):
+        """
+        Another path than C{server.endpoint} is refused with 404.
+        """
+        server = yield startServer(self, {"server": {"endpoint": "/ws"}})
+        response = yield self.handshake(server, "/chat?id=1")
+        self.assertEqual(response.code, 404)
+        yield response.content()
+
+    @inlineCallbacks
+    def test_origin(self):
+        """
+        With C{allowedOrigins}, another origin is refused with 403; a listed
+        one, or none (not a browser), passes.
+        """
+        server = yield startServer(self, {"server": {"allowedOrigins": ["https://app.example.com"]}})
+        response = yield self.handshake(server, "/chat?id=1", origin="https://evil.example.com")
+        self.assertEqual(response.code, 403)
+        yield response.content()
+        client = yield openClient(server, userId=1, headers={"Origin": "https://app.example.com"})
+        yield closeClient(client)
+        client = yield openClient(server, userId=1)
+        yield closeClient(client)
+
+
+class RestTests(TestCase):
+    """
+    Every REST endpoint over a real socket.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_endpoints(self):
+        """
+        /stats, /stat, /check-online, /send-message and /status answer as
+        SPEC section 4 says, and a REST message reaches a WebSocket client.
+        """
+        server = yield startServer(self)
+        bob = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, bob)
+        response = yield restRequest(
+            server, "POST", "/send-message",
+            data=json.dumps({"type": "text", "text": "from api", "recipients": [2]}).encode(),
+            headers={"Content-Type": ["application/json; charset=utf-8"]},
+        )
+        self.assertEqual((response.code, (yield response.content())), (202, b""))
+        got = yield bob.messages.get()
+        self.assertEqual((got["sender"], got["text"]), (0, "from api"))
+        response = yield restRequest(server, "GET", "/check-online?id=2")
+        self.assertEqual((yield response.json()), {"success": True, "data": {"isOnline": True}})
+        response = yield restRequest(server, "GET", "/stat?id=2")
+        item = (yield response.json())["data"]
+        self.assertEqual((item["id"], item["isOnline"], item["receivedMessages"]), (2, True, 1))
+        response = yield restRequest(server, "GET", "/stats")
+        body = yield response.json()
+        self.assertEqual([i["id"] for i in body["data"]], [2])
+        response = yield restRequest(server, "HEAD", "/status")
+        self.assertEqual(response.code, 200)
+        yield response.content()
+        response = yield restRequest(server, "GET", "/stat")
+        self.assertEqual((response.code, (yield response.json())),
+                         (400, {"success": False, "status": 400, "message": "Id required"}))
+        response = yield restRequest(server, "GET", "/nope")
+        self.assertEqual((response.code, (yield response.json())),
+                         (404, {"success": False, "status": 404, "message": "Not found"}))
+
+    @inlineCallbacks
+    def test_basicAuth(self):
+        """
+        REST basic auth: 401 with C{WWW-Authenticate} without credentials,
+        200 with them.
+        """
+        server = yield startServer(self, {"restApi": {"auth": {"type": "basic", "user": "u", "password": "p"}}})
+        response = yield restRequest(server, "GET", "/stats")
+        self.assertEqual(response.code, 401)
+        self.assertEqual(response.headers.getRawHeaders("WWW-Authenticate"), ['Basic realm="wsserver"'])
+        self.assertEqual((yield response.json())["message"], "Unauthorized")
+        response = yield restRequest(server, "GET", "/stats", auth=("u", "p"))
+        self.assertEqual(response.code, 200)
+        yield response.content()
+
+    @inlineCallbacks
+    def test_tooLarge(self):
+        """
+        A body over C{maxSize} is answered 413.
+        """
+        server = yield startServer(self, {"chat": {"message": {"maxSize": 100}}})
+        response = yield restRequest(
+            server, "POST", "/send-message", data=b"x" * 1000, headers={"Content-Type": ["application/json"]}
+        )
+        self.assertEqual(response.code, 413)
+        self.assertEqual((yield response.json())["status"], 413)

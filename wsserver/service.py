@@ -1,0 +1,76 @@
+# -*- test-case-name: tests.test_end_to_end -*-
+"""
+Services that listen on an endpoint string, log where, and shut down in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+__all__ = ["ListeningService"]
+
+
+class ListeningService(StreamServerEndpointService):
+    """
+    Listens on C{endpoint} with C{factory}; a failure to listen stops the
+    start (twistd exits with the error).  At stop it first stops listening,
+    then runs C{onStop} (closing the clients) and waits for it.
+
+    @param what: a name for the logs (C{"WebSocket"}, C{"REST API"}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        what: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        onStop: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
+        super().__init__(endpoint, factory)
+        self._raiseSynchronously = True
+        self.what = what
+        self.port: IListeningPort | None = None
+        self._onStop = onStop
+        self._waiters: list[Deferred[IListeningPort]] = []
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        address = port.getHost()
+        self.log.info(
+            "{what} listening on {host}:{port}",
+            what=self.what,
+            host=getattr(address, "host", address),
+            port=getattr(address, "port", ""),
+        )
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(port)
+        return port
+
+    def whenListening(self) -> Deferred[IListeningPort]:
+        """
+        Fires with the listening port once listening.
+        """
+        if self.port is not None:
+            return succeed(self.port)
+        d: Deferred[IListeningPort] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def stopService(self) -> Deferred[Any]:
+        d = super().stopService()
+        if self._onStop is not None:
+            d.addCallback(lambda _: self._onStop())  # type: ignore[misc]
+        return d
