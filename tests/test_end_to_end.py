@@ -393,3 +393,51 @@ class RestTests(TestCase):
         )
         self.assertEqual(response.code, 413)
         self.assertEqual((yield response.json())["status"], 413)
+
+
+class RemoteAuthTests(TestCase):
+    """
+    Remote auth against a real HTTP service on loopback.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_remote(self):
+        """
+        The server asks the remote URL with the client's cookie put into
+        C{data}; a 2xx answer lets the client in, another closes it with 4050.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        seen = []
+
+        class Check(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                body = json.loads(request.content.read())
+                seen.append((request.getHeader(b"x-api-key"), body))
+                request.setResponseCode(200 if body["session"] == "good" else 403)
+                return b"{}"
+
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(Check()))
+        self.addCleanup(port.stopListening)
+        auth = {
+            "type": "remote",
+            "url": f"http://127.0.0.1:{port.getHost().port}/check",
+            "headers": [{"X-Api-Key": "k"}],
+            "data": {"session": "{0}"},
+            "source": {"type": "cookie", "name": "sid"},
+        }
+        server = yield startServer(self, {"server": {"auth": auth}})
+        good = yield openClient(server, userId=1, headers={"Cookie": "sid=good"})
+        self.addCleanup(closeClient, good)
+        bad = yield openClient(server, userId=2, headers={"Cookie": "sid=bad"})
+        self.assertEqual((yield bad.closed), (4050, "Unauthorized"))
+        good.send({"type": "text", "text": "me", "recipients": [1]})
+        self.assertEqual((yield good.messages.get())["text"], "me")
+        self.assertEqual(sorted(seen, key=lambda s: s[1]["session"]),
+                         [(b"k", {"session": "bad"}), (b"k", {"session": "good"})])

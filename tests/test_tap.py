@@ -78,6 +78,13 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(self.check("-C", path, "-T"), (0, "warning: server.colour: unknown key, ignored\nconfig OK\n"))
         self.assertEqual(self.check("--config", path, "--test")[0], 0)
 
+    def test_exampleConfig(self) -> None:
+        """
+        The example config that README.rst points to is valid.
+        """
+        example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "config.json")
+        self.assertEqual(self.check("-C", example, "-T"), (0, "config OK\n"))
+
     def test_checkProblems(self) -> None:
         """
         C{-T} with a bad file prints every problem, each naming its key, and

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from twisted.application.internet import TimerService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -98,6 +98,19 @@ class WsServer(MultiService):
     rest: ListeningService | None = None
 
 
+class _PoolCloser(Service):
+    """
+    Closes the kept-alive connections of the HTTP client at stop.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self._pool.closeCachedConnections()
+
+
 def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServer:
     """
     Wire a server for C{config} on C{reactor}.
@@ -109,9 +122,14 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServ
         from treq.client import HTTPClient
         from twisted.web.client import Agent, HTTPConnectionPool
 
-        httpClient = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
+        pool = HTTPConnectionPool(reactor)
+        httpClient = HTTPClient(Agent(reactor, pool=pool))
+    else:
+        pool = None
 
     top = WsServer()
+    if pool is not None:
+        _PoolCloser(pool).setServiceParent(top)
     chat = config.chat
     store = None
     if chat.enableUndeliveredQueue:
