@@ -146,6 +146,22 @@ class ChatTests(TestCase):
         self.assertEqual((yield bob.messages.get())["text"], "still here")
 
     @inlineCallbacks
+    def test_invalidUTF8(self):
+        """
+        A text frame that is not UTF-8 closes with 1007; a binary frame that
+        is not UTF-8 JSON is an invalid payload (4001).
+        """
+        server = yield startServer(self, tls=self.tls)
+        alice = yield openClient(server, userId=1)
+        alice.sendMessage(b'{"type": "\xff", "recipients": [2]}', isBinary=False)
+        self.assertEqual((yield alice.closed), (1007, "Invalid UTF-8 in text message"))
+        alice = yield openClient(server, userId=1)
+        alice.sendMessage(b'{"type": "\xff", "recipients": [2]}', isBinary=True)
+        code, reason = yield alice.closed
+        self.assertEqual(code, 4001)
+        self.assertTrue(reason.startswith("Invalid payload. str is not valid UTF-8"), reason)
+
+    @inlineCallbacks
     def test_tooBig(self):
         """
         A message over C{maxSize} (after reassembly) closes with 1009, the
