@@ -34,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "wsserver = wsserver.tap:main",
+            "wsserver-bench = wsserver.bench:main",
         ],
     },
     classifiers=[
