@@ -1,0 +1,904 @@
+"""
+Tests for L{wsserver.sqlitestore}: the SQLite stores behave like the memory
+ones (the same test mixins run against both), survive a restart (and a crash
+of the process), and L{openDatabase} refuses files that are not ours without
+touching them.
+
+The SQLite stores answer from a thread, so these tests are asynchronous.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import sys
+from typing import Any, Callable, Coroutine
+
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from wsserver.eventstore import Delivery, IEventStore, MemoryEventStore, emptyCounts, moved
+from wsserver.sqlitestore import (
+    APPLICATION_ID,
+    DATABASE_FILENAME,
+    SCHEMA_VERSION,
+    Database,
+    StorageError,
+    openDatabase,
+)
+from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
+
+LARGEST = 2**64 - 1
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def asyncTest(f: Callable[[Any], Coroutine[Any, Any, None]]) -> Callable[[Any], Deferred[None]]:
+    """
+    Run an C{async def} test method as a L{Deferred}, which trial waits for.
+    """
+
+    @functools.wraps(f)
+    def run(self: Any) -> Deferred[None]:
+        return ensureDeferred(f(self))
+
+    return run
+
+
+class DatabaseMixin:
+    """
+    Open databases in a temporary directory and close them all at cleanup.
+    """
+
+    mktemp: Callable[[], str]
+    addCleanup: Callable[..., None]
+
+    def databasePath(self) -> str:
+        """
+        A new database path, in a data directory that does not exist yet.
+        """
+        if not hasattr(self, "_path"):
+            self._path = os.path.join(os.path.abspath(self.mktemp()), "data", DATABASE_FILENAME)
+        return self._path
+
+    def openDatabase(self) -> Database:
+        """
+        Open the test's database, closed at cleanup.
+        """
+        db = openDatabase(self.databasePath())
+        self.addCleanup(db.close)
+        return db
+
+
+class UndeliveredStoreTestsMixin:
+    """
+    The behaviour of every L{IUndeliveredStore}; C{makeStore} gives one with
+    C{ttlSeconds=100, maxPerUser=3}.
+    """
+
+    store: Any
+    assertEqual: Callable[..., None]
+    assertIsNone: Callable[..., None]
+    assertTrue: Callable[..., None]
+
+    def makeStore(self) -> Any:
+        raise NotImplementedError()
+
+    def setUp(self) -> None:
+        self.store = self.makeStore()
+
+    async def fetch(self, userId: int, now: float = 0) -> list[tuple[int, bytes]]:
+        result: list[tuple[int, bytes]] = await self.store.fetch(userId, now)
+        return result
+
+    async def payloads(self, userId: int, now: float = 0) -> list[bytes]:
+        return [payload for _, payload in await self.fetch(userId, now)]
+
+    async def put(self, userId: int, payload: bytes, now: float = 0) -> None:
+        self.assertIsNone(await self.store.put(userId, payload, now))
+
+    def test_interface(self) -> None:
+        """
+        The store provides L{IUndeliveredStore}.
+        """
+        self.assertTrue(verifyObject(IUndeliveredStore, self.store))
+
+    @asyncTest
+    async def test_fetchEmpty(self) -> None:
+        """
+        A user with nothing stored gets an empty list, and nothing pending.
+        """
+        self.assertEqual(await self.fetch(1), [])
+        self.assertEqual(await self.store.pending(1), 0)
+        self.assertEqual(self.store.dropped, 0)
+
+    @asyncTest
+    async def test_putFetchOrder(self) -> None:
+        """
+        C{fetch} answers the stored payloads oldest first, each with a
+        distinct key, increasing in the order of C{put}.
+        """
+        await self.put(1, b"a", 1)
+        await self.put(1, b"b", 2)
+        await self.put(1, b"c", 3)
+        fetched = await self.fetch(1, 4)
+        self.assertEqual([p for _, p in fetched], [b"a", b"b", b"c"])
+        keys = [k for k, _ in fetched]
+        self.assertEqual(keys, sorted(set(keys)))
+        self.assertEqual(len(keys), 3)
+        self.assertTrue(all(isinstance(p, bytes) for _, p in fetched))
+
+    @asyncTest
+    async def test_putsInFlight(self) -> None:
+        """
+        C{put}s asked for without waiting for each other are stored in the
+        order they were asked for.
+        """
+        await gatherResults([self.store.put(1, b"%d" % (i,), 0) for i in range(3)])
+        self.assertEqual(await self.payloads(1), [b"0", b"1", b"2"])
+
+    @asyncTest
+    async def test_fetchDoesNotRemove(self) -> None:
+        """
+        C{fetch} leaves the messages stored: a second C{fetch} answers the
+        same, and C{pending} still counts them.
+        """
+        await self.put(1, b"a")
+        await self.put(1, b"b")
+        first = await self.fetch(1)
+        self.assertEqual(await self.fetch(1), first)
+        self.assertEqual(await self.store.pending(1), 2)
+
+    @asyncTest
+    async def test_ackRemovesOnlyGivenKeys(self) -> None:
+        """
+        C{ack} forgets the messages with the given keys and keeps the others
+        in their order.
+        """
+        await self.put(1, b"a")
+        await self.put(1, b"b")
+        await self.put(1, b"c")
+        (ka, _), (kb, _), (kc, _) = await self.fetch(1)
+        self.assertIsNone(await self.store.ack(1, [ka, kc]))
+        self.assertEqual(await self.fetch(1), [(kb, b"b")])
+        self.assertEqual(await self.store.pending(1), 1)
+        self.assertIsNone(await self.store.ack(1, iter([kb])))
+        self.assertEqual(await self.fetch(1), [])
+        self.assertEqual(await self.store.pending(1), 0)
+        self.assertIsNone(await self.store.ack(1, []))
+        self.assertEqual(self.store.dropped, 0)
+
+    @asyncTest
+    async def test_ackKeepsMessagesPutAfterFetch(self) -> None:
+        """
+        A message put between C{fetch} and C{ack} stays stored.
+        """
+        await self.put(1, b"a")
+        keys = [k for k, _ in await self.fetch(1)]
+        await self.put(1, b"b")
+        await self.store.ack(1, keys)
+        self.assertEqual(await self.payloads(1), [b"b"])
+
+    @asyncTest
+    async def test_ackUnknown(self) -> None:
+        """
+        C{ack} of unknown keys, or for a user with nothing stored, changes
+        nothing.
+        """
+        await self.put(1, b"a")
+        ((key, _),) = await self.fetch(1)
+        await self.store.ack(1, [key + 100])
+        await self.store.ack(2, [key])
+        self.assertEqual(await self.fetch(1), [(key, b"a")])
+        self.assertEqual(await self.store.pending(2), 0)
+
+    @asyncTest
+    async def test_ackOtherUsersKey(self) -> None:
+        """
+        C{ack} for one user does not forget another user's message, even with
+        its key.
+        """
+        await self.put(1, b"a")
+        await self.put(2, b"b")
+        ((key2, _),) = await self.fetch(2)
+        await self.store.ack(1, [key2])
+        self.assertEqual(await self.payloads(1), [b"a"])
+        self.assertEqual(await self.payloads(2), [b"b"])
+
+    @asyncTest
+    async def test_perUserIsolation(self) -> None:
+        """
+        Each user has their own queue.
+        """
+        await self.put(1, b"a1")
+        await self.put(2, b"b1")
+        await self.put(1, b"a2")
+        self.assertEqual(await self.payloads(1), [b"a1", b"a2"])
+        self.assertEqual(await self.payloads(2), [b"b1"])
+        self.assertEqual(await self.store.pending(1), 2)
+        self.assertEqual(await self.store.pending(2), 1)
+        self.assertEqual(await self.store.pending(3), 0)
+
+    @asyncTest
+    async def test_largestUserIds(self) -> None:
+        """
+        User ids are unsigned 64-bit: C{2**64-1}, C{2**63} and C{2**63-1} are
+        three users, distinct from 0 and 1 (whose bits differ from theirs
+        only in the sign, once stored).
+        """
+        users = [0, 1, 2**63 - 1, 2**63, LARGEST]
+        for user in users:
+            await self.put(user, b"for %d" % (user,))
+        await self.put(LARGEST, b"again")
+        for user in users[:-1]:
+            self.assertEqual(await self.payloads(user), [b"for %d" % (user,)])
+        self.assertEqual(await self.payloads(LARGEST), [b"for %d" % (LARGEST,), b"again"])
+        self.assertEqual(await self.store.pending(LARGEST), 2)
+        keys = [key for key, _ in await self.fetch(LARGEST)]
+        await self.store.ack(LARGEST, keys)
+        self.assertEqual(await self.store.pending(LARGEST), 0)
+        self.assertEqual(await self.store.pending(0), 1)
+
+    @asyncTest
+    async def test_ttlOnFetch(self) -> None:
+        """
+        C{fetch} leaves out (and drops) the messages older than C{ttlSeconds};
+        a message exactly C{ttlSeconds} old is kept.
+        """
+        await self.put(1, b"old", 0)
+        await self.put(1, b"new", 50)
+        self.assertEqual(await self.payloads(1, 100), [b"old", b"new"])
+        self.assertEqual(self.store.dropped, 0)
+        self.assertEqual(await self.payloads(1, 101), [b"new"])
+        self.assertEqual(self.store.dropped, 1)
+        self.assertEqual(await self.store.pending(1), 1)
+        self.assertEqual(await self.payloads(1, 151), [])
+        self.assertEqual(self.store.dropped, 2)
+        self.assertEqual(await self.store.pending(1), 0)
+
+    @asyncTest
+    async def test_prune(self) -> None:
+        """
+        C{prune} drops the expired messages of every user, answers how many,
+        and counts them in C{dropped}.
+        """
+        await self.put(1, b"a1", 0)
+        await self.put(1, b"a2", 30)
+        await self.put(2, b"b1", 10)
+        await self.put(3, b"c1", 80)
+        self.assertEqual(await self.store.prune(100), 0)
+        self.assertEqual(await self.store.prune(111), 2)
+        self.assertEqual(self.store.dropped, 2)
+        self.assertEqual(await self.payloads(1, 111), [b"a2"])
+        self.assertEqual(await self.store.pending(2), 0)
+        self.assertEqual(await self.payloads(3, 111), [b"c1"])
+        self.assertEqual(await self.store.prune(1000), 2)
+        self.assertEqual(self.store.dropped, 4)
+        total = sum([await self.store.pending(user) for user in (1, 2, 3)])
+        self.assertEqual(total, 0)
+
+    @asyncTest
+    async def test_pruneFractionalTimes(self) -> None:
+        """
+        C{prune} uses the rule of C{fetch} with times that are not whole
+        seconds: a message is dropped once it is more than C{ttlSeconds} old.
+        """
+        await self.put(1, b"a", 1000.25)
+        await self.put(1, b"b", 1000.5)
+        self.assertEqual(await self.store.prune(1100.25), 0)
+        self.assertEqual(await self.store.prune(1100.3), 1)
+        self.assertEqual(await self.payloads(1, 1100.5), [b"b"])
+        self.assertEqual(await self.payloads(1, 1100.75), [])
+        self.assertEqual(self.store.dropped, 2)
+
+    @asyncTest
+    async def test_maxPerUser(self) -> None:
+        """
+        Over C{maxPerUser} messages for one user, the oldest are dropped and
+        counted; other users are not affected.
+        """
+        await self.put(2, b"other")
+        for i in range(5):
+            await self.put(1, b"m%d" % (i,))
+        self.assertEqual(await self.payloads(1), [b"m2", b"m3", b"m4"])
+        self.assertEqual(self.store.dropped, 2)
+        self.assertEqual(await self.store.pending(1), 3)
+        self.assertEqual(await self.payloads(2), [b"other"])
+
+    @asyncTest
+    async def test_droppedAccumulates(self) -> None:
+        """
+        C{dropped} counts both the messages over C{maxPerUser} and the expired
+        ones.
+        """
+        for i in range(4):
+            await self.put(1, b"m%d" % (i,), 0)
+        self.assertEqual(self.store.dropped, 1)
+        await self.put(2, b"x", 0)
+        self.assertEqual(await self.store.prune(200), 4)
+        self.assertEqual(self.store.dropped, 5)
+
+
+class MemoryUndeliveredStoreTests(UndeliveredStoreTestsMixin, TestCase):
+    """
+    L{MemoryUndeliveredStore} passes the shared tests (the model of the
+    SQLite store).
+    """
+
+    def makeStore(self) -> Any:
+        return MemoryUndeliveredStore(ttlSeconds=100, maxPerUser=3)
+
+
+class SqliteUndeliveredStoreTests(UndeliveredStoreTestsMixin, DatabaseMixin, TestCase):
+    """
+    L{SqliteUndeliveredStore} behaves like the memory store, and keeps its
+    messages and its C{dropped} counter across a restart.
+    """
+
+    def makeStore(self) -> Any:
+        return self.openDatabase().undelivered(ttlSeconds=100, maxPerUser=3)
+
+    async def reopen(self) -> Any:
+        """
+        Close the store's database and open it again, as a restart does.
+        """
+        await self.store._db.close()
+        self.store = self.makeStore()
+        return self.store
+
+    @asyncTest
+    async def test_survivesRestart(self) -> None:
+        """
+        Messages fetched but not acknowledged (a crash between store and
+        delivery) are still there, in order and with the same keys, after
+        the database was closed and opened again; so are the other users'.
+        """
+        await self.put(LARGEST, b"a", 1)
+        await self.put(LARGEST, b"b", 2)
+        await self.put(5, b"c", 3)
+        before = await self.fetch(LARGEST, 4)
+        await self.reopen()
+        self.assertEqual(await self.fetch(LARGEST, 4), before)
+        self.assertEqual(await self.payloads(5, 4), [b"c"])
+        self.assertEqual(await self.store.pending(LARGEST), 2)
+
+    @asyncTest
+    async def test_ackSurvivesRestart(self) -> None:
+        """
+        Acknowledged messages stay forgotten after a restart, and keys are
+        never reused: a message put after the restart has a greater key.
+        """
+        await self.put(1, b"a")
+        await self.put(1, b"b")
+        keys = [key for key, _ in await self.fetch(1)]
+        await self.store.ack(1, keys)
+        await self.reopen()
+        self.assertEqual(await self.fetch(1), [])
+        await self.put(1, b"c")
+        ((key, payload),) = await self.fetch(1)
+        self.assertEqual(payload, b"c")
+        self.assertTrue(key > max(keys))
+
+    @asyncTest
+    async def test_droppedSurvivesRestart(self) -> None:
+        """
+        C{dropped} is persisted: a reopened store starts from the count it
+        had, and goes on counting.
+        """
+        for i in range(5):
+            await self.put(1, b"m%d" % (i,), 0)
+        self.assertEqual(self.store.dropped, 2)
+        await self.reopen()
+        self.assertEqual(self.store.dropped, 2)
+        self.assertEqual(await self.store.prune(500), 3)
+        self.assertEqual(self.store.dropped, 5)
+        await self.reopen()
+        self.assertEqual(self.store.dropped, 5)
+
+    @asyncTest
+    async def test_survivesCrash(self) -> None:
+        """
+        What a process put is there after the process died without closing
+        the database (C{os._exit} right after the C{put}s fired): a commit is
+        durable before its L{Deferred} fires.
+        """
+        path = self.databasePath()
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", CRASHER, path], env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT
+        )
+        self.assertEqual((code, err), (17, b""), out)
+        self.assertTrue(os.path.exists(path + "-wal"))
+        db = self.openDatabase()
+        store = db.undelivered(ttlSeconds=100, maxPerUser=3)
+        self.assertEqual([p for _, p in await store.fetch(LARGEST, 3)], [b"a", b"b"])
+        deliveries = await db.events().due(10, 10, frozenset())
+        self.assertEqual([(d.primary, d.payload) for d in deliveries], [("targets[0]", b"e")])
+
+
+CRASHER = """
+import os, sys
+from twisted.internet import reactor
+from wsserver.sqlitestore import openDatabase
+
+db = openDatabase(sys.argv[1])
+store = db.undelivered(100, 3)
+events = db.events()
+
+def run():
+    d = store.put(2**64 - 1, b"a", 1)
+    d.addCallback(lambda _: store.put(2**64 - 1, b"b", 2))
+    d.addCallback(lambda _: events.add([("targets[0]", b"e")], 3))
+    d.addCallback(lambda _: os._exit(17))
+    d.addErrback(lambda f: (f.printTraceback(file=sys.stderr), os._exit(1)))
+
+reactor.callWhenRunning(run)
+reactor.run()
+"""
+
+
+class EventStoreTestsMixin:
+    """
+    The behaviour of every L{IEventStore}; C{makeStore} gives an empty one.
+    """
+
+    store: Any
+    assertEqual: Callable[..., None]
+    assertIsNone: Callable[..., None]
+    assertTrue: Callable[..., None]
+
+    def makeStore(self) -> Any:
+        raise NotImplementedError()
+
+    def setUp(self) -> None:
+        self.store = self.makeStore()
+
+    async def ids(self, now: float, limit: int = 100, skip: frozenset[int] = frozenset()) -> list[int]:
+        return [d.id for d in await self.store.due(now, limit, skip)]
+
+    def test_interface(self) -> None:
+        """
+        The store provides L{IEventStore}.
+        """
+        self.assertTrue(verifyObject(IEventStore, self.store))
+
+    @asyncTest
+    async def test_empty(self) -> None:
+        """
+        An empty store has nothing due, no next time, and no counts; adding
+        nothing adds nothing.
+        """
+        self.assertEqual(await self.store.due(1e12, 10, frozenset()), [])
+        self.assertIsNone(await self.store.nextDue(frozenset()))
+        self.assertEqual(await self.store.counts(), {})
+        self.assertEqual(await self.store.add([], 1), [])
+        self.assertEqual(await self.store.counts(), {})
+
+    @asyncTest
+    async def test_add(self) -> None:
+        """
+        C{add} answers the new deliveries, in order, with increasing ids, at
+        their primary target, not tried, due at C{now}.
+        """
+        added = await self.store.add([("targets[0]", b"x"), ("targets[1]", b"y")], 10.5)
+        self.assertEqual(
+            [(d.primary, d.target, d.payload, d.attempts, d.notBefore) for d in added],
+            [("targets[0]", "targets[0]", b"x", 0, 10.5), ("targets[1]", "targets[1]", b"y", 0, 10.5)],
+        )
+        self.assertTrue(added[0].id < added[1].id)
+        more = await self.store.add([("targets[0]", b"z")], 11)
+        self.assertTrue(more[0].id > added[1].id)
+        self.assertEqual(await self.store.due(20, 10, frozenset()), added + more)
+
+    @asyncTest
+    async def test_dueOrderLimitSkip(self) -> None:
+        """
+        C{due} answers the pending deliveries due at C{now}, oldest first, at
+        most C{limit}, leaving out those in C{skip}.
+        """
+        added = await self.store.add([("t", b"%d" % (i,)) for i in range(5)], 0)
+        ids = [d.id for d in added]
+        self.assertEqual(await self.ids(0), ids)
+        self.assertEqual(await self.ids(0, 2), ids[:2])
+        self.assertEqual(await self.ids(0, 2, frozenset(ids[:3])), ids[3:])
+        self.assertEqual(await self.ids(0, 10, frozenset([ids[1], ids[3], 999])), [ids[0], ids[2], ids[4]])
+        self.assertEqual(await self.ids(0, 0), [])
+        self.assertEqual(await self.ids(0, 5, frozenset(ids)), [])
+
+    @asyncTest
+    async def test_dueNotBefore(self) -> None:
+        """
+        A delivery is due once C{now} reaches its C{notBefore}; C{nextDue}
+        answers the earliest C{notBefore} of those not skipped.
+        """
+        a, b, c = await self.store.add([("t", b"a"), ("t", b"b"), ("t", b"c")], 0)
+        await self.store.update(moved(a, attempts=1, notBefore=30.0))
+        await self.store.update(moved(b, attempts=1, notBefore=20.0))
+        self.assertEqual(await self.ids(19.5), [c.id])
+        self.assertEqual(await self.ids(20), [b.id, c.id])
+        self.assertEqual(await self.ids(30), [a.id, b.id, c.id])
+        self.assertEqual(await self.store.nextDue(frozenset()), 0)
+        self.assertEqual(await self.store.nextDue(frozenset([c.id])), 20.0)
+        self.assertEqual(await self.store.nextDue(frozenset([c.id, b.id])), 30.0)
+        self.assertIsNone(await self.store.nextDue(frozenset([a.id, b.id, c.id])))
+
+    @asyncTest
+    async def test_update(self) -> None:
+        """
+        C{update} keeps a delivery's new target, attempts and time; updating
+        a delivery that is no longer pending changes nothing.
+        """
+        (d,) = await self.store.add([("targets[0]", b"p")], 5)
+        changed = moved(d, target="targets[0].fallback[0]", attempts=2, notBefore=9.0)
+        self.assertIsNone(await self.store.update(changed))
+        self.assertEqual(await self.store.due(9, 10, frozenset()), [changed])
+        await self.store.succeeded(changed)
+        await self.store.update(moved(changed, attempts=3))
+        self.assertEqual(await self.store.due(100, 10, frozenset()), [])
+        await self.store.update(Delivery(12345, "x", "x", b"", 1, 0))
+        self.assertEqual(await self.store.due(100, 10, frozenset()), [])
+        self.assertEqual(
+            await self.store.counts(), {"targets[0].fallback[0]": dict(emptyCounts(), succeeded=1)}
+        )
+
+    @asyncTest
+    async def test_succeeded(self) -> None:
+        """
+        C{succeeded} forgets the delivery and counts it for the target it was
+        at, once: again, or for an unknown delivery, counts nothing.
+        """
+        a, b = await self.store.add([("targets[0]", b"a"), ("targets[0]", b"b")], 0)
+        self.assertIsNone(await self.store.succeeded(a))
+        await self.store.succeeded(a)
+        await self.store.succeeded(moved(b, target="targets[0].fallback[0]"))
+        await self.store.succeeded(Delivery(12345, "x", "x", b"", 0, 0))
+        self.assertEqual(await self.store.due(100, 10, frozenset()), [])
+        self.assertEqual(
+            await self.store.counts(),
+            {
+                "targets[0]": dict(emptyCounts(), succeeded=1),
+                "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
+            },
+        )
+
+    @asyncTest
+    async def test_failed(self) -> None:
+        """
+        C{failed} keeps the delivery as failed, counted for the target it was
+        at: no longer due nor in C{nextDue}, and neither C{update} nor
+        C{succeeded} changes it any more.
+        """
+        a, b = await self.store.add([("targets[0]", b"a"), ("targets[0]", b"b")], 0)
+        last = moved(a, target="targets[0].fallback[1]", attempts=3)
+        self.assertIsNone(await self.store.failed(last))
+        self.assertEqual(await self.ids(100), [b.id])
+        self.assertIsNone(await self.store.nextDue(frozenset([b.id])))
+        await self.store.update(moved(last, target="elsewhere"))
+        await self.store.succeeded(last)
+        await self.store.failed(last)
+        await self.store.failed(Delivery(12345, "x", "x", b"", 0, 0))
+        self.assertEqual(
+            await self.store.counts(),
+            {
+                "targets[0]": dict(emptyCounts(), pending=1),
+                "targets[0].fallback[1]": dict(emptyCounts(), failed=1),
+            },
+        )
+
+    @asyncTest
+    async def test_counts(self) -> None:
+        """
+        C{counts} answers, per target, how many succeeded, are pending (not
+        tried), retrying (tried, waiting) and failed.
+        """
+        a, b, c, d, e = await self.store.add(
+            [("targets[0]", b"a"), ("targets[0]", b"b"), ("targets[0]", b"c"), ("targets[1]", b"d"),
+             ("targets[1]", b"e")],
+            0,
+        )
+        await self.store.update(moved(b, attempts=1, notBefore=5.0))
+        await self.store.update(moved(c, target="targets[0].fallback[0]", attempts=0, notBefore=0.0))
+        await self.store.succeeded(d)
+        await self.store.failed(moved(e, attempts=2))
+        self.assertEqual(
+            await self.store.counts(),
+            {
+                "targets[0]": dict(emptyCounts(), pending=1, retrying=1),
+                "targets[0].fallback[0]": dict(emptyCounts(), pending=1),
+                "targets[1]": dict(emptyCounts(), succeeded=1, failed=1),
+            },
+        )
+
+    @asyncTest
+    async def test_close(self) -> None:
+        """
+        C{close} answers L{None}.
+        """
+        await self.store.add([("t", b"x")], 0)
+        self.assertIsNone(await self.store.close())
+
+
+class MemoryEventStoreTests(EventStoreTestsMixin, TestCase):
+    """
+    L{MemoryEventStore} passes the shared tests (the model of the SQLite
+    store).
+    """
+
+    def makeStore(self) -> Any:
+        return MemoryEventStore()
+
+
+class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
+    """
+    L{SqliteEventStore} behaves like the memory store, and keeps pending and
+    failed deliveries and the success counters across a restart.
+    """
+
+    def makeStore(self) -> Any:
+        return self.openDatabase().events()
+
+    @asyncTest
+    async def test_survivesRestart(self) -> None:
+        """
+        After the database was closed and opened again, the pending
+        deliveries (with their target, attempts and time), the failed ones
+        and the success counters are all there; new ids are greater.
+        """
+        a, b, c, d = await self.store.add(
+            [("targets[0]", b"a"), ("targets[0]", b"b"), ("targets[0]", b"c"), ("targets[0]", b"d")], 1
+        )
+        b = moved(b, target="targets[0].fallback[0]", attempts=2, notBefore=7.25)
+        await self.store.update(b)
+        await self.store.succeeded(c)
+        await self.store.failed(moved(d, attempts=3))
+        counts = await self.store.counts()
+        await self.store.close()
+        await self.store._db.close()
+        self.store = self.makeStore()
+        self.assertEqual(await self.store.due(100, 10, frozenset()), [a, b])
+        self.assertEqual(await self.store.nextDue(frozenset([a.id])), 7.25)
+        self.assertEqual(await self.store.counts(), counts)
+        self.assertEqual(
+            counts,
+            {
+                "targets[0]": dict(emptyCounts(), pending=1, succeeded=1, failed=1),
+                "targets[0].fallback[0]": dict(emptyCounts(), retrying=1),
+            },
+        )
+        (e,) = await self.store.add([("targets[0]", b"e")], 2)
+        self.assertTrue(e.id > d.id)
+
+    @asyncTest
+    async def test_largeBatchAndSkip(self) -> None:
+        """
+        A large batch is added with its ids in order, and C{due} and
+        C{nextDue} honour a large C{skip}.
+        """
+        added = await self.store.add([("t", b"%d" % (i,)) for i in range(2000)], 0)
+        ids = [d.id for d in added]
+        self.assertEqual(ids, sorted(set(ids)))
+        self.assertEqual([d.payload for d in added[:3]], [b"0", b"1", b"2"])
+        skip = frozenset(ids[:1500])
+        self.assertEqual(await self.ids(0, 3, skip), ids[1500:1503])
+        self.assertEqual(await self.store.nextDue(skip), 0)
+        self.assertIsNone(await self.store.nextDue(frozenset(ids)))
+        self.assertEqual([d.payload for d in await self.store.due(0, 1, frozenset(ids[:-1]))], [b"1999"])
+
+
+class OpenDatabaseTests(DatabaseMixin, TestCase):
+    """
+    Tests for L{openDatabase} and L{Database}.
+    """
+
+    def assertUntouched(self, path: str, before: bytes, siblings: list[str]) -> None:
+        """
+        The file at C{path} still holds C{before}, and nothing was created
+        next to it.
+        """
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), siblings)
+
+    def refused(self, path: str) -> str:
+        """
+        Check that L{openDatabase} refuses C{path}, leaving it untouched; the
+        error message.
+        """
+        with open(path, "rb") as f:
+            before = f.read()
+        siblings = sorted(os.listdir(os.path.dirname(path)))
+        error = self.assertRaises(StorageError, openDatabase, path)
+        self.assertUntouched(path, before, siblings)
+        return str(error)
+
+    def test_newDatabase(self) -> None:
+        """
+        A new database is created with its data directory, marked as ours
+        with the application id and schema version, and in WAL mode.
+        """
+        path = self.databasePath()
+        db = self.openDatabase()
+        self.assertEqual(db.path, path)
+        connection = sqlite3.connect(path)
+        self.addCleanup(connection.close)
+
+        def pragma(name: str) -> Any:
+            return connection.execute(f"PRAGMA {name}").fetchone()[0]
+
+        self.assertEqual(pragma("application_id"), APPLICATION_ID)
+        self.assertEqual(pragma("user_version"), SCHEMA_VERSION)
+        self.assertEqual(pragma("journal_mode"), "wal")
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.assertTrue({"undelivered", "events", "counters"} <= tables)
+
+    @asyncTest
+    async def test_connectionSettings(self) -> None:
+        """
+        The queries run on a connection in WAL mode with C{synchronous=NORMAL}
+        (1), in another thread than the reactor's.
+        """
+        import threading
+
+        db = self.openDatabase()
+
+        def settings(cursor: Any) -> tuple[Any, ...]:
+            cursor.execute("PRAGMA journal_mode")
+            mode = cursor.fetchone()[0]
+            cursor.execute("PRAGMA synchronous")
+            return mode, cursor.fetchone()[0], threading.get_ident()
+
+        mode, synchronous, thread = await db.run(settings)
+        self.assertEqual((mode, synchronous), ("wal", 1))
+        self.assertTrue(thread != threading.get_ident())
+
+    @asyncTest
+    async def test_sharedFile(self) -> None:
+        """
+        Both stores live in the one file: what each stored is there after a
+        restart, and an empty file or an existing database opens.
+        """
+        path = self.databasePath()
+        os.makedirs(os.path.dirname(path))
+        open(path, "wb").close()
+        db = self.openDatabase()
+        await db.undelivered(10, 10).put(1, b"m", 0)
+        await db.events().add([("t", b"e")], 0)
+        await db.close()
+        self.assertEqual(os.listdir(os.path.dirname(path)), [DATABASE_FILENAME])
+        db = self.openDatabase()
+        self.assertEqual(await db.undelivered(10, 10).pending(1), 1)
+        self.assertEqual(await db.events().counts(), {"t": dict(emptyCounts(), pending=1)})
+
+    @asyncTest
+    async def test_closed(self) -> None:
+        """
+        After L{Database.close}, which waits for the queries already asked
+        for, the stores fail with L{StorageError}; closing again is fine.
+        """
+        db = self.openDatabase()
+        store = db.undelivered(10, 10)
+        put = store.put(1, b"m", 0)
+        closed = db.close()
+        await put
+        await closed
+        error = await self.failUnlessFailure(store.fetch(1, 0), StorageError)
+        self.assertIn("is closed", str(error))
+        await self.failUnlessFailure(db.events().counts(), StorageError)
+        self.assertIsNone(await db.close())
+
+    def test_directoryUnderFile(self) -> None:
+        """
+        A data directory that cannot be created (a file is in the way) gives
+        a L{StorageError} naming the database and the OS's reason.
+        """
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w") as f:
+            f.write("in the way")
+        path = os.path.join(blocker, "sub", DATABASE_FILENAME)
+        error = self.assertRaises(StorageError, openDatabase, path)
+        self.assertEqual(str(error), f"cannot open wsserver database {path}: Not a directory")
+        path = os.path.join(blocker, DATABASE_FILENAME)
+        error = self.assertRaises(StorageError, openDatabase, path)
+        self.assertEqual(str(error), f"cannot open wsserver database {path}: {blocker} is not a directory")
+        with open(blocker) as f:
+            self.assertEqual(f.read(), "in the way")
+
+    def test_databaseIsDirectory(self) -> None:
+        """
+        A directory where the file should be gives a L{StorageError} with
+        the OS's reason.
+        """
+        path = self.databasePath()
+        os.makedirs(path)
+        error = self.assertRaises(StorageError, openDatabase, path)
+        self.assertEqual(str(error), f"cannot open wsserver database {path}: Is a directory")
+
+    def test_textFile(self) -> None:
+        """
+        A file that is not SQLite (corrupted, or something else) is refused
+        and left byte-identical.
+        """
+        path = self.databasePath()
+        os.makedirs(os.path.dirname(path))
+        with open(path, "w") as f:
+            f.write("hello, I am a text file\n" * 100)
+        message = self.refused(path)
+        self.assertEqual(
+            message,
+            f"{path} is not a wsserver database (it is not an SQLite file: corrupted, or another"
+            " kind of file); refusing to touch it",
+        )
+
+    def test_corruptedSqlite(self) -> None:
+        """
+        A file with an SQLite header but garbage after it is refused and
+        left byte-identical.
+        """
+        path = self.databasePath()
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(b"SQLite format 3\x00" + b"\xff" * 4000)
+        message = self.refused(path)
+        self.assertTrue(message.startswith(f"{path} is not a wsserver database (it is not a valid SQLite database"))
+        self.assertTrue(message.endswith("; refusing to touch it"), message)
+
+    def foreign(self, *statements: str) -> str:
+        """
+        Make a foreign SQLite database at the test's path with
+        C{statements}.
+        """
+        path = self.databasePath()
+        os.makedirs(os.path.dirname(path))
+        connection = sqlite3.connect(path)
+        for statement in statements:
+            connection.execute(statement)
+        connection.commit()
+        connection.close()
+        return path
+
+    def test_foreignDatabase(self) -> None:
+        """
+        An SQLite database with other tables is refused and left
+        byte-identical, even with a table named like ours.
+        """
+        path = self.foreign(
+            "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)",
+            "CREATE TABLE counters (name TEXT, value INTEGER)",
+            "INSERT INTO accounts (name) VALUES ('alice')",
+        )
+        self.assertEqual(
+            self.refused(path), f"{path} is not a wsserver database (it has other tables); refusing to touch it"
+        )
+
+    def test_foreignApplicationId(self) -> None:
+        """
+        An SQLite database marked by another application is refused, even
+        without tables.
+        """
+        path = self.foreign("PRAGMA application_id = 1234")
+        self.assertEqual(
+            self.refused(path),
+            f"{path} is not a wsserver database (it belongs to another application:"
+            " application_id 0x4d2); refusing to touch it",
+        )
+
+    def test_extraTableInOurs(self) -> None:
+        """
+        A wsserver database to which someone added a table is refused and
+        left byte-identical.
+        """
+        path = self.foreign(f"PRAGMA application_id = {APPLICATION_ID}", "CREATE TABLE mine (x)")
+        self.assertIn("(it has other tables)", self.refused(path))
+
+    def test_newerSchema(self) -> None:
+        """
+        A wsserver database of a newer schema version is refused and left
+        byte-identical.
+        """
+        path = self.foreign(f"PRAGMA application_id = {APPLICATION_ID}", f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        self.assertEqual(
+            self.refused(path),
+            f"wsserver database {path} has schema version {SCHEMA_VERSION + 1}, newer than this"
+            f" wsserver's ({SCHEMA_VERSION}); refusing to touch it",
+        )
