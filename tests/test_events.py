@@ -1,0 +1,349 @@
+"""
+Tests for L{wsserver.events}: the notifier's policy (filters, retries,
+fallbacks, parallelism, restart) with a L{task.Clock} and the memory store,
+and the webhook sender with L{treq.testing.StubTreq}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from zope.interface.verify import verifyObject
+
+from wsserver.config import parseConfig
+from wsserver.eventstore import IEventStore, MemoryEventStore
+from wsserver.events import DeliveryRefused, EventNotifier, PostbackSender, targetKeys
+from wsserver.messages import Message
+
+
+def eventConfig(**event: Any) -> Any:
+    raw = {"enabled": True, "targets": [{"type": "postback", "url": "http://hook.example/a"}]}
+    raw.update(event)
+    return parseConfig({"event": raw}, checkEndpoints=False).event
+
+
+def message(kind: str = "text", sender: int = 1, text: str = "hi") -> tuple[Message, bytes]:
+    m = Message("ID", kind, text, "T", sender, [2], None)
+    return m, m.serialize()
+
+
+class FakeSender:
+    """
+    A target whose answers the test gives: by default each send waits for
+    the test to fire it.
+    """
+
+    def __init__(self, answer: str = "wait") -> None:
+        self.answer = answer
+        self.sent: list[bytes] = []
+        self.waiting: list[Deferred[None]] = []
+        self.closed = False
+
+    def send(self, payload: bytes) -> Deferred[None]:
+        self.sent.append(payload)
+        if self.answer == "ok":
+            return succeed(None)
+        if self.answer == "fail":
+            return fail(DeliveryRefused("HTTP 500"))
+        d: Deferred[None] = Deferred()
+        self.waiting.append(d)
+        return d
+
+    def close(self) -> Deferred[None]:
+        self.closed = True
+        return succeed(None)
+
+
+class NotifierTests(SynchronousTestCase):
+    """
+    The notifier's policy.
+    """
+
+    def make(self, senders: dict[str, FakeSender], store: MemoryEventStore | None = None, **event: Any):
+        self.clock = Clock()
+        self.store = store or MemoryEventStore()
+        notifier = EventNotifier(eventConfig(**event), self.store, senders, self.clock)
+        notifier.startService()
+        return notifier
+
+    def counts(self, notifier: EventNotifier) -> dict[str, dict[str, int]]:
+        return {row["target"]: {k: row[k] for k in ("succeeded", "pending", "retrying", "failed")}
+                for row in self.successResultOf(notifier.counts())}
+
+    def test_memoryStoreInterface(self) -> None:
+        """
+        The memory store provides the interface.
+        """
+        self.assertTrue(verifyObject(IEventStore, MemoryEventStore()))
+
+    def test_delivered(self) -> None:
+        """
+        A routed message reaches the target on the next turn of the
+        reactor, and is counted as succeeded.
+        """
+        sender = FakeSender("ok")
+        notifier = self.make({"targets[0]": sender})
+        m, payload = message()
+        notifier.notify(m, payload)
+        self.assertEqual(sender.sent, [])
+        self.clock.advance(0)
+        self.assertEqual(sender.sent, [payload])
+        self.assertEqual(self.counts(notifier)["targets[0]"], {"succeeded": 1, "pending": 0, "retrying": 0, "failed": 0})
+
+    def test_everyTarget(self) -> None:
+        """
+        Every message goes to every target.
+        """
+        a, b = FakeSender("ok"), FakeSender("ok")
+        targets = [{"type": "postback", "url": "http://a/"}, {"type": "postback", "url": "http://b/"}]
+        notifier = self.make({"targets[0]": a, "targets[1]": b}, targets=targets)
+        for i in range(3):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual([json.loads(p)["text"] for p in a.sent], ["0", "1", "2"])
+        self.assertEqual([json.loads(p)["text"] for p in b.sent], ["0", "1", "2"])
+
+    def test_filters(self) -> None:
+        """
+        Ignored types, and the server's own messages unless
+        C{sendBotMessages}, are not sent.
+        """
+        sender = FakeSender("ok")
+        notifier = self.make({"targets[0]": sender}, ignoreTypes=["typing"])
+        notifier.notify(*message(kind="typing"))
+        notifier.notify(*message(sender=0))
+        notifier.notify(*message(text="kept"))
+        self.clock.advance(0)
+        self.assertEqual([json.loads(p)["text"] for p in sender.sent], ["kept"])
+        sender = FakeSender("ok")
+        notifier = self.make({"targets[0]": sender}, sendBotMessages=True)
+        notifier.notify(*message(sender=0))
+        self.clock.advance(0)
+        self.assertEqual(len(sender.sent), 1)
+
+    def test_retries(self) -> None:
+        """
+        A refused delivery is retried C{retryCount} times,
+        C{retryIntervalSeconds} apart, then kept as failed and counted.
+        """
+        sender = FakeSender("fail")
+        notifier = self.make({"targets[0]": sender}, retryCount=2, retryIntervalSeconds=10)
+        notifier.notify(*message())
+        self.clock.advance(0)
+        self.assertEqual(len(sender.sent), 1)
+        self.assertEqual(self.counts(notifier)["targets[0]"]["retrying"], 1)
+        self.clock.advance(9.9)
+        self.assertEqual(len(sender.sent), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(sender.sent), 2)
+        self.clock.advance(10)
+        self.assertEqual(len(sender.sent), 3)
+        self.clock.advance(100)
+        self.assertEqual(len(sender.sent), 3)
+        self.assertEqual(self.counts(notifier)["targets[0]"], {"succeeded": 0, "pending": 0, "retrying": 0, "failed": 1})
+
+    def test_retryOff(self) -> None:
+        """
+        With C{enableRetry} off, one refusal is final.
+        """
+        sender = FakeSender("fail")
+        notifier = self.make({"targets[0]": sender}, enableRetry=False, retryCount=5)
+        notifier.notify(*message())
+        self.clock.advance(100)
+        self.assertEqual(len(sender.sent), 1)
+        self.assertEqual(self.counts(notifier)["targets[0]"]["failed"], 1)
+
+    def test_retryThenSuccess(self) -> None:
+        """
+        A retry that is accepted counts as succeeded.
+        """
+        sender = FakeSender("fail")
+        notifier = self.make({"targets[0]": sender}, retryCount=3, retryIntervalSeconds=5)
+        notifier.notify(*message())
+        self.clock.advance(0)
+        sender.answer = "ok"
+        self.clock.advance(5)
+        self.assertEqual(len(sender.sent), 2)
+        self.assertEqual(self.counts(notifier)["targets[0]"], {"succeeded": 1, "pending": 0, "retrying": 0, "failed": 0})
+
+    def test_fallbackChain(self) -> None:
+        """
+        When a target's retries are spent, each fallback is tried in turn
+        with the same policy; success is counted for the one that accepted.
+        """
+        primary, first, second = FakeSender("fail"), FakeSender("fail"), FakeSender("ok")
+        targets = [{"type": "postback", "url": "http://a/", "fallback": [
+            {"type": "postback", "url": "http://b/"}, {"type": "postback", "url": "http://c/"}]}]
+        notifier = self.make({"targets[0]": primary, "targets[0].fallback[0]": first,
+                              "targets[0].fallback[1]": second},
+                             targets=targets, retryCount=1, retryIntervalSeconds=10)
+        notifier.notify(*message())
+        self.clock.advance(0)
+        self.clock.advance(10)
+        self.assertEqual((len(primary.sent), len(first.sent), len(second.sent)), (2, 1, 0))
+        self.clock.advance(10)
+        self.assertEqual((len(primary.sent), len(first.sent), len(second.sent)), (2, 2, 1))
+        counts = self.counts(notifier)
+        self.assertEqual(counts["targets[0].fallback[1]"]["succeeded"], 1)
+        self.assertEqual(sum(c["failed"] + c["pending"] + c["retrying"] for c in counts.values()), 0)
+
+    def test_wholeChainFails(self) -> None:
+        """
+        When the fallbacks refuse too, the delivery is kept as failed at the
+        last target.
+        """
+        primary, fallback = FakeSender("fail"), FakeSender("fail")
+        targets = [{"type": "postback", "url": "http://a/", "fallback": [{"type": "postback", "url": "http://b/"}]}]
+        notifier = self.make({"targets[0]": primary, "targets[0].fallback[0]": fallback},
+                             targets=targets, retryCount=0)
+        notifier.notify(*message())
+        self.clock.advance(0)
+        self.assertEqual((len(primary.sent), len(fallback.sent)), (1, 1))
+        self.assertEqual(self.counts(notifier)["targets[0].fallback[0]"]["failed"], 1)
+
+    def test_maxParallel(self) -> None:
+        """
+        At most C{maxParallelWorkers} deliveries are in flight; the next
+        starts when one finishes.
+        """
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, maxParallelWorkers=3)
+        for i in range(10):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual(len(sender.waiting), 3)
+        self.assertEqual(self.counts(notifier)["targets[0]"]["pending"], 10)
+        sender.waiting[0].callback(None)
+        self.assertEqual(len(sender.waiting), 4)
+        for _ in range(20):
+            open = [d for d in sender.waiting if not d.called]
+            self.assertLessEqual(len(open), 3)
+            if not open:
+                break
+            open[0].callback(None)
+        self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(10)])
+        self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 10)
+
+    def test_restartResends(self) -> None:
+        """
+        What a stopped notifier had not delivered is sent by the next one
+        over the same store.
+        """
+        store = MemoryEventStore()
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, store=store)
+        notifier.notify(*message(text="a"))
+        notifier.notify(*message(text="b"))
+        self.clock.advance(0)
+        sender.waiting[0].callback(None)
+        stopped = notifier.stopService()
+        self.clock.advance(3)
+        self.successResultOf(stopped)
+        self.assertTrue(sender.closed)
+        again = FakeSender("ok")
+        self.make({"targets[0]": again}, store=store)
+        self.assertEqual([json.loads(p)["text"] for p in again.sent], ["b"])
+
+    def test_stopStoresBatch(self) -> None:
+        """
+        Messages notified just before the stop are stored, not lost.
+        """
+        store = MemoryEventStore()
+        notifier = self.make({"targets[0]": FakeSender("wait")}, store=store)
+        notifier.notify(*message(text="late"))
+        d = notifier.stopService()
+        self.clock.advance(3)
+        self.successResultOf(d)
+        again = FakeSender("ok")
+        self.make({"targets[0]": again}, store=store)
+        self.assertEqual([json.loads(p)["text"] for p in again.sent], ["late"])
+
+    def test_targetKeys(self) -> None:
+        """
+        Target keys name each target and its fallbacks, depth first.
+        """
+        config = eventConfig(targets=[
+            {"type": "postback", "url": "http://a/", "fallback": [
+                {"type": "postback", "url": "http://b/", "fallback": [{"type": "redis"}]}]},
+            {"type": "redis", "mode": {"type": "channel"}}])
+        keys = {p: [k for k, _ in chain] for p, chain in targetKeys(config).items()}
+        self.assertEqual(keys, {
+            "targets[0]": ["targets[0]", "targets[0].fallback[0]", "targets[0].fallback[0].fallback[0]"],
+            "targets[1]": ["targets[1]"]})
+
+
+class _Hook(Resource):
+    isLeaf = True
+
+    def __init__(self, code: int = 200, location: bytes | None = None) -> None:
+        super().__init__()
+        self.code = code
+        self.location = location
+        self.requests: list[tuple[bytes, dict[bytes, list[bytes]], bytes]] = []
+
+    def render(self, request: Any) -> bytes:
+        self.requests.append((request.method, dict(request.requestHeaders.getAllRawHeaders()),
+                              request.content.read()))
+        request.setResponseCode(self.code)
+        if self.location:
+            request.setHeader(b"Location", self.location)
+        return b"ok"
+
+
+class PostbackTests(SynchronousTestCase):
+    """
+    The webhook sender.
+    """
+
+    def sender(self, hook: _Hook, **target: Any) -> PostbackSender:
+        raw = {"type": "postback", "url": "http://hook.example/in"}
+        raw.update(target)
+        config = eventConfig(targets=[raw]).targets[0]
+        return PostbackSender(config, StubTreq(hook), Clock())
+
+    def test_post(self) -> None:
+        """
+        The message JSON is POSTed with C{Content-Type: application/json} and
+        the target's auth as a credential; a 2xx is success.
+        """
+        hook = _Hook(204)
+        sender = self.sender(hook, auth={"type": "header", "name": "X-Token", "value": "t"})
+        self.assertIsNone(self.successResultOf(sender.send(b'{"a":1}')))
+        method, headers, body = hook.requests[0]
+        self.assertEqual((method, body), (b"POST", b'{"a":1}'))
+        self.assertEqual(headers[b"Content-Type"], [b"application/json"])
+        self.assertEqual(headers[b"X-Token"], [b"t"])
+
+    def test_methodAndBasic(self) -> None:
+        """
+        The configured method is used, and basic auth becomes an
+        Authorization header.
+        """
+        hook = _Hook(200)
+        sender = self.sender(hook, method="PUT", auth={"type": "basic", "user": "u", "password": "p"})
+        self.successResultOf(sender.send(b"{}"))
+        method, headers, _ = hook.requests[0]
+        self.assertEqual(method, b"PUT")
+        self.assertEqual(headers[b"Authorization"], [b"Basic dTpw"])
+
+    def test_serverError(self) -> None:
+        """
+        A 500 is a refusal.
+        """
+        f = self.failureResultOf(self.sender(_Hook(500)).send(b"{}"), DeliveryRefused)
+        self.assertEqual(f.getErrorMessage(), "HTTP 500")
+
+    def test_redirect(self) -> None:
+        """
+        A redirect is a refusal, and is not followed.
+        """
+        hook = _Hook(302, b"http://elsewhere.example/")
+        f = self.failureResultOf(self.sender(hook).send(b"{}"), DeliveryRefused)
+        self.assertEqual(f.getErrorMessage(), "HTTP 302")
+        self.assertEqual(len(hook.requests), 1)

@@ -1,0 +1,329 @@
+# -*- test-case-name: tests.test_events -*-
+"""
+The event notifier (SPEC section 6): every routed message, less the ignored
+types and (unless C{sendBotMessages}) the server's own, goes to every
+configured target.
+
+Each delivery is stored (L{wsserver.eventstore}) before it is tried; a failed
+one is retried C{retryCount} times, C{retryIntervalSeconds} apart, then each
+target of the target's C{fallback} list is tried in turn with the same
+policy; what every target refused stays stored as failed and is counted.  At
+most C{maxParallelWorkers} deliveries are in flight at once.  A restart tries
+again whatever had not succeeded: at least once.
+
+Routing never waits for any of this: C{notify} only appends to a batch that
+is written to the store on the next turn of the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treq import content as readBody
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from zope.interface import Interface, implementer
+
+from .auth import applyCredential
+from .config import EventConfig, TargetConfig
+from .eventstore import Delivery, IEventStore, emptyCounts, moved
+from .messages import BOT, Message
+
+__all__ = ["DeliveryRefused", "EventNotifier", "ISender", "PostbackSender", "targetKeys"]
+
+#: Seconds that in-flight deliveries get to finish at stop.
+STOP_GRACE = 3.0
+
+
+class DeliveryRefused(Exception):
+    """
+    A target did not accept a delivery; the message says why.
+    """
+
+
+class ISender(Interface):
+    """
+    Sends event payloads to one target.
+    """
+
+    def send(payload: bytes) -> Deferred[None]:
+        """
+        Fires when the target accepted C{payload}; fails when it did not.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Release connections and timers.
+        """
+
+
+@implementer(ISender)
+class PostbackSender:
+    """
+    A webhook: the message JSON as the body of an HTTP request; success is a
+    2xx answer within C{connectionTimeoutSeconds}.  Redirects are not
+    followed (a redirect is not an acceptance).
+
+    @param target: the target's config.
+    @param httpClient: a treq C{HTTPClient} (or L{treq.testing.StubTreq}).
+    @param reactor: the clock of the timeout.
+    """
+
+    def __init__(self, target: TargetConfig, httpClient: Any, reactor: IReactorTime) -> None:
+        self._target = target
+        self._client = httpClient
+        self._reactor = reactor
+        raw: dict[bytes, list[bytes]] = {b"Content-Type": [b"application/json"]}
+        applyCredential(target.auth, raw)
+        self._headers = raw
+
+    def send(self, payload: bytes) -> Deferred[None]:
+        target = self._target
+        d = self._client.request(
+            target.method,
+            target.url,
+            data=payload,
+            headers=Headers(self._headers),
+            timeout=target.connectionTimeoutSeconds,
+            reactor=self._reactor,
+            allow_redirects=False,
+        )
+
+        def answered(response: Any) -> Deferred[None]:
+            # read the body, so that the connection goes back to the pool
+            body = readBody(response)
+
+            def check(_: bytes) -> None:
+                if not 200 <= response.code < 300:
+                    raise DeliveryRefused(f"HTTP {response.code}")
+
+            return body.addCallback(check)
+
+        return d.addCallback(answered)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]:
+    """
+    For each configured target (C{"targets[0]"} ...), its chain: itself, then
+    its fallbacks depth first (C{"targets[0].fallback[0]"} ...), with their
+    configs.
+    """
+
+    def chain(key: str, target: TargetConfig) -> list[tuple[str, TargetConfig]]:
+        out = [(key, target)]
+        for j, fallback in enumerate(target.fallback):
+            out += chain(f"{key}.fallback[{j}]", fallback)
+        return out
+
+    return {f"targets[{i}]": chain(f"targets[{i}]", t) for i, t in enumerate(config.targets)}
+
+
+class EventNotifier(Service):
+    """
+    Hands routed messages to the event targets.
+
+    @param config: the C{event} settings.
+    @param store: where deliveries wait.
+    @param senders: a sender for every target key of L{targetKeys}.
+    @param clock: the clock of retries.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, config: EventConfig, store: IEventStore, senders: dict[str, ISender], clock: IReactorTime
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._senders = senders
+        self._clock = clock
+        self._chains = {primary: [key for key, _ in chain] for primary, chain in targetKeys(config).items()}
+        self._primaries = list(self._chains)
+        self._batch: list[tuple[str, bytes]] = []
+        self._flushCall: IDelayedCall | None = None
+        self._writing: list[Deferred[Any]] = []
+        self._inflight: dict[int, Deferred[Any]] = {}
+        self._pumping = False
+        self._pumpAgain = False
+        self._wakeCall: IDelayedCall | None = None
+        self._stopping = False
+
+    # intake
+
+    def notify(self, message: Message, payload: bytes) -> None:
+        """
+        A message was routed: queue a delivery for every target (the router
+        calls this for every message; it never waits).
+        """
+        config = self._config
+        if message.type in config.ignoreTypes or (message.sender == BOT and not config.sendBotMessages):
+            return
+        batch = self._batch
+        for primary in self._primaries:
+            batch.append((primary, payload))
+        if self._flushCall is None:
+            self._flushCall = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        d = self._store.add(batch, self._clock.seconds())
+        self._writing.append(d)
+
+        def written(result: Any) -> Any:
+            self._writing.remove(d)
+            return result
+
+        d.addBoth(written)
+        d.addCallbacks(lambda _: self._pump(), lambda f: self.log.failure("could not store events", f))
+
+    # delivery
+
+    def _pump(self) -> None:
+        """
+        Start due deliveries while workers are free.
+        """
+        if self._stopping or not self.running:
+            return
+        if self._pumping:
+            self._pumpAgain = True
+            return
+        free = self._config.maxParallelWorkers - len(self._inflight)
+        if free <= 0:
+            return
+        self._pumping = True
+        self._pumpAgain = False
+        d = self._store.due(self._clock.seconds(), free, frozenset(self._inflight))
+
+        def start(deliveries: list[Delivery]) -> None:
+            for delivery in deliveries:
+                self._start(delivery)
+
+        def done(result: Any) -> None:
+            self._pumping = False
+            if isinstance(result, Failure):
+                self.log.failure("could not read due events", result)
+            if self._pumpAgain:
+                self._pump()
+            else:
+                self._scheduleWake()
+
+        d.addCallback(start).addBoth(done)
+
+    def _scheduleWake(self) -> None:
+        """
+        Pump again when the next waiting delivery is due.
+        """
+        if self._stopping or not self.running:
+            return
+        d = self._store.nextDue(frozenset(self._inflight))
+
+        def wake(when: float | None) -> None:
+            if when is None or self._stopping:
+                return
+            delay = max(0.0, when - self._clock.seconds())
+            call = self._wakeCall
+            if call is not None and call.active():
+                if call.getTime() <= self._clock.seconds() + delay:
+                    return
+                call.cancel()
+            self._wakeCall = self._clock.callLater(delay, self._pump)
+
+        d.addCallbacks(wake, lambda f: self.log.failure("could not read due events", f))
+
+    def _start(self, delivery: Delivery) -> None:
+        sender = self._senders[delivery.target]
+        d = maybeDeferred(sender.send, delivery.payload)
+        self._inflight[delivery.id] = d
+        d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
+        d.addErrback(lambda f: self.log.failure("event bookkeeping failed", f))
+
+        def finished(_: Any) -> None:
+            self._inflight.pop(delivery.id, None)
+            self._pump()
+
+        d.addBoth(finished)
+
+    def _accepted(self, _: None, delivery: Delivery) -> Deferred[None]:
+        return self._store.succeeded(delivery)
+
+    def _refused(self, failure: Failure, delivery: Delivery) -> Deferred[None]:
+        config = self._config
+        now = self._clock.seconds()
+        attempts = delivery.attempts + 1
+        reason = failure.getErrorMessage() or failure.type.__name__
+        if config.enableRetry and attempts <= config.retryCount:
+            return self._store.update(moved(delivery, attempts=attempts, notBefore=now + config.retryIntervalSeconds))
+        chain = self._chains[delivery.primary]
+        position = chain.index(delivery.target)
+        if position + 1 < len(chain):
+            self.log.info(
+                "event target {target} failed ({reason}); trying {fallback}",
+                target=delivery.target, reason=reason, fallback=chain[position + 1],
+            )
+            return self._store.update(moved(delivery, target=chain[position + 1], attempts=0, notBefore=now))
+        self.log.warn("event delivery {id} failed for good at {target}: {reason}",
+                      id=delivery.id, target=delivery.target, reason=reason)
+        return self._store.failed(moved(delivery, attempts=attempts))
+
+    # reports and life cycle
+
+    def counts(self) -> Deferred[list[dict[str, Any]]]:
+        """
+        Per target, fallbacks included: its key, type, where it sends, and how
+        many deliveries succeeded, are pending, wait for a retry, finally failed.
+        """
+        described = [
+            (key, target) for chain in targetKeys(self._config).values() for key, target in chain
+        ]
+
+        def report(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+            out = []
+            for key, target in described:
+                where = target.url if target.type == "postback" else (
+                    f"{target.modeType} {target.modeName}")
+                out.append({"target": key, "type": target.type, "destination": where,
+                            **counts.get(key, emptyCounts())})
+            return out
+
+        return self._store.counts().addCallback(report)
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        # resend whatever a previous run left pending
+        self._pump()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Store what is batched, give in-flight deliveries a short grace
+        period (what does not finish stays pending for the next start), then
+        close the senders.
+        """
+        super().stopService()
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+            self._flush()
+        self._stopping = True
+        if self._wakeCall is not None and self._wakeCall.active():
+            self._wakeCall.cancel()
+        waits = DeferredList(list(self._writing) + list(self._inflight.values()), consumeErrors=True)
+        done: Deferred[None] = Deferred()
+        timer = self._clock.callLater(STOP_GRACE, lambda: done.called or done.callback(None))
+        waits.addBoth(lambda _: done.called or done.callback(None))
+
+        def close(_: Any) -> Deferred[Any]:
+            if timer.active():
+                timer.cancel()
+            return DeferredList([maybeDeferred(s.close) for s in self._senders.values()], consumeErrors=True)
+
+        return done.addCallback(close).addCallback(lambda _: None)
