@@ -253,16 +253,18 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(config.cluster, ClusterConfig(redis=None))
         self.assertEqual(config.warnings, ())
 
-    def test_eventEnabledRefused(self) -> None:
+    def test_eventEnabled(self) -> None:
         """
-        The example with C{event.enabled} true is refused: the event
-        notifier is not in this version.
+        The example with C{event.enabled} true is accepted; without targets
+        it is refused.
         """
         raw = json.loads(SPEC_EXAMPLE)
         raw["event"]["enabled"] = True
+        self.assertTrue(parseConfig(raw, checkEndpoints=False).event.enabled)
+        raw["event"]["targets"] = []
         self.assertEqual(
             self.problemsOf(raw),
-            ["event.enabled: the event notifier is not available in this version yet; set it to false"],
+            ["event.targets: at least one target is needed when event.enabled is true"],
         )
 
     def test_clusterRefused(self) -> None:
@@ -279,9 +281,9 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_crossChecks(self) -> None:
         """
-        L{_crossChecks} refuses the features this version lacks, and more
-        than one worker without a cluster; it has nothing against the
-        defaults.
+        L{_crossChecks} refuses the features this version lacks, events
+        without targets, and more than one worker without a cluster; it has
+        nothing against the defaults.
         """
         self.assertEqual(_crossChecks(defaultConfig()), [])
         config = Config(
@@ -293,9 +295,14 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             _crossChecks(config),
             [
                 "server.workers: more than 1 worker needs cluster.redis",
-                'chat.undelivered.storage: storage "sqlite" is not available in this version yet; use "memory"',
-                "event.enabled: the event notifier is not available in this version yet; set it to false",
+                "event.targets: at least one target is needed when event.enabled is true",
             ],
+        )
+        redis = Config(chat=ChatConfig(enableUndeliveredQueue=True, undelivered=UndeliveredConfig(storage="redis")))
+        self.assertEqual(
+            _crossChecks(redis),
+            ['chat.undelivered.storage: storage "redis" is for cluster mode, which is not available in this '
+             'version yet; use "sqlite" or "memory"'],
         )
         clustered = Config(server=ServerConfig(workers=2), cluster=ClusterConfig(redis="redis://h"))
         self.assertEqual(

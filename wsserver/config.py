@@ -671,13 +671,13 @@ def _crossChecks(config: Config) -> list[str]:
         problems.append("server.workers: more than 1 worker needs cluster.redis")
     if config.cluster.redis is not None:
         problems.append("cluster.redis: cluster mode is not available in this version yet; remove it")
-    if config.chat.enableUndeliveredQueue and config.chat.undelivered.storage != "memory":
+    if config.chat.enableUndeliveredQueue and config.chat.undelivered.storage == "redis":
         problems.append(
-            f"chat.undelivered.storage: storage {json.dumps(config.chat.undelivered.storage)} is not available "
-            'in this version yet; use "memory"'
+            'chat.undelivered.storage: storage "redis" is for cluster mode, which is not available in this '
+            'version yet; use "sqlite" or "memory"'
         )
-    if config.event.enabled:
-        problems.append("event.enabled: the event notifier is not available in this version yet; set it to false")
+    if config.event.enabled and not config.event.targets:
+        problems.append("event.targets: at least one target is needed when event.enabled is true")
     return problems
 
 

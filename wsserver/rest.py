@@ -14,12 +14,15 @@ from io import BytesIO
 from typing import Any, Callable
 
 import orjson
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from .auth import Authenticator, Credentials
+from .events import EventNotifier
 from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
 from .routing import Router
 
@@ -140,7 +143,10 @@ class _Api:
     The handlers of the REST API.
     """
 
-    def __init__(self, router: Router, authenticator: Authenticator, realm: bytes | None) -> None:
+    def __init__(
+        self, router: Router, authenticator: Authenticator, realm: bytes | None, notifier: EventNotifier | None
+    ) -> None:
+        self.notifier = notifier
         self.router = router
         self.authenticator = authenticator
         self.realm = realm
@@ -155,12 +161,34 @@ class _Api:
         request.setHeader(b"Content-Type", b"application/json")
         return orjson.dumps(body)
 
-    def guarded(self, request: IRequest, handler: Callable[[IRequest], Answer]) -> bytes | int:
+    def run(self, request: IRequest, handler: Callable[[IRequest], Answer | Deferred[Answer]]) -> bytes | int:
+        """
+        Answer with C{handler}, which may answer later (a L{Deferred}).
+        """
+        answer = handler(request)
+        if not isinstance(answer, Deferred):
+            return self.write(request, answer)
+        finished = []
+        request.notifyFinish().addErrback(lambda f: finished.append(True))
+
+        def crashed(f: Failure) -> Answer:
+            log.failure("REST handler failed", f)
+            return _error(500, "Internal error")
+
+        def send(answer: Answer) -> None:
+            if not finished:
+                request.write(self.write(request, answer))
+                request.finish()
+
+        answer.addErrback(crashed).addCallback(send)
+        return server.NOT_DONE_YET
+
+    def guarded(self, request: IRequest, handler: Callable[[IRequest], Answer | Deferred[Answer]]) -> bytes | int:
         """
         Answer with C{handler} once the REST auth passed, with 401 otherwise.
         """
         if self.authenticator.isNoAuth:
-            return self.write(request, handler(request))
+            return self.run(request, handler)
 
         finished = []
         request.notifyFinish().addErrback(lambda f: finished.append(True))
@@ -169,13 +197,15 @@ class _Api:
             if finished:
                 return
             if passed:
-                answer = handler(request)
+                body = self.run(request, handler)
+                if body is server.NOT_DONE_YET:
+                    return
             else:
                 log.info("REST auth failed from {peer}", peer=request.getClientAddress())
                 if self.realm is not None:
                     request.setHeader(b"WWW-Authenticate", b'Basic realm="' + self.realm + b'"')
-                answer = _error(401, "Unauthorized")
-            request.write(self.write(request, answer))
+                body = self.write(request, _error(401, "Unauthorized"))
+            request.write(body)
             request.finish()
 
         def failed(f: Any) -> None:
@@ -231,19 +261,31 @@ class _Api:
     def status(self, request: IRequest) -> Answer:
         return 200, {"success": True}
 
+    def events(self, request: IRequest) -> Answer | Deferred[Answer]:
+        if self.notifier is None:
+            return _ok([])
+        return self.notifier.counts().addCallback(_ok)
 
-def makeRestResource(router: Router, authenticator: Authenticator, basicRealm: str | None = "wsserver") -> Resource:
+
+def makeRestResource(
+    router: Router,
+    authenticator: Authenticator,
+    basicRealm: str | None = "wsserver",
+    notifier: EventNotifier | None = None,
+) -> Resource:
     """
     The REST API's resource tree.
 
     @param basicRealm: the realm of the C{WWW-Authenticate} header sent with a
         401, or L{None} when the auth is not basic.
+    @param notifier: the event notifier that C{/events} reports on, if any.
     """
-    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None)
+    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))
     root.putChild(b"check-online", _Endpoint(api, {b"GET": api.checkOnline}))
     root.putChild(b"send-message", _Endpoint(api, {b"POST": api.sendMessage}))
     root.putChild(b"status", _Endpoint(api, {b"GET": api.status}))
+    root.putChild(b"events", _Endpoint(api, {b"GET": api.events}))
     return root
