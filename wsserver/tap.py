@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -104,6 +105,26 @@ class WsServer(MultiService):
     ws: ListeningService
     rest: ListeningService | None = None
     notifier: EventNotifier | None = None
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the services one after the other, in the reverse order of their
+        addition, each once the one before it has stopped: so what was added
+        first (the HTTP pool, the database, the notifier) is released after
+        what still uses it.  (L{MultiService} would stop them all at once:
+        the database closed under the notifier's last deliveries.)
+        """
+        Service.stopService(self)
+        d: Deferred[Any] = succeed(None)
+        for service in reversed(list(self)):
+
+            def stop(_: Any, service: Any = service) -> Deferred[Any]:
+                return maybeDeferred(service.stopService).addErrback(
+                    lambda f: log.failure("could not stop {service}", f, service=service)
+                )
+
+            d.addCallback(stop)
+        return d.addCallback(lambda _: None)
 
 
 class _AtStop(Service):
