@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 
 from .config import TargetConfig
 
-__all__ = ["RedisSender", "RedisSenderClosed"]
+__all__ = ["RedisLink", "RedisSender", "RedisSenderClosed"]
 
 #: the endpoint's connect timeout when C{connectionTimeoutSeconds} sets no limit
 _DEFAULT_CONNECT_TIMEOUT = 30
@@ -75,35 +75,51 @@ class _OneConnection(Factory):
         return self._protocol
 
 
-class RedisSender:
+class RedisLink:
     """
-    Sends event payloads to Redis: C{RPUSH} to the list C{modeName} (mode
-    C{queue}) or C{PUBLISH} to the channel C{modeName} (mode C{channel}).
+    One Redis connection that commands are sent on, reconnected on demand
+    (see the module docstring): the event target's, and the cluster's.
 
-    @param target: a target of type C{redis}.
+    @param address: host of Redis (ignored with C{unixSocket}).
+    @param port: its port.
+    @param unixSocket: a UNIX socket path, or C{""}.
+    @param database: the database to C{SELECT} (0: none).
+    @param password: the password to C{AUTH} with, or C{""}.
+    @param timeout: seconds each command may take, connecting included
+        (non-positive: no limit).
     @param reactor: provides C{IReactorTCP}, C{IReactorUNIX} and
         C{IReactorTime}: connections and timeouts run on it.
+    @param name: what the logs call it.
     """
 
     log = Logger()
 
-    def __init__(self, target: TargetConfig, reactor: Any) -> None:
-        if target.type != "redis":
-            raise ValueError(f"not a redis target: {target.type!r}")
-        if target.modeType not in ("queue", "channel"):
-            raise ValueError(f'mode.type must be "queue" or "channel", not {target.modeType!r}')
-        self._target = target
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        unixSocket: str,
+        database: int,
+        password: str,
+        timeout: float,
+        reactor: Any,
+        name: str = "Redis",
+    ) -> None:
+        self._address = address
+        self._port = port
+        self._unixSocket = unixSocket
+        self._database = database
+        self._password = password
         self._reactor = reactor
-        self._timeout: float | None = target.connectionTimeoutSeconds if target.connectionTimeoutSeconds > 0 else None
-        self._command = b"RPUSH" if target.modeType == "queue" else b"PUBLISH"
-        self._key = target.modeName.encode("utf-8")
-        self._where = f"unix:{target.unixSocket}" if target.unixSocket else f"{target.address}:{target.port}"
+        self._name = name
+        self._timeout: float | None = timeout if timeout > 0 else None
+        self._where = f"unix:{unixSocket}" if unixSocket else f"{address}:{port}"
         self._endpoint = self._makeEndpoint()
-        #: the connection that sends go to, once AUTH and SELECT are done
+        #: the connection that commands go to, once AUTH and SELECT are done
         self._protocol: Any = None
         #: the connection attempt in progress
         self._attempt: Deferred[Any] | None = None
-        #: sends waiting for the attempt in progress
+        #: commands waiting for the attempt in progress
         self._waiters: list[Deferred[Any]] = []
         #: every connection not yet closed, ready or not
         self._live: set[Any] = set()
@@ -112,37 +128,31 @@ class RedisSender:
         self._connect()
 
     def __repr__(self) -> str:
-        return f"<RedisSender {self._command.decode()} {self._target.modeName} at {self._where}>"
+        return f"<RedisLink {self._name} at {self._where}>"
 
     def _makeEndpoint(self) -> IStreamClientEndpoint:
-        target = self._target
         timeout = self._timeout or _DEFAULT_CONNECT_TIMEOUT
-        if target.unixSocket:
-            return UNIXClientEndpoint(self._reactor, target.unixSocket, timeout=timeout)
-        if isIPAddress(target.address):
-            return TCP4ClientEndpoint(self._reactor, target.address, target.port, timeout=timeout)
-        if isIPv6Address(target.address):
-            return TCP6ClientEndpoint(self._reactor, target.address, target.port, timeout=timeout)
-        return HostnameEndpoint(self._reactor, target.address, target.port, timeout=timeout)
+        if self._unixSocket:
+            return UNIXClientEndpoint(self._reactor, self._unixSocket, timeout=timeout)
+        if isIPAddress(self._address):
+            return TCP4ClientEndpoint(self._reactor, self._address, self._port, timeout=timeout)
+        if isIPv6Address(self._address):
+            return TCP6ClientEndpoint(self._reactor, self._address, self._port, timeout=timeout)
+        return HostnameEndpoint(self._reactor, self._address, self._port, timeout=timeout)
 
-    def send(self, payload: bytes) -> Deferred[None]:
+    def execute(self, *args: bytes) -> Deferred[Any]:
         """
-        Send one event payload.
+        Run one command.
 
-        @param payload: the event's JSON, sent byte for byte.
-        @return: fires with L{None} when Redis has accepted it (the reply to
-            C{RPUSH} or C{PUBLISH}); fails when Redis cannot be reached, is
-            refused (wrong password, unknown database), answers an error, or
-            does not answer within C{connectionTimeoutSeconds}; fails with
-            L{RedisSenderClosed} after L{close}.
+        @return: its reply; fails when Redis cannot be reached, is refused
+            (wrong password, unknown database), answers an error, or does
+            not answer within the timeout; fails with L{RedisSenderClosed}
+            after L{close}.
         """
         if self._closed:
             return fail(RedisSenderClosed(f"{self!r} is closed"))
-        if not isinstance(payload, bytes):
-            return fail(TypeError(f"payload must be bytes, not {type(payload).__name__}"))
         d = self._connection()
-        d.addCallback(self._execute, self._command, self._key, payload)
-        d.addCallback(lambda reply: None)
+        d.addCallback(lambda protocol: self._execute(protocol, *args))
         if self._timeout is not None:
             d.addTimeout(self._timeout, self._reactor, onTimeoutCancel=self._timedOut)
         return d
@@ -201,10 +211,10 @@ class RedisSender:
         self._live.add(protocol)
         protocol.whenDisconnected().addCallback(self._lost)
         d: Deferred[Any] = succeed(None)
-        if self._target.password:
-            d.addCallback(lambda _: self._execute(protocol, b"AUTH", self._target.password.encode("utf-8")))
-        if self._target.database:
-            d.addCallback(lambda _: self._execute(protocol, b"SELECT", b"%d" % self._target.database))
+        if self._password:
+            d.addCallback(lambda _: self._execute(protocol, b"AUTH", self._password.encode("utf-8")))
+        if self._database:
+            d.addCallback(lambda _: self._execute(protocol, b"SELECT", b"%d" % self._database))
 
         def rejected(reason: Failure) -> Failure:
             protocol.transport.abortConnection()
@@ -224,7 +234,8 @@ class RedisSender:
             elif not self._down:
                 self._down = True
                 self.log.warn(
-                    "Redis event target {where} is unusable ({why}); its events fail until it is back",
+                    "{name} {where} is unusable ({why}); what needs it fails until it is back",
+                    name=self._name,
                     where=self._where,
                     why=result.getErrorMessage() or result.type.__name__,
                 )
@@ -239,7 +250,7 @@ class RedisSender:
         self._protocol = result
         if self._down:
             self._down = False
-            self.log.info("Redis event target {where} is usable again", where=self._where)
+            self.log.info("{name} {where} is usable again", name=self._name, where=self._where)
         for waiter in waiters:
             waiter.callback(result)
         return None
@@ -249,8 +260,8 @@ class RedisSender:
         if protocol is self._protocol:
             self._protocol = None
             if not self._closed:
-                self.log.info("Connection to Redis event target {where} lost; reconnecting on the next event",
-                              where=self._where)
+                self.log.info("Connection to {name} {where} lost; reconnecting on the next command",
+                              name=self._name, where=self._where)
 
     def _execute(self, protocol: Any, *args: bytes) -> Deferred[Any]:
         """
@@ -282,6 +293,50 @@ class RedisSender:
 
     def _timedOut(self, result: Any, timeout: float) -> Any:
         if isinstance(result, Failure) and result.check(CancelledError):
-            raise TimeoutError(f"no answer from Redis event target {self._where} within {timeout:g} seconds")
+            raise TimeoutError(f"no answer from {self._name} {self._where} within {timeout:g} seconds")
         return result
 
+
+class RedisSender:
+    """
+    Sends event payloads to Redis: C{RPUSH} to the list C{modeName} (mode
+    C{queue}) or C{PUBLISH} to the channel C{modeName} (mode C{channel}).
+
+    @param target: a target of type C{redis}.
+    @param reactor: provides C{IReactorTCP}, C{IReactorUNIX} and
+        C{IReactorTime}: connections and timeouts run on it.
+    """
+
+    def __init__(self, target: TargetConfig, reactor: Any) -> None:
+        if target.type != "redis":
+            raise ValueError(f"not a redis target: {target.type!r}")
+        if target.modeType not in ("queue", "channel"):
+            raise ValueError(f'mode.type must be "queue" or "channel", not {target.modeType!r}')
+        self._target = target
+        self._command = b"RPUSH" if target.modeType == "queue" else b"PUBLISH"
+        self._key = target.modeName.encode("utf-8")
+        self._link = RedisLink(
+            target.address, target.port, target.unixSocket, target.database, target.password,
+            target.connectionTimeoutSeconds, reactor, name="Redis event target",
+        )
+
+    def __repr__(self) -> str:
+        return f"<RedisSender {self._command.decode()} {self._target.modeName} at {self._link._where}>"
+
+    def send(self, payload: bytes) -> Deferred[None]:
+        """
+        Send one event payload.
+
+        @param payload: the event's JSON, sent byte for byte.
+        @return: fires with L{None} when Redis has accepted it (the reply to
+            C{RPUSH} or C{PUBLISH}); fails as L{RedisLink.execute} does.
+        """
+        if not isinstance(payload, bytes):
+            return fail(TypeError(f"payload must be bytes, not {type(payload).__name__}"))
+        return self._link.execute(self._command, self._key, payload).addCallback(lambda reply: None)
+
+    def close(self) -> Deferred[None]:
+        """
+        Stop: close the connection; sends still waiting fail.
+        """
+        return self._link.close()
