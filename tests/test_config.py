@@ -267,16 +267,20 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             ["event.targets: at least one target is needed when event.enabled is true"],
         )
 
-    def test_clusterRefused(self) -> None:
+    def test_clusterAccepted(self) -> None:
         """
-        The example with a C{cluster.redis} URL is refused: cluster mode is
-        not in this version.
+        The example with a C{cluster.redis} URL is accepted, with the
+        heartbeat defaults; with the queue on, the queue must be in Redis.
         """
         raw = json.loads(SPEC_EXAMPLE)
         raw["cluster"]["redis"] = "redis://127.0.0.1:6379/0"
+        cluster = parseConfig(raw, checkEndpoints=False).cluster
+        self.assertEqual(cluster, ClusterConfig(redis="redis://127.0.0.1:6379/0", heartbeatSeconds=10,
+                                                nodeTimeoutSeconds=30))
+        raw["chat"]["enableUndeliveredQueue"] = True
         self.assertEqual(
             self.problemsOf(raw),
-            ["cluster.redis: cluster mode is not available in this version yet; remove it"],
+            ['chat.undelivered.storage: with cluster.redis the queue is shared by the nodes: use "redis"'],
         )
 
     def test_crossChecks(self) -> None:
@@ -301,13 +305,18 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
         redis = Config(chat=ChatConfig(enableUndeliveredQueue=True, undelivered=UndeliveredConfig(storage="redis")))
         self.assertEqual(
             _crossChecks(redis),
-            ['chat.undelivered.storage: storage "redis" is for cluster mode, which is not available in this '
-             'version yet; use "sqlite" or "memory"'],
+            ['chat.undelivered.storage: "redis" needs cluster.redis; use "sqlite" or "memory"'],
+        )
+        slow = Config(cluster=ClusterConfig(redis="redis://h", heartbeatSeconds=30, nodeTimeoutSeconds=30))
+        self.assertEqual(
+            _crossChecks(slow),
+            ["cluster.nodeTimeoutSeconds: must be longer than cluster.heartbeatSeconds"],
         )
         clustered = Config(server=ServerConfig(workers=2), cluster=ClusterConfig(redis="redis://h"))
         self.assertEqual(
             _crossChecks(clustered),
-            ["cluster.redis: cluster mode is not available in this version yet; remove it"],
+            ["server.workers: more than 1 worker per process is not available in this version yet; "
+             "start one process per core with the same cluster.redis"],
         )
 
     def test_workersWithoutCluster(self) -> None:
@@ -325,10 +334,7 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
         """
         self.assertEqual(
             self.problemsOf({"cluster": {"redis": "localhost:6379"}}),
-            [
-                'cluster.redis: must be a redis:// URL, not "localhost:6379"',
-                "cluster.redis: cluster mode is not available in this version yet; remove it",
-            ],
+            ['cluster.redis: must be a redis:// or unix:// URL, not "localhost:6379"'],
         )
 
 

@@ -187,8 +187,12 @@ class EventConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    #: a C{redis://} URL, or L{None} for a single node
+    #: a C{redis://} (or C{unix://}) URL, or L{None} for a single node
     redis: str | None = None
+    #: how often a node announces its online users
+    heartbeatSeconds: float = 10
+    #: a node not heard for this long counts as dead (its users offline)
+    nodeTimeoutSeconds: float = 30
 
 
 @dataclass(frozen=True)
@@ -634,10 +638,19 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     # cluster
     cl = top.section("cluster")
     redis = cl._get("redis", None, lambda v: v is None or isinstance(v, str), "a redis:// URL or null")
-    if redis is not None and not re.match(r"^(redis|rediss|unix)://", redis):
-        cl.error("redis", f"must be a redis:// URL, not {json.dumps(redis)}")
+    if redis is not None:
+        from .cluster import parseRedisURL
+
+        try:
+            parseRedisURL(redis)
+        except ValueError:
+            cl.error("redis", f"must be a redis:// or unix:// URL, not {json.dumps(redis)}")
+    cluster = ClusterConfig(
+        redis=redis,
+        heartbeatSeconds=cl.number("heartbeatSeconds", 10, 0.1),
+        nodeTimeoutSeconds=cl.number("nodeTimeoutSeconds", 30, 0.1),
+    )
     cl.finish()
-    cluster = ClusterConfig(redis=redis)
     top.finish()
 
     config = Config(server, rest, chat, event, cluster, tuple(warnings))
@@ -669,13 +682,18 @@ def _crossChecks(config: Config) -> list[str]:
     problems = []
     if config.server.workers > 1 and config.cluster.redis is None:
         problems.append("server.workers: more than 1 worker needs cluster.redis")
-    if config.cluster.redis is not None:
-        problems.append("cluster.redis: cluster mode is not available in this version yet; remove it")
-    if config.chat.enableUndeliveredQueue and config.chat.undelivered.storage == "redis":
+    clustered = config.cluster.redis is not None
+    if config.server.workers > 1 and clustered:
+        problems.append("server.workers: more than 1 worker per process is not available in this version yet; "
+                        "start one process per core with the same cluster.redis")
+    if config.chat.enableUndeliveredQueue and clustered and config.chat.undelivered.storage != "redis":
         problems.append(
-            'chat.undelivered.storage: storage "redis" is for cluster mode, which is not available in this '
-            'version yet; use "sqlite" or "memory"'
+            'chat.undelivered.storage: with cluster.redis the queue is shared by the nodes: use "redis"'
         )
+    if config.chat.enableUndeliveredQueue and not clustered and config.chat.undelivered.storage == "redis":
+        problems.append('chat.undelivered.storage: "redis" needs cluster.redis; use "sqlite" or "memory"')
+    if clustered and config.cluster.nodeTimeoutSeconds <= config.cluster.heartbeatSeconds:
+        problems.append("cluster.nodeTimeoutSeconds: must be longer than cluster.heartbeatSeconds")
     if config.event.enabled and not config.event.targets:
         problems.append("event.targets: at least one target is needed when event.enabled is true")
     return problems

@@ -90,6 +90,7 @@ class RedisLink:
     @param reactor: provides C{IReactorTCP}, C{IReactorUNIX} and
         C{IReactorTime}: connections and timeouts run on it.
     @param name: what the logs call it.
+    @param charset: how replies are decoded (L{None}: bytes as they are).
     """
 
     log = Logger()
@@ -104,7 +105,9 @@ class RedisLink:
         timeout: float,
         reactor: Any,
         name: str = "Redis",
+        charset: str | None = "utf-8",
     ) -> None:
+        self._charset = charset
         self._address = address
         self._port = port
         self._unixSocket = unixSocket
@@ -194,7 +197,7 @@ class RedisLink:
 
         # no password or dbid for txredisapi: a failed AUTH there stops the
         # factory it expects for good; done in _prepare instead
-        protocol = RedisProtocol(charset="utf-8", convertNumbers=False)
+        protocol = RedisProtocol(charset=self._charset, convertNumbers=False)
         protocol.callLater = self._reactor.callLater
         attempt: Deferred[Any] = self._endpoint.connect(_OneConnection(protocol))
         attempt.addCallback(self._prepare)

@@ -90,6 +90,7 @@ class Router:
         store: IUndeliveredStore | None = None,
         notify: Callable[[Message, bytes], None] | None = None,
         prepare: Callable[[bytes], Any] = _identity,
+        cluster: Any = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -97,6 +98,8 @@ class Router:
         self._store = store
         self._notify = notify
         self._prepare = prepare
+        #: the cluster node (L{wsserver.cluster.ClusterNode}), or None
+        self._cluster = cluster
         self._users: dict[int, _User] = {}
         self.connectionCount = 0
 
@@ -122,6 +125,8 @@ class Router:
         user.connections.append(connection)
         if len(user.connections) == 1:
             stats.wentOnline(now)
+            if self._cluster is not None:
+                self._cluster.wentOnline(connection.userId)
             # when a drain is still in flight (the user went offline and came
             # back before the store answered), it delivers to this connection
             if self._store is not None and user.backlog is None:
@@ -141,13 +146,17 @@ class Router:
         user.stats.disconnectedTimes += 1
         if not user.connections:
             user.stats.wentOffline(now)
+            if self._cluster is not None:
+                self._cluster.wentOffline(connection.userId)
 
     def isOnline(self, userId: int) -> bool:
         """
-        Whether C{userId} has a live connection.
+        Whether C{userId} has a live connection (on any node of a cluster).
         """
         user = self._users.get(userId)
-        return user is not None and bool(user.connections)
+        if user is not None and user.connections:
+            return True
+        return self._cluster is not None and self._cluster.isOnlineElsewhere(userId)
 
     def allConnections(self) -> Iterator[Any]:
         """
@@ -211,11 +220,17 @@ class Router:
             users = self._users
             reached = []
             seen = set()
+            cluster = self._cluster
             for r in message.recipients:
                 if r == BOT or r in seen:
                     continue
                 seen.add(r)
                 user = users.get(r)
+                if cluster is not None and cluster.isOnlineElsewhere(r):
+                    cluster.forward(r, payload)
+                    if user is None or not user.connections:
+                        reached.append(r)
+                        continue
                 if user is not None and user.connections:
                     self._deliver(user, message, prepared, size)
                     reached.append(r)
@@ -235,6 +250,8 @@ class Router:
                     and message.type not in config.ignoredTypesSendBack
                 ):
                     self._deliver(senderUser, message, prepared, size)
+                    if self._cluster is not None and self._cluster.isOnlineElsewhere(sender):
+                        self._cluster.forward(sender, payload)
                 if config.enableDeliveryStatus:
                     for r in reached:
                         note = self.messages.notification(message, r)
@@ -242,6 +259,31 @@ class Router:
                         self._deliver(senderUser, note, self._prepare(raw), len(raw))
         if self._notify is not None:
             self._notify(message, payload)
+
+    def deliverLocal(self, userId: int, payload: bytes) -> None:
+        """
+        Deliver a message that another node of the cluster routed, to this
+        node's connections of C{userId}; if the user left meanwhile, keep it
+        in the shared queue rather than lose it.
+        """
+        user = self._users.get(userId)
+        if user is None or (not user.connections and user.backlog is None):
+            if self._store is not None:
+                obj = orjson.loads(payload)
+                obj["recipients"] = [userId]
+                self._keep(userId, obj, self._clock.seconds())
+            return
+        message = Message(**orjson.loads(payload)) if user.backlog is not None else None
+        self._deliver(user, message, self._prepare(payload), len(payload))  # type: ignore[arg-type]
+
+    def drainAgain(self, userId: int) -> None:
+        """
+        Read the (shared) undelivered queue of a user online here again: a
+        node queued a message just as the user came online.
+        """
+        user = self._users.get(userId)
+        if self._store is not None and user is not None and user.connections and user.backlog is None:
+            self._drain(userId, user, self._clock.seconds())
 
     def _deliver(self, user: _User, message: Message, prepared: Any, size: int) -> None:
         stats = user.stats

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .auth import buildAuthenticator
+from .cluster import ClusterNode, RedisUndeliveredStore, parseRedisURL
 from .config import Config, ConfigError, defaultConfig, endpointProblems, loadConfig, withOverrides
 from .messages import MessageFactory
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
@@ -105,6 +106,7 @@ class WsServer(MultiService):
     ws: ListeningService
     rest: ListeningService | None = None
     notifier: EventNotifier | None = None
+    cluster: ClusterNode | None = None
 
     def stopService(self) -> Deferred[None]:
         """
@@ -185,10 +187,22 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServ
         notifier = top.notifier = EventNotifier(events, database.events(), senders, reactor)
         notifier.setServiceParent(top)
 
+    node = None
+    if config.cluster.redis is not None:
+        node = top.cluster = ClusterNode(
+            parseRedisURL(config.cluster.redis), reactor,
+            config.cluster.heartbeatSeconds, config.cluster.nodeTimeoutSeconds,
+        )
+        node.setServiceParent(top)
+
     store: Any = None
     if chat.enableUndeliveredQueue:
         undelivered = chat.undelivered
-        if undelivered.storage == "sqlite":
+        if undelivered.storage == "redis":
+            assert node is not None
+            store = RedisUndeliveredStore(node.link, undelivered.ttlSeconds, undelivered.maxPerUser,
+                                          announce=node.announceQueued)
+        elif undelivered.storage == "sqlite":
             assert database is not None
             store = database.undelivered(undelivered.ttlSeconds, undelivered.maxPerUser)
         else:
@@ -204,7 +218,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServ
         store=store,
         notify=notifier.notify if notifier is not None else None,
         prepare=prepareFrame,
+        cluster=node,
     )
+    if node is not None:
+        node.deliverLocal = router.deliverLocal
+        node.drainAgain = router.drainAgain
 
     wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor)
     factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor)

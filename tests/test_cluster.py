@@ -1,0 +1,268 @@
+"""
+Cluster mode against a real redis-server: nodes in this process (and one in
+its own process, killed with SIGKILL) route to each other, share presence
+and the undelivered queue, and notify each event once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from wsserver.cluster import parseRedisURL
+
+from .redis import RedisServer
+from .support import closeClient, openClient, restRequest, startServer
+from .test_tap import _TWISTD, _Collect
+
+
+class URLTests(SynchronousTestCase):
+    """
+    C{cluster.redis} URLs.
+    """
+
+    def test_redis(self) -> None:
+        """
+        Host, port, database and password come from a redis:// URL.
+        """
+        a = parseRedisURL("redis://:s%40cret@10.0.0.5:6380/3")
+        self.assertEqual((a.address, a.port, a.database, a.password, a.unixSocket),
+                         ("10.0.0.5", 6380, 3, "s@cret", ""))
+        a = parseRedisURL("redis://localhost")
+        self.assertEqual((a.address, a.port, a.database), ("localhost", 6379, 0))
+
+    def test_unix(self) -> None:
+        """
+        A unix:// URL names a socket and a database.
+        """
+        a = parseRedisURL("unix:///run/redis.sock?db=2")
+        self.assertEqual((a.unixSocket, a.database), ("/run/redis.sock", 2))
+
+    def test_bad(self) -> None:
+        """
+        Another scheme is refused.
+        """
+        self.assertRaises(ValueError, parseRedisURL, "http://x")
+
+
+async def _until(condition, seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        await deferLater(reactor, 0.02, lambda: None)
+    return condition()
+
+
+class _Sink(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[dict] = []
+
+    def render_POST(self, request) -> bytes:
+        self.bodies.append(json.loads(request.content.read()))
+        return b""
+
+
+class ClusterTests(TestCase):
+    """
+    Two or more nodes on one Redis.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self):
+        self.redis = RedisServer(self)
+        yield self.redis.start()
+        self.url = f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def raw(self, **extra):
+        raw = {"cluster": {"redis": self.url, "heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 1.0},
+               "server": {"dataDir": os.path.abspath(self.mktemp())}}
+        for key, value in extra.items():
+            raw.setdefault(key, {}).update(value)
+        return raw
+
+    @inlineCallbacks
+    def open(self, server, userId):
+        client = yield openClient(server, userId=userId)
+        self.addCleanup(closeClient, client)
+        return client
+
+    def seen(self, server, userId):
+        return lambda: server.service.router.isOnline(userId)
+
+    @inlineCallbacks
+    def test_crossNode(self):
+        """
+        A message reaches a recipient on the other node, and a sender's
+        messages keep their order.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        alice = yield self.open(a, 1)
+        bob = yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        for i in range(100):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        texts = []
+        for _ in range(100):
+            texts.append((yield bob.messages.get())["text"])
+        self.assertEqual(texts, [str(i) for i in range(100)])
+        self.assertTrue((yield _until(self.seen(b, 1))))
+        bob.send({"type": "text", "text": "back", "recipients": [1]})
+        got = yield alice.messages.get()
+        self.assertEqual((got["text"], got["sender"]), ("back", 2))
+
+    @inlineCallbacks
+    def test_userOnBothNodes(self):
+        """
+        A user with a connection on each node gets every message once on
+        each, whichever node the sender is on.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        alice = yield self.open(a, 1)
+        bobA = yield self.open(a, 2)
+        bobB = yield self.open(b, 2)
+        self.assertTrue((yield _until(lambda: a.service.cluster.isOnlineElsewhere(2))))
+        alice.send({"type": "text", "text": "both", "recipients": [2]})
+        self.assertEqual((yield bobA.messages.get())["text"], "both")
+        self.assertEqual((yield bobB.messages.get())["text"], "both")
+        alice.send({"type": "text", "text": "next", "recipients": [2]})
+        self.assertEqual((yield bobA.messages.get())["text"], "next")
+        self.assertEqual((yield bobB.messages.get())["text"], "next")
+
+    @inlineCallbacks
+    def test_presenceAcrossNodes(self):
+        """
+        C{/check-online} on either node answers for the whole cluster.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        bob = yield openClient(b, userId=2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        response = yield restRequest(a, "GET", "/check-online?id=2")
+        self.assertEqual((yield response.json())["data"], {"isOnline": True})
+        yield closeClient(bob)
+        self.assertTrue((yield _until(lambda: not a.service.router.isOnline(2))))
+        response = yield restRequest(a, "GET", "/check-online?id=2")
+        self.assertEqual((yield response.json())["data"], {"isOnline": False})
+
+    @inlineCallbacks
+    def test_sharedQueue(self):
+        """
+        A message for an offline user, queued by one node, is delivered by
+        the node the user connects to.
+        """
+        queue = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"}}}
+        a = yield startServer(self, self.raw(**queue))
+        b = yield startServer(self, self.raw(**queue))
+        alice = yield self.open(a, 1)
+        for i in range(3):
+            alice.send({"type": "text", "text": f"q{i}", "recipients": [2]})
+        self.assertTrue((yield _until(lambda: self.redis.port and True)))
+        for _ in range(100):
+            if int((yield self.redis.command("LLEN", "wsserver:queue:2"))) == 3:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        bob = yield self.open(b, 2)
+        texts = []
+        for _ in range(3):
+            texts.append((yield bob.messages.get())["text"])
+        self.assertEqual(texts, ["q0", "q1", "q2"])
+        self.assertEqual(int((yield self.redis.command("LLEN", "wsserver:queue:2"))), 0)
+
+    @inlineCallbacks
+    def test_eventsOnce(self):
+        """
+        With a webhook on both nodes, each message is notified once: by the
+        node that accepted it.
+        """
+        sink = _Sink()
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(sink))
+        self.addCleanup(port.stopListening)
+        events = {"event": {"enabled": True, "targets": [
+            {"type": "postback", "url": f"http://127.0.0.1:{port.getHost().port}/hook"}]}}
+        a = yield startServer(self, self.raw(**events))
+        b = yield startServer(self, self.raw(**events))
+        alice = yield self.open(a, 1)
+        bob = yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        for i in range(10):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        for _ in range(10):
+            yield bob.messages.get()
+        self.assertTrue((yield _until(lambda: len(sink.bodies) >= 10)))
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(sorted(int(b["text"]) for b in sink.bodies), list(range(10)))
+
+    @inlineCallbacks
+    def test_redisRestarted(self):
+        """
+        While Redis restarts, local routing goes on; messages for the other
+        node wait, in order, and arrive once both nodes are back.
+        """
+        raw = self.raw(cluster={"nodeTimeoutSeconds": 3.0})
+        a = yield startServer(self, raw)
+        b = yield startServer(self, self.raw(cluster={"nodeTimeoutSeconds": 3.0}))
+        alice = yield self.open(a, 1)
+        carol = yield self.open(a, 3)
+        bob = yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        yield self.redis.stop()
+        for i in range(5):
+            alice.send({"type": "text", "text": f"w{i}", "recipients": [2, 3]})
+        texts = []
+        for _ in range(5):
+            texts.append((yield carol.messages.get())["text"])
+        self.assertEqual(texts, [f"w{i}" for i in range(5)])
+        yield self.redis.start()
+        texts = []
+        for _ in range(5):
+            texts.append((yield bob.messages.get())["text"])
+        self.assertEqual(texts, [f"w{i}" for i in range(5)])
+        alice.send({"type": "text", "text": "after", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "after")
+
+    @inlineCallbacks
+    def test_killedNodeGoesOffline(self):
+        """
+        The users of a node killed with SIGKILL stop counting as online
+        within C{nodeTimeoutSeconds} (here 1 s; 30 s by default).
+        """
+        a = yield startServer(self, self.raw())
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump(self.raw(), f)
+        process = _Collect()
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        transport = reactor.spawnProcess(
+            process, sys.executable,
+            [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", "wsserver", "-C", config,
+             "--ws", "tcp:0:interface=127.0.0.1", "--rest", "tcp:0:interface=127.0.0.1"],
+            env=dict(os.environ), path=cwd)
+        self.addCleanup(lambda: None if process.ended.called else (transport.signalProcess("KILL"), process.ended)[1])
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        from .support import Running
+        b = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        bob = yield openClient(b, userId=2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        transport.signalProcess("KILL")
+        yield process.ended
+        started = reactor.seconds()
+        self.assertTrue((yield _until(lambda: not a.service.router.isOnline(2), 5)))
+        self.assertLess(reactor.seconds() - started, 2.5)
+        yield closeClient(bob)

@@ -1,0 +1,439 @@
+# -*- test-case-name: tests.test_cluster -*-
+"""
+Cluster mode (SPEC section 7), first part: nodes joined through one Redis
+route messages to each other, know who is online where, and share the
+undelivered queue.
+
+Channel design: one channel per node (C{wsserver:node:<id>}) for the
+messages it must deliver, and one presence channel (C{wsserver:presence})
+where every node announces its users going online and offline, and every
+C{heartbeatSeconds} the full list of its online users.  Presence is soft
+state kept in each node's memory: a node not heard for C{nodeTimeoutSeconds}
+(SIGKILL, network loss) stops counting, and a node that joins learns
+everything within one heartbeat.  So routing a message never waits for a
+Redis round trip: the recipient's nodes are known locally, and a message
+for a user on another node is one C{PUBLISH} to that node's channel, sent
+on one connection so that a sender's messages keep their order.
+
+The shared undelivered queue is a Redis list per user (L{RedisUndeliveredStore}).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .redistarget import RedisLink
+from .storage import IUndeliveredStore
+
+__all__ = ["ClusterNode", "RedisAddress", "RedisUndeliveredStore", "parseRedisURL"]
+
+PRESENCE = b"wsserver:presence"
+
+
+def _nodeChannel(node: str) -> bytes:
+    return b"wsserver:node:" + node.encode()
+
+
+class RedisAddress:
+    """
+    Where Redis is: from a C{redis://[:password@]host[:port][/db]} or
+    C{unix:///path?db=N} URL.
+    """
+
+    def __init__(self, address: str = "127.0.0.1", port: int = 6379, unixSocket: str = "",
+                 database: int = 0, password: str = "") -> None:
+        self.address = address
+        self.port = port
+        self.unixSocket = unixSocket
+        self.database = database
+        self.password = password
+
+    def link(self, reactor: Any, timeout: float, name: str) -> RedisLink:
+        """
+        A command connection to this Redis.
+        """
+        return RedisLink(self.address, self.port, self.unixSocket, self.database, self.password,
+                         timeout, reactor, name=name, charset=None)
+
+    def endpoint(self, reactor: Any) -> Any:
+        if self.unixSocket:
+            return UNIXClientEndpoint(reactor, self.unixSocket, timeout=10)
+        return TCP4ClientEndpoint(reactor, self.address, self.port, timeout=10)
+
+
+def parseRedisURL(url: str) -> RedisAddress:
+    """
+    Parse C{cluster.redis}.
+
+    @raise ValueError: for a URL that is not such a URL.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = parse_qs(parts.query)
+        return RedisAddress(unixSocket=unquote(parts.path), database=int(query.get("db", ["0"])[0]),
+                            password=unquote(parts.password or ""))
+    if parts.scheme != "redis":
+        raise ValueError(f"not a redis:// URL: {url!r}")
+    path = parts.path.strip("/")
+    return RedisAddress(
+        address=parts.hostname or "127.0.0.1",
+        port=parts.port or 6379,
+        database=int(path) if path else 0,
+        password=unquote(parts.password or ""),
+    )
+
+
+@implementer(IUndeliveredStore)
+class RedisUndeliveredStore:
+    """
+    The undelivered queue shared by the nodes: a Redis list per user
+    (C{wsserver:queue:<id>}), trimmed to C{maxPerUser}, expiring
+    C{ttlSeconds} after its last message.  Each item is the payload after the
+    time it was stored.
+
+    L{fetch} reads without removing and L{ack} removes the delivered prefix
+    (messages are only appended, so the prefix is stable): a node that dies
+    between the two loses nothing.  Two nodes draining one user at the same
+    moment (the user connecting to both at once) may each deliver the
+    stored messages to their own connections; the second ack then finds
+    them gone.
+    """
+
+    def __init__(self, link: RedisLink, ttlSeconds: float, maxPerUser: int,
+                 announce: Callable[[int], Any] | None = None) -> None:
+        self._link = link
+        self._ttl = int(max(1, ttlSeconds))
+        self._max = maxPerUser
+        self._announce = announce
+        self.dropped = 0
+
+    @staticmethod
+    def _key(userId: int) -> bytes:
+        return b"wsserver:queue:%d" % userId
+
+    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+        key = self._key(userId)
+        link = self._link
+        item = b"%r " % now + payload
+        d = link.execute(b"RPUSH", key, item)
+
+        def trim(length: Any) -> Deferred[Any]:
+            over = int(length) - self._max
+            if over > 0:
+                self.dropped += over
+                return link.execute(b"LTRIM", key, b"%d" % over, b"-1")
+            return succeed(None)
+
+        d.addCallback(trim)
+        d.addCallback(lambda _: link.execute(b"EXPIRE", key, b"%d" % self._ttl))
+        if self._announce is not None:
+            d.addCallback(lambda _: self._announce(userId))
+        return d.addCallback(lambda _: None)
+
+    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+        def parse(items: Any) -> list[tuple[int, bytes]]:
+            out = []
+            for index, item in enumerate(items or ()):
+                stamp, _, payload = item.partition(b" ")
+                if now - float(stamp) <= self._ttl:
+                    out.append((index, payload))
+            return out
+
+        return self._link.execute(b"LRANGE", self._key(userId), b"0", b"-1").addCallback(parse)
+
+    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
+        keys = list(keys)
+        if not keys:
+            return succeed(None)
+        return self._link.execute(b"LTRIM", self._key(userId), b"%d" % (max(keys) + 1), b"-1").addCallback(
+            lambda _: None)
+
+    def prune(self, now: float) -> Deferred[int]:
+        # Redis expires whole lists by EXPIRE; old items inside a list are
+        # skipped when fetched
+        return succeed(0)
+
+    def pending(self, userId: int) -> Deferred[int]:
+        return self._link.execute(b"LLEN", self._key(userId)).addCallback(int)
+
+
+class _Subscriber:
+    """
+    The pub/sub connection: its protocol subscribes to the node's channels
+    on every (re)connection; C{ClientService} reconnects it.
+    """
+
+    @staticmethod
+    def factory(password: str, channels: list[bytes], received: Callable[[bytes, bytes], None],
+                node: ClusterNode) -> Factory:
+        from txredisapi import SubscriberProtocol
+
+        class Protocol(SubscriberProtocol):
+            def connectionMade(self) -> Any:
+                d = SubscriberProtocol.connectionMade(self)
+                if password:
+                    d.addCallback(lambda _: self.execute_command(b"AUTH", password.encode()))
+                d.addCallback(lambda _: self.subscribe(channels))
+                d.addCallback(lambda _: node._subscribedAgain())
+                d.addErrback(lambda f: self.transport.loseConnection())
+                return d
+
+            def connectionLost(self, why: Any) -> None:
+                node.subscribed = False
+                SubscriberProtocol.connectionLost(self, why)
+
+            def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+                received(channel, message)
+
+        class QuietFactory(Factory):
+            noisy = False
+
+            def buildProtocol(self, addr: Any) -> Any:
+                protocol = Protocol(charset=None, convertNumbers=False)
+                protocol.factory = self
+                return protocol
+
+        return QuietFactory()
+
+
+class ClusterNode(Service):
+    """
+    This process's membership of the cluster.
+
+    @param address: where Redis is.
+    @param reactor: the reactor (connections and the heartbeat clock).
+    @param heartbeatSeconds: how often this node announces its users.
+    @param nodeTimeoutSeconds: a node not heard for this long is dead.
+    @param nodeId: this node's name (a random one by default).
+    """
+
+    log = Logger()
+
+    def __init__(self, address: RedisAddress, reactor: Any, heartbeatSeconds: float = 10,
+                 nodeTimeoutSeconds: float = 30, nodeId: str | None = None) -> None:
+        self.nodeId = nodeId or os.urandom(6).hex()
+        self._address = address
+        self._reactor = reactor
+        self._heartbeat = heartbeatSeconds
+        self._timeout = nodeTimeoutSeconds
+        self.link = address.link(reactor, 10, "cluster Redis")
+        self._channel = _nodeChannel(self.nodeId)
+        #: user id -> the other nodes where the user is online
+        self._where: dict[int, set[str]] = {}
+        #: node -> (when its timeout started, its online users)
+        self._nodes: dict[str, tuple[float, set[int]]] = {}
+        #: node -> when a message from it last arrived
+        self._heard: dict[str, float] = {}
+        #: users online on this node
+        self._local: set[int] = set()
+        #: set by the wiring: deliver a forwarded message to local connections
+        self.deliverLocal: Callable[[int, bytes], None] = lambda uid, payload: None
+        #: set by the wiring: drain the shared queue of a local user again
+        self.drainAgain: Callable[[int], None] = lambda uid: None
+        self._service: ClientService | None = None
+        self._loop: LoopingCall | None = None
+        #: when publishing to Redis last started failing, or None
+        self._outageAt: float | None = None
+        #: node -> messages waiting for Redis (and for that node) to be back
+        self._outbox: dict[str, list[bytes]] = {}
+        self._retry = min(1.0, heartbeatSeconds)
+        #: whether the pub/sub connection is subscribed (only then does this
+        #: node announce itself: being heard means being able to hear)
+        self.subscribed = False
+
+    # presence
+
+    def isOnlineElsewhere(self, userId: int) -> bool:
+        """
+        Whether C{userId} has a connection on another live node.
+        """
+        return bool(self._where.get(userId))
+
+    def otherNodes(self, userId: int) -> set[str]:
+        return self._where.get(userId, set())
+
+    def wentOnline(self, userId: int) -> None:
+        """
+        A user's first connection on this node opened.
+        """
+        self._local.add(userId)
+        self._publish(PRESENCE, b"on %s %d" % (self.nodeId.encode(), userId))
+
+    def wentOffline(self, userId: int) -> Deferred[Any]:
+        """
+        A user's last connection on this node closed.
+        """
+        self._local.discard(userId)
+        return self._publish(PRESENCE, b"off %s %d" % (self.nodeId.encode(), userId))
+
+    def announceQueued(self, userId: int) -> None:
+        """
+        A message was queued for C{userId}: a node where the user just came
+        online drains again (it may have read the queue just before).
+        """
+        self._publish(PRESENCE, b"queued %s %d" % (self.nodeId.encode(), userId))
+
+    # messages
+
+    def forward(self, userId: int, payload: bytes) -> None:
+        """
+        Send a message for C{userId} to the other nodes where the user is.
+
+        While Redis is unreachable, messages wait in an outbox per node, in
+        order, and go out once that node was heard again after the outage
+        (so that it has subscribed again: pub/sub keeps nothing for absent
+        subscribers).
+        """
+        for node in self._where.get(userId, ()):
+            data = b"%d " % userId + payload
+            if self._outageAt is not None:
+                self._outbox.setdefault(node, []).append(data)
+                continue
+            self.link.execute(b"PUBLISH", _nodeChannel(node), data).addErrback(self._undelivered, node, data)
+
+    def _undelivered(self, failure: Any, node: str, data: bytes) -> None:
+        if self._outageAt is None:
+            self._outageAt = self._reactor.seconds()
+            self.log.warn("cluster Redis unreachable ({why}); messages for other nodes wait",
+                          why=failure.getErrorMessage())
+            self._reactor.callLater(self._retry, self._flush)
+        self._outbox.setdefault(node, []).append(data)
+
+    def _flush(self) -> None:
+        """
+        Send what waits for each node heard since the outage began, in order.
+        """
+        outageAt = self._outageAt
+        if outageAt is None or not self.running:
+            return
+        for node, items in list(self._outbox.items()):
+            if self._heard.get(node, 0.0) <= outageAt and node in self._nodes:
+                continue
+            if node not in self._nodes:
+                # the node died meanwhile: its users are offline now
+                del self._outbox[node]
+                self.log.warn("dropping {n} messages for dead cluster node {node}", n=len(items), node=node)
+                continue
+            del self._outbox[node]
+            for data in items:
+                self.link.execute(b"PUBLISH", _nodeChannel(node), data).addErrback(
+                    lambda f, node=node, data=data: self._outbox.setdefault(node, []).append(data))
+        if self._outbox:
+            self._reactor.callLater(self._retry, self._flush)
+        else:
+            self._outageAt = None
+            self.log.info("cluster Redis reachable again; waiting messages sent")
+
+    def _publish(self, channel: bytes, data: bytes) -> Deferred[Any]:
+        return self.link.execute(b"PUBLISH", channel, data).addErrback(
+            lambda f: self.log.debug("cluster publish failed: {why}", why=f.getErrorMessage()))
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        if channel == self._channel:
+            uid, _, payload = data.partition(b" ")
+            self.deliverLocal(int(uid), payload)
+            return
+        kind, node, rest = data.split(b" ", 2)
+        nodeId = node.decode()
+        if nodeId == self.nodeId:
+            return
+        now = self._reactor.seconds()
+        if kind == b"queued":
+            uid = int(rest)
+            if uid in self._local:
+                self.drainAgain(uid)
+            return
+        _, users = self._nodes.get(nodeId, (now, set()))
+        if kind == b"on":
+            users.add(int(rest))
+            self._where.setdefault(int(rest), set()).add(nodeId)
+        elif kind == b"off":
+            users.discard(int(rest))
+            self._forget(nodeId, int(rest))
+        elif kind == b"beat":
+            fresh = {int(u) for u in rest.split(b",") if u}
+            for gone in users - fresh:
+                self._forget(nodeId, gone)
+            for uid in fresh - users:
+                self._where.setdefault(uid, set()).add(nodeId)
+            users = fresh
+        self._nodes[nodeId] = (now, users)
+        self._heard[nodeId] = now
+
+    def _subscribedAgain(self) -> None:
+        """
+        The pub/sub connection is (again) subscribed: announce this node now
+        rather than at the next heartbeat.
+        """
+        self.subscribed = True
+        # nobody could be heard while this node was cut off: give every node
+        # a fresh timeout rather than declaring them all dead
+        now = self._reactor.seconds()
+        self._nodes = {node: (now, users) for node, (_, users) in self._nodes.items()}
+        self._beat()
+
+    def _forget(self, nodeId: str, userId: int) -> None:
+        nodes = self._where.get(userId)
+        if nodes is not None:
+            nodes.discard(nodeId)
+            if not nodes:
+                del self._where[userId]
+
+    def _beat(self) -> None:
+        """
+        Announce this node's users, and forget nodes not heard for too long.
+        """
+        if self.subscribed:
+            users = b",".join(b"%d" % u for u in sorted(self._local))
+            self._publish(PRESENCE, b"beat %s %s" % (self.nodeId.encode(), users))
+        if not self.subscribed:
+            return  # cut off from Redis: silence says nothing about the others
+        now = self._reactor.seconds()
+        for nodeId, (seen, users) in list(self._nodes.items()):
+            if now - seen > self._timeout:
+                self.log.info("cluster node {node} not heard for {s:.0f} s: its users are offline",
+                              node=nodeId, s=now - seen)
+                for uid in users:
+                    self._forget(nodeId, uid)
+                del self._nodes[nodeId]
+                self._heard.pop(nodeId, None)
+
+    # life cycle
+
+    def startService(self) -> None:
+        super().startService()
+        factory = _Subscriber.factory(self._address.password, [PRESENCE, self._channel], self._received, self)
+        self._service = ClientService(self._address.endpoint(self._reactor), factory,
+                                      retryPolicy=backoffPolicy(0.2, 5.0), clock=self._reactor)
+        self._service.startService()
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = self._reactor
+        self._loop.start(self._heartbeat, now=True).addErrback(
+            lambda f: self.log.failure("cluster heartbeat stopped", f))
+        self.log.info("cluster node {node} joining through Redis", node=self.nodeId)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        waits = [self.wentOffline(uid) for uid in sorted(self._local)]
+        if self._service is not None:
+            waits.append(self._service.stopService())
+        d = Deferred.fromCoroutine(_all(waits))
+        return d.addCallback(lambda _: self.link.close())
+
+
+async def _all(waits: list[Deferred[Any]]) -> None:
+    for d in waits:
+        await d
