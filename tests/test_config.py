@@ -313,10 +313,13 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             ["cluster.nodeTimeoutSeconds: must be longer than cluster.heartbeatSeconds"],
         )
         clustered = Config(server=ServerConfig(workers=2), cluster=ClusterConfig(redis="redis://h"))
+        self.assertEqual(_crossChecks(clustered), [])
+        secure = Config(server=ServerConfig(workers=2, listen="ssl:8443:privateKey=k:certKey=c"),
+                        cluster=ClusterConfig(redis="redis://h"))
         self.assertEqual(
-            _crossChecks(clustered),
-            ["server.workers: more than 1 worker per process is not available in this version yet; "
-             "start one process per core with the same cluster.redis"],
+            _crossChecks(secure),
+            ['server.listen: workers share tcp: sockets only (put TLS in front of them, or use server.workers 1), '
+             'not "ssl:8443:privateKey=k:certKey=c"'],
         )
 
     def test_workersWithoutCluster(self) -> None:

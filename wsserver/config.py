@@ -683,9 +683,11 @@ def _crossChecks(config: Config) -> list[str]:
     if config.server.workers > 1 and config.cluster.redis is None:
         problems.append("server.workers: more than 1 worker needs cluster.redis")
     clustered = config.cluster.redis is not None
-    if config.server.workers > 1 and clustered:
-        problems.append("server.workers: more than 1 worker per process is not available in this version yet; "
-                        "start one process per core with the same cluster.redis")
+    if config.server.workers > 1:
+        for key, listen in (("server.listen", config.server.listen), ("restApi.listen", config.restApi.listen)):
+            if not listen.startswith("tcp:"):
+                problems.append(f"{key}: workers share tcp: sockets only (put TLS in front of them, "
+                                f"or use server.workers 1), not {json.dumps(listen)}")
     if config.chat.enableUndeliveredQueue and clustered and config.chat.undelivered.storage != "redis":
         problems.append(
             'chat.undelivered.storage: with cluster.redis the queue is shared by the nodes: use "redis"'

@@ -34,6 +34,7 @@ from .events import EventNotifier, PostbackSender, targetKeys
 from .redistarget import RedisSender
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
 from .watchdog import Watchdog
+from .workers import WorkerPool, parseAdopt
 
 __all__ = ["Options", "WsServer", "buildService", "main", "makeService"]
 
@@ -60,12 +61,26 @@ class Options(usage.Options):
         ["ws", None, None, "WebSocket listen endpoint: tcp:8085 for ws://, ssl:8443:privateKey=K:certKey=C for wss://."],
         ["rest", None, None, "REST API listen endpoint, e.g. tcp:8092:interface=127.0.0.1."],
         ["data-dir", None, None, "Directory for the data that survives a restart."],
+        ["adopt", None, None, "Internal: listening sockets handed over by the parent of server.workers."],
     ]
     compData = usage.Completions(optActions={"config": usage.CompleteFiles("*.json")})
 
     config: Config
+    #: sockets given by a worker pool's parent (C{--adopt}), by name
+    adopt: dict[str, int] | None = None
+    #: the arguments as given, for the worker processes
+    args: list[str] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.args = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def postOptions(self) -> None:
+        if self["adopt"]:
+            try:
+                self.adopt = parseAdopt(self["adopt"])
+            except ValueError as e:
+                raise usage.UsageError(str(e))
         try:
             if self["config"]:
                 config = loadConfig(self["config"], checkEndpoints=False)
@@ -143,12 +158,32 @@ class _AtStop(Service):
         return self._stop()
 
 
-def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServer:
+def _endpoint(reactor: Any, listen: str, adopt: dict[str, int] | None, name: str) -> Any:
+    """
+    The endpoint to serve on: from the endpoint string, or the socket a
+    worker pool's parent handed over.
+    """
+    if adopt is None or name not in adopt:
+        return serverFromString(reactor, listen)
+    import socket
+
+    from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+    probe = socket.socket(fileno=adopt[name])
+    family = probe.family
+    probe.detach()
+    return AdoptedStreamServerEndpoint(reactor, adopt[name], family)
+
+
+def buildService(config: Config, reactor: Any, httpClient: Any = None,
+                 adopt: dict[str, int] | None = None) -> WsServer:
     """
     Wire a server for C{config} on C{reactor}.
 
     @param httpClient: a treq C{HTTPClient} for remote auth and webhooks; one
         on C{reactor} is made when needed and none is given.
+    @param adopt: listening sockets to serve on (a worker's), by name
+        (C{ws}, C{rest}), instead of the configured endpoints.
     @raise StorageError: when the database in the data directory cannot be
         used (start-up only: it is opened before the reactor runs).
     """
@@ -228,7 +263,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServ
     factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor)
     top.ws = ListeningService(
         "WebSocket",
-        serverFromString(reactor, config.server.listen),
+        _endpoint(reactor, config.server.listen, adopt, "ws"),
         factory,
         onStop=lambda: factory.closeAll(CLOSE_CODES["shutdown"], "Server shutdown", SHUTDOWN_GRACE),
     )
@@ -238,7 +273,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None) -> WsServ
         restAuth = buildAuthenticator(config.restApi.auth, httpClient, reactor)
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
         site = RestSite(makeRestResource(router, restAuth, realm, notifier), maxBody=chat.message.maxSize)
-        top.rest = ListeningService("REST API", serverFromString(reactor, config.restApi.listen), site)
+        top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site)
         top.rest.setServiceParent(top)
 
     if config.server.watchdog.enabled:
@@ -272,8 +307,12 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     # under load (p99 latency of the fan-out benchmark: 42 ms before, 1.8 ms
     # after).
     reactor.callWhenRunning(gc.freeze)
+    config = options.config
+    if config.server.workers > 1 and options.adopt is None:
+        workers = WorkerPool(config, [a for a in options.args], reactor)
+        return workers  # type: ignore[return-value]
     try:
-        return buildService(options.config, reactor)
+        return buildService(config, reactor, adopt=options.adopt)
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)

@@ -1,0 +1,116 @@
+"""
+C{server.workers: 2}: one command, two worker processes sharing the
+listening sockets, joined through a real redis-server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from wsserver.workers import parseAdopt
+
+from .redis import RedisServer
+from .support import Running, closeClient, openClient, restRequest
+from .test_tap import _TWISTD, _Collect
+
+
+class AdoptTests(SynchronousTestCase):
+    """
+    The internal C{--adopt} option.
+    """
+
+    def test_parse(self) -> None:
+        """
+        C{ws=FD,rest=FD} gives the descriptors by name; other forms are
+        refused.
+        """
+        self.assertEqual(parseAdopt("ws=5,rest=6"), {"ws": 5, "rest": 6})
+        self.assertEqual(parseAdopt("ws=5"), {"ws": 5})
+        for bad in ("rest=6", "ws=x", "ws", "db=3,ws=5"):
+            self.assertRaises(ValueError, parseAdopt, bad)
+
+
+class WorkersTests(TestCase):
+    """
+    The real process tree.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_twoWorkers(self):
+        """
+        Two workers serve 50 clients through one port: every message between
+        them arrives (across the workers through Redis), both workers take
+        connections, a killed worker is restarted, and SIGTERM stops all.
+        """
+        redis = RedisServer(self)
+        yield redis.start()
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump({"server": {"workers": 2, "dataDir": os.path.abspath(self.mktemp())},
+                       "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0",
+                                   "heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 2}}, f)
+        process = _Collect()
+        cwd = self.mktemp()
+        os.makedirs(cwd)
+        transport = reactor.spawnProcess(
+            process, sys.executable,
+            [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", "wsserver", "-C", config,
+             "--ws", "tcp:0:interface=127.0.0.1", "--rest", "tcp:0:interface=127.0.0.1"],
+            env=dict(os.environ), path=cwd)
+        self.addCleanup(lambda: None if process.ended.called else (transport.signalProcess("KILL"), process.ended)[1])
+        ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
+        rest = yield process.waitFor(rb"REST API listening on 127\.0\.0\.1:(\d+) for 2 workers")
+        yield process.waitFor(rb"\[worker 0\].*REST API listening")
+        yield process.waitFor(rb"\[worker 1\].*REST API listening")
+        server = Running(None, int(ws.group(1)), int(rest.group(1)), False)  # type: ignore[arg-type]
+
+        clients = {}
+        for uid in range(1, 51):
+            clients[uid] = yield openClient(server, userId=uid)
+        for uid in range(1, 51):
+            for _ in range(100):
+                response = yield restRequest(server, "GET", f"/check-online?id={uid}")
+                if (yield response.json())["data"]["isOnline"]:
+                    break
+                yield deferLater(reactor, 0.05, lambda: None)
+            else:
+                self.fail(f"user {uid} never seen online")
+        # every worker may not have heard of every user yet: one more beat
+        yield deferLater(reactor, 0.5, lambda: None)
+        for uid in range(1, 51, 2):
+            for i in range(4):
+                clients[uid].send({"type": "text", "text": f"{uid}-{i}", "recipients": [uid + 1]})
+                clients[uid + 1].send({"type": "text", "text": f"{uid + 1}-{i}", "recipients": [uid]})
+        for uid in range(1, 51):
+            peer = uid + 1 if uid % 2 else uid - 1
+            texts = []
+            for _ in range(4):
+                texts.append((yield clients[uid].messages.get())["text"])
+            self.assertEqual(texts, [f"{peer}-{i}" for i in range(4)])
+        for client in clients.values():
+            yield closeClient(client)
+
+        output = process.output.decode("utf-8", "replace")
+        for index in (0, 1):
+            self.assertRegex(output, rf"\[worker {index}\].*user \d+ connected")
+
+        pid = int(re.search(r"worker 0 started \(pid (\d+)\)", output).group(1))
+        os.kill(pid, signal.SIGKILL)
+        yield process.waitFor(rb"worker 0 started \(pid (?!%d\))\d+\)" % pid)
+        yield process.waitFor(rb"\[worker 0\](?:(?!\n).)*REST API listening(?:.|\n)*\[worker 0\].*REST API listening")
+
+        transport.signalProcess("TERM")
+        ended = yield process.ended
+        self.assertIn(getattr(ended, "exitCode", 0) or 0, (0, None))
+        self.assertEqual(len(re.findall(r"worker \d ended", process.output.decode())), 1)
