@@ -237,6 +237,26 @@ class ClusterTests(TestCase):
         self.assertEqual((yield bob.messages.get())["text"], "after")
 
     @inlineCallbacks
+    def test_benchAcrossNodes(self):
+        """
+        wsserver-bench with one URL per node splits every pair across the
+        nodes: every message crosses Redis, and all arrive.
+        """
+        from twisted.internet.defer import Deferred
+
+        from wsserver.bench import parseArgs, runLoad
+
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        args = parseArgs(["throughput", "--url", a.wsURL(), "--url", b.wsURL(), "--clients", "6",
+                          "--duration", "0.5", "--settle", "0.6", "--json"])
+        r = yield Deferred.fromCoroutine(runLoad(reactor, args, list(range(10, 16))))
+        self.assertGreater(r.sent, 0)
+        self.assertEqual((r.received, r.dropped, r.errors), (r.expected, 0, 0))
+        self.assertEqual(len(a.service.router.statItems()), 3)
+        self.assertEqual(len(b.service.router.statItems()), 3)
+
+    @inlineCallbacks
     def test_killedNodeGoesOffline(self):
         """
         The users of a node killed with SIGKILL stop counting as online

@@ -306,22 +306,31 @@ class Load:
 
     # connections
 
+    def _url(self, userId: int) -> str:
+        """
+        The server of C{userId}'s client: with several C{--url}, clients take
+        them in turn, so the two clients of a pair are on different servers.
+        """
+        urls = self.args.urls
+        return urls[userId % len(urls)]
+
     def _factory(self, userId: int) -> Any:
         from autobahn.twisted.websocket import WebSocketClientFactory
 
-        url = self.args.url + ("&" if "?" in self.args.url else "?") + f"id={userId}"
+        base = self._url(userId)
+        url = base + ("&" if "?" in base else "?") + f"id={userId}"
         factory = WebSocketClientFactory(url, headers=self.args.headers)
         factory.protocol = self._protocol
         factory.setProtocolOptions(utf8validateIncoming=False, openHandshakeTimeout=30, closeHandshakeTimeout=5,
                                    tcpNoDelay=True)
         return factory
 
-    def _endpoint(self) -> Any:
+    def _endpoint(self, url: str) -> Any:
         from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
 
         from urllib.parse import urlsplit
 
-        parts = urlsplit(self.args.url)
+        parts = urlsplit(url)
         host = parts.hostname or "127.0.0.1"
         if parts.scheme == "wss":
             from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
@@ -337,7 +346,7 @@ class Load:
         """
         from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
-        endpoint = self._endpoint()
+        endpoints = {url: self._endpoint(url) for url in self.args.urls}
         limit = DeferredSemaphore(self.args.concurrency)
         start = time.monotonic()
 
@@ -356,7 +365,7 @@ class Load:
                 self._waiters.pop(userId, None)
                 return None
 
-            return endpoint.connect(factory).addCallback(connected).addErrback(failed)
+            return endpoints[self._url(userId)].connect(factory).addCallback(connected).addErrback(failed)
 
         await gatherResults([limit.run(one, uid) for uid in (ids if ids is not None else self.ids)])
         return time.monotonic() - start
@@ -619,6 +628,11 @@ async def runLoad(reactor: Any, args: argparse.Namespace, ids: list[int], ready:
     # keep the cyclic collector's full passes (tens of ms) out of the
     # latencies: what exists now lives for the whole run
     gc.freeze()
+    if args.settle:
+        # a cluster's nodes learn of each other's users within a heartbeat
+        from twisted.internet.task import deferLater
+
+        await deferLater(reactor, args.settle, lambda: None)
     if ready is not None:
         await ready()
     mode = args.mode
@@ -740,7 +754,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wsserver-bench", description=__doc__.split("\n\n")[1].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["classic", "throughput", "latency", "fanout", "connections"])
-    p.add_argument("--url", default="ws://127.0.0.1:8085/chat", help="ws:// or wss:// URL of the chat endpoint")
+    p.add_argument("--url", action="append", default=[], metavar="URL",
+                   help="ws:// or wss:// URL of the chat endpoint (default ws://127.0.0.1:8085/chat); give it "
+                        "again for more servers (cluster nodes): clients take them in turn, a pair split across")
     p.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
     p.add_argument("--clients", type=int, help="clients (classic 50, throughput/latency 100, connections 1000)")
     p.add_argument("--messages", type=int, default=2, help="classic: messages per client per run")
@@ -753,6 +769,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=float, default=2.0, help="connections: seconds to hold them open")
     p.add_argument("--pid", type=int, help="connections: the server's PID, to read its memory")
     p.add_argument("--concurrency", type=int, default=200, help="connection attempts at once")
+    p.add_argument("--settle", type=float, default=0.0,
+                   help="seconds to wait between connecting and sending (cluster presence to spread)")
     p.add_argument("--drain", type=float, default=10.0, help="seconds to wait for messages still in flight")
     p.add_argument("--procs", type=int, default=1, help="spread the clients over this many processes")
     p.add_argument("--id-base", type=int, default=1_000_000, help="first user id")
@@ -777,8 +795,11 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
         args.clients = {"classic": 50, "connections": 1000}.get(args.mode, 100)
     if args.mode != "connections" and args.mode != "fanout" and args.clients // args.procs < 2:
         p.error("need at least 2 clients per process")
-    if not args.url.startswith(("ws://", "wss://")):
-        p.error("--url must start with ws:// or wss://")
+    args.urls = args.url or ["ws://127.0.0.1:8085/chat"]
+    args.url = args.urls[0]
+    for url in args.urls:
+        if not url.startswith(("ws://", "wss://")):
+            p.error("--url must start with ws:// or wss://")
     headers: dict[str, str] = {}
     for h in args.header:
         name, sep, value = h.partition(":")
