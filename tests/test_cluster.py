@@ -237,6 +237,25 @@ class ClusterTests(TestCase):
         self.assertEqual((yield bob.messages.get())["text"], "after")
 
     @inlineCallbacks
+    def test_redisLateStart(self):
+        """
+        Nodes started while Redis is down serve their local users, and join
+        each other once Redis is there.
+        """
+        yield self.redis.stop()
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        alice = yield self.open(a, 1)
+        carol = yield self.open(a, 3)
+        alice.send({"type": "text", "text": "local", "recipients": [3]})
+        self.assertEqual((yield carol.messages.get())["text"], "local")
+        bob = yield self.open(b, 2)
+        yield self.redis.start()
+        self.assertTrue((yield _until(self.seen(a, 2), 10)))
+        alice.send({"type": "text", "text": "joined", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "joined")
+
+    @inlineCallbacks
     def test_benchAcrossNodes(self):
         """
         wsserver-bench with one URL per node splits every pair across the
