@@ -144,9 +144,15 @@ class _Api:
     """
 
     def __init__(
-        self, router: Router, authenticator: Authenticator, realm: bytes | None, notifier: EventNotifier | None
+        self,
+        router: Router,
+        authenticator: Authenticator,
+        realm: bytes | None,
+        notifier: EventNotifier | None,
+        clusterStats: Any = None,
     ) -> None:
         self.notifier = notifier
+        self.clusterStats = clusterStats
         self.router = router
         self.authenticator = authenticator
         self.realm = realm
@@ -226,13 +232,17 @@ class _Api:
 
     # endpoints
 
-    def stats(self, request: IRequest) -> Answer:
+    def stats(self, request: IRequest) -> Answer | Deferred[Answer]:
+        if self.clusterStats is not None:
+            return self.clusterStats.statItems().addCallback(_ok)
         return _ok(self.router.statItems())
 
-    def stat(self, request: IRequest) -> Answer:
+    def stat(self, request: IRequest) -> Answer | Deferred[Answer]:
         uid = self._userId(request)
         if isinstance(uid, tuple):
             return uid
+        if self.clusterStats is not None:
+            return self.clusterStats.statItem(uid).addCallback(_ok)
         return _ok(self.router.statItem(uid))
 
     def checkOnline(self, request: IRequest) -> Answer:
@@ -272,6 +282,7 @@ def makeRestResource(
     authenticator: Authenticator,
     basicRealm: str | None = "wsserver",
     notifier: EventNotifier | None = None,
+    stats: Any = None,
 ) -> Resource:
     """
     The REST API's resource tree.
@@ -279,8 +290,11 @@ def makeRestResource(
     @param basicRealm: the realm of the C{WWW-Authenticate} header sent with a
         401, or L{None} when the auth is not basic.
     @param notifier: the event notifier that C{/events} reports on, if any.
+    @param stats: where C{/stat} and C{/stats} come from in a cluster (a
+        L{wsserver.cluster.ClusterStats}: C{statItem(id)} and C{statItems()}
+        answer L{Deferred}s); L{None}: from C{router}, this process's only.
     """
-    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier)
+    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))

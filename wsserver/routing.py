@@ -102,6 +102,13 @@ class Router:
         self._cluster = cluster
         self._users: dict[int, _User] = {}
         self.connectionCount = 0
+        #: set by the cluster statistics (L{wsserver.cluster.ClusterStats}):
+        #: the ids of the users whose statistics changed since they were last
+        #: written to Redis; L{None}: not tracked
+        self.statsDirty: set[int] | None = None
+        #: set by the cluster statistics: called with a user's id when the
+        #: user's last connection on this node closed
+        self.statsOffline: Callable[[int], Any] | None = None
 
     # connections
 
@@ -121,6 +128,8 @@ class Router:
         stats = user.stats
         stats.connectedTimes += 1
         stats.lastConnection = now
+        if self.statsDirty is not None:
+            self.statsDirty.add(connection.userId)
         self.connectionCount += 1
         user.connections.append(connection)
         if len(user.connections) == 1:
@@ -144,10 +153,14 @@ class Router:
         self.connectionCount -= 1
         now = self._clock.seconds()
         user.stats.disconnectedTimes += 1
+        if self.statsDirty is not None:
+            self.statsDirty.add(connection.userId)
         if not user.connections:
             user.stats.wentOffline(now)
             if self._cluster is not None:
                 self._cluster.wentOffline(connection.userId)
+            if self.statsOffline is not None:
+                self.statsOffline(connection.userId)
 
     def isOnline(self, userId: int) -> bool:
         """
@@ -182,6 +195,20 @@ class Router:
         now = self._clock.seconds()
         return [self._users[u].stats.item(now, bool(self._users[u].connections)) for u in sorted(self._users)]
 
+    def userStats(self, userId: int) -> UserStats | None:
+        """
+        The statistics of one user on this node, or L{None} for a user never
+        seen here.
+        """
+        user = self._users.get(userId)
+        return None if user is None else user.stats
+
+    def userIds(self) -> list[int]:
+        """
+        The ids of every user seen on this node.
+        """
+        return list(self._users)
+
     # routing
 
     def receive(self, connection: Any, payload: bytes) -> Message:
@@ -211,6 +238,8 @@ class Router:
         if senderUser is not None:
             senderUser.stats.sentMessages += 1
             senderUser.stats.lastMessageTime = now
+            if self.statsDirty is not None:
+                self.statsDirty.add(senderUser.stats.userId)
         payload = message.serialize()
         size = len(payload)
         config = self._config
@@ -289,6 +318,9 @@ class Router:
         stats = user.stats
         stats.receivedMessages += 1
         stats.bytesTransferred += size
+        dirty = self.statsDirty
+        if dirty is not None:
+            dirty.add(stats.userId)
         if user.backlog is not None:
             user.backlog.append((message, prepared, size))
             return
@@ -320,6 +352,8 @@ class Router:
                     self._keep(userId, copy, self._clock.seconds())
                 return
             connections = user.connections
+            if stored and self.statsDirty is not None:
+                self.statsDirty.add(userId)
             for _, payload in stored:
                 prepared = self._prepare(payload)
                 user.stats.receivedMessages += 1

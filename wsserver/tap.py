@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .auth import buildAuthenticator
-from .cluster import ClusterNode, RedisUndeliveredStore, parseRedisURL
+from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, parseRedisURL
 from .config import Config, ConfigError, defaultConfig, endpointProblems, loadConfig, withOverrides
 from .messages import MessageFactory
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
@@ -122,6 +122,7 @@ class WsServer(MultiService):
     rest: ListeningService | None = None
     notifier: EventNotifier | None = None
     cluster: ClusterNode | None = None
+    clusterStats: ClusterStats | None = None
 
     def stopService(self) -> Deferred[None]:
         """
@@ -255,9 +256,15 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         prepare=prepareFrame,
         cluster=node,
     )
+    clusterStats = None
     if node is not None:
         node.deliverLocal = router.deliverLocal
         node.drainAgain = router.drainAgain
+        # after the node and before the WebSocket service: it stops once the
+        # clients are closed (their last counts written), before the node's
+        # link closes
+        clusterStats = top.clusterStats = ClusterStats(node, router, reactor)
+        clusterStats.setServiceParent(top)
 
     wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor)
     factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor)
@@ -272,7 +279,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     if config.restApi.enabled:
         restAuth = buildAuthenticator(config.restApi.auth, httpClient, reactor)
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
-        site = RestSite(makeRestResource(router, restAuth, realm, notifier), maxBody=chat.message.maxSize)
+        site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats),
+                        maxBody=chat.message.maxSize)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site)
         top.rest.setServiceParent(top)
 
