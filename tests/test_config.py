@@ -322,6 +322,17 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
              'not "ssl:8443:privateKey=k:certKey=c"'],
         )
 
+    def test_usesTypeSource(self) -> None:
+        """
+        C{usesType} sees into a remote check's C{source}: the cookie setup
+        for browsers counts as cookie auth (for the allowedOrigins warning).
+        """
+        auth = parseConfig({"server": {"auth": {
+            "type": "remote", "url": "http://127.0.0.1:9/check", "source": {"type": "cookie", "name": "sid"}}}},
+            checkEndpoints=False).server.auth
+        self.assertTrue(auth.usesType("cookie"))
+        self.assertFalse(auth.usesType("basic"))
+
     def test_workersWithoutCluster(self) -> None:
         """
         C{workers: 2} without C{cluster.redis} is an error.

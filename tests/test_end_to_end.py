@@ -384,6 +384,19 @@ class RestTests(TestCase):
                          (404, {"success": False, "status": 404, "message": "Not found"}))
 
     @inlineCallbacks
+    def test_tooDeep(self):
+        """
+        A REST message whose C{data} is nested too deep is a 400 in the
+        JSON error form, not a 500.
+        """
+        server = yield startServer(self)
+        body = b'{"type": "x", "recipients": [2], "data": ' + b"[" * 300 + b"]" * 300 + b"}"
+        response = yield restRequest(server, "POST", "/send-message", data=body,
+                                     headers={"Content-Type": ["application/json"]})
+        self.assertEqual(response.code, 400)
+        self.assertTrue((yield response.json())["message"].startswith("Invalid payload. $.data cannot be carried"))
+
+    @inlineCallbacks
     def test_basicAuth(self):
         """
         REST basic auth: 401 with C{WWW-Authenticate} without credentials,

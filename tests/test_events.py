@@ -264,6 +264,39 @@ class NotifierTests(SynchronousTestCase):
         self.make({"targets[0]": again}, store=store)
         self.assertEqual([json.loads(p)["text"] for p in again.sent], ["late"])
 
+    def test_unknownTarget(self) -> None:
+        """
+        A stored delivery for a target that is no longer configured is kept
+        as failed, once, and does not hold up the others.
+        """
+        store = MemoryEventStore()
+        self.successResultOf(store.add([("targets[5]", b'{"text":"old"}')], 0))
+        sender = FakeSender("ok")
+        notifier = self.make({"targets[0]": sender}, store=store)
+        notifier.notify(*message(text="new"))
+        self.clock.advance(0)
+        self.assertEqual([json.loads(p)["text"] for p in sender.sent], ["new"])
+        counts = self.successResultOf(store.counts())
+        self.assertEqual(counts["targets[5]"]["failed"], 1)
+        self.assertEqual(counts["targets[0]"]["succeeded"], 1)
+
+    def test_stopLeavesInFlightPending(self) -> None:
+        """
+        A delivery still in flight when the stop's grace period ends stays
+        pending as it was: the stop is not the target's refusal.
+        """
+        store = MemoryEventStore()
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, store=store, retryCount=0)
+        notifier.notify(*message())
+        self.clock.advance(0)
+        stopped = notifier.stopService()
+        self.clock.advance(3)
+        sender.waiting[0].errback(DeliveryRefused("closed"))
+        self.successResultOf(stopped)
+        self.assertEqual(self.successResultOf(store.counts())["targets[0]"],
+                         {"succeeded": 0, "pending": 1, "retrying": 0, "failed": 0})
+
     def test_targetKeys(self) -> None:
         """
         Target keys name each target and its fallbacks, depth first.

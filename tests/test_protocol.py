@@ -22,6 +22,7 @@ from wsserver.config import MessageConfig, ServerConfig, WatchdogConfig
 from wsserver.messages import MessageFactory
 from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
 from wsserver.routing import Router
+from wsserver.storage import MemoryUndeliveredStore
 from wsserver.watchdog import Watchdog
 
 
@@ -81,9 +82,10 @@ class ProtocolTests(SynchronousTestCase):
         self.addCleanup(self._loop.__exit__, None, None, None)
         self.pumps: list[iosim.IOPump] = []
 
-    def makeFactory(self, auth: Authenticator | None = None, **message: Any) -> ChatServerFactory:
+    def makeFactory(self, auth: Authenticator | None = None, store: Any = None, **message: Any) -> ChatServerFactory:
         router = Router(
-            MessageConfig(**message), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")), prepare=prepareFrame
+            MessageConfig(**message), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")), store=store,
+            prepare=prepareFrame,
         )
         return ChatServerFactory(router, ServerConfig(), MessageConfig(**message), auth or _NoAuth(), self.clock)
 
@@ -172,6 +174,69 @@ class ProtocolTests(SynchronousTestCase):
             alice.sendMessage(b"{}")
         self.flush()
         self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_earlyBytesBounded(self) -> None:
+        """
+        Before its auth check answered, a connection may send at most
+        C{maxSize} bytes in all; more closes it with 1008.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, maxSize=100)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        for _ in range(3):
+            alice.sendMessage(b"x" * 60)
+        self.flush()
+        self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_nothingRoutedAfterInvalid(self) -> None:
+        """
+        Once a connection is closed for an invalid payload, what it sent
+        after it (even in the same read) is not routed.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        alice.sendMessage(b'{"type": 5}')
+        alice.sendMessage(orjson.dumps({"type": "text", "text": "after", "recipients": [2]}))
+        self.flush()
+        self.assertEqual(alice.closedWith, (4001, "Invalid payload. $.type must be a string"))
+        self.assertEqual(bob.received, [])
+
+    def test_closingConnectionNotCounted(self) -> None:
+        """
+        A connection the server is closing receives nothing more: a message
+        for its user is kept in the queue, and the sender gets no delivery
+        status for it.
+        """
+        store = MemoryUndeliveredStore(3600, 10)
+        factory = self.makeFactory(store=store, enableDeliveryStatus=True)
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        bob.serverSide.close(4010, "Inactive connection")
+        alice.serverSide.onMessage(orjson.dumps({"type": "text", "text": "late", "recipients": [2]}), False)
+        self.flush()
+        self.assertEqual(bob.received, [])
+        self.assertEqual(alice.received, [])
+        kept = self.successResultOf(store.fetch(2, self.clock.seconds()))
+        self.assertEqual([orjson.loads(p)["text"] for _, p in kept], ["late"])
+
+    def test_tooDeep(self) -> None:
+        """
+        C{data} nested deeper than the JSON writer carries is an invalid
+        payload (4001), not a crash.
+        """
+        factory = self.makeFactory()
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.sendMessage(b'{"type": "x", "recipients": [2], "data": ' + b"[" * 300 + b"]" * 300 + b"}")
+        self.flush()
+        code, reason = alice.closedWith
+        self.assertEqual(code, 4001)
+        self.assertTrue(reason.startswith("Invalid payload. $.data cannot be carried"), reason)
+        self.assertEqual(factory.router.statItem(1)["sentMessages"], 0)
 
     def test_droppedConnectionIsOffline(self) -> None:
         """

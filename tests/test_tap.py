@@ -101,6 +101,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertTrue(lines[1].startswith('error: server.auth.type: unknown auth type "bsaic"'), out)
         self.assertTrue(lines[2].startswith('error: chat.message.maxSize: unparsable size "big"'), out)
 
+    def test_checkWarningsWithErrors(self) -> None:
+        """
+        With errors, C{-T} still prints the warnings: an unknown key is often
+        the typo behind an error.
+        """
+        path = _writeConfig(self, {"server": {"port": 99999}, "chat": {"enableUndeliverdQueue": True}})
+        code, out = self.check("-C", path, "-T")
+        self.assertEqual(code, 1)
+        self.assertEqual(out.splitlines(), [
+            "warning: chat.enableUndeliverdQueue: unknown key, ignored",
+            "error: server.port: 99999 is out of range (0 to 65535)",
+        ])
+
     def test_checkMissingCertificate(self) -> None:
         """
         C{-T} names a missing certificate file by its key.
@@ -137,6 +150,31 @@ class OptionsTests(SynchronousTestCase):
             '  server.auth.type: unknown auth type "bsaic" (use one of: noauth, basic, header, bearer, cookie, '
             "oneOf, allOf, remote)\n",
         )
+
+
+class WarningTests(SynchronousTestCase):
+    """
+    Warnings logged when the server is wired.
+    """
+
+    def test_cookieWithoutOrigins(self) -> None:
+        """
+        Cookie auth (here the browser setup: remote auth reading a cookie)
+        with no C{allowedOrigins} logs a warning; with origins listed, none.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import capturedLogs
+
+        from wsserver.config import parseConfig
+        from wsserver.tap import buildService
+
+        auth = {"type": "remote", "url": "http://127.0.0.1:9/check", "source": {"type": "cookie", "name": "sid"}}
+        for origins, expected in (([], 1), (["https://app.example.com"], 0)):
+            config = parseConfig({"server": {"auth": auth, "allowedOrigins": origins}}, checkEndpoints=False)
+            with capturedLogs() as events:
+                buildService(config, MemoryReactorClock())
+            warned = [e for e in events if "allowedOrigins is empty" in e.get("log_format", "")]
+            self.assertEqual(len(warned), expected)
 
 
 class _Collect(ProcessProtocol):

@@ -56,8 +56,10 @@ class ConfigError(Exception):
     @ivar problems: one line per problem, each starting with the key it is about.
     """
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], warnings: Sequence[str] = ()) -> None:
         self.problems = list(problems)
+        #: the warnings found too (unknown keys: often the typo behind an error)
+        self.warnings = list(warnings)
         super().__init__("\n".join(self.problems))
 
 
@@ -88,9 +90,14 @@ class AuthConfig:
 
     def usesType(self, authType: str) -> bool:
         """
-        Whether this auth, or any auth nested in it, is of C{authType}.
+        Whether this auth, or any auth nested in it (a C{remote} check's
+        C{source} included), is of C{authType}.
         """
-        return self.type == authType or any(t.usesType(authType) for t in self.types)
+        return (
+            self.type == authType
+            or any(t.usesType(authType) for t in self.types)
+            or (self.source is not None and self.source.usesType(authType))
+        )
 
 
 @dataclass(frozen=True)
@@ -658,7 +665,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     if checkEndpoints:
         problems.extend(endpointProblems(config))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings)
     return config
 
 

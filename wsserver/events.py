@@ -241,7 +241,16 @@ class EventNotifier(Service):
         d.addCallbacks(wake, lambda f: self.log.failure("could not read due events", f))
 
     def _start(self, delivery: Delivery) -> None:
-        sender = self._senders[delivery.target]
+        sender = self._senders.get(delivery.target)
+        if sender is None or delivery.primary not in self._chains:
+            # stored by a run whose targets were configured differently
+            self.log.warn("event delivery {id} is for {target}, which is no longer configured; kept as failed",
+                          id=delivery.id, target=delivery.target)
+            d = self._store.failed(delivery)
+            self._inflight[delivery.id] = d
+            d.addErrback(lambda f: self.log.failure("event bookkeeping failed", f))
+            d.addBoth(lambda _: (self._inflight.pop(delivery.id, None), self._pump()))
+            return
         d = maybeDeferred(sender.send, delivery.payload)
         self._inflight[delivery.id] = d
         d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
@@ -257,6 +266,10 @@ class EventNotifier(Service):
         return self._store.succeeded(delivery)
 
     def _refused(self, failure: Failure, delivery: Delivery) -> Deferred[None]:
+        if self._stopping:
+            # cut short by the stop (its grace period ran out): not the
+            # target's refusal; it stays as it was, for the next start
+            return succeed(None)
         config = self._config
         now = self._clock.seconds()
         attempts = delivery.attempts + 1

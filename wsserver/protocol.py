@@ -113,6 +113,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _refusal: tuple[int, str] | None = None
     _auth: Deferred[bool] | None = None
     _early: list[tuple[bytes, bool]] | None = None
+    _earlyBytes = 0
 
     # The hot path. Autobahn's own versions of the next three methods format
     # debug-log arguments on every read and write even when debug logging is
@@ -217,7 +218,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if self.attached:
             self._receive(payload, isBinary)
         elif self._early is not None:
-            if len(self._early) >= MAX_EARLY_MESSAGES:
+            self._earlyBytes += len(payload)
+            if len(self._early) >= MAX_EARLY_MESSAGES or self._earlyBytes > self.factory.maxSize:
                 self.close(1008, "Too many messages before authentication")
             else:
                 self._early.append((payload, isBinary))
@@ -239,8 +241,18 @@ class ChatServerProtocol(WebSocketServerProtocol):
     def onPong(self, payload: bytes) -> None:
         self.pingOutstanding = False
 
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        # the client is closing: nothing more reaches it, so the router must
+        # stop counting on it now (or messages meanwhile would be lost
+        # instead of kept for the user)
+        self._detach(code)
+        return super().onCloseFrame(code, reasonRaw)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._early = None
+        self._detach(code)
+
+    def _detach(self, code: int | None) -> None:
         if self.attached:
             self.attached = False
             self.factory.router.detach(self)
@@ -259,6 +271,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
             if self.state == self.STATE_CONNECTING and self.transport is not None:
                 self.transport.loseConnection()
             return
+        # closing: route nothing more from it, and nothing more to it (what
+        # comes for the user is kept or goes to the user's other connections)
+        self._early = None
+        self._detach(code)
         if code == 1000 or 3000 <= code <= 4999:
             self.sendClose(code, reason)
         else:
@@ -299,6 +315,9 @@ class ChatServerFactory(WebSocketServerFactory):
         self.router = router
         self.path = server.endpoint
         self.allowedOrigins = frozenset(server.allowedOrigins)
+        #: the most bytes a message may have; also the most a connection may
+        #: send before its auth check answered
+        self.maxSize = message.maxSize
         self.authenticator = authenticator
         self.clock = clock
         #: every open TCP connection, authenticated or not (for shutdown)

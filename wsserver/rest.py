@@ -218,7 +218,14 @@ class _Api:
             log.failure("REST auth check failed", f)
             checked(False)
 
-        self.authenticator.authenticate(Credentials.fromRequest(request)).addCallbacks(checked, failed)
+        def crashed(f: Failure) -> None:
+            log.failure("REST request failed", f)
+            if not finished and not request.finished:
+                request.write(self.write(request, _error(500, "Internal error")))
+                request.finish()
+
+        d = self.authenticator.authenticate(Credentials.fromRequest(request))
+        d.addCallbacks(checked, failed).addErrback(crashed)
         return server.NOT_DONE_YET
 
     def _userId(self, request: IRequest) -> int | Answer:
@@ -265,7 +272,10 @@ class _Api:
             return _error(400, "Invalid payload. " + e.reason)
         if message.isForBot():
             return _error(400, "Can't send message to bot through the api")
-        self.router.route(message)
+        try:
+            self.router.route(message)
+        except InvalidPayload as e:
+            return _error(400, "Invalid payload. " + e.reason)
         return 202, None
 
     def status(self, request: IRequest) -> Answer:

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from .config import MessageConfig
-from .messages import BOT, Message, MessageFactory
+from .messages import BOT, InvalidPayload, Message, MessageFactory
 from .stats import UserStats, emptyStatItem
 from .storage import IUndeliveredStore
 
@@ -230,7 +230,15 @@ class Router:
         Deliver a valid message: to every connection of each recipient, to the
         undelivered queue for the offline ones, to the sender's connections
         for send-back and delivery status, and to the event notifier.
+
+        @raise messages.InvalidPayload: when the message cannot be serialized
+            (C{data} nested deeper than the JSON writer allows); nothing is
+            routed or counted then.
         """
+        try:
+            payload = message.serialize()
+        except (TypeError, orjson.JSONEncodeError) as e:
+            raise InvalidPayload(f"$.data cannot be carried: {e}") from None
         now = self._clock.seconds()
         sender = message.sender
         if senderUser is None and sender != BOT:
@@ -240,7 +248,6 @@ class Router:
             senderUser.stats.lastMessageTime = now
             if self.statsDirty is not None:
                 self.statsDirty.add(senderUser.stats.userId)
-        payload = message.serialize()
         size = len(payload)
         config = self._config
         forBot = message.isForBot()

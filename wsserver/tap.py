@@ -92,6 +92,8 @@ class Options(usage.Options):
                 raise ConfigError(problems)
         except ConfigError as e:
             if self["test"]:
+                for warning in e.warnings:
+                    print(f"warning: {warning}")
                 for problem in e.problems:
                     print(f"error: {problem}")
                 raise SystemExit(1)
