@@ -824,3 +824,32 @@ class RestSiteTests(SynchronousTestCase):
         waiting.pending[0].callback(True)
         self.assertEqual(parseResponse(transport.value())[:1], (202,))
         self.assertEqual(len(self.recipient.sent), 1)
+
+
+class StoppingTests(SynchronousTestCase):
+    """
+    A stopping server answers 503 on connections kept alive past the stop.
+    """
+
+    maxBody = RestSiteTests.maxBody
+    setUp = RestSiteTests.setUp
+    site = RestSiteTests.site
+    post = RestSiteTests.post
+    message = RestSiteTests.message
+
+    def test_stopping(self) -> None:
+        """
+        After L{RestSite.stop}, a message is refused with 503 (and the
+        connection closed), not accepted with 202 and then lost.
+        """
+        site = self.site()
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionError("test over")))
+        self.successResultOf(site.stop())
+        channel.dataReceived(self.post(self.message(100)))
+        status, headers, body = parseResponse(transport.value())
+        self.assertEqual(status, 503)
+        self.assertEqual(orjson.loads(body), {"success": False, "status": 503, "message": "Server shutting down"})
+        self.assertEqual(self.recipient.sent, [])

@@ -81,10 +81,21 @@ class RestSite(server.Site):
     """
 
     requestFactory = _BoundedRequest
+    #: set when the server stops: requests still arriving get 503
+    stopping = False
 
     def __init__(self, resource: Resource, maxBody: int, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.maxBody = maxBody
+
+    def stop(self) -> Deferred[None]:
+        """
+        Answer 503 from now on (the server is stopping).
+        """
+        self.stopping = True
+        from twisted.internet.defer import succeed
+
+        return succeed(None)
 
 
 class _Endpoint(Resource):
@@ -191,8 +202,14 @@ class _Api:
 
     def guarded(self, request: IRequest, handler: Callable[[IRequest], Answer | Deferred[Answer]]) -> bytes | int:
         """
-        Answer with C{handler} once the REST auth passed, with 401 otherwise.
+        Answer with C{handler} once the REST auth passed, with 401 otherwise;
+        with 503 once the server is stopping (on connections kept alive past
+        the stop of the listening port), so that nothing is accepted that
+        could no longer be routed or kept.
         """
+        if getattr(getattr(request.channel, "site", None), "stopping", False):
+            request.setHeader(b"Connection", b"close")
+            return self.write(request, _error(503, "Server shutting down"))
         if self.authenticator.isNoAuth:
             return self.run(request, handler)
 

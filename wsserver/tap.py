@@ -283,7 +283,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats),
                         maxBody=chat.message.maxSize)
-        top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site)
+        top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
+                                    onStop=site.stop)
         top.rest.setServiceParent(top)
 
     if config.server.watchdog.enabled:
