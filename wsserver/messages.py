@@ -217,16 +217,19 @@ class MessageFactory:
         assert sender is not None
         return Message(self.newId(), kind, text, timestamp, sender, recipients, obj.get("data"))
 
-    def notification(self, message: Message, recipient: int) -> Message:
+    def notification(self, message: Message, recipient: int, timestamp: str | None = None) -> Message:
         """
         The delivery status sent to C{message}'s sender when it reached
         C{recipient} (C{enableDeliveryStatus}).
+
+        @param timestamp: its timestamp (one for all the notifications of a
+            message); now by default.
         """
         return Message(
             self.newId(),
             "notification_received",
             "",
-            self.timestamp(),
+            timestamp if timestamp is not None else self.timestamp(),
             BOT,
             [message.sender],
             {"id": message.id, "recipient": recipient},

@@ -252,7 +252,8 @@ class Router:
         config = self._config
         forBot = message.isForBot()
         if not forBot:
-            prepared = self._prepare(payload)
+            # framed once, on the first live delivery (none when all are offline)
+            prepared = None
             users = self._users
             reached = []
             seen = set()
@@ -267,30 +268,37 @@ class Router:
                     if user is None or not user.connections:
                         reached.append(r)
                         continue
-                if user is not None and user.connections:
+                if user is not None and (user.connections or user.backlog is not None):
+                    # (with a backlog: offline again while the store is being
+                    # read; it waits behind the stored messages, and is stored
+                    # after them if nobody is back when the store answers)
+                    if prepared is None:
+                        prepared = self._prepare(payload)
                     self._deliver(user, message, prepared, size)
-                    reached.append(r)
-                elif user is not None and user.backlog is not None:
-                    # offline again while the store is being read: wait
-                    # behind the stored messages (stored after them if
-                    # nobody is back when the store answers)
-                    self._deliver(user, message, prepared, size)
+                    if user.connections:
+                        reached.append(r)
                 elif self._store is not None:
-                    copy = message.toDict()
-                    copy["recipients"] = [r]
-                    self._keep(r, copy, now)
+                    if message.recipients == [r]:
+                        self._keepRaw(r, payload, now)  # already the copy for r
+                    else:
+                        copy = message.toDict()
+                        copy["recipients"] = [r]
+                        self._keep(r, copy, now)
             if senderUser is not None and senderUser.connections:
                 if (
                     config.enableSendBack
                     and sender not in seen
                     and message.type not in config.ignoredTypesSendBack
                 ):
+                    if prepared is None:
+                        prepared = self._prepare(payload)
                     self._deliver(senderUser, message, prepared, size)
                     if self._cluster is not None and self._cluster.isOnlineElsewhere(sender):
                         self._cluster.forward(sender, payload)
-                if config.enableDeliveryStatus:
+                if config.enableDeliveryStatus and reached:
+                    stamp = self.messages.timestamp()
                     for r in reached:
-                        note = self.messages.notification(message, r)
+                        note = self.messages.notification(message, r, stamp)
                         raw = note.serialize()
                         self._deliver(senderUser, note, self._prepare(raw), len(raw))
         if self._notify is not None:
@@ -335,7 +343,10 @@ class Router:
             connection.sendPrepared(prepared)
 
     def _keep(self, userId: int, obj: dict[str, Any], now: float) -> None:
-        d = self._store.put(userId, orjson.dumps(obj), now)  # type: ignore[union-attr]
+        self._keepRaw(userId, orjson.dumps(obj), now)
+
+    def _keepRaw(self, userId: int, payload: bytes, now: float) -> None:
+        d = self._store.put(userId, payload, now)  # type: ignore[union-attr]
         d.addErrback(lambda f: self.log.failure("could not keep a message for user {uid}", f, uid=userId))
 
     def _drain(self, userId: int, user: _User, now: float) -> None:
