@@ -958,16 +958,24 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
 
     def test_fetchFails(self) -> None:
         """
-        When the store cannot be read, the failure is logged, the waiting
-        messages are delivered, and the stored ones stay stored.
+        When the store cannot be read, the failure is logged and the read
+        tried again (1 s, then 2 s later) while newer messages wait behind
+        it; after the last attempt the waiting messages are delivered, and
+        the stored ones stay stored.
         """
         store = BrokenStore()
         self.makeRouter(store)
         alice = self.connect(1)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(1.5)
+        self.clock.advance(2)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
         self.send(alice, [2], "stored")
         bob = self.connect(2)
         self.send(alice, [2], "live")
+        self.assertEqual(bob.texts(), [])
+        self.clock.advance(1.5)
+        self.assertEqual(bob.texts(), [])
+        self.clock.advance(2)
         self.assertEqual(bob.texts(), ["live"])
         self.assertEqual(self.pending(store, 2), 1)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)

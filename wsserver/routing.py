@@ -29,6 +29,11 @@ from .storage import IUndeliveredStore
 
 __all__ = ["IConnection", "Router"]
 
+#: Reads of a user's undelivered queue tried before newer messages go first.
+FETCH_ATTEMPTS = 3
+#: Seconds before the first retry of a failed read (then twice that ...).
+FETCH_RETRY_SECONDS = 1.0
+
 
 class IConnection(Interface):
     """
@@ -386,8 +391,20 @@ class Router:
                     lambda f: self.log.failure("could not forget delivered messages of user {uid}", f, uid=userId)
                 )
 
-        def failed(f: Any) -> None:
-            self.log.failure("could not read undelivered messages of user {uid}", f, uid=userId)
-            deliver([])
+        attempts = [0]
 
-        store.fetch(userId, now).addCallbacks(deliver, failed)
+        def failed(f: Any) -> None:
+            # the stored messages go first: hold the newer ones and try the
+            # store again a few times before giving up on the order
+            attempts[0] += 1
+            self.log.failure("could not read undelivered messages of user {uid} (attempt {n})", f,
+                             uid=userId, n=attempts[0])
+            if attempts[0] < FETCH_ATTEMPTS and user.connections:
+                self._clock.callLater(attempts[0] * FETCH_RETRY_SECONDS, fetch)
+            else:
+                deliver([])
+
+        def fetch() -> None:
+            store.fetch(userId, self._clock.seconds()).addCallbacks(deliver, failed)
+
+        fetch()
