@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from typing import Any
 from urllib.parse import quote
 
@@ -16,8 +18,10 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
 from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
 
 from wsserver.config import Config, parseConfig
 from wsserver.tap import WsServer, buildService
@@ -166,3 +170,84 @@ def query(**params: Any) -> str:
     A query string.
     """
     return "&".join(f"{quote(str(k))}={quote(str(v))}" for k, v in params.items())
+
+
+#: Runs twistd in a child process (C{python -c TWISTD args}).
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class ServerProcess(ProcessProtocol):
+    """
+    A C{twistd wsserver} child process: its output, the patterns tests wait
+    for in it, and its end.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[object] = Deferred()
+        self._waiting: list[tuple[re.Pattern[bytes], Deferred[re.Match[bytes]]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        self._check()
+
+    errReceived = outReceived
+
+    def _check(self) -> None:
+        for pattern, d in list(self._waiting):
+            m = pattern.search(self.output)
+            if m:
+                self._waiting.remove((pattern, d))
+                d.callback(m)
+
+    def waitFor(self, pattern: bytes) -> Deferred[re.Match[bytes]]:
+        """
+        Fires with the first match of C{pattern} in the output so far or to come.
+        """
+        d: Deferred[re.Match[bytes]] = Deferred()
+        self._waiting.append((re.compile(pattern), d))
+        self._check()
+        return d
+
+    def processEnded(self, reason: object) -> None:
+        self.ended.callback(reason.value)  # type: ignore[attr-defined]
+
+
+def spawnServer(test: TestCase, *args: str) -> ServerProcess:
+    """
+    Start C{twistd --nodaemon --pidfile= wsserver ARGS} in a new directory;
+    killed at the test's end if still running.
+    """
+    process = ServerProcess()
+    cwd = test.mktemp()
+    os.makedirs(cwd)
+    transport = reactor.spawnProcess(
+        process, sys.executable,
+        [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "wsserver", *args],
+        env=dict(os.environ), path=cwd,
+    )
+
+    def kill() -> Deferred[object] | None:
+        if process.ended.called:
+            return None
+        transport.signalProcess("KILL")
+        return process.ended
+
+    test.addCleanup(kill)
+    return process
+
+
+class JSONSink(Resource):
+    """
+    A webhook for tests: records the JSON body of every POST, answers 200.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[Any] = []
+
+    def render_POST(self, request: Any) -> bytes:
+        self.bodies.append(json.loads(request.content.read()))
+        return b""

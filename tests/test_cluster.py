@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from wsserver.cluster import parseRedisURL
 
 from .redis import RedisServer
-from .support import closeClient, openClient, restRequest, startServer
-from .test_tap import _TWISTD, _Collect
+from .support import JSONSink, Running, closeClient, openClient, restRequest, spawnServer, startServer
 
 
 class URLTests(SynchronousTestCase):
@@ -60,18 +57,6 @@ async def _until(condition, seconds: float = 5.0) -> bool:
             return True
         await deferLater(reactor, 0.02, lambda: None)
     return condition()
-
-
-class _Sink(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bodies: list[dict] = []
-
-    def render_POST(self, request) -> bytes:
-        self.bodies.append(json.loads(request.content.read()))
-        return b""
 
 
 class ClusterTests(TestCase):
@@ -190,7 +175,7 @@ class ClusterTests(TestCase):
         With a webhook on both nodes, each message is notified once: by the
         node that accepted it.
         """
-        sink = _Sink()
+        sink = JSONSink()
         port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(sink))
         self.addCleanup(port.stopListening)
         events = {"event": {"enabled": True, "targets": [
@@ -285,21 +270,13 @@ class ClusterTests(TestCase):
         config = os.path.abspath(self.mktemp())
         with open(config, "w") as f:
             json.dump(self.raw(), f)
-        process = _Collect()
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            process, sys.executable,
-            [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", "wsserver", "-C", config,
-             "--ws", "tcp:0:interface=127.0.0.1", "--rest", "tcp:0:interface=127.0.0.1"],
-            env=dict(os.environ), path=cwd)
-        self.addCleanup(lambda: None if process.ended.called else (transport.signalProcess("KILL"), process.ended)[1])
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
         m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
-        from .support import Running
         b = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
         bob = yield openClient(b, userId=2)
         self.assertTrue((yield _until(self.seen(a, 2))))
-        transport.signalProcess("KILL")
+        process.transport.signalProcess("KILL")
         yield process.ended
         started = reactor.seconds()
         self.assertTrue((yield _until(lambda: not a.service.router.isOnline(2), 5)))

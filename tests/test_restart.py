@@ -9,36 +9,21 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from .support import Running, closeClient, openClient, restRequest
-from .test_tap import _TWISTD, _Collect
+from .support import JSONSink, Running, ServerProcess, closeClient, openClient, restRequest, spawnServer
 
 
 def _freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class _Sink(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bodies: list[dict] = []
-
-    def render_POST(self, request) -> bytes:
-        self.bodies.append(json.loads(request.content.read()))
-        return b""
 
 
 class RestartTests(TestCase):
@@ -49,25 +34,9 @@ class RestartTests(TestCase):
 
     timeout = 60
 
-    def spawn(self, config: str) -> _Collect:
-        collect = _Collect()
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            collect, sys.executable,
-            [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", "wsserver", "-C", config,
-             "--ws", "tcp:0:interface=127.0.0.1", "--rest", "tcp:0:interface=127.0.0.1"],
-            env=dict(os.environ), path=cwd,
-        )
-        collect.transport = transport
-
-        def kill():
-            if not collect.ended.called:
-                transport.signalProcess("KILL")
-                return collect.ended
-
-        self.addCleanup(kill)
-        return collect
+    def spawn(self, config: str) -> ServerProcess:
+        return spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                           "--rest", "tcp:0:interface=127.0.0.1")
 
     @inlineCallbacks
     def start(self, config: str):
@@ -114,7 +83,7 @@ class RestartTests(TestCase):
         yield process.ended
         yield closeClient(alice)
 
-        sink = _Sink()
+        sink = JSONSink()
         port = yield TCP4ServerEndpoint(reactor, hookPort, interface="127.0.0.1").listen(Site(sink))
         self.addCleanup(port.stopListening)
         process, server = yield self.start(config)

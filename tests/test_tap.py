@@ -8,22 +8,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import signal
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsserver.tap import Options
 
-from .support import CERT, KEY, Running, closeClient, openClient
+from .support import CERT, KEY, Running, ServerProcess, closeClient, openClient, spawnServer
 
-_TWISTD = "from twisted.scripts.twistd import run; run()"
 
 
 def _writeConfig(test: SynchronousTestCase, raw: object) -> str:
@@ -177,35 +173,6 @@ class WarningTests(SynchronousTestCase):
             self.assertEqual(len(warned), expected)
 
 
-class _Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[object] = Deferred()
-        self._waiting: list[tuple[re.Pattern[bytes], Deferred[re.Match[bytes]]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        self._check()
-
-    errReceived = outReceived
-
-    def _check(self) -> None:
-        for pattern, d in list(self._waiting):
-            m = pattern.search(self.output)
-            if m:
-                self._waiting.remove((pattern, d))
-                d.callback(m)
-
-    def waitFor(self, pattern: bytes) -> Deferred[re.Match[bytes]]:
-        d: Deferred[re.Match[bytes]] = Deferred()
-        self._waiting.append((re.compile(pattern), d))
-        self._check()
-        return d
-
-    def processEnded(self, reason: object) -> None:
-        self.ended.callback(reason.value)  # type: ignore[attr-defined]
-
-
 class ProcessTests(TestCase):
     """
     The real C{twistd wsserver} process.
@@ -213,27 +180,8 @@ class ProcessTests(TestCase):
 
     timeout = 30
 
-    def spawn(self, *args: str) -> _Collect:
-        collect = _Collect()
-        env = dict(os.environ)
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            collect,
-            sys.executable,
-            [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", "wsserver", *args],
-            env=env,
-            path=cwd,
-        )
-
-        def kill() -> Deferred[object] | None:
-            if collect.ended.called:
-                return None
-            transport.signalProcess("KILL")
-            return collect.ended
-
-        self.addCleanup(kill)
-        return collect
+    def spawn(self, *args: str) -> ServerProcess:
+        return spawnServer(self, *args)
 
     @inlineCallbacks
     def stopsOn(self, signame: str, tls: bool = False) -> object:

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import sys
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -19,8 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from wsserver.workers import parseAdopt
 
 from .redis import RedisServer
-from .support import Running, closeClient, openClient, restRequest
-from .test_tap import _TWISTD, _Collect
+from .support import Running, closeClient, openClient, restRequest, spawnServer
 
 
 class AdoptTests(SynchronousTestCase):
@@ -60,15 +58,8 @@ class WorkersTests(TestCase):
             json.dump({"server": {"workers": 2, "dataDir": os.path.abspath(self.mktemp())},
                        "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0",
                                    "heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 2}}, f)
-        process = _Collect()
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            process, sys.executable,
-            [sys.executable, "-c", _TWISTD, "--nodaemon", "--pidfile=", "wsserver", "-C", config,
-             "--ws", "tcp:0:interface=127.0.0.1", "--rest", "tcp:0:interface=127.0.0.1"],
-            env=dict(os.environ), path=cwd)
-        self.addCleanup(lambda: None if process.ended.called else (transport.signalProcess("KILL"), process.ended)[1])
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
         ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
         rest = yield process.waitFor(rb"REST API listening on 127\.0\.0\.1:(\d+) for 2 workers")
         yield process.waitFor(rb"\[worker 0\].*REST API listening")
@@ -110,7 +101,7 @@ class WorkersTests(TestCase):
         yield process.waitFor(rb"worker 0 started \(pid (?!%d\))\d+\)" % pid)
         yield process.waitFor(rb"\[worker 0\](?:(?!\n).)*REST API listening(?:.|\n)*\[worker 0\].*REST API listening")
 
-        transport.signalProcess("TERM")
+        process.transport.signalProcess("TERM")
         ended = yield process.ended
         self.assertIn(getattr(ended, "exitCode", 0) or 0, (0, None))
         self.assertEqual(len(re.findall(r"worker \d ended", process.output.decode())), 1)
