@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 
 from twisted.internet import reactor
@@ -15,7 +16,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.server import Site
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
 
 from .support import JSONSink, Running, ServerProcess, closeClient, openClient, restRequest, spawnServer
 
@@ -102,3 +104,61 @@ class RestartTests(TestCase):
         self.assertEqual((counts["succeeded"], counts["pending"], counts["retrying"], counts["failed"]), (5, 0, 0, 0))
         response = yield restRequest(server, "GET", "/stat?id=2")
         self.assertEqual((yield response.json())["data"]["receivedMessages"], 5)
+
+
+class _NeverAnswers(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list = []
+
+    def render_POST(self, request):
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class SlowStopTests(TestCase):
+    """
+    The worst case of a stop: a client that never answers the close frame
+    and an event delivery that never finishes.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_stopWithin10Seconds(self):
+        """
+        SIGTERM with a silent client and a hanging webhook still ends the
+        process within 10 seconds, cleanly.
+        """
+        sink = _NeverAnswers()
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(sink))
+        self.addCleanup(port.stopListening)
+        self.addCleanup(lambda: [r.channel.transport.abortConnection() for r in sink.requests if r.channel])
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump({"server": {"dataDir": os.path.abspath(self.mktemp())},
+                       "event": {"enabled": True, "targets": [
+                           {"type": "postback", "url": f"http://127.0.0.1:{port.getHost().port}/hook",
+                            "connectionTimeoutSeconds": 60}]}}, f)
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        server = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        alice = yield openClient(server, userId=1)
+        alice.send({"type": "text", "text": "hang", "recipients": [2]})
+        for _ in range(100):
+            if sink.requests:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(sink.requests), 1)
+        alice.transport.pauseProducing()  # it will not read the close frame
+        started = reactor.seconds()
+        process.transport.signalProcess("TERM")
+        ended = yield process.ended
+        elapsed = reactor.seconds() - started
+        self.assertLess(elapsed, 10, process.output)
+        self.assertIn(getattr(ended, "signal", None) or getattr(ended, "exitCode", None) or 0,
+                      (0, signal.SIGTERM), process.output)
+        alice.transport.abortConnection()
