@@ -167,6 +167,10 @@ class ClusterTests(TestCase):
         for _ in range(3):
             texts.append((yield bob.messages.get())["text"])
         self.assertEqual(texts, ["q0", "q1", "q2"])
+        for _ in range(100):  # the ack follows the delivery
+            if int((yield self.redis.command("LLEN", "wsserver:queue:2"))) == 0:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
         self.assertEqual(int((yield self.redis.command("LLEN", "wsserver:queue:2"))), 0)
 
     @inlineCallbacks
@@ -239,6 +243,30 @@ class ClusterTests(TestCase):
         self.assertTrue((yield _until(self.seen(a, 2), 10)))
         alice.send({"type": "text", "text": "joined", "recipients": [2]})
         self.assertEqual((yield bob.messages.get())["text"], "joined")
+
+    @inlineCallbacks
+    def test_concurrentDrains(self):
+        """
+        Two nodes reading one user's queue at once both deliver what they
+        read, and their acks leave a newer message in place.
+        """
+        from wsserver.cluster import RedisUndeliveredStore
+
+        a = RedisUndeliveredStore(parseRedisURL(self.url).link(reactor, 5, "a"), 3600, 100)
+        b = RedisUndeliveredStore(parseRedisURL(self.url).link(reactor, 5, "b"), 3600, 100)
+        self.addCleanup(a._link.close)
+        self.addCleanup(b._link.close)
+        yield a.put(7, b"one", 1000.0)
+        yield a.put(7, b"two", 1000.0)
+        seenA = yield a.fetch(7, 1001.0)
+        seenB = yield b.fetch(7, 1001.0)
+        self.assertEqual([p for _, p in seenA], [b"one", b"two"])
+        self.assertEqual([p for _, p in seenB], [b"one", b"two"])
+        yield a.put(7, b"three", 1001.0)
+        yield a.ack(7, [k for k, _ in seenA])
+        yield b.ack(7, [k for k, _ in seenB])
+        left = yield a.fetch(7, 1002.0)
+        self.assertEqual([p for _, p in left], [b"three"])
 
     @inlineCallbacks
     def test_benchAcrossNodes(self):

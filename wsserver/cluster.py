@@ -110,12 +110,12 @@ class RedisUndeliveredStore:
     C{ttlSeconds} after its last message.  Each item is the payload after the
     time it was stored.
 
-    L{fetch} reads without removing and L{ack} removes the delivered prefix
-    (messages are only appended, so the prefix is stable): a node that dies
-    between the two loses nothing.  Two nodes draining one user at the same
-    moment (the user connecting to both at once) may each deliver the
-    stored messages to their own connections; the second ack then finds
-    them gone.
+    L{fetch} reads without removing and L{ack} removes exactly the items
+    delivered (C{LREM} of each): a node that dies between the two loses
+    nothing, and two nodes draining one user at the same moment (the user
+    connecting to both at once) each deliver the stored messages to their
+    own connections, the second ack finding them gone, without touching the
+    newer ones.  Expired items go with the next ack.
     """
 
     def __init__(self, link: RedisLink, ttlSeconds: float, maxPerUser: int,
@@ -125,6 +125,9 @@ class RedisUndeliveredStore:
         self._max = maxPerUser
         self._announce = announce
         self.dropped = 0
+        #: per user, the items of the last fetch: key -> the raw item, and
+        #: the expired raw items to remove at the ack
+        self._fetched: dict[int, tuple[dict[int, bytes], list[bytes]]] = {}
 
     @staticmethod
     def _key(userId: int) -> bytes:
@@ -152,20 +155,28 @@ class RedisUndeliveredStore:
     def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
         def parse(items: Any) -> list[tuple[int, bytes]]:
             out = []
+            raw: dict[int, bytes] = {}
+            expired: list[bytes] = []
             for index, item in enumerate(items or ()):
                 stamp, _, payload = item.partition(b" ")
                 if now - float(stamp) <= self._ttl:
                     out.append((index, payload))
+                    raw[index] = item
+                else:
+                    expired.append(item)
+            self._fetched[userId] = (raw, expired)
             return out
 
         return self._link.execute(b"LRANGE", self._key(userId), b"0", b"-1").addCallback(parse)
 
     def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
-        keys = list(keys)
-        if not keys:
-            return succeed(None)
-        return self._link.execute(b"LTRIM", self._key(userId), b"%d" % (max(keys) + 1), b"-1").addCallback(
-            lambda _: None)
+        raw, expired = self._fetched.pop(userId, ({}, []))
+        items = [raw[k] for k in keys if k in raw] + expired
+        key = self._key(userId)
+        d: Deferred[Any] = succeed(None)
+        for item in items:
+            d.addCallback(lambda _, item=item: self._link.execute(b"LREM", key, b"1", item))
+        return d.addCallback(lambda _: None)
 
     def prune(self, now: float) -> Deferred[int]:
         # Redis expires whole lists by EXPIRE; old items inside a list are
