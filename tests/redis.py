@@ -305,3 +305,18 @@ class Subscription:
         disconnected = protocol.whenDisconnected()
         protocol.transport.loseConnection()
         return disconnected
+
+
+class RedisTestCase(TestCase):
+    """
+    A test case with a real redis-server of its own: C{self.redis}, reachable
+    at C{self.url}.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.redis = RedisServer(self)
+        yield self.redis.start()
+        self.url = f"redis://127.0.0.1:{self.redis.port}/0"

@@ -13,12 +13,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from wsserver.cluster import parseRedisURL
 
-from .redis import RedisServer
+from .redis import RedisTestCase
 from .support import JSONSink, Running, closeClient, openClient, restRequest, spawnServer, startServer
 
 
@@ -59,18 +59,10 @@ async def _until(condition, seconds: float = 5.0) -> bool:
     return condition()
 
 
-class ClusterTests(TestCase):
+class ClusterTests(RedisTestCase):
     """
     Two or more nodes on one Redis.
     """
-
-    timeout = 30
-
-    @inlineCallbacks
-    def setUp(self):
-        self.redis = RedisServer(self)
-        yield self.redis.start()
-        self.url = f"redis://127.0.0.1:{self.redis.port}/0"
 
     def raw(self, **extra):
         raw = {"cluster": {"redis": self.url, "heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 1.0},

@@ -13,13 +13,13 @@ import orjson
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.cluster import ClusterStats
 from wsserver.rest import makeRestResource
 from wsserver.stats import UserStats, emptyStatItem, mergeStatRecords
 
-from .redis import RedisServer
+from .redis import RedisTestCase
 from .support import closeClient, openClient, restRequest, startServer
 from .test_routing import RouterTestMixin
 
@@ -216,19 +216,11 @@ def _counts(item):
     return {k: item[k] for k in FIELDS}
 
 
-class ClusterStatsTests(TestCase):
+class ClusterStatsTests(RedisTestCase):
     """
     L{ClusterStats} of two nodes on one Redis, wired as C{buildService}
     wires it; C{/stat} and C{/stats} on either node answer for both.
     """
-
-    timeout = 30
-
-    @inlineCallbacks
-    def setUp(self):
-        self.redis = RedisServer(self)
-        yield self.redis.start()
-        self.url = f"redis://127.0.0.1:{self.redis.port}/0"
 
     @inlineCallbacks
     def node(self):
