@@ -20,7 +20,6 @@ design.
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import TWISTD, freePort  # noqa: E402
+from compare import standardLoads, TWISTD, freePort  # noqa: E402
 
 
 def redisServer() -> str:
@@ -97,8 +97,7 @@ def main() -> None:
     parser.add_argument("--duration", default="10")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    loads = {"throughput": ["throughput", "--clients", "100", "--duration", args.duration],
-             "latency": ["latency", "--clients", "100", "--rate", "2000", "--duration", args.duration]}
+    loads = standardLoads(args.duration)
     redisPort = freePort()
     redis = start([redisServer(), "--port", str(redisPort), "--save", "", "--appendonly", "no"],
                   r"(?i)ready to accept connections")

@@ -130,6 +130,15 @@ def measure(kind: str, load: list[str], repeat: int, config: dict | None, server
     return results
 
 
+def standardLoads(duration: str) -> dict[str, list[str]]:
+    """
+    The two loads the event and cluster benchmarks share: closed-loop
+    throughput, and latency at 2,000 messages/s offered.
+    """
+    return {"throughput": ["throughput", "--clients", "100", "--duration", duration],
+            "latency": ["latency", "--clients", "100", "--rate", "2000", "--duration", duration]}
+
+
 def median(results: list[dict], path: str) -> float:
     values = []
     for r in results:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import Server, bench, freePort  # noqa: E402
+from compare import standardLoads, Server, bench, freePort  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -37,8 +37,7 @@ def main() -> None:
     parser.add_argument("--duration", default="10")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    loads = {"throughput": ["throughput", "--clients", "100", "--duration", args.duration],
-             "latency": ["latency", "--clients", "100", "--rate", "2000", "--duration", args.duration]}
+    loads = standardLoads(args.duration)
     fast, slow, dead = freePort(), freePort(), freePort()
     sinks = [sink(fast, 0, "1"), sink(slow, 5, "1")]
 
