@@ -16,7 +16,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from wsserver.cluster import parseRedisURL
+from wsserver.redis.address import parseRedisURL
+from wsserver.redis.link import RedisLink
 
 from .redis import RedisTestCase
 from .support import JSONSink, Running, closeClient, openClient, restRequest, spawnServer, startServer
@@ -113,7 +114,7 @@ class ClusterTests(RedisTestCase):
         alice = yield self.open(a, 1)
         bobA = yield self.open(a, 2)
         bobB = yield self.open(b, 2)
-        self.assertTrue((yield _until(lambda: a.service.cluster.isOnlineElsewhere(2))))
+        self.assertTrue((yield _until(lambda: 2 in a.service.cluster.remoteUsers)))
         alice.send({"type": "text", "text": "both", "recipients": [2]})
         self.assertEqual((yield bobA.messages.get())["text"], "both")
         self.assertEqual((yield bobB.messages.get())["text"], "both")
@@ -244,8 +245,8 @@ class ClusterTests(RedisTestCase):
         """
         from wsserver.cluster import RedisUndeliveredStore
 
-        a = RedisUndeliveredStore(parseRedisURL(self.url).link(reactor, 5, "a"), 3600, 100)
-        b = RedisUndeliveredStore(parseRedisURL(self.url).link(reactor, 5, "b"), 3600, 100)
+        a = RedisUndeliveredStore(RedisLink(parseRedisURL(self.url), reactor, 5, "a"), 3600, 100)
+        b = RedisUndeliveredStore(RedisLink(parseRedisURL(self.url), reactor, 5, "b"), 3600, 100)
         self.addCleanup(a._link.close)
         self.addCleanup(b._link.close)
         yield a.put(7, b"one", 1000.0)

@@ -15,8 +15,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.cluster import ClusterStats
-from wsserver.rest import makeRestResource
+from wsserver.cluster import StatsJournal
+from wsserver.peers import NoStatsListener
+from wsserver.routing import Router
 from wsserver.stats import UserStats, emptyStatItem, mergeStatRecords
 
 from .redis import RedisTestCase
@@ -141,29 +142,34 @@ class MergeTests(SynchronousTestCase):
 
 class DirtyTests(RouterTestMixin, SynchronousTestCase):
     """
-    The router marks the users whose statistics change, once a set is given.
+    The router tells its L{IStatsListener} (a L{StatsJournal} in a cluster)
+    which users' statistics change.
     """
 
     def setUp(self) -> None:
         self.makeRouter()
+        self.journal = StatsJournal()
         self.offline: list[int] = []
+        self.journal.onOffline(self.offline.append)
+        self.router = Router(self.router._config, self.clock, self.factory, statsListener=self.journal)
 
     def test_untracked(self) -> None:
         """
-        By default nothing is tracked.
+        By default nobody listens: a router without a listener still routes.
         """
+        self.makeRouter()
         alice = self.connect(1)
+        bob = self.connect(2)
         self.send(alice, [2])
-        self.assertIsNone(self.router.statsDirty)
+        self.assertEqual(len(bob.received()), 1)
+        self.assertIsInstance(self.router._statsListener, NoStatsListener)
 
     def test_marked(self) -> None:
         """
         Connecting, sending, receiving and disconnecting mark the user; the
         user's going offline is reported at once.
         """
-        dirty: set[int] = set()
-        self.router.statsDirty = dirty
-        self.router.statsOffline = self.offline.append
+        dirty = self.journal.dirty
         alice = self.connect(1)
         bob = self.connect(2)
         self.assertEqual(dirty, {1, 2})
@@ -228,20 +234,16 @@ class ClusterStatsTests(RedisTestCase):
         A started server in cluster mode with its L{ClusterStats}: in the
         service tree after the cluster node and before the WebSocket
         service (so it stops after the clients are closed and before the
-        node's Redis link), and behind the REST API.
+        node's Redis links), and behind the REST API.
         """
         raw = {"cluster": {"redis": self.url, "heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 1.0},
                "server": {"dataDir": os.path.abspath(self.mktemp())}}
         server = yield startServer(self, raw)
         top = server.service
-        stats = ClusterStats(top.cluster, top.router, reactor)
-        stats.setServiceParent(top)
-        top.services.remove(stats)
-        top.services.insert(top.services.index(top.ws), stats)
-        site = top.rest.factory
-        api = site.resource._api
-        site.resource = makeRestResource(api.router, api.authenticator, None, api.notifier, stats=stats)
-        server.stats = stats
+        self.assertLess(top.services.index(top.cluster), top.services.index(top.clusterStats))
+        self.assertLess(top.services.index(top.clusterStats), top.services.index(top.ws))
+        self.assertIs(top.rest.factory.resource._api.clusterStats, top.clusterStats)
+        server.stats = top.clusterStats
         return server
 
     @inlineCallbacks
@@ -311,8 +313,13 @@ class ClusterStatsTests(RedisTestCase):
         expected = {"connectedTimes": 1, "disconnectedTimes": 0, "sentMessages": 0, "receivedMessages": 0,
                     "isOnline": True}
         self.assertTrue((yield _until(self.itemIs(a, 4, expected))), self.last)
-        raw = yield self.redis.command("HGET", "wsserver:stats:4", b.service.cluster.nodeId)
-        written = orjson.loads(raw)
+
+        async def recorded():
+            self.raw = await self.redis.command("HGET", "wsserver:stats:4", b.service.cluster.nodeId)
+            return self.raw is not None
+
+        self.assertTrue((yield _until(recorded)))
+        written = orjson.loads(self.raw)
 
         async def grown():
             item = await a.stats.statItem(4)
@@ -407,6 +414,7 @@ class ClusterStatsTests(RedisTestCase):
                     "isOnline": True}
         self.assertTrue((yield _until(self.itemIs(a, 8, expected))), self.last)
         dave.send({"type": "text", "text": "last", "recipients": [9]})
+        self.assertTrue((yield _until(lambda: b.service.router.userStats(8).sentMessages == 3)))
         # stopped within the heartbeat: the last message is written at stop
         yield b.service.stopService()
         expected = {"connectedTimes": 1, "disconnectedTimes": 1, "sentMessages": 3, "receivedMessages": 0,

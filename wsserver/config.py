@@ -646,7 +646,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     cl = top.section("cluster")
     redis = cl._get("redis", None, lambda v: v is None or isinstance(v, str), "a redis:// URL or null")
     if redis is not None:
-        from .cluster import parseRedisURL
+        from .redis.address import parseRedisURL
 
         try:
             parseRedisURL(redis)

@@ -15,15 +15,16 @@ that receives it; nothing is logged per message.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import orjson
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from .config import MessageConfig
 from .messages import BOT, InvalidPayload, Message, MessageFactory
+from .peers import IInbound, IPeers, IStatsListener, NoPeers, NoStatsListener
 from .stats import UserStats, emptyStatItem
 from .storage import IUndeliveredStore
 
@@ -71,6 +72,7 @@ def _identity(payload: bytes) -> Any:
     return payload
 
 
+@implementer(IInbound)
 class Router:
     """
     Routes messages between the connections of users.
@@ -83,6 +85,9 @@ class Router:
         (the event notifier), or L{None}.
     @param prepare: frames a serialized message once for all the connections
         that receive it.
+    @param peers: the other nodes of a cluster (L{NoPeers}: none); the
+        router binds itself to them as their L{IInbound}.
+    @param statsListener: told which users' statistics change.
     """
 
     log = Logger()
@@ -95,7 +100,8 @@ class Router:
         store: IUndeliveredStore | None = None,
         notify: Callable[[Message, bytes], None] | None = None,
         prepare: Callable[[bytes], Any] = _identity,
-        cluster: Any = None,
+        peers: IPeers | None = None,
+        statsListener: IStatsListener | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -103,17 +109,15 @@ class Router:
         self._store = store
         self._notify = notify
         self._prepare = prepare
-        #: the cluster node (L{wsserver.cluster.ClusterNode}), or None
-        self._cluster = cluster
+        self._peers: IPeers = NoPeers() if peers is None else peers
+        listener = NoStatsListener() if statsListener is None else statsListener
+        self._statsListener = listener
+        #: called on every change of a user's statistics (bound once: it is
+        #: on every message's path)
+        self._changed = listener.changed
         self._users: dict[int, _User] = {}
         self.connectionCount = 0
-        #: set by the cluster statistics (L{wsserver.cluster.ClusterStats}):
-        #: the ids of the users whose statistics changed since they were last
-        #: written to Redis; L{None}: not tracked
-        self.statsDirty: set[int] | None = None
-        #: set by the cluster statistics: called with a user's id when the
-        #: user's last connection on this node closed
-        self.statsOffline: Callable[[int], Any] | None = None
+        self._peers.bind(self)
 
     # connections
 
@@ -133,14 +137,13 @@ class Router:
         stats = user.stats
         stats.connectedTimes += 1
         stats.lastConnection = now
-        if self.statsDirty is not None:
-            self.statsDirty.add(connection.userId)
+        self._changed(connection.userId)
         self.connectionCount += 1
         user.connections.append(connection)
         if len(user.connections) == 1:
             stats.wentOnline(now)
-            if self._cluster is not None:
-                self._cluster.wentOnline(connection.userId)
+        self._peers.connected(connection.userId, stats, len(user.connections))
+        if len(user.connections) == 1:
             # when a drain is still in flight (the user went offline and came
             # back before the store answered), it delivers to this connection
             if self._store is not None and user.backlog is None:
@@ -158,14 +161,12 @@ class Router:
         self.connectionCount -= 1
         now = self._clock.seconds()
         user.stats.disconnectedTimes += 1
-        if self.statsDirty is not None:
-            self.statsDirty.add(connection.userId)
+        self._changed(connection.userId)
         if not user.connections:
             user.stats.wentOffline(now)
-            if self._cluster is not None:
-                self._cluster.wentOffline(connection.userId)
-            if self.statsOffline is not None:
-                self.statsOffline(connection.userId)
+        self._peers.disconnected(connection.userId, user.stats, len(user.connections))
+        if not user.connections:
+            self._statsListener.wentOffline(connection.userId)
 
     def isOnline(self, userId: int) -> bool:
         """
@@ -174,7 +175,21 @@ class Router:
         user = self._users.get(userId)
         if user is not None and user.connections:
             return True
-        return self._cluster is not None and self._cluster.isOnlineElsewhere(userId)
+        return userId in self._peers.remoteUsers
+
+    def connectionsOf(self, userId: int) -> int:
+        """
+        How many connections C{userId} has open, on every node of a cluster.
+        """
+        user = self._users.get(userId)
+        here = len(user.connections) if user is not None else 0
+        return here + self._peers.connectionsElsewhere(userId)
+
+    def localUserIds(self) -> list[int]:
+        """
+        The users with a connection on this node.
+        """
+        return [u for u, user in self._users.items() if user.connections]
 
     def allConnections(self) -> Iterator[Any]:
         """
@@ -251,8 +266,7 @@ class Router:
         if senderUser is not None:
             senderUser.stats.sentMessages += 1
             senderUser.stats.lastMessageTime = now
-            if self.statsDirty is not None:
-                self.statsDirty.add(senderUser.stats.userId)
+            self._changed(sender)
         size = len(payload)
         config = self._config
         forBot = message.isForBot()
@@ -262,14 +276,20 @@ class Router:
             users = self._users
             reached = []
             seen = set()
-            cluster = self._cluster
+            remote = self._peers.remoteUsers
+            #: the recipients online on other nodes (the message crosses once
+            #: to each of those nodes)
+            forwarded: list[int] | None = None
             for r in message.recipients:
                 if r == BOT or r in seen:
                     continue
                 seen.add(r)
                 user = users.get(r)
-                if cluster is not None and cluster.isOnlineElsewhere(r):
-                    cluster.forward(r, payload)
+                if r in remote:
+                    if forwarded is None:
+                        forwarded = [r]
+                    else:
+                        forwarded.append(r)
                     if user is None or not user.connections:
                         reached.append(r)
                         continue
@@ -298,32 +318,69 @@ class Router:
                     if prepared is None:
                         prepared = self._prepare(payload)
                     self._deliver(senderUser, message, prepared, size)
-                    if self._cluster is not None and self._cluster.isOnlineElsewhere(sender):
-                        self._cluster.forward(sender, payload)
+                    if sender in remote:
+                        if forwarded is None:
+                            forwarded = [sender]
+                        else:
+                            forwarded.append(sender)
                 if config.enableDeliveryStatus and reached:
                     stamp = self.messages.timestamp()
                     for r in reached:
                         note = self.messages.notification(message, r, stamp)
                         raw = note.serialize()
                         self._deliver(senderUser, note, self._prepare(raw), len(raw))
+            if forwarded is not None:
+                self._peers.forward(forwarded, payload)
         if self._notify is not None:
             self._notify(message, payload)
 
-    def deliverLocal(self, userId: int, payload: bytes) -> None:
+    # what other nodes hand back (IInbound)
+
+    def deliverForwarded(self, userIds: Sequence[int], payload: bytes) -> None:
         """
-        Deliver a message that another node of the cluster routed, to this
-        node's connections of C{userId}; if the user left meanwhile, keep it
-        in the shared queue rather than lose it.
+        Deliver a message that another node routed, to this node's
+        connections of C{userIds}; a user who left meanwhile is offline for
+        it: it is kept in the (shared) queue rather than lost.
         """
-        user = self._users.get(userId)
-        if user is None or (not user.connections and user.backlog is None):
-            if self._store is not None:
-                obj = orjson.loads(payload)
-                obj["recipients"] = [userId]
-                self._keep(userId, obj, self._clock.seconds())
+        prepared = None
+        message = None
+        users = self._users
+        for userId in userIds:
+            user = users.get(userId)
+            if user is None or (not user.connections and user.backlog is None):
+                self._keepFor(userId, payload)
+                continue
+            if prepared is None:
+                prepared = self._prepare(payload)
+            if user.backlog is not None and message is None:
+                message = Message(**orjson.loads(payload))
+            self._deliver(user, message, prepared, len(payload))  # type: ignore[arg-type]
+
+    def undeliverable(self, userIds: Sequence[int], payload: bytes) -> None:
+        """
+        A message forwarded for C{userIds} reached no node: it is a message
+        for offline users, except for those online here or on another node
+        (they had their copy there).
+        """
+        remote = self._peers.remoteUsers
+        for userId in userIds:
+            user = self._users.get(userId)
+            if (user is not None and user.connections) or userId in remote:
+                continue
+            self._keepFor(userId, payload)
+
+    def _keepFor(self, userId: int, payload: bytes) -> None:
+        """
+        Keep C{payload} for C{userId} (offline) when the queue is on.
+        """
+        if self._store is None:
             return
-        message = Message(**orjson.loads(payload)) if user.backlog is not None else None
-        self._deliver(user, message, self._prepare(payload), len(payload))  # type: ignore[arg-type]
+        obj = orjson.loads(payload)
+        if obj.get("recipients") == [userId]:
+            self._keepRaw(userId, payload, self._clock.seconds())
+        else:
+            obj["recipients"] = [userId]
+            self._keep(userId, obj, self._clock.seconds())
 
     def drainAgain(self, userId: int) -> None:
         """
@@ -338,9 +395,7 @@ class Router:
         stats = user.stats
         stats.receivedMessages += 1
         stats.bytesTransferred += size
-        dirty = self.statsDirty
-        if dirty is not None:
-            dirty.add(stats.userId)
+        self._changed(stats.userId)
         if user.backlog is not None:
             user.backlog.append((message, prepared, size))
             return
@@ -375,8 +430,8 @@ class Router:
                     self._keep(userId, copy, self._clock.seconds())
                 return
             connections = user.connections
-            if stored and self.statsDirty is not None:
-                self.statsDirty.add(userId)
+            if stored:
+                self._changed(userId)
             for _, payload in stored:
                 prepared = self._prepare(payload)
                 user.stats.receivedMessages += 1

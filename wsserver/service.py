@@ -23,6 +23,9 @@ class ListeningService(StreamServerEndpointService):
     then runs C{onStop} (closing the clients) and waits for it.
 
     @param what: a name for the logs (C{"WebSocket"}, C{"REST API"}).
+    @param holdUntil: when given, the port listens at once but accepts no
+        connection until the L{Deferred} this returns fires: connections
+        wait in the kernel's backlog meanwhile (a cluster node joining).
     """
 
     log = Logger()
@@ -33,12 +36,14 @@ class ListeningService(StreamServerEndpointService):
         endpoint: IStreamServerEndpoint,
         factory: Factory,
         onStop: Callable[[], Deferred[None]] | None = None,
+        holdUntil: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         super().__init__(endpoint, factory)
         self._raiseSynchronously = True
         self.what = what
         self.port: IListeningPort | None = None
         self._onStop = onStop
+        self._holdUntil = holdUntil
         self._waiters: list[Deferred[IListeningPort]] = []
 
     def privilegedStartService(self) -> None:
@@ -47,6 +52,11 @@ class ListeningService(StreamServerEndpointService):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        if self._holdUntil is not None:
+            pause = getattr(port, "stopReading", None)
+            if pause is not None:
+                pause()
+                self._holdUntil().addCallback(lambda _: self.running and port.fileno() != -1 and port.startReading())
         address = port.getHost()
         self.log.info(
             "{what} listening on {host}:{port}",

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .auth import buildAuthenticator
-from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, parseRedisURL
+from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, StatsJournal
 from .config import Config, ConfigError, defaultConfig, endpointProblems, loadConfig, withOverrides
 from .messages import MessageFactory
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
@@ -31,6 +31,7 @@ from .routing import Router
 from .service import ListeningService
 from .storage import MemoryUndeliveredStore
 from .events import EventNotifier, PostbackSender, targetKeys
+from .redis.address import parseRedisURL
 from .redistarget import RedisSender
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
 from .watchdog import Watchdog
@@ -238,7 +239,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         undelivered = chat.undelivered
         if undelivered.storage == "redis":
             assert node is not None
-            store = RedisUndeliveredStore(node.link, undelivered.ttlSeconds, undelivered.maxPerUser,
+            store = RedisUndeliveredStore(node.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
                                           announce=node.announceQueued)
         elif undelivered.storage == "sqlite":
             assert database is not None
@@ -249,6 +250,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         pruner.clock = reactor
         pruner.setServiceParent(top)
 
+    journal = StatsJournal() if node is not None else None
     router = top.router = Router(
         chat.message,
         reactor,
@@ -256,16 +258,16 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         store=store,
         notify=notifier.notify if notifier is not None else None,
         prepare=prepareFrame,
-        cluster=node,
+        peers=node,
+        statsListener=journal,
     )
     clusterStats = None
     if node is not None:
-        node.deliverLocal = router.deliverLocal
-        node.drainAgain = router.drainAgain
+        assert journal is not None
         # after the node and before the WebSocket service: it stops once the
         # clients are closed (their last counts written), before the node's
         # link closes
-        clusterStats = top.clusterStats = ClusterStats(node, router, reactor)
+        clusterStats = top.clusterStats = ClusterStats(node, router, journal, reactor)
         clusterStats.setServiceParent(top)
 
     wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor)
@@ -275,6 +277,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         _endpoint(reactor, config.server.listen, adopt, "ws"),
         factory,
         onStop=lambda: factory.closeAll(CLOSE_CODES["shutdown"], "Server shutdown", SHUTDOWN_GRACE),
+        # a joining node learns who is online elsewhere before it takes its
+        # first connection (those that come meanwhile wait in the backlog)
+        holdUntil=node.whenJoined if node is not None else None,
     )
     top.ws.setServiceParent(top)
 

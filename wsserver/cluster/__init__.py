@@ -1,0 +1,18 @@
+"""
+Cluster mode (SPEC section 7): nodes joined through one Redis act as one
+server.
+
+  - L{wsserver.cluster.presence}: who is online where, as a pure state
+    machine (join, beats, suspect, death by timeout);
+  - L{wsserver.cluster.node}: this node's membership, the router's
+    L{wsserver.peers.IPeers}: presence messages, batched crossing;
+  - L{wsserver.cluster.stats}: C{/stat} and C{/stats} for the whole cluster;
+  - L{wsserver.cluster.queue}: the shared undelivered queue.
+"""
+
+from .node import ClusterNode
+from .presence import Presence, Seat
+from .queue import RedisUndeliveredStore
+from .stats import ClusterStats, StatsJournal
+
+__all__ = ["ClusterNode", "ClusterStats", "Presence", "RedisUndeliveredStore", "Seat", "StatsJournal"]

@@ -1,0 +1,479 @@
+# -*- test-case-name: tests.test_cluster,tests.test_presence -*-
+"""
+This process's membership of the cluster: the L{IPeers} of its router, over
+one Redis.
+
+Channels: one per node (C{wsserver:node:<id>}) for the messages it must
+deliver, and one presence channel (C{wsserver:presence}) for what the nodes
+say of themselves:
+
+  - C{conn <node> <uid> <n> <connectedTimes> <lastConnection>}: user C{uid}
+    has C{n} connections on C{node} now (0: offline there), with the two
+    counters that C{/stat} must show for an online user;
+  - C{beat <node> <uid>:<n>:<connectedTimes>:<lastConnection>,...}: every
+    C{heartbeatSeconds}, all of a node's users;
+  - C{hello <node>}: a node (re)joined; every node answers with its beat at once;
+  - C{bye <node>}: a node stops; its users are offline at once;
+  - C{queued <node> <uid>}: a message was queued for C{uid}; the node where
+    the user is reads the queue again.
+
+The rules of who counts as online where are in L{wsserver.cluster.presence}.
+
+B{Joining.}  Once subscribed, a node sends its hello; C{PUBLISH} answers how
+many nodes listen on the presence channel, so the node knows how many beats
+to wait for.  It is joined when all have answered, or C{joinTimeout} seconds
+after the hello.  The server holds new WebSocket connections until then
+(L{ClusterNode.whenJoined}), so it routes to users online elsewhere from its
+first connection on.  With Redis unreachable at start it serves its own
+users after C{joinTimeout} and joins when Redis is back.
+
+B{Crossing.}  Messages for another node are batched: every message for that
+node in one turn of the reactor goes out as one C{PUBLISH} to its channel,
+each message once with the recipients it has there.  A batch is
+C{<uid>,<uid>... <length>\\n<payload>} entries one after the other.  The
+messages go out on one connection, in order, so a sender's messages keep
+their order.  A C{PUBLISH} that reached no subscriber hands its messages
+back to the router as undeliverable (offline for their recipients) and makes
+that node suspect.  While Redis is unreachable the batches wait in an outbox
+per node, in order, and go out once that node was heard again after the
+outage (pub/sub keeps nothing for absent subscribers); the batches of a node
+that died meanwhile are handed back as undeliverable.
+
+Connections: the hot one carries the batches and presence; the bulk one
+(L{ClusterNode.bulk}) the statistics and the shared queue, so a slow
+C{/stats} scan never delays a message; the pub/sub one listens.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..peers import IInbound, IPeers
+from ..redis.address import RedisAddress
+from ..redis.link import RedisLink, RedisSubscriber
+from ..stats import UserStats
+from .presence import Presence, Seat, formatSeat, parseSeats
+
+__all__ = ["ClusterNode", "PRESENCE", "nodeChannel", "parseBatch"]
+
+PRESENCE = b"wsserver:presence"
+#: seconds a joining node waits for the beats of the nodes already there
+JOIN_TIMEOUT = 2.0
+#: seconds a Redis command may take before its connection is dropped
+COMMAND_TIMEOUT = 10.0
+
+
+def nodeChannel(node: str) -> bytes:
+    """
+    The channel where C{node} receives its messages.
+    """
+    return b"wsserver:node:" + node.encode()
+
+
+def formatBatch(entries: Sequence[tuple[Sequence[int], bytes]]) -> bytes:
+    """
+    The body of one C{PUBLISH}: each message once, after its recipients.
+    """
+    parts = []
+    for userIds, payload in entries:
+        parts.append(b"%s %d\n" % (b",".join(b"%d" % u for u in userIds), len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def parseBatch(data: bytes) -> list[tuple[list[int], bytes]]:
+    """
+    The messages of a batch (L{formatBatch}).
+
+    @raise ValueError: for a batch that is not one.
+    """
+    out = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        nl = data.index(b"\n", pos)
+        uids, size = data[pos:nl].split(b" ")
+        start = nl + 1
+        stop = start + int(size)
+        if stop > end:
+            raise ValueError("batch cut short")
+        out.append(([int(u) for u in uids.split(b",")], data[start:stop]))
+        pos = stop
+    return out
+
+
+@implementer(IPeers)
+class ClusterNode(Service):
+    """
+    This node of the cluster (see the module docstring).
+
+    @param address: where Redis is.
+    @param reactor: the reactor (connections, timers and the clock).
+    @param heartbeatSeconds: how often this node announces its users.
+    @param nodeTimeoutSeconds: a node not heard for this long is dead.
+    @param nodeId: this node's name (a random one by default).
+    @param joinTimeout: seconds to wait for the other nodes' beats at a join.
+    """
+
+    log = Logger()
+
+    def __init__(self, address: RedisAddress, reactor: Any, heartbeatSeconds: float = 10,
+                 nodeTimeoutSeconds: float = 30, nodeId: str | None = None,
+                 joinTimeout: float = JOIN_TIMEOUT) -> None:
+        self.nodeId = nodeId or os.urandom(6).hex()
+        self._id = self.nodeId.encode()
+        self._address = address
+        self._reactor = reactor
+        self.heartbeatSeconds = heartbeatSeconds
+        self._joinTimeout = joinTimeout
+        self.presence = Presence(reactor, nodeTimeoutSeconds, died=self._died)
+        #: user id -> the other nodes where the user is online (IPeers)
+        self.remoteUsers = self.presence.where
+        self._channel = nodeChannel(self.nodeId)
+        self._inbound: IInbound | None = None
+        #: this node's users, as it announces them
+        self._local: dict[int, Seat] = {}
+        #: node -> the messages for it in this turn of the reactor
+        self._batches: dict[str, list[tuple[Sequence[int], bytes]]] = {}
+        self._flushCall: Any = None
+        #: when publishing to Redis last started failing, or None
+        self._outageAt: float | None = None
+        #: node -> the batches waiting for Redis (and for that node) to be back
+        self._outbox: dict[str, list[list[tuple[Sequence[int], bytes]]]] = {}
+        #: node -> when a presence message from it last arrived
+        self._heard: dict[str, float] = {}
+        self._retry = min(1.0, heartbeatSeconds)
+        #: whether the pub/sub connection is subscribed (only then does this
+        #: node announce itself: being heard means being able to hear)
+        self.subscribed = False
+        self._everSubscribed = False
+        self.joined = False
+        self._joinWaiters: list[Deferred[None]] = []
+        self._expected: int | None = None
+        self._answered: set[str] = set()
+        self._joinTimer: Any = None
+        self._startTimer: Any = None
+        self._loop: LoopingCall | None = None
+        self._stopped = False
+        self.malformed = 0
+        #: the hot connection: batches and presence
+        self.link = RedisLink(address, reactor, COMMAND_TIMEOUT, "cluster Redis", start=False)
+        #: the bulk connection: statistics and the shared queue
+        self.bulk = RedisLink(address, reactor, COMMAND_TIMEOUT, "cluster Redis (bulk)", start=False)
+        self._subscriber = RedisSubscriber(address, reactor, COMMAND_TIMEOUT, [PRESENCE, self._channel],
+                                           self._received, self._subscribed, self._unsubscribed,
+                                           name="cluster Redis pub/sub", start=False)
+
+    # IPeers
+
+    def bind(self, inbound: IInbound) -> None:
+        self._inbound = inbound
+
+    def connected(self, userId: int, stats: UserStats, count: int) -> None:
+        seat = self._local[userId] = Seat(count, stats.connectedTimes, stats.lastConnection)
+        self._announce(userId, seat)
+
+    def disconnected(self, userId: int, stats: UserStats, count: int) -> None:
+        if count:
+            seat = self._local[userId] = Seat(count, stats.connectedTimes, stats.lastConnection)
+        else:
+            self._local.pop(userId, None)
+            seat = Seat(0, stats.connectedTimes, stats.lastConnection)
+        self._announce(userId, seat)
+
+    def _announce(self, userId: int, seat: Seat) -> None:
+        self._publish(PRESENCE, b"conn %s %d %d %d %d" % (
+            self._id, userId, seat.connections, seat.connectedTimes, int(seat.lastConnection)))
+
+    def connectionsElsewhere(self, userId: int) -> int:
+        return self.presence.connectionsOf(userId)
+
+    def forward(self, userIds: Sequence[int], payload: bytes) -> None:
+        where = self.remoteUsers
+        batches = self._batches
+        if len(userIds) == 1:
+            for node in where.get(userIds[0], ()):
+                batch = batches.get(node)
+                if batch is None:
+                    batch = batches[node] = []
+                batch.append((userIds, payload))
+        else:
+            perNode: dict[str, list[int]] = {}
+            for userId in userIds:
+                for node in where.get(userId, ()):
+                    perNode.setdefault(node, []).append(userId)
+            for node, uids in perNode.items():
+                batch = batches.get(node)
+                if batch is None:
+                    batch = batches[node] = []
+                batch.append((uids, payload))
+        if self._flushCall is None and batches:
+            self._flushCall = self._reactor.callLater(0, self._flush)
+
+    def announceQueued(self, userId: int) -> None:
+        self._publish(PRESENCE, b"queued %s %d" % (self._id, userId))
+
+    def nodeCount(self) -> int:
+        return len(self.presence.nodes()) + 1
+
+    # joining
+
+    def whenJoined(self) -> Deferred[None]:
+        """
+        Fires once this node has learnt the cluster's presence (or gave up
+        waiting: see the module docstring).
+        """
+        if self.joined or self._stopped:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._joinWaiters.append(d)
+        return d
+
+    def _join(self, nodes: Any) -> None:
+        """
+        The hello reached C{nodes} subscribers (this one included): wait for
+        the beats of the others.
+        """
+        if self.joined:
+            return
+        self._expected = max(0, int(nodes) - 1)
+        self._checkJoined()
+
+    def _checkJoined(self) -> None:
+        if not self.joined and self._expected is not None and len(self._answered) >= self._expected:
+            self._joinDone("answered")
+
+    def _joinDone(self, why: str) -> None:
+        """
+        Stop waiting to join: all C{"answered"}, the C{"timeout"} passed
+        (subscribed or not), or the node is C{"stopping"}.
+        """
+        if self.joined:
+            return
+        for timer in (self._joinTimer, self._startTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._joinTimer = self._startTimer = None
+        waiters, self._joinWaiters = self._joinWaiters, []
+        if why == "answered":
+            self.joined = True
+            self.log.info("cluster node {node} joined: {n} other nodes, {users} users online elsewhere",
+                          node=self.nodeId, n=len(self.presence.nodes()), users=len(self.remoteUsers))
+        elif why == "timeout" and self.subscribed:
+            self.joined = True
+            self.log.warn("cluster node {node} joined without the answers of {missing} nodes",
+                          node=self.nodeId, missing=(self._expected or 0) - len(self._answered))
+        elif why == "timeout":
+            self.log.warn("cluster Redis unreachable: serving this node's users; joining when it is back")
+        for d in waiters:
+            d.callback(None)
+
+    # publishing
+
+    def _publish(self, channel: bytes, data: bytes) -> Deferred[Any]:
+        return self.link.execute(b"PUBLISH", channel, data).addErrback(
+            lambda f: self.log.debug("cluster publish failed: {why}", why=f.getErrorMessage()))
+
+    def _flush(self) -> None:
+        """
+        Send each node its batch of this turn.
+        """
+        self._flushCall = None
+        batches, self._batches = self._batches, {}
+        if not self.running:
+            for node, entries in batches.items():
+                self._handBack(entries)
+            return
+        for node, entries in batches.items():
+            if self._outageAt is not None:
+                self._outbox.setdefault(node, []).append(entries)
+            else:
+                self._send(node, entries)
+
+    def _send(self, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
+        d = self.link.execute(b"PUBLISH", nodeChannel(node), formatBatch(entries))
+        d.addCallbacks(self._published, self._notPublished, (node, entries), None, (node, entries))
+
+    def _published(self, receivers: Any, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
+        if int(receivers) == 0:
+            self.log.info("cluster node {node} did not take {n} messages: it is suspect, and they are "
+                          "handled as messages for offline users", node=node, n=len(entries))
+            self.presence.suspect(node)
+            self._handBack(entries)
+
+    def _notPublished(self, failure: Any, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
+        if self._outageAt is None:
+            self._outageAt = self._reactor.seconds()
+            self.log.warn("cluster Redis unreachable ({why}); messages for other nodes wait",
+                          why=failure.getErrorMessage())
+            self._reactor.callLater(self._retry, self._flushOutbox)
+        self._outbox.setdefault(node, []).append(entries)
+
+    def _handBack(self, entries: list[tuple[Sequence[int], bytes]]) -> None:
+        if self._inbound is None:
+            return
+        for userIds, payload in entries:
+            self._inbound.undeliverable(userIds, payload)
+
+    def _flushOutbox(self) -> None:
+        """
+        Send what waits for each node heard since the outage began, in order.
+        """
+        outageAt = self._outageAt
+        if outageAt is None or not self.running:
+            return
+        alive = set(self.presence.nodes())
+        for node, batches in list(self._outbox.items()):
+            if node not in alive:
+                # the node died meanwhile: its users are offline now
+                del self._outbox[node]
+                for entries in batches:
+                    self._handBack(entries)
+                continue
+            if self._heard.get(node, 0.0) <= outageAt:
+                continue
+            del self._outbox[node]
+            for entries in batches:
+                self._send(node, entries)
+        if self._outbox:
+            self._reactor.callLater(self._retry, self._flushOutbox)
+        else:
+            self._outageAt = None
+            self.log.info("cluster Redis reachable again; waiting messages sent")
+
+    def outboxSize(self) -> int:
+        """
+        How many messages wait in the outbox.
+        """
+        return sum(len(entries) for batches in self._outbox.values() for entries in batches)
+
+    # receiving
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        try:
+            if channel == self._channel:
+                inbound = self._inbound
+                for userIds, payload in parseBatch(data):
+                    if inbound is not None:
+                        inbound.deliverForwarded(userIds, payload)
+            else:
+                self._presenceMessage(data)
+        except (ValueError, IndexError):
+            self.malformed += 1
+            self.log.warn("ignoring a malformed cluster message on {channel} ({size} bytes)",
+                          channel=channel.decode("utf-8", "replace"), size=len(data))
+
+    def _presenceMessage(self, data: bytes) -> None:
+        kind, node, *rest = data.split(b" ", 2)
+        nodeId = node.decode()
+        if nodeId == self.nodeId:
+            return
+        self._heard[nodeId] = self._reactor.seconds()
+        presence = self.presence
+        if kind == b"conn":
+            uid, count, times, last = rest[0].split(b" ")
+            presence.connections(nodeId, int(uid), Seat(int(count), int(times), float(last)))
+        elif kind == b"beat":
+            presence.beat(nodeId, parseSeats(rest[0].split(b",") if rest else ()))
+            self._answered.add(nodeId)
+            self._checkJoined()
+        elif kind == b"hello":
+            presence.heard(nodeId)
+            self._beat()
+        elif kind == b"bye":
+            presence.goodbye(nodeId)
+        elif kind == b"queued":
+            presence.heard(nodeId)
+            uid = int(rest[0])
+            if uid in self._local and self._inbound is not None:
+                self._inbound.drainAgain(uid)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def _died(self, node: str, users: list[int]) -> None:
+        self.log.info("cluster node {node} not heard for {s:g} s: its {n} users are offline",
+                      node=node, s=self.presence._timeout, n=len(users))
+        self._heard.pop(node, None)
+        batches = self._outbox.pop(node, [])
+        for entries in batches:
+            self._handBack(entries)
+
+    def _subscribed(self) -> None:
+        """
+        The pub/sub connection is (again) subscribed: say hello, so that
+        every node answers with its beat, and announce this node now.
+        """
+        again = self._everSubscribed
+        self.subscribed = self._everSubscribed = True
+        self.presence.reconnected()
+        self._answered = set()
+        d = self._publish(PRESENCE, b"hello %s" % self._id)
+        if not self.joined:
+            if self._startTimer is not None and self._startTimer.active():
+                self._startTimer.cancel()
+            self._startTimer = None
+            d.addCallback(lambda nodes: nodes is not None and self._join(nodes))
+            if self._joinTimer is None or not self._joinTimer.active():
+                self._joinTimer = self._reactor.callLater(self._joinTimeout, self._joinDone, "timeout")
+        self._beat()
+        if again and self._inbound is not None:
+            # announcements of queued messages were missed meanwhile
+            for uid in self._inbound.localUserIds():
+                self._inbound.drainAgain(uid)
+
+    def _unsubscribed(self) -> None:
+        self.subscribed = False
+        self.presence.cutOff()
+
+    def _beat(self) -> None:
+        """
+        Announce this node's users.
+        """
+        if self.subscribed:
+            users = b",".join(formatSeat(u, s) for u, s in sorted(self._local.items()))
+            self._publish(PRESENCE, b"beat %s %s" % (self._id, users))
+
+    # life cycle
+
+    def startService(self) -> None:
+        super().startService()
+        address, reactor = self._address, self._reactor
+        for link in (self._subscriber, self.link, self.bulk):
+            link.start()
+        self._startTimer = reactor.callLater(self._joinTimeout, self._joinDone, "timeout")
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = reactor
+        self._loop.start(self.heartbeatSeconds, now=False).addErrback(
+            lambda f: self.log.failure("cluster heartbeat stopped", f))
+        self.log.info("cluster node {node} joining through Redis at {where}", node=self.nodeId,
+                      where=str(address))
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self._stopped = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for timer in (self._joinTimer, self._startTimer, self._flushCall):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._joinDone("stopping")
+        self.presence.stop()
+        if self._batches:
+            self._flush()
+        bye = self._publish(PRESENCE, b"bye %s" % self._id) if self.subscribed else succeed(None)
+        link, bulk, subscriber = self.link, self.bulk, self._subscriber
+
+        async def close() -> None:
+            await bye
+            await subscriber.close()
+            await link.close()
+            await bulk.close()
+
+        return Deferred.fromCoroutine(close())

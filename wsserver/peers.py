@@ -1,0 +1,171 @@
+# -*- test-case-name: tests.test_routing -*-
+"""
+What the router (L{wsserver.routing.Router}) needs from the rest of a
+cluster, and what it offers back: small interfaces of the core, each with a
+plain one-node implementation, so that the router's code is the same for
+one node and for many.
+
+  - L{IPeers}: the other nodes.  The router tells them about its users'
+    connections, asks where a user is, and forwards messages there.
+    L{NoPeers}: nobody elsewhere.  The cluster's implementation is
+    L{wsserver.cluster.node.ClusterNode}.
+  - L{IInbound}: what a node hands back to its router: messages forwarded
+    from other nodes, messages no other node took, a queue to read again.
+    The router implements it.
+  - L{IStatsListener}: told which users' statistics changed, to write them
+    somewhere (the cluster's L{wsserver.cluster.stats.StatsJournal}).
+    L{NoStatsListener}: nobody listens.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from zope.interface import Attribute, Interface, implementer
+
+from .stats import UserStats
+
+__all__ = ["IInbound", "IPeers", "IStatsListener", "NoPeers", "NoStatsListener"]
+
+
+class IInbound(Interface):
+    """
+    What the other nodes hand to this node's router.
+    """
+
+    def deliverForwarded(userIds: Sequence[int], payload: bytes) -> None:
+        """
+        Deliver a message that another node routed to this node's
+        connections of C{userIds}; a user who left meanwhile is offline for
+        it (its message is kept in the undelivered queue when that is on).
+        """
+
+    def undeliverable(userIds: Sequence[int], payload: bytes) -> None:
+        """
+        A message forwarded for C{userIds} reached no node (the node died,
+        or was not subscribed): handle it as a message for offline users,
+        unless a user is online somewhere else too.
+        """
+
+    def drainAgain(userId: int) -> None:
+        """
+        Read the undelivered queue of C{userId} again, if the user is online
+        here: a message was queued for the user just now.
+        """
+
+    def localUserIds() -> Sequence[int]:
+        """
+        The users with a connection on this node.
+        """
+
+
+class IPeers(Interface):
+    """
+    The other nodes of the cluster, as the router sees them.
+    """
+
+    remoteUsers = Attribute(
+        "A read-only mapping: user id -> the nodes where the user is online "
+        "(not this one). The router tests membership on every recipient, so "
+        "it is a plain dict, empty for one node."
+    )
+
+    def bind(inbound: IInbound) -> None:
+        """
+        Hand what comes from other nodes to C{inbound} (the router).
+        """
+
+    def connected(userId: int, stats: UserStats, count: int) -> None:
+        """
+        A connection of C{userId} opened here; C{count} connections of the
+        user are open here now.
+        """
+
+    def disconnected(userId: int, stats: UserStats, count: int) -> None:
+        """
+        A connection of C{userId} closed here; C{count} are left (0: the
+        user is offline here).
+        """
+
+    def connectionsElsewhere(userId: int) -> int:
+        """
+        How many connections C{userId} has on the other nodes.
+        """
+
+    def forward(userIds: Sequence[int], payload: bytes) -> None:
+        """
+        Send a message (its serialized form) to the other nodes where
+        C{userIds} are online; each node gets it once, for its own users.
+        """
+
+    def announceQueued(userId: int) -> None:
+        """
+        A message was queued for C{userId}: a node where the user just came
+        online reads the queue again.
+        """
+
+    def nodeCount() -> int:
+        """
+        How many nodes are known to be alive, this one included.
+        """
+
+
+class IStatsListener(Interface):
+    """
+    Told about changes of users' statistics.
+    """
+
+    def changed(userId: int) -> None:
+        """
+        The statistics of C{userId} changed (a connect, a message): called on
+        every message, so it must cost next to nothing.
+        """
+
+    def wentOffline(userId: int) -> None:
+        """
+        The last connection of C{userId} on this node closed.
+        """
+
+
+@implementer(IPeers)
+class NoPeers:
+    """
+    One node alone: nobody elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self.remoteUsers: Mapping[int, object] = {}
+
+    def bind(self, inbound: IInbound) -> None:
+        pass
+
+    def connected(self, userId: int, stats: UserStats, count: int) -> None:
+        pass
+
+    def disconnected(self, userId: int, stats: UserStats, count: int) -> None:
+        pass
+
+    def connectionsElsewhere(self, userId: int) -> int:
+        return 0
+
+    def forward(self, userIds: Sequence[int], payload: bytes) -> None:
+        pass
+
+    def announceQueued(self, userId: int) -> None:
+        pass
+
+    def nodeCount(self) -> int:
+        return 1
+
+
+@implementer(IStatsListener)
+class NoStatsListener:
+    """
+    Nobody listens.
+    """
+
+    def changed(self, userId: int) -> None:
+        pass
+
+    def wentOffline(self, userId: int) -> None:
+        pass

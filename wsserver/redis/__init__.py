@@ -1,0 +1,10 @@
+"""
+Redis connections for wsserver: where Redis is (L{wsserver.redis.address}),
+one command connection with reconnects (L{wsserver.redis.link}), and the
+pub/sub connection of the cluster (L{wsserver.redis.link.RedisSubscriber}).
+
+The cluster (L{wsserver.cluster}) and the Redis event target
+(L{wsserver.redistarget}) both connect through these.  Nothing is imported
+here: L{wsserver.config} imports L{wsserver.redis.address} only, which needs
+no Twisted networking.
+"""
