@@ -6,6 +6,7 @@ and the undelivered queue, and notify each event once.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
@@ -53,16 +54,23 @@ class URLTests(SynchronousTestCase):
 
 
 async def _until(condition, seconds: float = 5.0) -> bool:
+    """
+    Poll C{condition} (a function, or an async one) every 20 ms until it
+    holds, for at most C{seconds}: whether it held.
+    """
     for _ in range(int(seconds / 0.02)):
-        if condition():
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
             return True
         await deferLater(reactor, 0.02, lambda: None)
-    return condition()
+    return False
 
 
-class ClusterTests(RedisTestCase):
+class ClusterCase(RedisTestCase):
     """
-    Two or more nodes on one Redis.
+    Helpers for tests of two or more nodes on one Redis.
     """
 
     def raw(self, **extra):
@@ -80,6 +88,12 @@ class ClusterTests(RedisTestCase):
 
     def seen(self, server, userId):
         return lambda: server.service.router.isOnline(userId)
+
+
+class ClusterTests(ClusterCase):
+    """
+    Two or more nodes on one Redis.
+    """
 
     @inlineCallbacks
     def test_crossNode(self):
@@ -303,3 +317,136 @@ class ClusterTests(RedisTestCase):
         self.assertTrue((yield _until(lambda: not a.service.router.isOnline(2), 5)))
         self.assertLess(reactor.seconds() - started, 2.5)
         yield closeClient(bob)
+
+
+class EdgeTests(ClusterCase):
+    """
+    Where a real deployment breaks: nodes that join late or die, statistics
+    read at once, order across a Redis restart.  Heartbeats are long here
+    (10 s), so nothing in these tests is saved by a heartbeat.
+    """
+
+    def raw(self, **extra):
+        cluster = {"heartbeatSeconds": 10, "nodeTimeoutSeconds": 30, **extra.pop("cluster", {})}
+        return super().raw(cluster=cluster, **extra)
+
+    @inlineCallbacks
+    def test_joinRoutesAtOnce(self):
+        """
+        A node that starts after users are online elsewhere routes to them
+        from its first connection on: it learnt the presence before serving.
+        """
+        a = yield startServer(self, self.raw())
+        bob = yield self.open(a, 2)
+        b = yield startServer(self, self.raw())
+        alice = yield self.open(b, 1)
+        self.assertTrue(b.service.cluster.joined)
+        alice.send({"type": "text", "text": "at once", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "at once")
+
+    @inlineCallbacks
+    def test_killedNodeMessageQueued(self):
+        """
+        A message for a user whose node was killed a moment ago (long before
+        its timeout) is queued, not lost: the C{PUBLISH} reached nobody.
+        """
+        queue = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"}}}
+        a = yield startServer(self, self.raw(**queue))
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump(self.raw(**queue), f)
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        b = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        bob = yield openClient(b, userId=2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        alice = yield self.open(a, 1)
+        process.transport.signalProcess("KILL")
+        yield process.ended
+        yield bob.closed
+        self.assertTrue(a.service.router.isOnline(2))  # the timeout (30 s) is far
+        alice.send({"type": "text", "text": "kept", "recipients": [2]})
+
+        async def queued():
+            return int(await self.redis.command("LLEN", "wsserver:queue:2")) == 1
+
+        self.assertTrue((yield _until(queued)))
+        self.assertFalse(a.service.router.isOnline(2))  # suspect: not routed to
+        bob = yield self.open(a, 2)
+        self.assertEqual((yield bob.messages.get())["text"], "kept")
+
+    @inlineCallbacks
+    def test_killedNodeOfflineWithinTimeout(self):
+        """
+        A killed node's users are offline within C{nodeTimeoutSeconds} of
+        its last sign of life, whatever the heartbeat (here 0.9 s and 1 s:
+        a check at heartbeats would take up to 1.9 s).
+        """
+        timing = {"cluster": {"heartbeatSeconds": 0.9, "nodeTimeoutSeconds": 1.0}}
+        a = yield startServer(self, self.raw(**timing))
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump(self.raw(**timing), f)
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        b = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        bob = yield openClient(b, userId=2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        process.transport.signalProcess("KILL")
+        yield process.ended
+        killed = reactor.seconds()
+        (nodeId,) = a.service.cluster.presence.nodes()
+        heard = a.service.cluster._heard[nodeId]
+        self.assertTrue((yield _until(lambda: not a.service.router.isOnline(2), 5)))
+        self.assertLess(reactor.seconds() - heard, 1.0 + 0.3)
+        self.assertLess(reactor.seconds() - killed, 1.0 + 0.3)
+        yield closeClient(bob)
+
+    @inlineCallbacks
+    def test_statConsistentAtOnce(self):
+        """
+        Right after a user connects on one node, another node's C{/stat}
+        never shows the user online with C{connectedTimes} 0 or no
+        C{lastConnection}.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        yield self.open(b, 11)
+        for _ in range(250):
+            response = yield restRequest(a, "GET", "/stat?id=11")
+            item = (yield response.json())["data"]
+            if item["isOnline"]:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        self.assertTrue(item["isOnline"], item)
+        self.assertGreaterEqual(item["connectedTimes"], 1)
+        self.assertGreater(item["lastConnection"], 0)
+
+    @inlineCallbacks
+    def test_orderAcrossRedisRestart(self):
+        """
+        500 numbered messages across nodes arrive all, once, in order, the
+        second half sent while Redis restarts.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        alice = yield self.open(a, 1)
+        bob = yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        got = []
+        for i in range(250):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        for _ in range(250):
+            got.append(int((yield bob.messages.get())["text"]))
+        yield self.redis.stop()
+        for i in range(250, 500):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        yield deferLater(reactor, 0.3, lambda: None)
+        yield self.redis.start()
+        for _ in range(250):
+            got.append(int((yield bob.messages.get())["text"]))
+        self.assertEqual(got, list(range(500)))
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(bob.messages.pending, [])  # nothing twice

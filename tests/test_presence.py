@@ -267,6 +267,7 @@ class NodeTests(SynchronousTestCase):
         self.node.bind(self.inbound)
         self.node.startService()
         self.addCleanup(self.node.stopService)
+        self.node._subscribedAt = -1.0  # subscribed before the other nodes spoke
 
     def say(self, data: bytes) -> None:
         """
@@ -387,6 +388,31 @@ class NodeTests(SynchronousTestCase):
         self.assertEqual(self.inbound.undelivered, [([1], b"m1")])
         self.assertTrue(self.node.presence.isSuspect("x"))
         self.assertNotIn(1, self.node.remoteUsers)
+
+    def test_noSubscriberAfterRestart(self) -> None:
+        """
+        A batch that reached no subscriber of a node not heard since this
+        node subscribed again (Redis restarted, that node not subscribed
+        yet) waits, and goes out once that node is heard.
+        """
+        self.say(b"beat x 1:1:1:1")
+        self.clock.advance(5)
+        self.node._subscribed()
+        self.node.forward([1], b"m1")
+        self.clock.advance(0)
+        (_, d), = self.link.published(nodeChannel("x"))
+        d.callback(0)
+        self.assertEqual((self.inbound.undelivered, self.node.outboxSize()), ([], 1))
+        self.assertFalse(self.node.presence.isSuspect("x"))
+        self.node.forward([1], b"m2")  # behind m1
+        self.clock.advance(0)
+        self.assertEqual(len(self.link.published(nodeChannel("x"))), 1)
+        self.clock.advance(1)
+        self.say(b"beat x 1:1:1:1")
+        self.clock.advance(1)
+        sent = self.link.published(nodeChannel("x"))[1:]
+        self.assertEqual([parseBatch(body) for body, _ in sent], [[([1], b"m1")], [([1], b"m2")]])
+        self.assertEqual(self.node.outboxSize(), 0)
 
     def test_deliveredBatch(self) -> None:
         """

@@ -143,10 +143,12 @@ class ClusterNode(Service):
         #: node -> the messages for it in this turn of the reactor
         self._batches: dict[str, list[tuple[Sequence[int], bytes]]] = {}
         self._flushCall: Any = None
-        #: when publishing to Redis last started failing, or None
-        self._outageAt: float | None = None
-        #: node -> the batches waiting for Redis (and for that node) to be back
-        self._outbox: dict[str, list[list[tuple[Sequence[int], bytes]]]] = {}
+        #: node -> (since when, the batches) waiting for Redis and for that
+        #: node to be back
+        self._outbox: dict[str, tuple[float, list[list[tuple[Sequence[int], bytes]]]]] = {}
+        self._outboxCall: Any = None
+        #: when the pub/sub connection last subscribed
+        self._subscribedAt = 0.0
         #: node -> when a presence message from it last arrived
         self._heard: dict[str, float] = {}
         self._retry = min(1.0, heartbeatSeconds)
@@ -292,8 +294,8 @@ class ClusterNode(Service):
                 self._handBack(entries)
             return
         for node, entries in batches.items():
-            if self._outageAt is not None:
-                self._outbox.setdefault(node, []).append(entries)
+            if node in self._outbox or not self.link.connected:
+                self._wait(node, entries)  # behind what waits already: in order
             else:
                 self._send(node, entries)
 
@@ -302,19 +304,35 @@ class ClusterNode(Service):
         d.addCallbacks(self._published, self._notPublished, (node, entries), None, (node, entries))
 
     def _published(self, receivers: Any, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
-        if int(receivers) == 0:
-            self.log.info("cluster node {node} did not take {n} messages: it is suspect, and they are "
-                          "handled as messages for offline users", node=node, n=len(entries))
-            self.presence.suspect(node)
-            self._handBack(entries)
+        if int(receivers) > 0:
+            return
+        if self._heard.get(node, 0.0) <= self._subscribedAt:
+            # not heard since this node (re)subscribed itself: Redis may have
+            # restarted, and that node not subscribed again yet
+            self._wait(node, entries)
+            return
+        self.log.info("cluster node {node} did not take {n} messages: it is suspect, and they are "
+                      "handled as messages for offline users", node=node, n=len(entries))
+        self.presence.suspect(node)
+        self._handBack(entries)
 
     def _notPublished(self, failure: Any, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
-        if self._outageAt is None:
-            self._outageAt = self._reactor.seconds()
+        if not self._outbox:
             self.log.warn("cluster Redis unreachable ({why}); messages for other nodes wait",
                           why=failure.getErrorMessage())
-            self._reactor.callLater(self._retry, self._flushOutbox)
-        self._outbox.setdefault(node, []).append(entries)
+        self._wait(node, entries)
+
+    def _wait(self, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
+        """
+        Keep C{entries} for C{node} until the node is heard again (its
+        subscription is then in place), in order behind what waits already.
+        """
+        waiting = self._outbox.get(node)
+        if waiting is None:
+            waiting = self._outbox[node] = (self._reactor.seconds(), [])
+        waiting[1].append(entries)
+        if self._outboxCall is None:
+            self._outboxCall = self._reactor.callLater(self._retry, self._flushOutbox)
 
     def _handBack(self, entries: list[tuple[Sequence[int], bytes]]) -> None:
         if self._inbound is None:
@@ -324,35 +342,33 @@ class ClusterNode(Service):
 
     def _flushOutbox(self) -> None:
         """
-        Send what waits for each node heard since the outage began, in order.
+        Send what waits for each node heard since its messages began to
+        wait, in order; hand back what waits for a node that died.
         """
-        outageAt = self._outageAt
-        if outageAt is None or not self.running:
+        self._outboxCall = None
+        if not self.running:
             return
         alive = set(self.presence.nodes())
-        for node, batches in list(self._outbox.items()):
+        for node, (since, batches) in list(self._outbox.items()):
             if node not in alive:
                 # the node died meanwhile: its users are offline now
                 del self._outbox[node]
                 for entries in batches:
                     self._handBack(entries)
-                continue
-            if self._heard.get(node, 0.0) <= outageAt:
-                continue
-            del self._outbox[node]
-            for entries in batches:
-                self._send(node, entries)
+            elif self._heard.get(node, 0.0) > since and self.link.connected:
+                del self._outbox[node]
+                for entries in batches:
+                    self._send(node, entries)
         if self._outbox:
-            self._reactor.callLater(self._retry, self._flushOutbox)
+            self._outboxCall = self._reactor.callLater(self._retry, self._flushOutbox)
         else:
-            self._outageAt = None
-            self.log.info("cluster Redis reachable again; waiting messages sent")
+            self.log.info("cluster messages that waited for other nodes are sent")
 
     def outboxSize(self) -> int:
         """
         How many messages wait in the outbox.
         """
-        return sum(len(entries) for batches in self._outbox.values() for entries in batches)
+        return sum(len(entries) for _, batches in self._outbox.values() for entries in batches)
 
     # receiving
 
@@ -401,7 +417,7 @@ class ClusterNode(Service):
         self.log.info("cluster node {node} not heard for {s:g} s: its {n} users are offline",
                       node=node, s=self.presence._timeout, n=len(users))
         self._heard.pop(node, None)
-        batches = self._outbox.pop(node, [])
+        _, batches = self._outbox.pop(node, (0.0, []))
         for entries in batches:
             self._handBack(entries)
 
@@ -412,6 +428,7 @@ class ClusterNode(Service):
         """
         again = self._everSubscribed
         self.subscribed = self._everSubscribed = True
+        self._subscribedAt = self._reactor.seconds()
         self.presence.reconnected()
         self._answered = set()
         d = self._publish(PRESENCE, b"hello %s" % self._id)
@@ -460,7 +477,7 @@ class ClusterNode(Service):
         self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        for timer in (self._joinTimer, self._startTimer, self._flushCall):
+        for timer in (self._joinTimer, self._startTimer, self._flushCall, self._outboxCall):
             if timer is not None and timer.active():
                 timer.cancel()
         self._joinDone("stopping")
