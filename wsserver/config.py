@@ -15,7 +15,6 @@ directory the server is started from, as the original did.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
