@@ -199,6 +199,44 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class SystemdUnitTests(SynchronousTestCase):
+    """
+    C{contrib/wsserver.service}, the systemd unit.
+    """
+
+    def test_unit(self) -> None:
+        """
+        The unit checks the config before starting, runs the server in the
+        foreground with no pid file, reloads with SIGHUP, restarts on
+        failure, as its own user; its wsserver arguments parse.
+        """
+        import configparser
+        import shlex
+
+        unit = configparser.ConfigParser(interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "contrib",
+                               "wsserver.service"))
+        service = unit["Service"]
+        start = shlex.split(service["ExecStart"])
+        self.assertEqual(start[1:5], ["--nodaemon", "--pidfile=", "wsserver", "-C"])
+        self.assertEqual(shlex.split(service["ExecStartPre"]), start + ["-T"])
+        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertEqual(service["User"], "wsserver")
+        self.assertEqual(service["NoNewPrivileges"], "yes")
+        # what follows "wsserver" is our command line: with the example
+        # config in place of /etc/wsserver/config.json, -T says OK
+        example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                               "config.json")
+        args = [example if a == "/etc/wsserver/config.json" else a for a in start[4:]]
+        self.assertEqual(args[0], "-C")
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit) as caught:
+            Options().parseOptions([*args, "-T"])
+        self.assertEqual((caught.exception.code, out.getvalue()), (0, "config OK\n"))
+
+
 class WarningTests(SynchronousTestCase):
     """
     Warnings logged when the server is wired.
