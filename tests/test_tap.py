@@ -199,6 +199,50 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class StartErrorTests(SynchronousTestCase):
+    """
+    L{wsserver.service.cannotListen}: a failure to listen in plain words.
+    """
+
+    def test_messages(self) -> None:
+        """
+        The message names the key, the address and the cause, in lower case
+        as a line of the log.
+        """
+        import errno
+        import socket
+
+        from twisted.internet.error import CannotListenError
+
+        from wsserver.service import cannotListen
+
+        denied = CannotListenError("", 80, socket.error(errno.EACCES, "Permission denied"))
+        self.assertEqual(str(cannotListen("server.listen", denied)),
+                         "server.listen: cannot listen on port 80: permission denied")
+        inUse = CannotListenError("::1", 8085, socket.error(errno.EADDRINUSE, "Address already in use"))
+        self.assertEqual(str(cannotListen("--ws", inUse)), "--ws: cannot listen on ::1:8085: address already in use")
+        self.assertEqual(str(cannotListen("--ws", OverflowError("bind(): port must be 0-65535."))),
+                         "--ws: cannot listen: bind(): port must be 0-65535.")
+
+    def test_listeningService(self) -> None:
+        """
+        L{ListeningService} raises the L{StartError} when its endpoint
+        cannot listen.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.protocol import Factory
+
+        from wsserver.service import ListeningService, StartError
+
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        service = ListeningService("WebSocket", TCP4ServerEndpoint(reactor, port, interface="127.0.0.1"), Factory(),
+                                   key="--ws")
+        e = self.assertRaises(StartError, service.privilegedStartService)
+        self.assertEqual(str(e), f"--ws: cannot listen on 127.0.0.1:{port}: address already in use")
+
+
 class SystemdUnitTests(SynchronousTestCase):
     """
     C{contrib/wsserver.service}, the systemd unit.
