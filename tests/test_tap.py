@@ -11,14 +11,21 @@ import os
 import signal
 from contextlib import redirect_stderr, redirect_stdout
 
+import sys
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from wsserver import __version__
 from wsserver.tap import Options
 
-from .support import CERT, KEY, Running, ServerProcess, closeClient, openClient, spawnServer
+from .support import TWISTD, CERT, KEY, Running, ServerProcess, closeClient, openClient, spawnServer
+
+#: The original's own config file (its layout, "workers": 8).
+ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "original-config.json")
 
 
 
@@ -74,6 +81,51 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(self.check("-C", path, "-T"), (0, "warning: server.colour: unknown key, ignored\nconfig OK\n"))
         self.assertEqual(self.check("--config", path, "--test")[0], 0)
 
+    def test_testEqualsOne(self) -> None:
+        """
+        The original's C{--test=1} (its systemd unit runs it) is C{-T};
+        C{--test=0} is no check.
+        """
+        path = _writeConfig(self, {"server": {"port": 99999}})
+        self.assertEqual(self.check("-C", path, "--test=1"),
+                         (1, "error: server.port: 99999 is out of range (0 to 65535)\n"))
+        self.assertEqual(self.check("--test=true", "--ws", "tcp:0"), (0, "config OK\n"))
+        options = Options()
+        options.parseOptions(["--test=0", "--ws", "tcp:0"])
+        self.assertFalse(options["test"])
+        self.assertEqual(options.config.server.listen, "tcp:0")
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints the version of the installed package.
+        """
+        from importlib.metadata import version
+
+        self.assertEqual(self.check("--version"), (0, f"wsserver {version('wsserver')}\n"))
+
+    def test_checkPortOutOfRange(self) -> None:
+        """
+        C{-T} finds a port out of range in an endpoint string, naming the
+        option, without listening.
+        """
+        self.assertEqual(self.check("--ws", "tcp:99999", "-T"),
+                         (1, "error: --ws: port 99999 is out of range (0 to 65535)\n"))
+
+    def test_checkStartWarnings(self) -> None:
+        """
+        C{-T} prints the start warnings too: the original's file gives the
+        workers' and the open REST API's, and is OK.
+        """
+        code, out = self.check("-C", ORIGINAL, "-T")
+        self.assertEqual(code, 0)
+        self.assertEqual(out.splitlines(), [
+            "warning: server.workers: 8 worker processes need cluster.redis: running one process; "
+            "set cluster.redis to run 8",
+            "warning: restApi.address: the REST API listens on every address with noauth: anyone who reaches "
+            "it can send messages as anyone; set restApi.auth, or listen on 127.0.0.1",
+            "config OK",
+        ])
+
     def test_exampleConfig(self) -> None:
         """
         The example config that README.rst points to is valid.
@@ -128,12 +180,12 @@ class OptionsTests(SynchronousTestCase):
         """
         code, out = self.check("--ws", "carrier-pigeon:12", "-T")
         self.assertEqual(code, 1)
-        self.assertTrue(out.startswith('error: server.listen: invalid endpoint "carrier-pigeon:12"'), out)
+        self.assertTrue(out.startswith('error: --ws: invalid endpoint "carrier-pigeon:12"'), out)
 
     def test_refuseToStart(self) -> None:
         """
-        Without C{-T}, a bad config refuses to start with a usage error that
-        names the key; nothing falls back to no auth.
+        Without C{-T}, a bad config refuses to start with one line per
+        problem that names the key; nothing falls back to no auth.
         """
         path = _writeConfig(self, {"server": {"auth": {"type": "bsaic"}}})
         err = io.StringIO()
@@ -142,10 +194,91 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(caught.exception.code, 1)
         self.assertEqual(
             err.getvalue(),
-            "wsserver: invalid configuration, not starting:\n"
-            '  server.auth.type: unknown auth type "bsaic" (use one of: noauth, basic, header, bearer, cookie, '
-            "oneOf, allOf, remote)\n",
+            'wsserver: invalid configuration: server.auth.type: unknown auth type "bsaic" (use one of: noauth, '
+            "basic, header, bearer, cookie, oneOf, allOf, remote)\n",
         )
+
+
+class StartErrorTests(SynchronousTestCase):
+    """
+    L{wsserver.service.cannotListen}: a failure to listen in plain words.
+    """
+
+    def test_messages(self) -> None:
+        """
+        The message names the key, the address and the cause, in lower case
+        as a line of the log.
+        """
+        import errno
+        import socket
+
+        from twisted.internet.error import CannotListenError
+
+        from wsserver.service import cannotListen
+
+        denied = CannotListenError("", 80, socket.error(errno.EACCES, "Permission denied"))
+        self.assertEqual(str(cannotListen("server.listen", denied)),
+                         "server.listen: cannot listen on port 80: permission denied")
+        inUse = CannotListenError("::1", 8085, socket.error(errno.EADDRINUSE, "Address already in use"))
+        self.assertEqual(str(cannotListen("--ws", inUse)), "--ws: cannot listen on ::1:8085: address already in use")
+        self.assertEqual(str(cannotListen("--ws", OverflowError("bind(): port must be 0-65535."))),
+                         "--ws: cannot listen: bind(): port must be 0-65535.")
+
+    def test_listeningService(self) -> None:
+        """
+        L{ListeningService} raises the L{StartError} when its endpoint
+        cannot listen.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.protocol import Factory
+
+        from wsserver.service import ListeningService, StartError
+
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        service = ListeningService("WebSocket", TCP4ServerEndpoint(reactor, port, interface="127.0.0.1"), Factory(),
+                                   key="--ws")
+        e = self.assertRaises(StartError, service.privilegedStartService)
+        self.assertEqual(str(e), f"--ws: cannot listen on 127.0.0.1:{port}: address already in use")
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    """
+    C{contrib/wsserver.service}, the systemd unit.
+    """
+
+    def test_unit(self) -> None:
+        """
+        The unit checks the config before starting, runs the server in the
+        foreground with no pid file, reloads with SIGHUP, restarts on
+        failure, as its own user; its wsserver arguments parse.
+        """
+        import configparser
+        import shlex
+
+        unit = configparser.ConfigParser(interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "contrib",
+                               "wsserver.service"))
+        service = unit["Service"]
+        start = shlex.split(service["ExecStart"])
+        self.assertEqual(start[1:5], ["--nodaemon", "--pidfile=", "wsserver", "-C"])
+        self.assertEqual(shlex.split(service["ExecStartPre"]), start + ["-T"])
+        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertEqual(service["User"], "wsserver")
+        self.assertEqual(service["NoNewPrivileges"], "yes")
+        # what follows "wsserver" is our command line: with the example
+        # config in place of /etc/wsserver/config.json, -T says OK
+        example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                               "config.json")
+        args = [example if a == "/etc/wsserver/config.json" else a for a in start[4:]]
+        self.assertEqual(args[0], "-C")
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit) as caught:
+            Options().parseOptions([*args, "-T"])
+        self.assertEqual((caught.exception.code, out.getvalue()), (0, "config OK\n"))
 
 
 class WarningTests(SynchronousTestCase):
@@ -210,6 +343,7 @@ class ProcessTests(TestCase):
             self.assertIsInstance(ended, ProcessDone)
         self.assertIn(b"user 1 connected", process.output)
         self.assertNotIn(b"hello", process.output)
+        self.assertIn(f"wsserver {__version__} starting".encode(), process.output)
         return ended
 
     def test_sigterm(self) -> Deferred[object]:
@@ -239,3 +373,153 @@ class ProcessTests(TestCase):
         self.assertIn(b'server.auth.type: unknown auth type "bsaic"', process.output)
         self.assertNotIn(b"listening", process.output)
         self.assertNotIn(b"Usage:", process.output)
+
+    def assertOneLine(self, process: ServerProcess, ended: object, line: bytes) -> None:
+        """
+        The process ended with status 1 and one log line about why: C{line},
+        with no traceback.
+        """
+        self.assertIsInstance(ended, ProcessTerminated)
+        self.assertEqual(ended.exitCode, 1, process.output)  # type: ignore[attr-defined]
+        self.assertNotIn(b"Traceback", process.output)
+        bad = [l for l in process.output.splitlines() if b"#critical]" in l or b"#error]" in l]
+        self.assertEqual(len(bad), 1, process.output)
+        self.assertTrue(bad[0].endswith(line), bad[0])
+
+    @inlineCallbacks
+    def test_portInUse(self) -> object:
+        """
+        A WebSocket port in use: one line naming the option and the cause,
+        exit 1, no traceback.
+        """
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        process = self.spawn("--ws", f"tcp:{port}:interface=127.0.0.1", "--rest", "tcp:0:interface=127.0.0.1")
+        ended = yield process.ended
+        self.assertOneLine(process, ended,
+                           f"cannot start: --ws: cannot listen on 127.0.0.1:{port}: address already in use".encode())
+
+    @inlineCallbacks
+    def test_restPortInUse(self) -> object:
+        """
+        A REST port in use, from the config file: one line naming
+        C{restApi.listen}.
+        """
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        path = _writeConfig(self, {"server": {"listen": "tcp:0:interface=127.0.0.1"},
+                                   "restApi": {"listen": f"tcp:{port}:interface=127.0.0.1"}})
+        process = self.spawn("-C", path)
+        ended = yield process.ended
+        self.assertOneLine(
+            process, ended,
+            f"cannot start: restApi.listen: cannot listen on 127.0.0.1:{port}: address already in use".encode())
+
+    @inlineCallbacks
+    def test_portOutOfRange(self) -> object:
+        """
+        A port out of range: refused before listening, in one line naming
+        the option.
+        """
+        process = self.spawn("--ws", "tcp:99999", "--rest", "tcp:0:interface=127.0.0.1")
+        ended = yield process.ended
+        self.assertIsInstance(ended, ProcessTerminated)
+        self.assertEqual(ended.exitCode, 1)
+        self.assertEqual(process.output, b"wsserver: invalid configuration: --ws: port 99999 is out of range "
+                                         b"(0 to 65535)\n")
+
+    @inlineCallbacks
+    def test_badCertificate(self) -> object:
+        """
+        A certificate file that is not one: one line naming the key, in
+        plain words.
+        """
+        junk = os.path.abspath(self.mktemp())
+        with open(junk, "w") as f:
+            f.write("junk\n")
+        path = _writeConfig(self, {"server": {"secure": {"enabled": True, "crtPath": junk, "keyPath": KEY}}})
+        process = self.spawn("-C", path)
+        ended = yield process.ended
+        self.assertEqual(ended.exitCode, 1)  # type: ignore[attr-defined]
+        self.assertEqual(process.output.decode(), f'wsserver: invalid configuration: server.secure.crtPath: '
+                                                  f'"{junk}" is not a PEM certificate\n')
+
+    @inlineCallbacks
+    def test_version(self) -> object:
+        """
+        C{twistd wsserver --version} and the C{wsserver} console script's
+        C{--version} print the package's version.
+        """
+        for argv in ([sys.executable, "-c", TWISTD, "wsserver", "--version"],
+                     [sys.executable, "-c", "from wsserver.tap import main; main()", "--version"]):
+            process = ServerProcess()
+            reactor.spawnProcess(process, sys.executable, argv, env=dict(os.environ))
+            ended = yield process.ended
+            self.assertIsInstance(ended, ProcessDone)
+            self.assertEqual(process.output, f"wsserver {__version__}\n".encode())
+
+    @inlineCallbacks
+    def test_originalConfigStarts(self) -> object:
+        """
+        The original's own config file (C{"workers": 8}, no cluster) starts
+        unchanged, as one process that serves, with its warnings logged.
+        """
+        process = self.spawn("-C", ORIGINAL, "--ws", "tcp:0:interface=127.0.0.1", "--rest",
+                             "tcp:0:interface=127.0.0.1")
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        server = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        alice = yield openClient(server, userId=1)
+        bob = yield openClient(server, userId=2)
+        alice.send({"type": "text", "text": "hello", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "hello")
+        yield closeClient(alice)
+        yield closeClient(bob)
+        self.assertIn(b"config: server.workers: 8 worker processes need cluster.redis: running one process",
+                      process.output)
+        self.assertNotIn(b"workers", process.output.split(b"config: server.workers")[1].split(b"\n", 1)[1])
+        self.assertNotIn(b"unknown key", process.output)
+        process.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+        yield process.ended
+
+    @inlineCallbacks
+    def test_sighup(self) -> object:
+        """
+        SIGHUP re-reads the config file: the server survives, clients stay
+        connected, the new auth applies to new connections, a restart-only
+        change is logged as such, and a file with errors is refused.
+        """
+        listen = {"listen": "tcp:0:interface=127.0.0.1"}
+        path = _writeConfig(self, {"server": dict(listen), "restApi": dict(listen)})
+        process = self.spawn("-C", path)
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        server = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        alice = yield openClient(server, userId=1)
+        bob = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, alice)
+        self.addCleanup(closeClient, bob)
+
+        auth = {"type": "header", "name": "X-Token", "value": "t"}
+        with open(path, "w") as f:
+            json.dump({"server": {"listen": "tcp:1:interface=127.0.0.1", "auth": auth}, "restApi": listen}, f)
+        process.transport.signalProcess("HUP")  # type: ignore[attr-defined]
+        yield process.waitFor(rb"reload done: server.auth applied")
+        self.assertIn(b"reload: server.listen changed: takes effect at the next restart", process.output)
+        alice.send({"type": "text", "text": "still here", "recipients": [2]})
+        self.assertEqual((yield bob.messages.get())["text"], "still here")
+        stranger = yield openClient(server, userId=3)
+        self.assertEqual((yield stranger.closed), (4050, "Unauthorized"))
+        carol = yield openClient(server, userId=4, headers={"X-Token": "t"})
+        yield closeClient(carol)
+
+        with open(path, "w") as f:
+            json.dump({"server": {"auth": {"type": "bsaic"}}}, f)
+        process.transport.signalProcess("HUP")  # type: ignore[attr-defined]
+        yield process.waitFor(rb'reload refused, running config kept: server.auth.type: unknown auth type "bsaic"')
+        bob.send({"type": "text", "text": "and here", "recipients": [1]})
+        self.assertEqual((yield alice.messages.get())["text"], "and here")
+        self.assertFalse(process.ended.called)
+        process.transport.signalProcess("TERM")  # type: ignore[attr-defined]
+        self.assertEqual((yield alice.closed), (1001, "Server shutdown"))
+        yield process.ended

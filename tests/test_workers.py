@@ -37,6 +37,31 @@ class AdoptTests(SynchronousTestCase):
             self.assertRaises(ValueError, parseAdopt, bad)
 
 
+class StartErrorTests(TestCase):
+    """
+    The worker pool's parent listens: a failure is a one-line start error.
+    """
+
+    def test_portInUse(self) -> None:
+        """
+        A port in use stops the start with a L{StartError} naming the key
+        and the cause.
+        """
+        from twisted.internet.protocol import Factory
+
+        from wsserver.config import parseConfig
+        from wsserver.service import StartError
+        from wsserver.workers import WorkerPool
+
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        config = parseConfig({"server": {"workers": 2, "listen": f"tcp:{port}:interface=127.0.0.1"},
+                              "restApi": {"enabled": False}, "cluster": {"redis": "redis://127.0.0.1:1"}})
+        e = self.assertRaises(StartError, WorkerPool(config, [], reactor).privilegedStartService)
+        self.assertEqual(str(e), f"server.listen: cannot listen on 127.0.0.1:{port}: address already in use")
+
+
 class WorkersTests(TestCase):
     """
     The real process tree.

@@ -15,7 +15,6 @@ directory the server is started from, as the original did.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
@@ -38,7 +37,9 @@ __all__ = [
     "endpointProblems",
     "loadConfig",
     "parseConfig",
+    "listenKey",
     "parseSize",
+    "startWarnings",
     "withOverrides",
 ]
 
@@ -46,6 +47,11 @@ __all__ = [
 MAX_USER_ID = 2**64 - 1
 
 AUTH_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "oneOf", "allOf", "remote")
+#: The fields of all auth types: where the chosen type does not use one (the
+#: original's templates carry C{user} and C{password} under C{noauth}), it is
+#: ignored without an "unknown key" warning.
+AUTH_FIELDS = ("user", "password", "name", "value", "types", "url", "method", "headers", "data", "source",
+               "timeoutSeconds")
 STORAGES = ("memory", "sqlite", "redis")
 
 
@@ -119,6 +125,9 @@ class ServerConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     allowedOrigins: tuple[str, ...] = ()
+    #: where C{listen} came from, to name it in errors: C{"listen"} (the key,
+    #: or the default), C{"seed"} (C{address}/C{port}/C{secure}) or C{"--ws"}
+    listenSource: str = "listen"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -133,6 +142,8 @@ class RestConfig:
     enabled: bool = True
     listen: str = "tcp:8092:interface=127.0.0.1:backlog=1024"
     auth: AuthConfig = field(default_factory=AuthConfig)
+    #: as L{ServerConfig.listenSource} (C{"--rest"} for the option)
+    listenSource: str = "listen"
 
 
 @dataclass(frozen=True)
@@ -338,10 +349,13 @@ class _Section:
                 self.warnings.append(f"{self.key(name)}: unknown key, ignored")
 
 
-def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> str:
+def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> tuple[str, str]:
     """
     Translate the original's C{address}/C{port}/C{secure} fields to an
     endpoint string; C{listen} wins where given.
+
+    @return: the endpoint string, and where it came from (C{"listen"} or
+        C{"seed"}: see L{ServerConfig.listenSource}).
     """
     address = sect.str("address", defaultAddress)
     port = sect.int("port", defaultPort, 0, 65535)
@@ -352,34 +366,144 @@ def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> st
     secure.finish()
     listen = sect.str("listen", "")
     if listen:
-        return listen
+        return listen, "listen"
     if enabled:
         for name, path in (("crtPath", crtPath), ("keyPath", keyPath)):
             if not path:
                 secure.error(name, "required when secure.enabled is true")
-            elif not os.path.isfile(path):
-                secure.error(name, f"file not found {json.dumps(path)}")
+            elif (why := _fileProblem(path)) is not None:
+                secure.error(name, why)
         parts = [f"ssl:{port}", f"privateKey={_quote(keyPath)}", f"certKey={_quote(crtPath)}"]
     else:
         parts = [f"tcp:{port}"]
     if address not in ("*", "", "0.0.0.0"):
         parts.append(f"interface={_quote(address)}")
     parts.append("backlog=1024")
-    return ":".join(parts)
+    return ":".join(parts), "seed"
 
 
-def _checkEndpoint(sect: _Section, name: str, listen: str) -> None:
+def listenKey(section: str, source: str) -> str:
+    """
+    The name of a listen address in messages: the option (C{--ws}) when it
+    came from the command line, else the key (C{server.listen}).
+    """
+    return source if source.startswith("--") else f"{section}.listen"
+
+
+def _fileProblem(path: str) -> str | None:
+    """
+    Why the file at C{path} cannot be read, in plain words, or L{None}.
+    """
+    try:
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return f"file not found {json.dumps(path)}"
+    except IsADirectoryError:
+        return f"{json.dumps(path)} is a directory, not a file"
+    except OSError as e:
+        return f"cannot read {json.dumps(path)}: {(e.strerror or str(e)).lower()}"
+
+
+def _tlsProblems(listen: str, names: tuple[str, str]) -> list[str]:
+    """
+    Check the certificate and key files of an C{ssl:} endpoint string: each
+    readable, a PEM certificate and a PEM private key that match.
+
+    @param names: how to name the certificate and the key in messages.
+    @return: one line per problem, in plain words (not OpenSSL's).
+    """
+    from OpenSSL.crypto import FILETYPE_PEM
+    from twisted.internet.endpoints import _parse  # the endpoint-string grammar
+    from twisted.internet.ssl import Certificate, KeyPair, PrivateCertificate
+
+    args, kwargs = _parse(listen)
+    if not args or args[0] not in ("ssl", "ssl6"):
+        return []
+    keyPath = kwargs.get("privateKey", "server.pem")
+    certPath = kwargs.get("certKey") or keyPath
+    problems = []
+    files = zip(names, (certPath, keyPath)) if certPath != keyPath else [(names[1], keyPath)]
+    for name, path in files:
+        why = _fileProblem(path)
+        if why is not None:
+            problems.append(f"{name}: {why}")
+    if problems:
+        return problems
+    with open(certPath, "rb") as f:
+        certPEM = f.read()
+    with open(keyPath, "rb") as f:
+        keyPEM = f.read()
+    try:
+        certificate = Certificate.loadPEM(certPEM)
+    except Exception:  # OpenSSL's errors: say it in plain words instead
+        problems.append(f"{names[0]}: {json.dumps(certPath)} is not a PEM certificate")
+    try:
+        key = KeyPair.load(keyPEM, FILETYPE_PEM)
+    except Exception:
+        problems.append(f"{names[1]}: {json.dumps(keyPath)} is not a PEM private key")
+    if not problems:
+        try:
+            PrivateCertificate.fromCertificateAndKeyPair(certificate, key)
+        except Exception:
+            problems.append(f"{names[1]}: {json.dumps(keyPath)} is not the key of the certificate {json.dumps(certPath)}")
+    return problems
+
+
+def _listenProblems(section: str, listen: str, source: str) -> list[str]:
     """
     Check that C{listen} is a server endpoint string that Twisted can use,
-    without listening; for C{ssl:} this loads the key and certificate.
+    without listening: its syntax, its port range and, for C{ssl:}, the
+    certificate and key.
     """
     from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory
     from twisted.internet.testing import MemoryReactor
 
+    key = listenKey(section, source)
+    if source == "seed":
+        names = (f"{section}.secure.crtPath", f"{section}.secure.keyPath")
+    else:
+        names = (f"{key}: certKey", f"{key}: privateKey")
     try:
-        serverFromString(MemoryReactor(), listen)
+        problems = _tlsProblems(listen, names)
+    except Exception:  # not even parsable: serverFromString says why below
+        problems = []
+    if problems:
+        return problems
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, listen)
     except Exception as e:  # serverFromString raises many kinds: report them all
-        sect.error(name, f"invalid endpoint {json.dumps(listen)}: {e}")
+        return [f"{key}: invalid endpoint {json.dumps(listen)}: {e}"]
+    # "listen" on a reactor that only records what it was asked: the port
+    # and interface as Twisted read them from the string
+    endpoint.listen(Factory()).addErrback(lambda f: None)
+    for port, *_ in reactor.tcpServers + reactor.sslServers:
+        if not 0 <= port <= 65535:
+            return [f"{key}: port {port} is out of range (0 to 65535)"]
+    return []
+
+
+def listenInterface(listen: str) -> str | None:
+    """
+    The interface that a C{tcp:}/C{ssl:} endpoint string listens on
+    (C{""}: every one), or L{None} for other kinds (a UNIX socket).
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory
+    from twisted.internet.testing import MemoryReactor
+
+    reactor = MemoryReactor()
+    try:
+        serverFromString(reactor, listen).listen(Factory()).addErrback(lambda f: None)
+    except Exception:
+        return None
+    for server in reactor.tcpServers:
+        return server[3]
+    for server in reactor.sslServers:
+        return server[4]
+    return None
 
 
 def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool = False) -> AuthConfig:
@@ -415,6 +539,8 @@ def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool
         return value
 
     result = AuthConfig(type=kind)
+    # what the chosen type reads is checked below; the others' fields are leftovers
+    a.seen.update(f for f in AUTH_FIELDS if f in a.raw)
     if source:
         # where a remote check finds the credential: only names matter
         if kind in ("header", "cookie"):
@@ -554,7 +680,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     endpoint = s.str("endpoint", "/chat")
     if not endpoint.startswith("/"):
         s.error("endpoint", f'must be a path starting with "/", not {json.dumps(endpoint)}')
-    listen = _listenFromSeed(s, "*", 8085)
+    listen, listenSource = _listenFromSeed(s, "*", 8085)
     workers = s.int("workers", 1, 1, 256)
     timezone = s.str("timezone", "UTC")
     try:
@@ -563,6 +689,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         s.error("timezone", f"unknown time zone {json.dumps(timezone)} (use an IANA name such as Europe/Berlin)")
         timezone = "UTC"
     dataDir = s.str("dataDir", "./wsserver-data")
+    s.str("tmpDir", "/tmp")  # the original's; nothing here needs it
     w = s.section("watchdog")
     watchdog = WatchdogConfig(
         enabled=w.bool("enabled", False),
@@ -584,14 +711,18 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         watchdog=watchdog,
         auth=serverAuth,
         allowedOrigins=origins,
+        listenSource=listenSource,
     )
 
     # restApi
     r = top.section("restApi")
+    restEnabled = r.bool("enabled", True)
+    restListen, restSource = _listenFromSeed(r, "127.0.0.1", 8092)
     rest = RestConfig(
-        enabled=r.bool("enabled", True),
-        listen=_listenFromSeed(r, "127.0.0.1", 8092),
+        enabled=restEnabled,
+        listen=restListen,
         auth=_parseAuth(r, "auth"),
+        listenSource=restSource,
     )
     r.finish()
 
@@ -659,11 +790,18 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     )
     cl.finish()
     top.finish()
+    if server.workers > 1 and cluster.redis is None:
+        # the original's workers were threads (its files say 8): start them
+        # unchanged, as one process
+        warnings.append(f"server.workers: {server.workers} worker processes need cluster.redis: running one "
+                        f"process; set cluster.redis to run {server.workers}")
+        server = replace(server, workers=1)
 
     config = Config(server, rest, chat, event, cluster, tuple(warnings))
     problems.extend(_crossChecks(config))
     if checkEndpoints:
-        problems.extend(endpointProblems(config))
+        # without what the seed's own checks found already (a missing file)
+        problems.extend(p for p in endpointProblems(config) if p not in problems)
     if problems:
         raise ConfigError(problems, warnings)
     return config
@@ -672,13 +810,43 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
 def endpointProblems(config: Config) -> list[str]:
     """
     Check that the listen endpoints of C{config} can be used, without
-    listening (for C{ssl:} this loads the key and certificate).
+    listening: the endpoint strings, their ports, the TLS key and
+    certificate files.
     """
-    problems: list[str] = []
-    _checkEndpoint(_Section({}, "server", problems, []), "listen", config.server.listen)
+    problems = _listenProblems("server", config.server.listen, config.server.listenSource)
     if config.restApi.enabled:
-        _checkEndpoint(_Section({}, "restApi", problems, []), "listen", config.restApi.listen)
+        problems += _listenProblems("restApi", config.restApi.listen, config.restApi.listenSource)
     return problems
+
+
+def startWarnings(config: Config) -> list[str]:
+    """
+    Warnings about a config that works but is risky, given at start (and by
+    C{-T}): each names the key and says how to fix it.
+    """
+    warnings = []
+    rest = config.restApi
+    if rest.enabled and rest.auth.type == "noauth":
+        interface = listenInterface(rest.listen)
+        if interface is not None and not _isLoopback(interface):
+            where = f"{interface or 'every address'}"
+            key = "restApi.address" if rest.listenSource == "seed" else listenKey("restApi", rest.listenSource)
+            warnings.append(
+                f"{key}: the REST API listens on {where} with noauth: anyone "
+                f"who reaches it can send messages as anyone; set restApi.auth, or listen on 127.0.0.1"
+            )
+    return warnings
+
+
+def _isLoopback(interface: str) -> bool:
+    import ipaddress
+
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
 
 
 def _crossChecks(config: Config) -> list[str]:
@@ -687,8 +855,6 @@ def _crossChecks(config: Config) -> list[str]:
     does not have yet (refused rather than ignored).
     """
     problems = []
-    if config.server.workers > 1 and config.cluster.redis is None:
-        problems.append("server.workers: more than 1 worker needs cluster.redis")
     clustered = config.cluster.redis is not None
     if config.server.workers > 1:
         for key, listen in (("server.listen", config.server.listen), ("restApi.listen", config.restApi.listen)):
@@ -734,9 +900,9 @@ def withOverrides(
     """
     server, restApi = config.server, config.restApi
     if ws is not None:
-        server = replace(server, listen=ws)
+        server = replace(server, listen=ws, listenSource="--ws")
     if dataDir is not None:
         server = replace(server, dataDir=dataDir)
     if rest is not None:
-        restApi = replace(restApi, listen=rest, enabled=True)
+        restApi = replace(restApi, listen=rest, enabled=True, listenSource="--rest")
     return replace(config, server=server, restApi=restApi)

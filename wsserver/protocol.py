@@ -21,8 +21,10 @@ Wire protocol, as the original server's:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
@@ -39,7 +41,7 @@ from .config import MessageConfig, ServerConfig
 from .messages import InvalidPayload, InvalidUserId, parseUserId
 from .routing import IConnection, Router
 
-__all__ = ["ChatServerFactory", "ChatServerProtocol", "prepareFrame", "CLOSE_CODES"]
+__all__ = ["ChatServerFactory", "ChatServerProtocol", "PlainResponse", "prepareFrame", "CLOSE_CODES"]
 
 #: The close codes of the wire protocol.
 CLOSE_CODES = {
@@ -54,6 +56,25 @@ CLOSE_CODES = {
 
 #: Messages a connection may send before its auth check passed; more closes it.
 MAX_EARLY_MESSAGES = 100
+
+#: Autobahn's refusals of a request without C{Upgrade: websocket} (another
+#: method, HTTP/1.0, no upgrade): a plain HTTP request, answered by the factory
+_PLAIN_REQUEST_CODES = frozenset((405, 426, 505))
+
+
+@dataclass(frozen=True)
+class PlainResponse:
+    """
+    An answer to a plain HTTP request on the WebSocket port.
+    """
+
+    code: int
+    reason: str
+    contentType: str
+    body: bytes
+
+
+NOT_FOUND = PlainResponse(404, "Not Found", "text/plain; charset=utf-8", b"Not Found\n")
 
 
 #: Autobahn attributes that only the opening handshake needs.
@@ -149,6 +170,28 @@ class ChatServerProtocol(WebSocketServerProtocol):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)
         self.factory.lost(self)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        """
+        A plain HTTP request (no WebSocket upgrade) is not a failed
+        handshake: the factory answers it (404, or the page at C{/}), with
+        no header that names a library.
+        """
+        headers = self.http_headers
+        if code in _PLAIN_REQUEST_CODES and headers is not None and "upgrade" not in headers:
+            # 405 and 505 come before Autobahn read the path: from the request line
+            method, _, rest = (self.http_status_line or "").partition(" ")
+            answer = self.factory.plainResponse(method, urlsplit(rest.rpartition(" ")[0]).path)
+            self.wasNotCleanReason = "plain HTTP request"
+            self.sendHttpErrorResponse(answer.code, answer.reason, [
+                ("Content-Type", answer.contentType),
+                ("Content-Length", str(len(answer.body))),
+                ("Connection", "close"),
+            ])
+            self.sendData(answer.body)
+            self.dropConnection(abort=False)
+            return
+        super().failHandshake(reason, code, responseHeaders)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """
@@ -311,7 +354,8 @@ class ChatServerFactory(WebSocketServerFactory):
         authenticator: Authenticator,
         clock: IReactorTime,
     ) -> None:
-        super().__init__()
+        # no Server header: it named Autobahn and its version
+        super().__init__(server=None)
         self.router = router
         self.path = server.endpoint
         self.allowedOrigins = frozenset(server.allowedOrigins)
@@ -323,16 +367,43 @@ class ChatServerFactory(WebSocketServerFactory):
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
         self._emptied: Deferred[None] | None = None
+        self.setMessageConfig(message)
         self.setProtocolOptions(
-            maxMessagePayloadSize=message.maxSize,
-            maxFramePayloadSize=message.maxSize,
             # close with a code and reason (1009 ...) rather than dropping TCP
             failByDrop=False,
             # one check of the whole message instead (see _receive)
             utf8validateIncoming=False,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
+            # a plain HTTP request gets plainResponse, not Autobahn's status
+            # page (which names its version, and redirects anywhere with
+            # ?redirect=)
+            webStatus=False,
         )
+
+    def setMessageConfig(self, message: MessageConfig) -> None:
+        """
+        Apply the C{chat.message} settings (C{maxSize}) to the connections
+        made from now on.
+        """
+        self.maxSize = message.maxSize
+        self.setProtocolOptions(maxMessagePayloadSize=message.maxSize, maxFramePayloadSize=message.maxSize)
+
+    def plainResponse(self, method: str, path: str) -> PlainResponse:
+        """
+        The answer to a plain HTTP request (no WebSocket upgrade) on the
+        WebSocket port: L{rootPage} for C{GET /}, 404 for everything else.
+        """
+        if method == "GET" and path == "/":
+            return self.rootPage()
+        return NOT_FOUND
+
+    def rootPage(self) -> PlainResponse:
+        """
+        C{GET /}: the place of the demo page (C{server.demoPage}); 404 until
+        it exists.
+        """
+        return NOT_FOUND
 
     def lost(self, protocol: ChatServerProtocol) -> None:
         """

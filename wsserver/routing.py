@@ -119,6 +119,13 @@ class Router:
         self.connectionCount = 0
         self._peers.bind(self)
 
+    def setMessageConfig(self, config: MessageConfig) -> None:
+        """
+        Route what comes next with the C{chat.message} settings C{config}
+        (a reload).
+        """
+        self._config = config
+
     # connections
 
     def _user(self, userId: int, now: float) -> _User:

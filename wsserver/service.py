@@ -9,11 +9,35 @@ from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-__all__ = ["ListeningService"]
+__all__ = ["ListeningService", "StartError", "cannotListen"]
+
+
+class StartError(Exception):
+    """
+    The server cannot start: a port in use, a certificate that cannot be
+    read.  Its message is one line that names the key or option and the
+    cause; C{twistd wsserver} prints it instead of a traceback and exits 1.
+    """
+
+
+def cannotListen(key: str, error: Exception) -> StartError:
+    """
+    The L{StartError} for a failure to listen, in plain words:
+    C{server.listen: cannot listen on 127.0.0.1:8085: address already in use}.
+
+    @param key: the key or option that gave the address (C{--ws}).
+    """
+    if isinstance(error, CannotListenError):
+        where = f"{error.interface}:{error.port}" if error.interface else f"port {error.port}"
+        cause = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        return StartError(f"{key}: cannot listen on {where}: {cause.lower()}")
+    cause = getattr(error, "strerror", None) or str(error)
+    return StartError(f"{key}: cannot listen: {cause[:1].lower()}{cause[1:]}")
 
 
 class ListeningService(StreamServerEndpointService):
@@ -26,6 +50,8 @@ class ListeningService(StreamServerEndpointService):
     @param holdUntil: when given, the port listens at once but accepts no
         connection until the L{Deferred} this returns fires: connections
         wait in the kernel's backlog meanwhile (a cluster node joining).
+    @param key: the key or option that gave the address, to name it when
+        listening fails (C{server.listen}, C{--ws}).
     """
 
     log = Logger()
@@ -37,8 +63,10 @@ class ListeningService(StreamServerEndpointService):
         factory: Factory,
         onStop: Callable[[], Deferred[None]] | None = None,
         holdUntil: Callable[[], Deferred[None]] | None = None,
+        key: str = "listen",
     ) -> None:
         super().__init__(endpoint, factory)
+        self.key = key
         self._raiseSynchronously = True
         self.what = what
         self.port: IListeningPort | None = None
@@ -47,7 +75,16 @@ class ListeningService(StreamServerEndpointService):
         self._waiters: list[Deferred[IListeningPort]] = []
 
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        """
+        Listen now (before twistd sheds privileges).
+
+        @raise StartError: when listening fails (a port in use, or one that
+            needs privileges).
+        """
+        try:
+            super().privilegedStartService()
+        except (CannotListenError, OSError, OverflowError) as e:
+            raise cannotListen(self.key, e) from e
         self._waitingForPort.addCallback(self._listening)
 
     def _listening(self, port: IListeningPort) -> IListeningPort:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import signal
 import sys
 from typing import Any, Callable
 
@@ -21,14 +22,17 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
+from . import __version__
 from .auth import buildAuthenticator
 from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, StatsJournal
-from .config import Config, ConfigError, defaultConfig, endpointProblems, loadConfig, withOverrides
+from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
+                     withOverrides)
 from .messages import MessageFactory
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
+from .reload import ReloadableAuthenticator, reload
 from .rest import RestSite, makeRestResource
 from .routing import Router
-from .service import ListeningService
+from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore
 from .events import EventNotifier, PostbackSender, targetKeys
 from .redis.address import parseRedisURL
@@ -74,7 +78,31 @@ class Options(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         self.args = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        super().parseOptions([_testFlag(a) for a in self.args if a not in _TEST_OFF])
+
+    def opt_version(self) -> None:
+        """
+        Print the wsserver version and exit.
+        """
+        print(f"wsserver {__version__}")
+        raise SystemExit(0)
+
+    def load(self) -> Config:
+        """
+        Read the config file (or the defaults) and apply the options: at
+        start, and again for a reload.
+
+        @raise ConfigError: naming every problem.
+        """
+        if self["config"]:
+            config = loadConfig(self["config"], checkEndpoints=False)
+        else:
+            config = defaultConfig()
+        config = withOverrides(config, ws=self["ws"], rest=self["rest"], dataDir=self["data-dir"])
+        problems = endpointProblems(config)
+        if problems:
+            raise ConfigError(problems, config.warnings)
+        return config
 
     def postOptions(self) -> None:
         if self["adopt"]:
@@ -83,14 +111,7 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(str(e))
         try:
-            if self["config"]:
-                config = loadConfig(self["config"], checkEndpoints=False)
-            else:
-                config = defaultConfig()
-            config = withOverrides(config, ws=self["ws"], rest=self["rest"], dataDir=self["data-dir"])
-            problems = endpointProblems(config)
-            if problems:
-                raise ConfigError(problems)
+            config = self.load()
         except ConfigError as e:
             if self["test"]:
                 for warning in e.warnings:
@@ -98,16 +119,29 @@ class Options(usage.Options):
                 for problem in e.problems:
                     print(f"error: {problem}")
                 raise SystemExit(1)
-            print("wsserver: invalid configuration, not starting:", file=sys.stderr)
             for problem in e.problems:
-                print(f"  {problem}", file=sys.stderr)
+                print(f"wsserver: invalid configuration: {problem}", file=sys.stderr)
             raise SystemExit(1)
         if self["test"]:
-            for warning in config.warnings:
+            for warning in [*config.warnings, *startWarnings(config)]:
                 print(f"warning: {warning}")
             print("config OK")
             raise SystemExit(0)
         self.config = config
+
+
+#: C{--test=0} (and the like): the original's way of saying "no -T"
+_TEST_OFF = frozenset(f"--test={v}" for v in ("0", "false", "no", "off"))
+
+
+def _testFlag(arg: str) -> str:
+    """
+    C{--test=1} (the original's systemd unit runs it), C{--test=true}: the
+    flag C{--test}.
+    """
+    if arg.lower() in {f"--test={v}" for v in ("1", "true", "yes", "on")}:
+        return "--test"
+    return arg
 
 
 class WsServer(MultiService):
@@ -126,6 +160,18 @@ class WsServer(MultiService):
     notifier: EventNotifier | None = None
     cluster: ClusterNode | None = None
     clusterStats: ClusterStats | None = None
+    #: the config running (a reload changes it)
+    config: Config
+    httpClient: Any = None
+    #: the REST API's auth, which a reload can swap
+    restAuth: ReloadableAuthenticator | None = None
+
+    def reload(self, load: Callable[[], Config], reactor: Any) -> None:
+        """
+        Read the config again with C{load} and apply what can change while
+        clients stay connected (SIGHUP); see L{wsserver.reload}.
+        """
+        reload(self, load, reactor)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -192,6 +238,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         used (start-up only: it is opened before the reactor runs).
     """
     top = WsServer()
+    top.config = config
     chat = config.chat
     events = config.event if config.event.enabled else None
     # Services stop in the reverse order of their addition: what is added
@@ -280,22 +327,24 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         # a joining node learns who is online elsewhere before it takes its
         # first connection (those that come meanwhile wait in the backlog)
         holdUntil=node.whenJoined if node is not None else None,
+        key=listenKey("server", config.server.listenSource),
     )
     top.ws.setServiceParent(top)
 
+    top.httpClient = httpClient
     if config.restApi.enabled:
-        restAuth = buildAuthenticator(config.restApi.auth, httpClient, reactor)
+        restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats),
                         maxBody=chat.message.maxSize)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
-                                    onStop=site.stop)
+                                    onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
         top.rest.setServiceParent(top)
 
     if config.server.watchdog.enabled:
         Watchdog(config.server.watchdog, router.allConnections, reactor).setServiceParent(top)
 
-    for warning in config.warnings:
+    for warning in [*config.warnings, *startWarnings(config)]:
         log.warn("config: {warning}", warning=warning)
     if config.server.auth.usesType("cookie") and not config.server.allowedOrigins:
         log.warn(
@@ -312,6 +361,8 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     from ._autobahn import makeDebugArgumentsLazy
 
     makeDebugArgumentsLazy()
+    _quietStartErrors()
+    log.info("wsserver {version} starting", version=__version__)
     _raiseFileLimit()
     if reactor is None:
         from twisted.internet import reactor as _reactor
@@ -326,12 +377,48 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     config = options.config
     if config.server.workers > 1 and options.adopt is None:
         workers = WorkerPool(config, [a for a in options.args], reactor)
+        _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
-        return buildService(config, reactor, adopt=options.adopt)
+        top = buildService(config, reactor, adopt=options.adopt)
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)
+    _onHangup(reactor, lambda: top.reload(options.load, reactor))
+    return top
+
+
+def _onHangup(reactor: Any, reload: Callable[[], Any]) -> None:
+    """
+    On SIGHUP, call C{reload} in the reactor's thread, instead of dying (the
+    default action): systemd's C{ExecReload} sends it.
+    """
+
+    def hangup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGHUP, hangup)
+
+
+def _quietStartErrors() -> None:
+    """
+    Make a L{StartError} that ends twistd (raised while it starts the
+    services, after it wrote its pid file) one log line and exit status 1,
+    not a traceback: twistd lets the exception through once it has removed
+    its pid file, so the interpreter's last word is ours to say.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_wsserver", False):
+        return
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, StartError):
+            log.critical("cannot start: {why}", why=str(value))
+        else:
+            previous(kind, value, tb)
+
+    hook._wsserver = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def _raiseFileLimit() -> None:

@@ -23,10 +23,12 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
-from .config import Config
+from .config import Config, listenKey
+from .service import cannotListen
 
 __all__ = ["WorkerPool", "parseAdopt"]
 
@@ -101,12 +103,16 @@ class WorkerPool(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        listens = {"ws": self._config.server.listen}
-        if self._config.restApi.enabled:
-            listens["rest"] = self._config.restApi.listen
-        for name, listen in listens.items():
+        server, rest = self._config.server, self._config.restApi
+        listens = {"ws": (server.listen, listenKey("server", server.listenSource))}
+        if rest.enabled:
+            listens["rest"] = (rest.listen, listenKey("restApi", rest.listenSource))
+        for name, (listen, key) in listens.items():
             d = serverFromString(self._reactor, listen).listen(_NoAccept())
-            port = self._result(d)
+            try:
+                port = self._result(d)
+            except (CannotListenError, OSError) as e:
+                raise cannotListen(key, e) from e
             port.stopReading()  # the workers accept, not the parent
             self._ports[name] = port
             address = port.getHost()
@@ -152,6 +158,17 @@ class WorkerPool(Service):
                       index=worker.index, why=reason.getErrorMessage(), s=RESTART_DELAY)
         self._reactor.callLater(RESTART_DELAY, lambda: self.running and not self._stopping
                                 and worker.index not in self._workers and self._spawn(worker.index))
+
+    def reload(self) -> None:
+        """
+        SIGHUP: pass it on to every worker; each reads the config again.
+        """
+        self.log.info("reload requested: passing it on to {n} workers", n=len(self._workers))
+        for worker in self._workers.values():
+            try:
+                worker.transport.signalProcess(signal.SIGHUP)
+            except Exception:  # already gone
+                pass
 
     def workerPIDs(self) -> list[int]:
         """

@@ -1,0 +1,84 @@
+"""
+Tests for the packaging: C{pip install .} and C{pip install -e .} both give
+a C{twistd} that finds the wsserver plugin.
+
+Each test installs this checkout into a scratch prefix with the venv's own
+pip and setuptools (no network: C{--no-index --no-build-isolation
+--no-deps}), then asks Twisted's plugin scan in a child process that sees
+that prefix first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Run in the child: put the prefix's site-packages (and what its .pth files
+#: add) first on sys.path, then print the wsserver plugin's file as Twisted's
+#: plugin scan finds it.
+_FIND_PLUGIN = """
+import site, sys
+before = list(sys.path)
+site.addsitedir(sys.argv[1])
+sys.path[:] = [p for p in sys.path if p not in before] + before
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+found = [p for p in getPlugins(IServiceMaker) if p.tapname == "wsserver"]
+print(sys.modules["twisted.plugins.wsserver_plugin"].__file__ if found else "not found")
+"""
+
+
+class InstallTests(SynchronousTestCase):
+    """
+    The installed package exposes the twistd plugin.
+    """
+
+    def install(self, *args: str) -> str:
+        """
+        C{pip install ARGS} into a new prefix; return its site-packages.
+        """
+        prefix = os.path.abspath(self.mktemp())
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-build-isolation", "--no-deps",
+             "--no-warn-script-location", "--prefix", prefix, *args],
+            check=True, cwd=ROOT, capture_output=True,
+        )
+        return sysconfig.get_path("purelib", vars={"base": prefix, "platbase": prefix})
+
+    def pluginFile(self, sitePackages: str) -> str:
+        """
+        Where a child process whose path starts with C{sitePackages} finds
+        the wsserver plugin (C{"not found"} when it does not).
+        """
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        result = subprocess.run([sys.executable, "-c", _FIND_PLUGIN, sitePackages], env=env, cwd=cwd,
+                                check=True, capture_output=True, text=True)
+        return result.stdout.strip()
+
+    def test_editable(self) -> None:
+        """
+        After C{pip install -e .}, Twisted's plugin scan
+        (C{getPlugins(IServiceMaker)}) finds the plugin in this checkout.
+        """
+        sitePackages = self.install("--editable", ROOT)
+        self.assertEqual(self.pluginFile(sitePackages), os.path.join(ROOT, "twisted", "plugins", "wsserver_plugin.py"))
+
+    def test_regular(self) -> None:
+        """
+        After C{pip install .}, the plugin is installed into Twisted's own
+        C{twisted/plugins}, and found there.
+        """
+        sitePackages = self.install(ROOT)
+        installed = os.path.join(sitePackages, "twisted", "plugins", "wsserver_plugin.py")
+        self.assertTrue(os.path.isfile(installed))
+        self.assertTrue(os.path.isfile(os.path.join(sitePackages, "wsserver", "tap.py")))
+        found = self.pluginFile(sitePackages)
+        self.assertTrue(found.startswith(os.path.join(sitePackages, "twisted", "plugins")), found)

@@ -1,0 +1,132 @@
+"""
+Tests for L{wsserver.reload}: what a SIGHUP applies to a running server, and
+what it leaves for a restart.  (The signal itself: tests.test_tap.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import TestCase
+
+from wsserver.config import ConfigError, parseConfig
+from wsserver.reload import restartKeys
+
+from .support import closeClient, loopbackConfig, openClient, restRequest, startServer
+
+
+class ReloadTests(TestCase):
+    """
+    C{WsServer.reload} on a real server on loopback.
+    """
+
+    timeout = 20
+
+    def reload(self, server: Any, raw: Any) -> list[str]:
+        """
+        Reload C{server} with the config C{raw} (on the same loopback
+        ports); return the log lines it wrote.
+        """
+        config = loopbackConfig(raw)
+        with capturedLogs() as events:
+            server.service.reload(lambda: config, reactor)
+        return [formatEvent(e) for e in events]
+
+    @inlineCallbacks
+    def test_auth(self):
+        """
+        A new C{server.auth} applies to new connections; open ones stay.
+        """
+        server = yield startServer(self)
+        alice = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, alice)
+        lines = self.reload(server, {"server": {"auth": {"type": "bearer", "value": "s3cret"}}})
+        self.assertEqual(lines, ["reload requested", "reload done: server.auth applied"])
+        stranger = yield openClient(server, userId=2)
+        self.assertEqual((yield stranger.closed), (4050, "Unauthorized"))
+        bob = yield openClient(server, userId=3, headers={"Authorization": "Bearer s3cret"})
+        self.addCleanup(closeClient, bob)
+        bob.send({"type": "text", "text": "hi", "recipients": [1]})
+        self.assertEqual((yield alice.messages.get())["text"], "hi")
+
+    @inlineCallbacks
+    def test_restAuthAndMessages(self):
+        """
+        A new C{restApi.auth} and new message settings apply to what comes
+        next: here the REST API asks for a token, and the sender gets its
+        own message back (C{enableSendBack}).
+        """
+        server = yield startServer(self)
+        alice = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, alice)
+        lines = self.reload(server, {
+            "restApi": {"auth": {"type": "header", "name": "X-Key", "value": "k"}},
+            "chat": {"message": {"enableSendBack": True}},
+        })
+        self.assertEqual(lines[-1], "reload done: chat.message, restApi.auth applied")
+        response = yield restRequest(server, "GET", "/stats")
+        self.assertEqual(response.code, 401)
+        yield response.content()
+        response = yield restRequest(server, "GET", "/stats", headers={"X-Key": "k"})
+        self.assertEqual(response.code, 200)
+        yield response.content()
+        alice.send({"type": "text", "text": "echo", "recipients": [2]})
+        self.assertEqual((yield alice.messages.get())["text"], "echo")
+
+    @inlineCallbacks
+    def test_restartOnly(self):
+        """
+        Keys that need a restart are logged as such and keep their running
+        value.
+        """
+        server = yield startServer(self)
+        before = server.service.config
+        raw = {"server": {"workers": 2, "timezone": "Europe/Berlin", "dataDir": "elsewhere"},
+               "cluster": {"redis": "redis://127.0.0.1:1"}}
+        lines = self.reload(server, raw)
+        self.assertEqual(lines, [
+            "reload requested",
+            "reload: server.workers changed: takes effect at the next restart",
+            "reload: server.dataDir changed: takes effect at the next restart",
+            "reload: server.timezone changed: takes effect at the next restart",
+            "reload: cluster changed: takes effect at the next restart",
+            "reload done: nothing to apply",
+        ])
+        after = server.service.config
+        self.assertEqual((after.server, after.chat, after.cluster), (before.server, before.chat, before.cluster))
+
+    @inlineCallbacks
+    def test_refused(self):
+        """
+        A file with errors is refused: each problem logged, the running
+        config kept.
+        """
+        server = yield startServer(self)
+        before = server.service.config
+
+        def load():
+            raise ConfigError(['server.auth.type: unknown auth type "bsaic"', "server.port: 70000 is out of range"])
+
+        with capturedLogs() as events:
+            server.service.reload(load, reactor)
+        self.assertEqual([formatEvent(e) for e in events], [
+            "reload requested",
+            'reload refused, running config kept: server.auth.type: unknown auth type "bsaic"',
+            "reload refused, running config kept: server.port: 70000 is out of range",
+        ])
+        self.assertIs(server.service.config, before)
+
+    def test_restartKeys(self):
+        """
+        L{restartKeys} names the keys that differ and need a restart; a
+        REST auth that turns basic is one (its 401 changes header).
+        """
+        old = parseConfig({}, checkEndpoints=False)
+        new = parseConfig({"server": {"port": 9000, "auth": {"type": "bearer", "value": "x"}},
+                           "restApi": {"auth": {"type": "basic", "user": "u", "password": "p"}}},
+                          checkEndpoints=False)
+        self.assertEqual(restartKeys(old, new), ["server.listen", "restApi.auth (to or from basic)"])
+        self.assertEqual(restartKeys(old, old), [])
