@@ -114,6 +114,8 @@ class _Kept:
         #: the connection logging in, or None
         self._preparing: Any = None
         self._rewatch: Any = None
+        #: the connection that the command timeout dropped during its log-in
+        self._abortedLogin: Any = None
         self._failedLogins = 0
         backoff = backoffPolicy(0.1, MAX_RETRY_DELAY)
         endpoint = address.endpoint(reactor, self._timeout or _DEFAULT_CONNECT_TIMEOUT)
@@ -203,7 +205,7 @@ class _Kept:
         protocol.whenDisconnected().addBoth(lost)
         d = self._prepare(protocol)
         if self._timeout is not None:
-            d.addTimeout(self._timeout, self._reactor)
+            d.addTimeout(self._timeout, self._reactor, onTimeoutCancel=self._timedOut)
         d.addCallbacks(lambda _: self._loggedIn(protocol), lambda f: self._rejected(protocol, f))
 
     def _loggedIn(self, protocol: Any) -> None:
@@ -217,7 +219,19 @@ class _Kept:
             self.log.info("{name} {where} is usable again", name=self._name, where=str(self.address))
         self._isReady(protocol)
 
+    def _timedOut(self, result: Any, timeout: float) -> Any:
+        if isinstance(result, Failure) and result.check(CancelledError):
+            raise self._overdue()
+        return result
+
+    def _overdue(self) -> TimeoutError:
+        return TimeoutError(f"no answer from {self._name} {self.address} within {self._timeout:g} seconds")
+
     def _rejected(self, protocol: Any, failure: Failure) -> None:
+        if self._abortedLogin is protocol:
+            # dropped by the command timeout: that is the cause, not the loss
+            self._abortedLogin = None
+            failure = Failure(self._overdue())
         if self._preparing is protocol:
             self._preparing = None
         self._failedLogins += 1
@@ -343,12 +357,13 @@ class RedisLink(_Kept):
             pending.popleft()
         if not pending or self._clock.seconds() - pending[0][0] < self._timeout:  # type: ignore[operator]
             return
-        why = TimeoutError(f"no answer from {self._name} {self.address} within {self._timeout:g} seconds")
+        why = self._overdue()
         overdue = list(pending)
         pending.clear()
         for _, result in overdue:
             if not result.called:
                 result.errback(Failure(why))
+        self._abortedLogin = self._preparing
         for protocol in (self._ready, self._preparing):
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.abortConnection()
