@@ -8,11 +8,15 @@ import json
 from typing import Any
 
 import orjson
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from wsserver.messages import Message
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore, forRecipient
+from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore, forRecipient, pruneService
 
 
 def serialized(recipients: list[int], text: str = "hi", data: Any = None) -> bytes:
@@ -341,3 +345,75 @@ class ForRecipientTests(SynchronousTestCase):
         payload = serialized([1, 2]).replace(b'"data":null', b'"data":[123456789012345678901234567890]')
         self.assertEqual(json.loads(forRecipient(payload, 1))["data"], [123456789012345678901234567890])
         self.assertEqual(json.loads(forRecipient(payload, 1))["recipients"], [1])
+
+
+class FlakyStore(MemoryUndeliveredStore):
+    """
+    A memory store whose C{prune} raises, or fails its L{Deferred}, the
+    times the test says; it records when C{prune} was called.
+    """
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__(ttlSeconds=10, maxPerUser=10)
+        self.failures = failures
+        self.pruned: list[float] = []
+
+    def prune(self, now: float) -> Deferred[int]:
+        self.pruned.append(now)
+        how = self.failures.pop(0) if self.failures else ""
+        if how == "raise":
+            raise OSError("disk on fire")
+        if how == "fail":
+            return fail(OSError("disk still on fire"))
+        return super().prune(now)
+
+
+class PruneServiceTests(SynchronousTestCase):
+    """
+    Tests for L{pruneService}.
+    """
+
+    def startPruning(self, failures: list[str]) -> tuple[FlakyStore, Clock, Any]:
+        """
+        Start a prune service every 60 seconds over a L{Clock}.
+        """
+        store = FlakyStore(failures)
+        clock = Clock()
+        service = pruneService(store, clock, 60)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return store, clock, service
+
+    def test_prunesEveryInterval(self) -> None:
+        """
+        The service prunes at once and then every interval, with the clock's
+        time, dropping the expired messages.
+        """
+        store, clock, _ = self.startPruning([])
+        store.put(1, b"m", 0)
+        clock.advance(60)
+        clock.advance(60)
+        self.assertEqual(store.pruned, [0, 60, 120])
+        self.assertEqual(store.dropped, 1)
+
+    def test_survivesFailures(self) -> None:
+        """
+        A prune that raises, or whose L{Deferred} fails, is logged and the
+        next prune runs on time.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        store, clock, service = self.startPruning(["", "raise", "fail"])
+        store.put(1, b"m", 0)
+        for _ in range(3):
+            clock.advance(60)
+        self.assertEqual(store.pruned, [0, 60, 120, 180])
+        self.assertEqual(store.dropped, 1)
+        failures = [e for e in logged if "log_failure" in e]
+        self.assertEqual(
+            [(formatEvent(e), str(e["log_failure"].value)) for e in failures],
+            [("could not drop expired undelivered messages", "disk on fire"),
+             ("could not drop expired undelivered messages", "disk still on fire")],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
+        self.assertTrue(service.running)
+        self.assertIsNone(self.successResultOf(service.stopService()))

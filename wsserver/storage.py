@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
-__all__ = ["IUndeliveredStore", "MemoryUndeliveredStore", "forRecipient"]
+__all__ = ["IUndeliveredStore", "MemoryUndeliveredStore", "forRecipient", "pruneService"]
+
+log = Logger()
 
 #: What comes before the recipients in a message serialized by
 #: L{wsserver.messages.Message.serialize} (compact JSON, fixed field order).
@@ -59,6 +64,22 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
     obj = json.loads(payload)
     obj["recipients"] = [userId]
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def pruneService(store: IUndeliveredStore, clock: IReactorTime, interval: float) -> TimerService:
+    """
+    A service that drops the expired messages of C{store} every C{interval}
+    seconds.  A prune that fails (the disk, Redis) is logged and the next
+    one runs on time: a L{TimerService} whose call fails stops for good.
+    """
+
+    def prune() -> Deferred[Any]:
+        d = maybeDeferred(store.prune, clock.seconds())
+        return d.addErrback(lambda f: log.failure("could not drop expired undelivered messages", f))
+
+    service = TimerService(interval, prune)
+    service.clock = clock
+    return service
 
 
 class IUndeliveredStore(Interface):

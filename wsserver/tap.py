@@ -14,7 +14,6 @@ import resource
 import sys
 from typing import Any, Callable
 
-from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -29,7 +28,7 @@ from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .rest import RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService
-from .storage import MemoryUndeliveredStore
+from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, PostbackSender, targetKeys
 from .redis.address import parseRedisURL
 from .redistarget import RedisSender
@@ -246,9 +245,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
             store = database.undelivered(undelivered.ttlSeconds, undelivered.maxPerUser)
         else:
             store = MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
-        pruner = TimerService(PRUNE_INTERVAL, lambda: store.prune(reactor.seconds()))
-        pruner.clock = reactor
-        pruner.setServiceParent(top)
+        pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
     journal = StatsJournal() if node is not None else None
     router = top.router = Router(
