@@ -5,7 +5,7 @@ Tests for L{wsserver.routing} and L{wsserver.stats}.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -82,6 +82,9 @@ class SlowStore:
 
     def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
         return self.memory.put(userId, payload, now)
+
+    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+        return self.memory.putMany(userIds, payload, now)
 
     def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
         d: Deferred[list[tuple[int, bytes]]] = Deferred()
@@ -745,6 +748,83 @@ class UndeliveredTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(self.pending(self.store, 0), 0)
         self.assertEqual(self.pending(self.store, 3), 0)
         self.assertEqual(message.recipients, [2, 3, 0, 4, 2])
+
+    def test_manyOfflineStoredOnce(self) -> None:
+        """
+        A message for many offline recipients is handed to the store once,
+        as it was routed, for all of them; each gets it with C{recipients}
+        C{[R]} when they connect, and a recipient's ack leaves it for the
+        others.
+        """
+        alice = self.connect(1)
+        offline = list(range(2, 2002))
+        message = self.send(alice, offline + [1], "x" * 1000)
+        stored = {id(entry[2]) for u in offline for entry in self.store._queues[u]}
+        self.assertEqual(len(stored), 1)
+        bob = self.connect(2)
+        self.assertEqual(bob.received(), [dict(message.toDict(), recipients=[2])])
+        self.assertEqual(self.pending(self.store, 2), 0)
+        self.assertEqual(self.pending(self.store, 3), 1)
+        for userId in offline[1:]:
+            self.assertEqual(self.connect(userId).received(), [dict(message.toDict(), recipients=[userId])])
+        self.assertEqual(self.store._queues, {})
+
+    def test_allOffline(self) -> None:
+        """
+        A message whose recipients are all offline reaches each of them
+        with C{recipients} C{[R]}, stored once for all.
+        """
+        alice = self.connect(1)
+        message = self.send(alice, [2, 3])
+        self.assertIs(self.store._queues[2][0][2], self.store._queues[3][0][2])
+        self.assertEqual(self.connect(3).received(), [dict(message.toDict(), recipients=[3])])
+        self.assertEqual(self.connect(2).received(), [dict(message.toDict(), recipients=[2])])
+
+    def test_oneOffline(self) -> None:
+        """
+        A message for one offline recipient is stored as it is (it already
+        is the copy for that recipient).
+        """
+        alice = self.connect(1)
+        message = self.send(alice, [2])
+        self.assertEqual(self.store._queues[2][0][2:], (message.serialize(), False))
+
+    def test_oneOfSeveralOffline(self) -> None:
+        """
+        A message for several recipients of whom one is offline is stored
+        for that one only, and arrives with C{recipients} C{[R]}.
+        """
+        alice = self.connect(1)
+        self.connect(3)
+        message = self.send(alice, [3, 2, 2])
+        self.assertEqual(self.pending(self.store, 2), 1)
+        self.assertEqual(self.connect(2).received(), [dict(message.toDict(), recipients=[2])])
+
+    def test_forwardedKeptForOffline(self) -> None:
+        """
+        A message that another node routed to users who left this node
+        meanwhile is kept once for them, and each gets it with
+        C{recipients} C{[R]}; an online one gets it at once.
+        """
+        carol = self.connect(4)
+        message = self.factory.fromObject({"type": "text", "text": "t", "recipients": [2, 3, 4]}, 1)
+        self.router.deliverForwarded([2, 3, 4], message.serialize())
+        self.assertEqual(carol.sent, [message.serialize()])
+        self.assertIs(self.store._queues[2][0][2], self.store._queues[3][0][2])
+        self.assertEqual(self.connect(3).received(), [dict(message.toDict(), recipients=[3])])
+        self.assertEqual(self.connect(2).received(), [dict(message.toDict(), recipients=[2])])
+
+    def test_undeliverableKept(self) -> None:
+        """
+        A forwarded message that reached no node is kept once for its
+        offline users, not for one online here.
+        """
+        self.connect(4)
+        message = self.factory.fromObject({"type": "text", "text": "t", "recipients": [2, 3, 4]}, 1)
+        self.router.undeliverable([2, 3, 4], message.serialize())
+        self.assertEqual(sorted(self.store._queues), [2, 3])
+        self.assertIs(self.store._queues[2][0][2], self.store._queues[3][0][2])
+        self.assertEqual(self.connect(2).received(), [dict(message.toDict(), recipients=[2])])
 
     def test_deliveredOnAttach(self) -> None:
         """

@@ -15,6 +15,8 @@ import sqlite3
 import sys
 from typing import Any, Callable, Coroutine
 
+import orjson
+
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
@@ -29,6 +31,7 @@ from wsserver.sqlitestore import (
     StorageError,
     openDatabase,
 )
+from wsserver.messages import Message
 from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
 
 LARGEST = 2**64 - 1
@@ -320,6 +323,103 @@ class UndeliveredStoreTestsMixin:
         self.assertEqual(await self.store.prune(200), 4)
         self.assertEqual(self.store.dropped, 5)
 
+    async def putMany(self, userIds: list[int], payload: bytes, now: float = 0) -> None:
+        self.assertIsNone(await self.store.putMany(userIds, payload, now))
+
+    @asyncTest
+    async def test_putManyFetchedAsCopy(self) -> None:
+        """
+        Each user of a C{putMany} fetches the message, in its place among
+        the others, with C{recipients} C{[user]} and nothing else changed;
+        it counts as one message per user.
+        """
+        payload = message([3, LARGEST, 2**63, 9])
+        await self.put(LARGEST, b"before", 0)
+        await self.putMany([LARGEST, 2**63, 9], payload, 1)
+        await self.put(LARGEST, b"after", 2)
+        self.assertEqual(await self.payloads(LARGEST, 3), [b"before", copyFor(payload, LARGEST), b"after"])
+        self.assertEqual(await self.payloads(2**63, 3), [copyFor(payload, 2**63)])
+        self.assertEqual(await self.payloads(9, 3), [copyFor(payload, 9)])
+        self.assertEqual(await self.payloads(3, 3), [])
+        self.assertEqual(await self.store.pending(LARGEST), 3)
+        self.assertEqual(await self.store.pending(9), 1)
+
+    @asyncTest
+    async def test_putManyAckOneUser(self) -> None:
+        """
+        The C{ack} of one user forgets the message for that user only: the
+        others still fetch it, until they acknowledge it too.
+        """
+        payload = message([1, 2, 3])
+        await self.putMany([1, 2, 3], payload)
+        ((key1, _),) = await self.fetch(1)
+        await self.store.ack(1, [key1])
+        self.assertEqual(await self.fetch(1), [])
+        ((key2, got2),) = await self.fetch(2)
+        self.assertEqual(got2, copyFor(payload, 2))
+        await self.store.ack(2, [key2])
+        self.assertEqual(await self.payloads(3), [copyFor(payload, 3)])
+        self.assertEqual(await self.store.pending(3), 1)
+
+    @asyncTest
+    async def test_putManyMaxPerUser(self) -> None:
+        """
+        A C{putMany} message counts towards each of its users'
+        C{maxPerUser}: the oldest of a full queue is dropped (and counted),
+        the other users keep theirs.
+        """
+        for i in range(3):
+            await self.put(1, b"m%d" % (i,))
+        payload = message([1, 2])
+        await self.putMany([1, 2], payload)
+        self.assertEqual(await self.payloads(1), [b"m1", b"m2", copyFor(payload, 1)])
+        self.assertEqual(self.store.dropped, 1)
+        for i in range(3):
+            await self.put(1, b"n%d" % (i,))
+        self.assertEqual(await self.payloads(1), [b"n0", b"n1", b"n2"])
+        self.assertEqual(await self.payloads(2), [copyFor(payload, 2)])
+        self.assertEqual(self.store.dropped, 4)
+
+    @asyncTest
+    async def test_putManyTtl(self) -> None:
+        """
+        A C{putMany} message expires after C{ttlSeconds} for each of its
+        users, when fetched or pruned, and is counted once per user.
+        """
+        payload = message([1, 2, 3])
+        await self.putMany([1, 2, 3], payload, 10)
+        self.assertEqual(await self.payloads(1, 110), [copyFor(payload, 1)])
+        self.assertEqual(await self.payloads(1, 111), [])
+        self.assertEqual(self.store.dropped, 1)
+        self.assertEqual(await self.store.prune(110), 0)
+        self.assertEqual(await self.store.prune(111), 2)
+        self.assertEqual(self.store.dropped, 3)
+        self.assertEqual(await self.store.pending(2) + await self.store.pending(3), 0)
+
+    @asyncTest
+    async def test_putManyNobody(self) -> None:
+        """
+        C{putMany} for no user keeps nothing.
+        """
+        await self.putMany([], message([1]))
+        self.assertEqual(await self.store.pending(1), 0)
+
+
+def message(recipients: list[int], text: str = "hi") -> bytes:
+    """
+    A message for C{recipients}, serialized as the router does.
+    """
+    return Message("ID-1", "text", text, "2026-01-01T00:00:00.000000+00:00", 1, recipients, {"n": 1}).serialize()
+
+
+def copyFor(payload: bytes, userId: int) -> bytes:
+    """
+    The copy of C{payload} for C{userId}, made by a full parse.
+    """
+    obj = orjson.loads(payload)
+    obj["recipients"] = [userId]
+    return orjson.dumps(obj)
+
 
 class MemoryUndeliveredStoreTests(UndeliveredStoreTestsMixin, TestCase):
     """
@@ -415,6 +515,137 @@ class SqliteUndeliveredStoreTests(UndeliveredStoreTestsMixin, DatabaseMixin, Tes
         self.assertEqual([p for _, p in await store.fetch(LARGEST, 3)], [b"a", b"b"])
         deliveries = await db.events().due(10, 10, frozenset())
         self.assertEqual([(d.primary, d.payload) for d in deliveries], [("targets[0]", b"e")])
+
+    async def rows(self) -> tuple[int, int, int]:
+        """
+        How many rows C{messages} and C{undelivered} hold, and the total
+        length of the stored payloads.
+        """
+
+        def count(cursor: Any) -> tuple[int, int, int]:
+            cursor.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages")
+            messages, size = cursor.fetchone()
+            cursor.execute("SELECT COUNT(*) FROM undelivered")
+            return messages, cursor.fetchone()[0], size
+
+        result: tuple[int, int, int] = await self.store._db.run(count)
+        return result
+
+    @asyncTest
+    async def test_putManyStoredOnce(self) -> None:
+        """
+        A C{putMany} message is one row of C{messages} (its payload once)
+        and one small row per user; C{put} stores its payload once too.
+        """
+        payload = message(list(range(1, 51)), "x" * 10_000)
+        await self.putMany(list(range(1, 51)), payload)
+        self.assertEqual(await self.rows(), (1, 50, len(payload)))
+        await self.put(7, b"single")
+        self.assertEqual(await self.rows(), (2, 51, len(payload) + len(b"single")))
+
+    @asyncTest
+    async def test_messageGoesWithItsLastUser(self) -> None:
+        """
+        The payload of a C{putMany} message is deleted when its last user's
+        row goes, whichever way: an C{ack}, C{maxPerUser}, or its age.
+        """
+        shared = message([1, 2, 3])
+        later = message([1, 2], "later")
+        await self.putMany([1, 2, 3], shared, 0)
+        await self.putMany([1, 2], later, 50)
+        await self.store.ack(1, [key for key, _ in await self.fetch(1)])
+        self.assertEqual(await self.rows(), (2, 3, len(shared) + len(later)))
+        for i in range(3):
+            await self.put(2, b"m%d" % (i,), 60)
+        self.assertEqual(await self.payloads(2, 60), [b"m0", b"m1", b"m2"])
+        self.assertEqual(await self.rows(), (4, 4, len(shared) + 6))
+        self.assertEqual(await self.store.prune(100), 0)
+        self.assertEqual(await self.store.prune(101), 1)
+        self.assertEqual(await self.rows(), (3, 3, 6))
+        self.assertEqual(await self.store.prune(160), 0)
+        self.assertEqual(await self.store.prune(161), 3)
+        self.assertEqual(await self.rows(), (0, 0, 0))
+
+    @asyncTest
+    async def test_putManySurvivesRestart(self) -> None:
+        """
+        A C{putMany} message is still there for each user, as a copy for
+        that user, after a restart.
+        """
+        payload = message([1, 2])
+        await self.putMany([1, 2], payload, 1)
+        await self.reopen()
+        self.assertEqual(await self.payloads(1, 2), [copyFor(payload, 1)])
+        self.assertEqual(await self.payloads(2, 2), [copyFor(payload, 2)])
+
+
+class ManyOfflineRecipientsTests(DatabaseMixin, TestCase):
+    """
+    A large message for many offline users, through the router, into the
+    SQLite store and out again when they connect.
+    """
+
+    @asyncTest
+    async def test_storedOnceDeliveredToEach(self) -> None:
+        """
+        One 200 KB message for 2,000 offline users (and one online) takes
+        about 200 KB on disk, not 2,000 copies; each user gets it, with
+        C{recipients} C{[user]}, when they connect; then it is gone.
+        """
+        from zoneinfo import ZoneInfo
+
+        from twisted.internet.task import Clock
+
+        from wsserver.config import MessageConfig
+        from wsserver.messages import MessageFactory
+        from wsserver.routing import Router
+
+        from .test_routing import FakeConnection
+
+        db = self.openDatabase()
+        store = db.undelivered(ttlSeconds=3600, maxPerUser=10)
+        clock = Clock()
+        clock.advance(1000)
+        router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC")), store)
+        sender = FakeConnection(1)
+        router.attach(sender)
+        online = FakeConnection(5000)
+        router.attach(online)
+        offline = list(range(2, 2002))
+        text = "x" * 200_000
+        router.receive(sender, orjson.dumps({"type": "text", "text": text, "recipients": offline + [5000]}))
+        await db.run(lambda cursor: None)
+
+        def size(cursor: Any) -> tuple[int, int, int]:
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages")
+            (payloads,) = cursor.fetchone()
+            cursor.execute("PRAGMA page_count")
+            (pages,) = cursor.fetchone()
+            cursor.execute("PRAGMA page_size")
+            return payloads, pages, cursor.fetchone()[0]
+
+        payloads, pages, pageSize = await db.run(size)
+        (sent,) = online.sent
+        self.assertTrue(len(text) < payloads < len(sent) + 100, payloads)
+        self.assertTrue(pages * pageSize < 600_000, pages * pageSize)
+        self.assertEqual(os.path.getsize(db.path), pages * pageSize)
+
+        connections = [FakeConnection(user) for user in offline]
+        for connection in connections:
+            router.attach(connection)
+        await db.run(lambda cursor: None)
+        expected = orjson.loads(sent)
+        for connection in connections:
+            (got,) = connection.received()
+            self.assertEqual(got, dict(expected, recipients=[connection.userId]))
+        await db.run(lambda cursor: None)
+
+        def left(cursor: Any) -> tuple[int, int]:
+            cursor.execute("SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM undelivered)")
+            return cursor.fetchone()
+
+        self.assertEqual(await db.run(left), (0, 0))
 
 
 CRASHER = """
@@ -902,3 +1133,182 @@ class OpenDatabaseTests(DatabaseMixin, TestCase):
             f"wsserver database {path} has schema version {SCHEMA_VERSION + 1}, newer than this"
             f" wsserver's ({SCHEMA_VERSION}); refusing to touch it",
         )
+
+
+#: The schema of version 1, verbatim as wsserver created it before a
+#: message for many users was stored once (a payload per user).
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS undelivered (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    user INTEGER NOT NULL,
+    created REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS undelivered_user ON undelivered (user, key);
+CREATE INDEX IF NOT EXISTS undelivered_created ON undelivered (created);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    primary_target TEXT NOT NULL,
+    target TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    not_before REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_due ON events (state, not_before);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
+"""
+
+
+class MigrationTests(DatabaseMixin, TestCase):
+    """
+    A database of schema version 1 is migrated in place, in one
+    transaction, when opened.
+    """
+
+    def makeVersion1(self) -> str:
+        """
+        Make a version 1 database as that wsserver did (its schema, WAL, its
+        C{put}s and an C{ack}): user 1 has C{a} and C{b}, user C{2**64-1}
+        has C{c} (the message with the greatest key was acknowledged), one
+        delivery is pending, and 4 messages were dropped.
+        """
+        path = self.databasePath()
+        os.makedirs(os.path.dirname(path))
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        for statement in [s.strip() for s in SCHEMA_V1.split(";") if s.strip()]:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute("COMMIT")
+        connection.execute("PRAGMA journal_mode=WAL")
+        for user, created, payload in [(1, 10.0, b"a"), (-1, 11.0, b"c"), (1, 12.0, b"b"), (1, 13.0, b"acked")]:
+            connection.execute("INSERT INTO undelivered (user, created, payload) VALUES (?, ?, ?)",
+                               (user, created, payload))
+        connection.execute("DELETE FROM undelivered WHERE key = 4")
+        connection.execute("UPDATE counters SET value = 4 WHERE name = 'dropped'")
+        connection.execute(
+            "INSERT INTO events (primary_target, target, payload, attempts, not_before, state)"
+            " VALUES ('t', 't', ?, 0, 5.0, 'pending')",
+            (b"e",),
+        )
+        connection.close()
+        return path
+
+    def contents(self, path: str) -> tuple[Any, ...]:
+        """
+        The schema version, the names in the schema and every row of a
+        database, read without writing.
+        """
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            names = sorted(name for (name,) in connection.execute("SELECT name FROM sqlite_master"))
+            rows = {
+                name: connection.execute(f"SELECT * FROM {name}").fetchall()
+                for name in ("undelivered", "events", "counters", "sqlite_sequence")
+            }
+        finally:
+            connection.close()
+        return version, names, rows
+
+    @asyncTest
+    async def test_migrated(self) -> None:
+        """
+        A version 1 database opens as the current version: its messages are
+        delivered in order with their keys, to the right users, its pending
+        deliveries and C{dropped} are kept, keys are still never reused, and
+        it opens again afterwards.
+        """
+        path = self.makeVersion1()
+        db = self.openDatabase()
+        self.assertEqual(self.contents(path)[0], SCHEMA_VERSION)
+        store = db.undelivered(ttlSeconds=100, maxPerUser=10)
+        self.assertEqual(store.dropped, 4)
+        self.assertEqual(await store.fetch(1, 20), [(1, b"a"), (3, b"b")])
+        self.assertEqual(await store.fetch(LARGEST, 20), [(2, b"c")])
+        deliveries = await db.events().due(10, 10, frozenset())
+        self.assertEqual([(d.primary, d.payload) for d in deliveries], [("t", b"e")])
+        await store.put(1, b"new", 20)
+        self.assertEqual([key for key, _ in await store.fetch(1, 20)], [1, 3, 5])
+        await store.ack(1, [1, 3, 5])
+        await store.ack(LARGEST, [2])
+        self.assertEqual(await db.run(lambda c: c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]), 0)
+        await db.close()
+        db = self.openDatabase()
+        self.assertEqual(await db.undelivered(100, 10).pending(1), 0)
+
+    @asyncTest
+    async def test_deliveredByRouter(self) -> None:
+        """
+        The messages of a version 1 database reach their user when the user
+        connects to a server with the current version.
+        """
+        from zoneinfo import ZoneInfo
+
+        from twisted.internet.task import Clock
+
+        from wsserver.config import MessageConfig
+        from wsserver.messages import MessageFactory
+        from wsserver.routing import Router
+
+        from .test_routing import FakeConnection
+
+        self.makeVersion1()
+        db = self.openDatabase()
+        clock = Clock()
+        clock.advance(20)
+        router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC")),
+                        db.undelivered(ttlSeconds=100, maxPerUser=10))
+        connection = FakeConnection(1)
+        router.attach(connection)
+        await db.run(lambda cursor: None)
+        self.assertEqual(connection.sent, [b"a", b"b"])
+
+    def test_failedMigrationChangesNothing(self) -> None:
+        """
+        A migration that fails part way (here after its last statement) is
+        rolled back: the database is still version 1 with all its rows, and
+        the next start migrates it.
+        """
+        from wsserver import sqlitestore
+
+        path = self.makeVersion1()
+        before = self.contents(path)
+        migrate = sqlitestore._MIGRATIONS[1]
+
+        def failing(connection: sqlite3.Connection) -> None:
+            migrate(connection)
+            raise sqlite3.OperationalError("disk full")
+
+        self.patch(sqlitestore, "_MIGRATIONS", {1: failing})
+        error = self.assertRaises(StorageError, openDatabase, path)
+        self.assertEqual(str(error), f"cannot open wsserver database {path}: disk full")
+        self.assertEqual(self.contents(path), before)
+        self.assertEqual(before[0], 1)
+        connection = sqlite3.connect(path)
+        self.assertIn("payload", [row[1] for row in connection.execute("PRAGMA table_info(undelivered)")])
+        connection.close()
+        self.patch(sqlitestore, "_MIGRATIONS", {1: migrate})
+        self.openDatabase()
+        self.assertEqual(self.contents(path)[0], SCHEMA_VERSION)
+
+    def test_version1WithOtherTables(self) -> None:
+        """
+        A version 1 database with a table that is not ours (even one of the
+        current version) is refused and left untouched, not migrated.
+        """
+        path = self.makeVersion1()
+        connection = sqlite3.connect(path)
+        connection.execute("CREATE TABLE messages (x)")
+        connection.commit()
+        connection.close()
+        before = self.contents(path)
+        error = self.assertRaises(StorageError, openDatabase, path)
+        self.assertEqual(str(error), f"{path} is not a wsserver database (it has other tables); refusing to touch it")
+        self.assertEqual(self.contents(path), before)

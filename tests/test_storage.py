@@ -4,10 +4,35 @@ Tests for L{wsserver.storage}.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import orjson
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
+from wsserver.messages import Message
+from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore, forRecipient, pruneService
+
+
+def serialized(recipients: list[int], text: str = "hi", data: Any = None) -> bytes:
+    """
+    A message as the router serializes it.
+    """
+    return Message("ID-1", "text", text, "2026-01-01T00:00:00.000000+00:00", 1, recipients, data).serialize()
+
+
+def expectedCopy(payload: bytes, userId: int) -> bytes:
+    """
+    The copy of C{payload} for C{userId}, made the slow way (a full parse).
+    """
+    obj = orjson.loads(payload)
+    obj["recipients"] = [userId]
+    return orjson.dumps(obj)
 
 
 class MemoryUndeliveredStoreTests(SynchronousTestCase):
@@ -207,3 +232,188 @@ class MemoryUndeliveredStoreTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.store.prune(200)), 4)
         self.assertEqual(self.store.dropped, 5)
 
+
+    def test_putManyStoredOnce(self) -> None:
+        """
+        C{putMany} keeps one L{bytes} object for all its users: every user's
+        queue refers to the same one, and counts it as one message.
+        """
+        payload = serialized([1, 2, 3])
+        self.assertIsNone(self.successResultOf(self.store.putMany([1, 2, 3], payload, 0)))
+        self.assertEqual([self.pending(u) for u in (1, 2, 3, 4)], [1, 1, 1, 0])
+        stored = [entry[2] for u in (1, 2, 3) for entry in self.store._queues[u]]
+        self.assertEqual(len(stored), 3)
+        for item in stored:
+            self.assertIs(item, payload)
+
+    def test_putManyFetchedAsCopy(self) -> None:
+        """
+        Each user of a C{putMany} fetches the message with C{recipients}
+        C{[user]}, in order with what C{put} stored; the message itself is
+        otherwise unchanged.
+        """
+        self.put(2, b"before")
+        payload = serialized([1, 2, 5], data={"recipients": [7]})
+        self.successResultOf(self.store.putMany([2, 5], payload, 0))
+        self.assertEqual(self.payloads(2), [b"before", expectedCopy(payload, 2)])
+        self.assertEqual(self.payloads(5), [expectedCopy(payload, 5)])
+        self.assertEqual(orjson.loads(self.payloads(5)[0])["data"], {"recipients": [7]})
+
+    def test_putManyAckOneUser(self) -> None:
+        """
+        The C{ack} of one user forgets the message for that user only.
+        """
+        payload = serialized([1, 2])
+        self.successResultOf(self.store.putMany([1, 2], payload, 0))
+        (key, _), = self.fetch(1)
+        self.successResultOf(self.store.ack(1, [key]))
+        self.assertEqual(self.pending(1), 0)
+        self.assertEqual(self.payloads(2), [expectedCopy(payload, 2)])
+
+    def test_putManyMaxPerUserAndTtl(self) -> None:
+        """
+        A C{putMany} message counts towards each user's C{maxPerUser} and
+        expires after C{ttlSeconds}, once per user in C{dropped}.
+        """
+        for i in range(3):
+            self.put(1, b"m%d" % (i,), 0)
+        self.successResultOf(self.store.putMany([1, 2], serialized([1, 2]), 10))
+        self.assertEqual(self.payloads(1), [b"m1", b"m2", expectedCopy(serialized([1, 2]), 1)])
+        self.assertEqual(self.store.dropped, 1)
+        self.assertEqual(self.successResultOf(self.store.prune(111)), 4)
+        self.assertEqual(self.store.dropped, 5)
+        self.assertEqual(self.pending(1) + self.pending(2), 0)
+
+    def test_putManyEmpty(self) -> None:
+        """
+        C{putMany} for no user keeps nothing.
+        """
+        self.successResultOf(self.store.putMany([], serialized([1]), 0))
+        self.assertEqual(self.store._queues, {})
+
+
+class ForRecipientTests(SynchronousTestCase):
+    """
+    Tests for L{forRecipient}.
+    """
+
+    def test_rewrites(self) -> None:
+        """
+        The copy has C{recipients} C{[userId]} and everything else as it was,
+        in the same order, as a full parse and serialization would give.
+        """
+        payload = serialized([3, 2**64 - 1, 0, 3], data={"a": [1, 2], "recipients": [1, 2]})
+        copy = forRecipient(payload, 2**64 - 1)
+        self.assertEqual(copy, expectedCopy(payload, 2**64 - 1))
+        self.assertEqual(list(orjson.loads(copy)), ["id", "type", "text", "timestamp", "sender", "recipients", "data"])
+
+    def test_trickyText(self) -> None:
+        """
+        A text that looks like the recipients field (quotes, brackets) is
+        carried untouched: only the field itself is rewritten.
+        """
+        for text in [',"recipients":[9]', '\\",\"recipients\":[9]', "]]]", '"', "\\", "é ✓ \u0000"]:
+            payload = serialized([4, 5], text=text)
+            copy = forRecipient(payload, 5)
+            self.assertEqual(copy, expectedCopy(payload, 5), text)
+            self.assertEqual(orjson.loads(copy)["text"], text)
+
+    def test_alreadyOwn(self) -> None:
+        """
+        A message whose recipients already are C{[userId]} is answered as it
+        is, not copied.
+        """
+        payload = serialized([8])
+        self.assertIs(forRecipient(payload, 8), payload)
+
+    def test_otherLayout(self) -> None:
+        """
+        A message in another JSON layout (spaces, another field order) is
+        rewritten by a full parse, which keeps integers beyond 64 bits exactly.
+        """
+        payload = b'{"data": {"big": 123456789012345678901234567890}, "recipients": [1, 2], "type": "x"}'
+        self.assertEqual(
+            json.loads(forRecipient(payload, 2)),
+            {"data": {"big": 123456789012345678901234567890}, "recipients": [2], "type": "x"},
+        )
+
+    def test_bigIntegersInData(self) -> None:
+        """
+        In the server's layout, integers beyond 64 bits in C{data} (which the
+        fast path never parses) arrive exactly as they were.
+        """
+        payload = serialized([1, 2]).replace(b'"data":null', b'"data":[123456789012345678901234567890]')
+        self.assertEqual(json.loads(forRecipient(payload, 1))["data"], [123456789012345678901234567890])
+        self.assertEqual(json.loads(forRecipient(payload, 1))["recipients"], [1])
+
+
+class FlakyStore(MemoryUndeliveredStore):
+    """
+    A memory store whose C{prune} raises, or fails its L{Deferred}, the
+    times the test says; it records when C{prune} was called.
+    """
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__(ttlSeconds=10, maxPerUser=10)
+        self.failures = failures
+        self.pruned: list[float] = []
+
+    def prune(self, now: float) -> Deferred[int]:
+        self.pruned.append(now)
+        how = self.failures.pop(0) if self.failures else ""
+        if how == "raise":
+            raise OSError("disk on fire")
+        if how == "fail":
+            return fail(OSError("disk still on fire"))
+        return super().prune(now)
+
+
+class PruneServiceTests(SynchronousTestCase):
+    """
+    Tests for L{pruneService}.
+    """
+
+    def startPruning(self, failures: list[str]) -> tuple[FlakyStore, Clock, Any]:
+        """
+        Start a prune service every 60 seconds over a L{Clock}.
+        """
+        store = FlakyStore(failures)
+        clock = Clock()
+        service = pruneService(store, clock, 60)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return store, clock, service
+
+    def test_prunesEveryInterval(self) -> None:
+        """
+        The service prunes at once and then every interval, with the clock's
+        time, dropping the expired messages.
+        """
+        store, clock, _ = self.startPruning([])
+        store.put(1, b"m", 0)
+        clock.advance(60)
+        clock.advance(60)
+        self.assertEqual(store.pruned, [0, 60, 120])
+        self.assertEqual(store.dropped, 1)
+
+    def test_survivesFailures(self) -> None:
+        """
+        A prune that raises, or whose L{Deferred} fails, is logged and the
+        next prune runs on time.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        store, clock, service = self.startPruning(["", "raise", "fail"])
+        store.put(1, b"m", 0)
+        for _ in range(3):
+            clock.advance(60)
+        self.assertEqual(store.pruned, [0, 60, 120, 180])
+        self.assertEqual(store.dropped, 1)
+        failures = [e for e in logged if "log_failure" in e]
+        self.assertEqual(
+            [(formatEvent(e), str(e["log_failure"].value)) for e in failures],
+            [("could not drop expired undelivered messages", "disk on fire"),
+             ("could not drop expired undelivered messages", "disk still on fire")],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
+        self.assertTrue(service.running)
+        self.assertIsNone(self.successResultOf(service.stopService()))

@@ -287,6 +287,7 @@ class Router:
             #: the recipients online on other nodes (the message crosses once
             #: to each of those nodes)
             forwarded: list[int] | None = None
+            offline = None
             for r in message.recipients:
                 if r == BOT or r in seen:
                     continue
@@ -310,12 +311,16 @@ class Router:
                     if user.connections:
                         reached.append(r)
                 elif self._store is not None:
-                    if message.recipients == [r]:
-                        self._keepRaw(r, payload, now)  # already the copy for r
+                    if offline is None:
+                        offline = [r]
                     else:
-                        copy = message.toDict()
-                        copy["recipients"] = [r]
-                        self._keep(r, copy, now)
+                        offline.append(r)
+            if offline is not None:
+                if len(offline) == 1 and message.recipients == offline:
+                    self._keepRaw(offline[0], payload, now)  # already the copy for its only recipient
+                else:
+                    # stored once for all of them; each gets its copy when fetched
+                    self._keepMany(offline, payload, now)
             if senderUser is not None and senderUser.connections:
                 if (
                     config.enableSendBack
@@ -352,16 +357,22 @@ class Router:
         prepared = None
         message = None
         users = self._users
+        offline = None
         for userId in userIds:
             user = users.get(userId)
             if user is None or (not user.connections and user.backlog is None):
-                self._keepFor(userId, payload)
+                if offline is None:
+                    offline = [userId]
+                else:
+                    offline.append(userId)
                 continue
             if prepared is None:
                 prepared = self._prepare(payload)
             if user.backlog is not None and message is None:
                 message = Message(**orjson.loads(payload))
             self._deliver(user, message, prepared, len(payload))  # type: ignore[arg-type]
+        if offline is not None:
+            self._keepFor(offline, payload)
 
     def undeliverable(self, userIds: Sequence[int], payload: bytes) -> None:
         """
@@ -370,24 +381,22 @@ class Router:
         (they had their copy there).
         """
         remote = self._peers.remoteUsers
+        offline = []
         for userId in userIds:
             user = self._users.get(userId)
             if (user is not None and user.connections) or userId in remote:
                 continue
-            self._keepFor(userId, payload)
+            offline.append(userId)
+        if offline:
+            self._keepFor(offline, payload)
 
-    def _keepFor(self, userId: int, payload: bytes) -> None:
+    def _keepFor(self, userIds: list[int], payload: bytes) -> None:
         """
-        Keep C{payload} for C{userId} (offline) when the queue is on.
+        Keep C{payload}, as routed, for C{userIds} (offline) when the queue
+        is on: stored once, each gets its copy when fetched.
         """
-        if self._store is None:
-            return
-        obj = orjson.loads(payload)
-        if obj.get("recipients") == [userId]:
-            self._keepRaw(userId, payload, self._clock.seconds())
-        else:
-            obj["recipients"] = [userId]
-            self._keep(userId, obj, self._clock.seconds())
+        if self._store is not None:
+            self._keepMany(userIds, payload, self._clock.seconds())
 
     def drainAgain(self, userId: int) -> None:
         """
@@ -415,6 +424,10 @@ class Router:
     def _keepRaw(self, userId: int, payload: bytes, now: float) -> None:
         d = self._store.put(userId, payload, now)  # type: ignore[union-attr]
         d.addErrback(lambda f: self.log.failure("could not keep a message for user {uid}", f, uid=userId))
+
+    def _keepMany(self, userIds: list[int], payload: bytes, now: float) -> None:
+        d = self._store.putMany(userIds, payload, now)  # type: ignore[union-attr]
+        d.addErrback(lambda f: self.log.failure("could not keep a message for {n} users", f, n=len(userIds)))
 
     def _drain(self, userId: int, user: _User, now: float) -> None:
         """

@@ -6,7 +6,8 @@ directory.
 
 L{openDatabase} checks the file once, at start-up, on the calling thread: it
 creates the data directory, refuses a file that is not a wsserver database
-without touching it, and creates the schema in a new one.  From then on every
+without touching it (a newer schema version too), creates the schema in a
+new one and migrates an older version in place.  From then on every
 query runs in the one thread of an L{adbapi.ConnectionPool}, so that the
 reactor never waits for the disk and writes are serialized; each method of
 the stores is a single short transaction, committed before its L{Deferred}
@@ -22,21 +23,31 @@ between storing and delivering loses nothing (at least once).
 Schema (version L{SCHEMA_VERSION}, marked with C{PRAGMA application_id =
 APPLICATION_ID} and C{PRAGMA user_version}):
 
-    - C{undelivered(key, user, created, payload)}: C{key} increases in the
-      order of C{put} and is never reused; C{user} is the unsigned 64-bit
-      user id stored as the signed 64-bit integer with the same bits;
+    - C{messages(id, shared, payload)}: each undelivered payload, once, however
+      many users it waits for; C{shared} (a message kept by C{putMany}): each
+      user gets it with C{recipients} rewritten to C{[user]};
+    - C{undelivered(key, user, created, message)}: one row per user waiting
+      for a message; C{key} increases in the order of C{put} and is never
+      reused; C{user} is the unsigned 64-bit user id stored as the signed
+      64-bit integer with the same bits.  The trigger C{undelivered_release}
+      deletes a message with the last row that refers to it, whichever
+      statement deletes that row (C{ack}, the age, C{maxPerUser});
     - C{events(id, primary_target, target, payload, attempts, not_before,
       state)}: C{state} is C{"pending"} or C{"failed"}; a delivery that
       succeeded is deleted and counted;
     - C{counters(name, value)}: C{"dropped"} (the undelivered messages
       dropped for their age or C{maxPerUser}) and C{"succeeded:<target>"}.
+
+Version 1 (before C{messages}: C{undelivered} held a copy of the payload per
+user) is migrated in place when opened, in one transaction: a crash or an
+error during it leaves the file as it was.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import quote
 
 from twisted.enterprise import adbapi
@@ -45,7 +56,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .eventstore import Delivery, IEventStore, emptyCounts
-from .storage import IUndeliveredStore
+from .storage import IUndeliveredStore, forRecipient
 
 __all__ = [
     "APPLICATION_ID",
@@ -67,23 +78,43 @@ DATABASE_FILENAME = "wsserver.sqlite3"
 APPLICATION_ID = 0x77737376
 
 #: C{PRAGMA user_version}: the version of the schema below.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
-_TABLES = frozenset({"undelivered", "events", "counters"})
-_INDEXES = frozenset({"undelivered_user", "undelivered_created", "events_due"})
+#: The names in C{sqlite_master} of a database of each known version.
+_NAMES = {
+    1: frozenset({"undelivered", "events", "counters", "undelivered_user", "undelivered_created", "events_due"}),
+    2: frozenset({
+        "messages", "undelivered", "events", "counters",
+        "undelivered_user", "undelivered_created", "undelivered_message", "undelivered_release", "events_due",
+    }),
+}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS undelivered (
+_UNDELIVERED = [
+    """CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    shared INTEGER NOT NULL,
+    payload BLOB NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS undelivered (
     key INTEGER PRIMARY KEY AUTOINCREMENT,
     user INTEGER NOT NULL,
     created REAL NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS undelivered_user ON undelivered (user, key);
-CREATE INDEX IF NOT EXISTS undelivered_created ON undelivered (created);
-CREATE TABLE IF NOT EXISTS events (
+    message INTEGER NOT NULL REFERENCES messages (id)
+)""",
+    "CREATE INDEX IF NOT EXISTS undelivered_user ON undelivered (user, key)",
+    "CREATE INDEX IF NOT EXISTS undelivered_created ON undelivered (created)",
+    "CREATE INDEX IF NOT EXISTS undelivered_message ON undelivered (message)",
+    """CREATE TRIGGER IF NOT EXISTS undelivered_release AFTER DELETE ON undelivered
+WHEN NOT EXISTS (SELECT 1 FROM undelivered WHERE message = OLD.message)
+BEGIN
+    DELETE FROM messages WHERE id = OLD.message;
+END""",
+]
+
+_SCHEMA = _UNDELIVERED + [
+    """CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     primary_target TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -91,14 +122,14 @@ CREATE TABLE IF NOT EXISTS events (
     attempts INTEGER NOT NULL,
     not_before REAL NOT NULL,
     state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_due ON events (state, not_before);
-CREATE TABLE IF NOT EXISTS counters (
+)""",
+    "CREATE INDEX IF NOT EXISTS events_due ON events (state, not_before)",
+    """CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
-"""
+)""",
+    "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
+]
 
 _DROPPED = "dropped"
 _SUCCEEDED = "succeeded:"
@@ -207,15 +238,16 @@ def _inspect(path: str) -> bool:
             f"wsserver database {path} has schema version {version}, newer than this"
             f" wsserver's ({SCHEMA_VERSION}); refusing to touch it"
         )
-    if not names <= _TABLES | _INDEXES:
+    if not names <= _NAMES.get(version, _NAMES[SCHEMA_VERSION]):
         raise _refuse(path, "it has other tables")
     return False
 
 
 def _prepare(path: str, new: bool) -> int:
     """
-    Create the schema (a new database) or check it, switch the file to WAL
-    mode, and read the persisted C{dropped} counter.
+    Create the schema (a new database), migrate it (an older version) or
+    check it, switch the file to WAL mode, and read the persisted
+    C{dropped} counter.
     """
     try:
         # the file system's own reason (permissions, ...) rather than
@@ -232,7 +264,16 @@ def _prepare(path: str, new: bool) -> int:
                     for statement in _creation():
                         connection.execute(statement)
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
-                if version != SCHEMA_VERSION:
+                migrate = _MIGRATIONS.get(version)
+                if migrate is not None:
+                    migrate(connection)
+                    log.info(
+                        "wsserver database {path}: schema version {old} migrated to {new}",
+                        path=path,
+                        old=version,
+                        new=SCHEMA_VERSION,
+                    )
+                elif version != SCHEMA_VERSION:
                     raise StorageError(f"wsserver database {path} has unknown schema version {version}")
                 connection.execute("COMMIT")
             except BaseException:
@@ -258,8 +299,36 @@ def _creation() -> list[str]:
     The statements that create the schema and mark the database as ours, to
     run in one transaction (C{executescript} would commit on its own).
     """
-    statements = [s.strip() for s in _SCHEMA.split(";") if s.strip()]
-    return statements + [f"PRAGMA application_id = {APPLICATION_ID}", f"PRAGMA user_version = {SCHEMA_VERSION}"]
+    return _SCHEMA + [f"PRAGMA application_id = {APPLICATION_ID}", f"PRAGMA user_version = {SCHEMA_VERSION}"]
+
+
+def _migrateFrom1(connection: sqlite3.Connection) -> None:
+    """
+    Migrate a database of schema version 1, in the caller's transaction:
+    each row of the old C{undelivered} (a payload per user) becomes a message
+    and a row that refers to it, with the same key; keys stay never reused.
+    """
+    row = connection.execute("SELECT MAX(seq) FROM sqlite_sequence WHERE name = 'undelivered'").fetchone()
+    sequence = row[0] or 0
+    connection.execute("DROP INDEX IF EXISTS undelivered_user")
+    connection.execute("DROP INDEX IF EXISTS undelivered_created")
+    connection.execute("ALTER TABLE undelivered RENAME TO undelivered_v1")
+    for statement in _UNDELIVERED:
+        connection.execute(statement)
+    connection.execute("INSERT INTO messages (id, shared, payload) SELECT key, 0, payload FROM undelivered_v1")
+    connection.execute(
+        "INSERT INTO undelivered (key, user, created, message)"
+        " SELECT key, user, created, key FROM undelivered_v1 ORDER BY key"
+    )
+    connection.execute("DROP TABLE undelivered_v1")
+    (highest,) = connection.execute("SELECT COALESCE(MAX(key), 0) FROM undelivered").fetchone()
+    connection.execute("DELETE FROM sqlite_sequence WHERE name IN ('undelivered', 'undelivered_v1')")
+    connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('undelivered', ?)", (max(sequence, highest),))
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+#: For each older schema version, what brings it to L{SCHEMA_VERSION}.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrateFrom1}
 
 
 def _configure(connection: sqlite3.Connection) -> None:
@@ -345,6 +414,8 @@ class SqliteUndeliveredStore:
     L{wsserver.storage.MemoryUndeliveredStore}, except that a message is
     dropped for its age wherever it is in its user's queue (the memory store
     looks at the oldest ones only; the same when time does not go back).
+    A message for many users is one row of C{messages}; the copies for each
+    user are made when fetched, in the database thread.
 
     @ivar dropped: how many messages were dropped for C{maxPerUser} or their
         age, ever (persisted); updated when a method's result fires.
@@ -363,10 +434,18 @@ class SqliteUndeliveredStore:
         return value
 
     def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
-        return self._db.run(_put, _signed(userId), bytes(payload), now, self._max).addCallback(self._counted)
+        return self._db.run(_put, [_signed(userId)], bytes(payload), False, now, self._max).addCallback(
+            self._counted
+        )
+
+    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+        if not userIds:
+            return succeed(None)
+        users = [_signed(userId) for userId in userIds]
+        return self._db.run(_put, users, bytes(payload), True, now, self._max).addCallback(self._counted)
 
     def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
-        return self._db.run(_fetch, _signed(userId), now, self._ttl).addCallback(self._counted)
+        return self._db.run(_fetch, userId, now, self._ttl).addCallback(self._counted)
 
     def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
         rows = [(_signed(userId), key) for key in keys]
@@ -392,25 +471,36 @@ def _addDropped(cursor: Any, n: int) -> int | None:
     return int(cursor.fetchone()[0])
 
 
-def _put(cursor: Any, user: int, payload: bytes, now: float, maxPerUser: int) -> tuple[None, int | None]:
-    cursor.execute("INSERT INTO undelivered (user, created, payload) VALUES (?, ?, ?)", (user, now, payload))
-    cursor.execute("SELECT COUNT(*) FROM undelivered WHERE user = ?", (user,))
-    over = cursor.fetchone()[0] - maxPerUser
-    if over <= 0:
-        return None, None
-    cursor.execute(
+def _put(
+    cursor: Any, users: list[int], payload: bytes, shared: bool, now: float, maxPerUser: int
+) -> tuple[None, int | None]:
+    cursor.execute("INSERT INTO messages (shared, payload) VALUES (?, ?)", (int(shared), payload))
+    message = cursor.lastrowid
+    cursor.executemany(
+        "INSERT INTO undelivered (user, created, message) VALUES (?, ?, ?)", [(user, now, message) for user in users]
+    )
+    # each user's rows after the newest maxPerUser (usually none)
+    cursor.executemany(
         "DELETE FROM undelivered WHERE key IN"
-        " (SELECT key FROM undelivered WHERE user = ? ORDER BY key LIMIT ?)",
-        (user, over),
+        " (SELECT key FROM undelivered WHERE user = ? ORDER BY key DESC LIMIT -1 OFFSET ?)",
+        [(user, maxPerUser) for user in users],
     )
     return None, _addDropped(cursor, cursor.rowcount)
 
 
-def _fetch(cursor: Any, user: int, now: float, ttl: float) -> tuple[list[tuple[int, bytes]], int | None]:
+def _fetch(cursor: Any, userId: int, now: float, ttl: float) -> tuple[list[tuple[int, bytes]], int | None]:
+    user = _signed(userId)
     cursor.execute("DELETE FROM undelivered WHERE user = ? AND ? - created > ?", (user, now, ttl))
     dropped = _addDropped(cursor, cursor.rowcount)
-    cursor.execute("SELECT key, payload FROM undelivered WHERE user = ? ORDER BY key", (user,))
-    return [(key, bytes(payload)) for key, payload in cursor.fetchall()], dropped
+    cursor.execute(
+        "SELECT undelivered.key, messages.shared, messages.payload FROM undelivered"
+        " JOIN messages ON messages.id = undelivered.message WHERE undelivered.user = ? ORDER BY undelivered.key",
+        (user,),
+    )
+    return [
+        (key, forRecipient(bytes(payload), userId) if shared else bytes(payload))
+        for key, shared, payload in cursor.fetchall()
+    ], dropped
 
 
 def _ack(cursor: Any, rows: list[tuple[int, int]]) -> None:

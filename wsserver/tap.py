@@ -15,7 +15,6 @@ import signal
 import sys
 from typing import Any, Callable
 
-from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -33,7 +32,7 @@ from .reload import ReloadableAuthenticator, reload
 from .rest import RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService, StartError
-from .storage import MemoryUndeliveredStore
+from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, PostbackSender, targetKeys
 from .redis.address import parseRedisURL
 from .redistarget import RedisSender
@@ -293,9 +292,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
             store = database.undelivered(undelivered.ttlSeconds, undelivered.maxPerUser)
         else:
             store = MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
-        pruner = TimerService(PRUNE_INTERVAL, lambda: store.prune(reactor.seconds()))
-        pruner.clock = reactor
-        pruner.setServiceParent(top)
+        pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
     journal = StatsJournal() if node is not None else None
     router = top.router = Router(
