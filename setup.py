@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["wsserver", "twisted.plugins"],
+    packages=["wsserver", "wsserver.auth", "twisted.plugins"],
     package_data={"twisted": ["plugins/wsserver_plugin.py"]},
     install_requires=[
         "Twisted[tls]>=24.3",

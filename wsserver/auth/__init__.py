@@ -1,0 +1,19 @@
+# -*- test-case-name: tests.test_auth -*-
+"""
+Authentication (SPEC section 5): whether a request may pass, and the
+credential the server itself sends.
+
+The checks live in small private modules: L{wsserver.auth._base} (the
+credentials of a request, the header, cookie, combination and C{remote}
+checks, the credentials the server sends).  Import them from here.
+"""
+
+from ._base import Authenticator, Credentials, applyCredential, buildAuthenticator, credentialFrom
+
+__all__ = [
+    "Authenticator",
+    "Credentials",
+    "applyCredential",
+    "buildAuthenticator",
+    "credentialFrom",
+]
