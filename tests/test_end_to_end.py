@@ -470,3 +470,50 @@ class RemoteAuthTests(TestCase):
         self.assertEqual((yield good.messages.get())["text"], "me")
         self.assertEqual(sorted(seen, key=lambda s: s[1]["session"]),
                          [(b"k", {"session": "bad"}), (b"k", {"session": "good"})])
+
+    @inlineCallbacks
+    def test_tricklingAnswerRefused(self):
+        """
+        A remote auth service that answers 200 and then sends its body a
+        byte at a time is cut at C{timeoutSeconds}: the client is closed with
+        4050 then, and the service sees its connection closed.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.task import LoopingCall
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET, Site
+
+        lost = []
+
+        class Trickle(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                request.setResponseCode(200)
+                request.setHeader(b"content-length", b"1000000")
+                drip = LoopingCall(request.write, b" ")
+                drip.start(0.1)
+
+                def gone(reason):
+                    drip.stop()
+                    lost.append(reason)
+
+                request.notifyFinish().addErrback(gone)
+                return NOT_DONE_YET
+
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(Trickle()))
+        self.addCleanup(port.stopListening)
+        auth = {
+            "type": "remote",
+            "url": f"http://127.0.0.1:{port.getHost().port}/check",
+            "timeoutSeconds": 1,
+            "source": {"type": "cookie", "name": "sid"},
+        }
+        server = yield startServer(self, {"server": {"auth": auth}})
+        started = reactor.seconds()
+        client = yield openClient(server, userId=1, headers={"Cookie": "sid=good"})
+        self.assertEqual((yield client.closed), (4050, "Unauthorized"))
+        elapsed = reactor.seconds() - started
+        self.assertTrue(0.9 <= elapsed < 3, elapsed)
+        yield _later(0.2)
+        self.assertEqual(len(lost), 1)

@@ -29,8 +29,7 @@ import json
 from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -38,7 +37,8 @@ from twisted.web.iweb import IRequest, IResponse
 
 from treq.client import HTTPClient
 
-from wsserver.config import AuthConfig
+from ..config import AuthConfig
+from ..httpbody import readBody
 
 __all__ = [
     "Authenticator",
@@ -329,31 +329,6 @@ class _Combination(Authenticator):
         return not self._wanted
 
 
-class _BodyDiscarder(Protocol):
-    """
-    Reads and drops a response body, so that the connection is released.
-    """
-
-    def __init__(self) -> None:
-        self.done: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.done.called:
-            self.done.callback(None)
-
-    def abandon(self) -> None:
-        """
-        Stop waiting for the rest of the body: close the connection.
-        """
-        if self.transport is not None:
-            self.transport.stopProducing()
-        if not self.done.called:
-            self.done.callback(None)
-
-
 def _substitute(data: Any, credential: str) -> Any:
     """
     Replace C{{0}} with C{credential} in every string value in C{data}
@@ -382,8 +357,8 @@ def _describe(failure: Failure) -> str:
 
 class _Remote(Authenticator):
     """
-    Asks an HTTP service: the request passes when it answers 2xx within the
-    timeout.
+    Asks an HTTP service: the request passes when it answers 2xx, body
+    included, within the timeout.
     """
 
     _authType = "remote"
@@ -432,33 +407,27 @@ class _Remote(Authenticator):
         )
         return d.addCallbacks(self._answered, self._failed, callbackArgs=(start,), errbackArgs=(start,))
 
-    def _answered(self, response: IResponse, start: float) -> bool:
-        self._drain(response, start)
+    def _answered(self, response: IResponse, start: float) -> bool | Deferred[bool]:
+        # the body too must arrive within the timeout: a server that sends
+        # 200 and then trickles has not answered
+        body = readBody(response, self._reactor, self._config.timeoutSeconds, start)
         if 200 <= response.code < 300:
-            return True
+            return body.addCallbacks(lambda _: True, self._unfinished)
+        # the status decides; the body is read (and dropped) only so that the
+        # connection is released, or cut at the timeout
+        body.addErrback(lambda _: None)
         _log.info(
             "remote auth {url} refused: HTTP {code}", url=self._config.url, code=response.code
         )
         return False
 
-    def _drain(self, response: IResponse, start: float) -> None:
-        """
-        Read and drop the body in the background, giving up (and closing the
-        connection) when the timeout runs out.
-        """
-        body = _BodyDiscarder()
-        response.deliverBody(body)
-        timeout = self._config.timeoutSeconds
-        if body.done.called or not timeout:
-            return
-        remaining = max(0.0, start + timeout - self._reactor.seconds())
-        timer: IDelayedCall = self._reactor.callLater(remaining, body.abandon)
-
-        def stopTimer(ignored: None) -> None:
-            if timer.active():
-                timer.cancel()
-
-        body.done.addCallback(stopTimer)
+    def _unfinished(self, failure: Failure) -> bool:
+        _log.warn(
+            "remote auth {url} failed: HTTP 2xx, but {reason}",
+            url=self._config.url,
+            reason=failure.getErrorMessage() or _describe(failure),
+        )
+        return False
 
     def _failed(self, failure: Failure, start: float) -> bool:
         timeout = self._config.timeoutSeconds
