@@ -90,9 +90,10 @@ def _secretEquals(presented: str | None, expected: bytes) -> bool:
 
 class Credentials:
     """
-    What a request offers: its headers.
+    What a request offers: its headers and its query.
 
-    Values are strings as Autobahn gives them: decoded from ISO-8859-1.
+    Header values are strings as Autobahn gives them: decoded from
+    ISO-8859-1; query values are text.
     """
 
     def __init__(
@@ -253,6 +254,9 @@ PASSED = Grant()
 
 
 def _asGrant(result: bool | Grant | None) -> Grant | None:
+    """
+    A check's answer as a grant: C{True} grants L{PASSED}, C{False} nothing.
+    """
     if isinstance(result, Grant):
         return result
     return PASSED if result else None
