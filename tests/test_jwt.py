@@ -277,6 +277,14 @@ class ConfigTests(ConfigMixin, SynchronousTestCase):
         path = os.path.join(self.mktemp(), "missing.pem")
         self.assertEqual(self.problems({"type": "jwt", "publicKey": path, "algorithms": ["RS256"]}), [
             f'server.auth.publicKey: cannot read "{path}": No such file or directory'])
+        # and the other problems are still found
+        self.assertEqual(self.problems({"type": "jwt", "publicKey": path, "algorithms": ["RS256", "none"]}), [
+            f'server.auth.publicKey: cannot read "{path}": No such file or directory',
+            'server.auth.algorithms: "none" is never allowed: it accepts tokens without a signature'])
+        self.assertEqual(self.problems({"type": "jwt", "publicKey": path, "algorithms": ["HS256"]}), [
+            f'server.auth.publicKey: cannot read "{path}": No such file or directory',
+            "server.auth.publicKey: HS256 needs a secret, not a public key (anyone who has the public key "
+            "could sign tokens)"])
 
     def test_notAKey(self) -> None:
         """

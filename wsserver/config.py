@@ -527,8 +527,8 @@ def _parseJwt(a: _Section, result: AuthConfig) -> AuthConfig:
         a.error("secret", "must not be empty")
     elif "publicKey" in a.raw and not keyPath:
         a.error("publicKey", "must not be empty")
-    elif algorithms and readable:
-        problems, warnings = keyProblems(algorithms, secret, keyPath, keyData)
+    elif algorithms:
+        problems, warnings = keyProblems(algorithms, secret, keyPath, keyData if readable else None)
         for name, why in problems:
             a.error(name, why)
         for name, why in warnings:

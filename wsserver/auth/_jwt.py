@@ -55,7 +55,7 @@ def _isPrivate(key: Any) -> bool:
 
 
 def keyProblems(
-    algorithms: Sequence[str], secret: str, keyPath: str, keyData: bytes
+    algorithms: Sequence[str], secret: str, keyPath: str, keyData: bytes | None
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """
     What is wrong with a C{jwt} config's algorithms and key, for the config
@@ -64,7 +64,8 @@ def keyProblems(
     @param algorithms: the configured algorithms (not empty).
     @param secret: the configured HMAC secret, or C{""}.
     @param keyPath: the configured C{publicKey} path, or C{""}.
-    @param keyData: the content of that file.
+    @param keyData: the content of that file; L{None} when it could not be
+        read (a problem reported already): the rest is still checked.
     @return: problems and warnings, each a list of (field name, why).
     """
     problems: list[tuple[str, str]] = []
@@ -114,7 +115,7 @@ def keyProblems(
         problems.append(("secret", f"{others[0]} verifies with a publicKey (a PEM file), not a secret"))
     elif not keyPath:
         problems.append(("publicKey", f"required for {others[0]}: the path of a PEM file"))
-    else:
+    elif keyData is not None:
         for algorithm in others:
             try:
                 verifier = get_algorithm_by_name(algorithm)
