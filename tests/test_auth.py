@@ -26,6 +26,7 @@ from wsserver.auth import (
     credentialFrom,
 )
 from wsserver.config import AuthConfig
+from wsserver.httpbody import MAX_ANSWER_BYTES
 
 URL = "http://auth.example.com/check"
 
@@ -451,12 +452,17 @@ class Recorder(Resource):
 
     isLeaf = True
 
-    def __init__(self, code: int = 200, hang: bool = False, partial: bool = False) -> None:
+    def __init__(
+        self, code: int = 200, hang: bool = False, partial: bool = False, body: bytes = b"the start of a body"
+    ) -> None:
         super().__init__()
         self.code = code
         self.hang = hang
         self.partial = partial
+        self.body = body
         self.requests: list[dict[str, Any]] = []
+        #: why each request's connection was lost before its end
+        self.lost: list[Any] = []
 
     def render(self, request: Any) -> Any:
         self.requests.append(
@@ -467,11 +473,12 @@ class Recorder(Resource):
                 "body": request.content.read(),
             }
         )
+        request.notifyFinish().addErrback(self.lost.append)
         if self.hang:
             return NOT_DONE_YET
         request.setResponseCode(self.code)
         if self.partial:
-            request.write(b"the start of a body that never ends")
+            request.write(self.body)
             return NOT_DONE_YET
         return b"a body"
 
@@ -494,7 +501,8 @@ class RemoteTests(SynchronousTestCase):
         self.clock = Clock()
 
     def check(self, config: AuthConfig, resource: Recorder, credentials: Credentials) -> Deferred[bool]:
-        a = buildAuthenticator(config, httpClient=StubTreq(resource), reactor=self.clock)  # type: ignore[arg-type]
+        self.stub = StubTreq(resource)
+        a = buildAuthenticator(config, httpClient=self.stub, reactor=self.clock)  # type: ignore[arg-type]
         self.assertFalse(a.isNoAuth)
         return a.authenticate(credentials)
 
@@ -628,6 +636,16 @@ class RemoteTests(SynchronousTestCase):
             self.assertTrue(self.successResultOf(d))
             self.assertEqual(resource.requests[0]["body"], expected)
 
+    def test_querySource(self) -> None:
+        """
+        A C{remote} check may read the credential from the query.
+        """
+        resource = Recorder()
+        config = remote(source=AuthConfig(type="query", name="session"), data="{0}")
+        d = self.check(config, resource, Credentials.fromDict({}, {"session": ["abc"]}))
+        self.assertTrue(self.successResultOf(d))
+        self.assertEqual(resource.requests[0]["body"], b"abc")
+
     def test_timeout(self) -> None:
         """
         C{remote} fails when the URL does not answer within the timeout, on
@@ -650,14 +668,46 @@ class RemoteTests(SynchronousTestCase):
 
     def test_slowBody(self) -> None:
         """
-        A 2xx answer passes without waiting for the body; a body still
-        coming at the timeout is abandoned, leaving no timer.
+        A 2xx whose body is still arriving at the timeout (counted from the
+        request) is refused then, with a log line that says why; the
+        connection is closed and no timer is left.
         """
         resource = Recorder(partial=True)
+        with capturedLogs() as events:
+            d = self.check(remote(timeoutSeconds=5), resource, creds(cookie="sid=SECRET"))
+            self.assertNoResult(d)
+            self.clock.advance(4.9)
+            self.assertNoResult(d)
+            self.clock.advance(0.1)
+            self.assertFalse(self.successResultOf(d))
+        text = " ".join(formatEvent(e) for e in events)
+        self.assertIn(f"remote auth {URL} failed: HTTP 2xx, but answer not complete within 5 seconds", text)
+        self.assertNotIn("SECRET", text)
+        self.stub.flush()
+        self.assertEqual(len(resource.lost), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_hugeBody(self) -> None:
+        """
+        A 2xx with a body over the cap is refused without reading the rest.
+        """
+        resource = Recorder(partial=True, body=b"x" * (MAX_ANSWER_BYTES + 1))
+        self.assertFalse(self.successResultOf(self.check(remote(), resource, creds(cookie="sid=v"))))
+        self.stub.flush()
+        self.assertEqual(len(resource.lost), 1)
+
+    def test_refusalBodyCut(self) -> None:
+        """
+        A non-2xx answer refuses at once; its trickling body is cut at the
+        timeout, leaving no timer.
+        """
+        resource = Recorder(401, partial=True)
         d = self.check(remote(timeoutSeconds=5), resource, creds(cookie="sid=v"))
-        self.assertTrue(self.successResultOf(d))
+        self.assertFalse(self.successResultOf(d))
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         self.clock.advance(5)
+        self.stub.flush()
+        self.assertEqual(len(resource.lost), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_connectionError(self) -> None:
@@ -851,6 +901,23 @@ class CredentialFromTests(SynchronousTestCase):
         self.assertEqual(credentialFrom(source, creds(cookie="a=1; sid=v; b=2")), "v")
         self.assertIsNone(credentialFrom(source, creds(cookie="a=1")))
         self.assertIsNone(credentialFrom(source, creds()))
+
+    def test_query(self) -> None:
+        """
+        A C{query} source gives the first value of the query parameter,
+        from an Autobahn handshake or a C{twisted.web} request (as UTF-8
+        text); without a query there is none.
+        """
+        source = AuthConfig(type="query", name="token")
+        self.assertEqual(credentialFrom(source, Credentials.fromDict({}, {"token": ["t1", "t2"], "id": ["1"]})), "t1")
+        self.assertIsNone(credentialFrom(source, Credentials.fromDict({}, {"id": ["1"]})))
+        self.assertIsNone(credentialFrom(source, Credentials.fromDict({}, {"token": [""]})))
+        self.assertIsNone(credentialFrom(source, creds()))
+        request = DummyRequest([b""])
+        request.args = {b"token": ["\u00e9t\u00e9".encode("utf-8")]}
+        self.assertEqual(credentialFrom(source, Credentials.fromRequest(request)), "\u00e9t\u00e9")
+        request.args = {}
+        self.assertIsNone(credentialFrom(source, Credentials.fromRequest(request)))
 
     def test_basic(self) -> None:
         """

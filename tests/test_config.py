@@ -623,7 +623,7 @@ class AuthTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(
             problems[0],
             'server.auth.type: unknown auth type "bsaic" '
-            "(use one of: noauth, basic, header, bearer, cookie, oneOf, allOf, remote)",
+            "(use one of: noauth, basic, header, bearer, cookie, oneOf, allOf, remote, jwt)",
         )
 
     def test_typeRequired(self) -> None:
@@ -941,7 +941,7 @@ class ProblemsTests(ConfigTestMixin, SynchronousTestCase):
                 'server.port: must be an integer, not string "x"',
                 'server.timezone: unknown time zone "Mars/Olympus" (use an IANA name such as Europe/Berlin)',
                 'server.auth.type: unknown auth type "bsaic" '
-                "(use one of: noauth, basic, header, bearer, cookie, oneOf, allOf, remote)",
+                "(use one of: noauth, basic, header, bearer, cookie, oneOf, allOf, remote, jwt)",
                 "restApi.port: 99999 is out of range (0 to 65535)",
                 'chat.message.maxSize: unparsable size "10X": use bytes, or a number with K or M ("512K", "10M")',
             ],

@@ -535,3 +535,117 @@ class RemoteAuthTests(TestCase):
         self.assertEqual((yield good.messages.get())["text"], "me")
         self.assertEqual(sorted(seen, key=lambda s: s[1]["session"]),
                          [(b"k", {"session": "bad"}), (b"k", {"session": "good"})])
+
+    @inlineCallbacks
+    def test_tricklingAnswerRefused(self):
+        """
+        A remote auth service that answers 200 and then sends its body a
+        byte at a time is cut at C{timeoutSeconds}: the client is closed with
+        4050 then, and the service sees its connection closed.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.task import LoopingCall
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET, Site
+
+        lost = []
+
+        class Trickle(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                request.setResponseCode(200)
+                request.setHeader(b"content-length", b"1000000")
+                drip = LoopingCall(request.write, b" ")
+                drip.start(0.1)
+
+                def gone(reason):
+                    drip.stop()
+                    lost.append(reason)
+
+                request.notifyFinish().addErrback(gone)
+                return NOT_DONE_YET
+
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(Trickle()))
+        self.addCleanup(port.stopListening)
+        auth = {
+            "type": "remote",
+            "url": f"http://127.0.0.1:{port.getHost().port}/check",
+            "timeoutSeconds": 1,
+            "source": {"type": "cookie", "name": "sid"},
+        }
+        server = yield startServer(self, {"server": {"auth": auth}})
+        started = reactor.seconds()
+        client = yield openClient(server, userId=1, headers={"Cookie": "sid=good"})
+        self.assertEqual((yield client.closed), (4050, "Unauthorized"))
+        elapsed = reactor.seconds() - started
+        self.assertTrue(0.9 <= elapsed < 3, elapsed)
+        yield _later(0.2)
+        self.assertEqual(len(lost), 1)
+
+
+class JWTTests(TestCase):
+    """
+    The jwt auth type on the real server.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_expires(self):
+        """
+        A client with an HS256 token and no C{?id} is the token's C{sub}, and
+        is closed with 4051 C{Token expired} when its C{exp} passes.
+        """
+        import jwt
+
+        secret = "s" * 32
+        auth = {"type": "jwt", "secret": secret, "algorithms": ["HS256"]}
+        server = yield startServer(self, {"server": {"auth": auth}})
+        exp = int(reactor.seconds()) + 2
+        token = jwt.encode({"sub": "42", "exp": exp}, secret, algorithm="HS256")
+        client = yield openClient(server, headers={"Authorization": f"Bearer {token}"})
+        client.send({"type": "text", "text": "me", "recipients": [42]})
+        self.assertEqual((yield client.messages.get())["sender"], 42)
+        self.assertEqual((yield client.closed), (4051, "Token expired"))
+        self.assertTrue(exp <= reactor.seconds() < exp + 1.5, (exp, reactor.seconds()))
+
+    @inlineCallbacks
+    def test_rs256Cookie(self):
+        """
+        An RS256 token in a cookie, checked with a PEM public key file,
+        lets its user in; a token for another user than C{?id}, or signed
+        with the public key as an HMAC secret, is closed with 4050.
+        """
+        import hashlib
+        import hmac
+
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(pem)
+        auth = {"type": "jwt", "publicKey": path, "algorithms": ["RS256"], "issuer": "https://id.example.com",
+                "source": {"type": "cookie", "name": "token"}}
+        server = yield startServer(self, {"server": {"auth": auth, "allowedOrigins": ["https://app.example.com"]}})
+        claims = {"sub": "7", "exp": int(reactor.seconds()) + 60, "iss": "https://id.example.com"}
+        token = jwt.encode(claims, key, algorithm="RS256")
+        headers = {"Cookie": f"token={token}", "Origin": "https://app.example.com"}
+        good = yield openClient(server, userId=7, headers=headers)
+        self.addCleanup(closeClient, good)
+        other = yield openClient(server, userId=8, headers=headers)
+        self.assertEqual((yield other.closed), (4050, "Unauthorized"))
+        signingInput = token.rsplit(".", 1)[0].replace(
+            token.split(".")[0], base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode())
+        signature = base64.urlsafe_b64encode(hmac.new(pem, signingInput.encode(), hashlib.sha256).digest())
+        forged = signingInput + "." + signature.rstrip(b"=").decode()
+        mallory = yield openClient(server, userId=7, headers={"Cookie": f"token={forged}",
+                                                               "Origin": "https://app.example.com"})
+        self.assertEqual((yield mallory.closed), (4050, "Unauthorized"))
+        good.send({"type": "text", "text": "still here", "recipients": [7]})
+        self.assertEqual((yield good.messages.get())["text"], "still here")

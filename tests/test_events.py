@@ -14,10 +14,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
 from wsserver.config import parseConfig
 from wsserver.eventstore import IEventStore, MemoryEventStore
+from wsserver.httpbody import MAX_ANSWER_BYTES
 from wsserver.events import DeliveryRefused, EventNotifier, PostbackSender, targetKeys
 from wsserver.messages import Message
 
@@ -334,11 +336,15 @@ class PostbackTests(SynchronousTestCase):
     The webhook sender.
     """
 
-    def sender(self, hook: _Hook, **target: Any) -> PostbackSender:
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def sender(self, hook: Resource, **target: Any) -> PostbackSender:
         raw = {"type": "postback", "url": "http://hook.example/in"}
         raw.update(target)
         config = eventConfig(targets=[raw]).targets[0]
-        return PostbackSender(config, StubTreq(hook), Clock())
+        self.stub = StubTreq(hook)
+        return PostbackSender(config, self.stub, self.clock)
 
     def test_post(self) -> None:
         """
@@ -380,3 +386,92 @@ class PostbackTests(SynchronousTestCase):
         f = self.failureResultOf(self.sender(hook).send(b"{}"), DeliveryRefused)
         self.assertEqual(f.getErrorMessage(), "HTTP 302")
         self.assertEqual(len(hook.requests), 1)
+
+    def test_tricklingBodyCut(self) -> None:
+        """
+        A 2xx whose body is still arriving at C{connectionTimeoutSeconds}
+        (counted from the request) is a refusal that says why, and the
+        connection is closed.
+        """
+        hook = _Trickle()
+        d = self.sender(hook, connectionTimeoutSeconds=5).send(b"{}")
+        for _ in range(4):
+            self.clock.advance(1)
+            hook.request.write(b" ")
+            self.stub.flush()
+        self.assertNoResult(d)
+        self.clock.advance(1)
+        f = self.failureResultOf(d, DeliveryRefused)
+        self.assertEqual(f.getErrorMessage(), "HTTP 200, but answer not complete within 5 seconds")
+        self.stub.flush()
+        self.assertEqual(len(hook.lost), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_hugeBodyCut(self) -> None:
+        """
+        A body over the cap is a refusal; the rest is not read.
+        """
+        hook = _Trickle(b"x" * (MAX_ANSWER_BYTES + 1))
+        f = self.failureResultOf(self.sender(hook).send(b"{}"), DeliveryRefused)
+        self.assertEqual(f.getErrorMessage(), f"HTTP 200, but answer body over {MAX_ANSWER_BYTES} bytes")
+
+    def test_tricklingErrorNamesStatus(self) -> None:
+        """
+        A 500 whose body trickles is reported by its status.
+        """
+        hook = _Trickle(code=500)
+        d = self.sender(hook, connectionTimeoutSeconds=2).send(b"{}")
+        self.clock.advance(2)
+        self.assertEqual(self.failureResultOf(d, DeliveryRefused).getErrorMessage(), "HTTP 500")
+
+    def test_tricklingWebhookRetried(self) -> None:
+        """
+        Through the notifier, a delivery cut at its timeout counts as failed
+        and waits for its retry, as any refusal does; the retry that gets a
+        whole answer succeeds.
+        """
+        hook = _Trickle()
+        sender = self.sender(hook, connectionTimeoutSeconds=5)
+        store = MemoryEventStore()
+        notifier = EventNotifier(eventConfig(retryIntervalSeconds=10), store, {"targets[0]": sender}, self.clock)
+        notifier.startService()
+        m, payload = message()
+        notifier.notify(m, payload)
+        self.clock.advance(0)
+        self.assertEqual(len(hook.requests), 1)
+        self.clock.advance(5)
+        counts = self.successResultOf(notifier.counts())[0]
+        self.assertEqual((counts["retrying"], counts["succeeded"]), (1, 0))
+        hook.code, hook.finish = 204, True
+        self.clock.advance(10)
+        self.assertEqual(len(hook.requests), 2)
+        counts = self.successResultOf(notifier.counts())[0]
+        self.assertEqual((counts["retrying"], counts["succeeded"]), (0, 1))
+
+
+class _Trickle(Resource):
+    """
+    A webhook that answers with headers and C{first}, then leaves its body
+    open (unless C{finish}); the test writes the rest.
+    """
+
+    isLeaf = True
+
+    def __init__(self, first: bytes = b"{", code: int = 200) -> None:
+        super().__init__()
+        self.first = first
+        self.code = code
+        self.finish = False
+        self.request: Any = None
+        self.requests: list[Any] = []
+        self.lost: list[Any] = []
+
+    def render(self, request: Any) -> Any:
+        self.request = request
+        self.requests.append(request)
+        request.notifyFinish().addErrback(self.lost.append)
+        request.setResponseCode(self.code)
+        if self.finish:
+            return b""
+        request.write(self.first)
+        return NOT_DONE_YET

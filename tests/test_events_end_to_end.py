@@ -25,7 +25,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import TestCase
@@ -70,7 +70,8 @@ class Sink(Resource):
     """
     A webhook.  It records every request, and answers request number C{i}
     (from 0) as C{answer(i)} says: an HTTP status; C{(status, headers)};
-    C{"hang"} (never answers); or C{("delay", seconds, status)}.
+    C{"hang"} (never answers); C{"trickle"} (200, then a body byte every
+    0.1 s, never finished); or C{("delay", seconds, status)}.
 
     @ivar url: where it listens, once started by L{startSink}.
     @ivar requests: what it received, in order.
@@ -99,6 +100,14 @@ class Sink(Resource):
         plan = self.answer(index)
         if plan == "hang":
             self._hold(request, None)
+            return NOT_DONE_YET
+        if plan == "trickle":
+            request.setResponseCode(200)
+            request.setHeader(b"content-length", b"1000000")
+            drip = LoopingCall(request.write, b" ")
+            drip.start(0.1)
+            self._hold(request, None)
+            request.notifyFinish().addBoth(lambda _: drip.stop())
             return NOT_DONE_YET
         if isinstance(plan, tuple) and plan[0] == "delay":
             _, seconds, code = plan
@@ -394,6 +403,22 @@ class WebhookTests(EventsTestCase):
         self.assertEqual(sink.answered, 0)
         # the retry came after the first attempt timed out
         self.assertGreaterEqual(sink.requests[1].at - sink.requests[0].at, 0.5)
+
+    @inlineCallbacks
+    def test_tricklingAnswerCut(self) -> Any:
+        """
+        A webhook that answers 200 and then trickles its body: each attempt
+        is cut at C{connectionTimeoutSeconds} (its connection closed),
+        retried, then counted as failed, never as succeeded.
+        """
+        sink = yield startSink(self, lambda i: "trickle")
+        server = yield startServer(self, withEvents(self, [hook(sink.url)], retryCount=1))
+        yield self.chat(server, ["slowly"])
+        body = yield waitForEvents(server, lambda rows: finished(rows) == 1, "the failure")
+        self.assertEqual(body["data"], [row("targets[0]", "postback", sink.url, failed=1)])
+        self.assertEqual(len(sink.requests), 2)
+        self.assertGreaterEqual(sink.requests[1].at - sink.requests[0].at, 0.5)
+        yield waitFor(lambda: not sink.held, "the cut connections to close")
 
     @inlineCallbacks
     def test_connectionRefused(self) -> Any:

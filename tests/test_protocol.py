@@ -57,7 +57,7 @@ class _ControlledAuth(Authenticator):
     def __init__(self) -> None:
         self.pending: list[tuple[Credentials, Deferred[bool]]] = []
 
-    def authenticate(self, credentials: Credentials) -> Deferred[bool]:
+    def _check(self, credentials: Credentials) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
         self.pending.append((credentials, d))
         return d

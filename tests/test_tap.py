@@ -195,7 +195,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             err.getvalue(),
             'wsserver: invalid configuration: server.auth.type: unknown auth type "bsaic" (use one of: noauth, '
-            "basic, header, bearer, cookie, oneOf, allOf, remote)\n",
+            "basic, header, bearer, cookie, oneOf, allOf, remote, jwt)
+",
         )
 
 
@@ -304,6 +305,26 @@ class WarningTests(SynchronousTestCase):
                 buildService(config, MemoryReactorClock())
             warned = [e for e in events if "allowedOrigins is empty" in e.get("log_format", "")]
             self.assertEqual(len(warned), expected)
+
+    def test_jwtCookieWithoutOrigins(self) -> None:
+        """
+        A jwt read from a cookie counts as cookie auth for that warning; one
+        read from the C{Authorization} header (no browser sends it on a
+        WebSocket) does not.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import capturedLogs
+
+        from wsserver.config import parseConfig
+        from wsserver.tap import buildService
+
+        jwt = {"type": "jwt", "secret": "k" * 32, "algorithms": ["HS256"]}
+        for source, expected in (({"type": "cookie", "name": "token"}, 1), ({"type": "bearer"}, 0)):
+            config = parseConfig({"server": {"auth": dict(jwt, source=source)}}, checkEndpoints=False)
+            with capturedLogs() as events:
+                buildService(config, MemoryReactorClock())
+            warned = [e for e in events if "allowedOrigins is empty" in e.get("log_format", "")]
+            self.assertEqual(len(warned), expected, source)
 
 
 class ProcessTests(TestCase):

@@ -46,12 +46,14 @@ __all__ = [
 #: The largest user id: ids are unsigned 64-bit integers.
 MAX_USER_ID = 2**64 - 1
 
-AUTH_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "oneOf", "allOf", "remote")
+AUTH_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "oneOf", "allOf", "remote", "jwt")
+#: where a C{remote} or C{jwt} check may find the client's credential
+SOURCE_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "query")
 #: The fields of all auth types: where the chosen type does not use one (the
 #: original's templates carry C{user} and C{password} under C{noauth}), it is
 #: ignored without an "unknown key" warning.
 AUTH_FIELDS = ("user", "password", "name", "value", "types", "url", "method", "headers", "data", "source",
-               "timeoutSeconds")
+               "timeoutSeconds", "secret", "publicKey", "algorithms", "issuer", "audience", "leewaySeconds")
 STORAGES = ("memory", "sqlite", "redis")
 
 
@@ -93,11 +95,21 @@ class AuthConfig:
     data: Any = None
     source: AuthConfig | None = None
     timeoutSeconds: float = 10.0
+    #: for C{jwt}: an HMAC secret, or the path of a PEM public key and its
+    #: content (read with the config, so that a reload reads it again)
+    secret: str = field(default="", repr=False)
+    publicKey: str = ""
+    keyData: bytes = field(default=b"", repr=False)
+    algorithms: tuple[str, ...] = ()
+    issuer: str = ""
+    audience: tuple[str, ...] = ()
+    leewaySeconds: float = 0.0
 
     def usesType(self, authType: str) -> bool:
         """
-        Whether this auth, or any auth nested in it (a C{remote} check's
-        C{source} included), is of C{authType}.
+        Whether this auth, or any auth nested in it (the C{source} of a
+        C{remote} or C{jwt} check included), is of C{authType}: so
+        C{usesType("cookie")} says whether a browser's cookies can pass it.
         """
         return (
             self.type == authType
@@ -520,7 +532,12 @@ def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool
     if not isinstance(sect.raw.get(name), dict):
         return AuthConfig()
     kind = a.str("type", "")
-    allowed = ("noauth", "basic", "header", "bearer", "cookie") if credential else AUTH_TYPES
+    if source:
+        allowed: tuple[str, ...] = SOURCE_TYPES
+    elif credential:
+        allowed = ("noauth", "basic", "header", "bearer", "cookie")
+    else:
+        allowed = AUTH_TYPES
     if kind not in allowed:
         if kind == "" and "type" not in a.raw:
             a.error("type", "required")
@@ -542,8 +559,8 @@ def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool
     # what the chosen type reads is checked below; the others' fields are leftovers
     a.seen.update(f for f in AUTH_FIELDS if f in a.raw)
     if source:
-        # where a remote check finds the credential: only names matter
-        if kind in ("header", "cookie"):
+        # where a remote or jwt check finds the credential: only names matter
+        if kind in ("header", "cookie", "query"):
             result = replace(result, name=required("name"))
         a.seen.update(("value", "user", "password"))  # an auth object reused as is
         a.finish()
@@ -583,7 +600,7 @@ def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool
         for h in rawHeaders:
             headers.extend(h.items())
         data = a._get("data", None, lambda v: v is None or isinstance(v, (str, dict)), "a string or an object")
-        source = _parseAuth(a, "source", credential=True, source=True) if a.has("source") else None
+        source = _parseAuth(a, "source", source=True) if a.has("source") else None
         if source is None or source.type == "noauth":
             a.error("source", 'required for auth type "remote": an auth object saying where the credential is, '
                     'such as {"type": "cookie", "name": "session"}')
@@ -596,8 +613,76 @@ def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool
             source=source,
             timeoutSeconds=a.number("timeoutSeconds", 10, 0.001),
         )
+    elif kind == "jwt":
+        result = _parseJwt(a, result)
     a.finish()
     return result
+
+
+def _parseJwt(a: _Section, result: AuthConfig) -> AuthConfig:
+    """
+    The fields of a C{jwt} auth object.  The allowed algorithms come from
+    here only, never from a token, and must suit the key given: an HMAC
+    algorithm with a public key (whose text anyone may know, so anyone could
+    sign with it as a secret), or a public-key algorithm with a secret, is an
+    error; C{none} is never allowed.
+    """
+    from .auth._jwt import keyProblems
+
+    algorithms: tuple[str, ...] = ()
+    if "algorithms" not in a.raw:
+        a.error("algorithms", 'required for auth type "jwt": the algorithms tokens are signed with, '
+                'such as ["HS256"] or ["RS256"]')
+        a.seen.add("algorithms")
+    else:
+        algorithms = a.strings("algorithms")
+        if not algorithms and isinstance(a.raw["algorithms"], list):
+            a.error("algorithms", "must list at least one algorithm")
+    secret = a.str("secret", "")
+    keyPath = a.str("publicKey", "")
+    keyData = b""
+    readable = True
+    if keyPath:
+        try:
+            with open(keyPath, "rb") as f:
+                keyData = f.read()
+        except OSError as e:
+            a.error("publicKey", f"cannot read {json.dumps(keyPath)}: {e.strerror}")
+            readable = False
+    if "secret" in a.raw and not secret:
+        a.error("secret", "must not be empty")
+    elif "publicKey" in a.raw and not keyPath:
+        a.error("publicKey", "must not be empty")
+    elif algorithms:
+        problems, warnings = keyProblems(algorithms, secret, keyPath, keyData if readable else None)
+        for name, why in problems:
+            a.error(name, why)
+        for name, why in warnings:
+            a.warnings.append(f"{a.key(name)}: {why}")
+    audience = a._get(
+        "audience", [], lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "a string or an array of strings",
+    )
+    source = AuthConfig(type="bearer")
+    if a.has("source"):
+        before = len(a.problems)
+        source = _parseAuth(a, "source", source=True)
+        if len(a.problems) == before and source.type not in ("bearer", "header", "cookie", "query"):
+            a.problems.append(
+                f"{a.key('source')}.type: a token is read from a bearer, header, cookie or query source, "
+                f"not {json.dumps(source.type)}"
+            )
+    return replace(
+        result,
+        secret=secret,
+        publicKey=keyPath,
+        keyData=keyData,
+        algorithms=algorithms,
+        issuer=a.str("issuer", ""),
+        audience=(audience,) if isinstance(audience, str) else tuple(audience),
+        leewaySeconds=a.number("leewaySeconds", 0, 0),
+        source=source,
+    )
 
 
 class _IndexSection(_Section):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from treq import content as readBody
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,6 +30,7 @@ from zope.interface import Interface, implementer
 from .auth import applyCredential
 from .config import EventConfig, TargetConfig
 from .eventstore import Delivery, IEventStore, emptyCounts, moved
+from .httpbody import readBody
 from .messages import BOT, Message
 
 __all__ = ["DeliveryRefused", "EventNotifier", "ISender", "PostbackSender", "targetKeys"]
@@ -43,6 +43,13 @@ class DeliveryRefused(Exception):
     """
     A target did not accept a delivery; the message says why.
     """
+
+
+def _reason(failure: Failure) -> str:
+    """
+    Why a response body could not be read, in a few words.
+    """
+    return failure.getErrorMessage() or (failure.type.__name__ if failure.type else "error")
 
 
 class ISender(Interface):
@@ -65,7 +72,8 @@ class ISender(Interface):
 class PostbackSender:
     """
     A webhook: the message JSON as the body of an HTTP request; success is a
-    2xx answer within C{connectionTimeoutSeconds}.  Redirects are not
+    2xx answer, body included, within C{connectionTimeoutSeconds} (a body
+    still arriving then is cut and the delivery fails).  Redirects are not
     followed (a redirect is not an acceptance).
 
     @param target: the target's config.
@@ -83,25 +91,32 @@ class PostbackSender:
 
     def send(self, payload: bytes) -> Deferred[None]:
         target = self._target
+        timeout = target.connectionTimeoutSeconds
+        started = self._reactor.seconds()
         d = self._client.request(
             target.method,
             target.url,
             data=payload,
             headers=Headers(self._headers),
-            timeout=target.connectionTimeoutSeconds,
+            timeout=timeout,
             reactor=self._reactor,
             allow_redirects=False,
+            unbuffered=True,
         )
 
         def answered(response: Any) -> Deferred[None]:
-            # read the body, so that the connection goes back to the pool
-            body = readBody(response)
+            # read the body (so that the connection goes back to the pool),
+            # within what is left of the timeout: the answer is not complete
+            # before it is
+            body = readBody(response, self._reactor, timeout, started)
 
-            def check(_: bytes) -> None:
+            def check(result: bytes | Failure) -> None:
                 if not 200 <= response.code < 300:
                     raise DeliveryRefused(f"HTTP {response.code}")
+                if isinstance(result, Failure):
+                    raise DeliveryRefused(f"HTTP {response.code}, but {_reason(result)}")
 
-            return body.addCallback(check)
+            return body.addBoth(check)
 
         return d.addCallback(answered)
 

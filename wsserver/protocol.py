@@ -10,6 +10,9 @@ Wire protocol, as the original server's:
   - the handshake completes, then the id and the auth are checked: a bad id
     closes with 4000, failed auth with 4050 C{Unauthorized}; messages that
     arrive before the check passed wait for it, and are dropped if it fails;
+  - with C{jwt} auth the token's C{sub} must equal the id, or gives it when
+    the query has none; the connection closes with 4051 C{Token expired}
+    when the token's C{exp} passes;
   - each message (text frame, or binary frame holding the same UTF-8 JSON) is
     a JSON object C{{"type", "text", "sender", "recipients", "data",
     "timestamp"}}; an invalid one closes with 4001 C{Invalid payload. ...},
@@ -31,12 +34,12 @@ from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .auth import Authenticator, Credentials
+from .auth import Authenticator, Credentials, Grant
 from .config import MessageConfig, ServerConfig
 from .messages import InvalidPayload, InvalidUserId, parseUserId
 from .routing import IConnection, Router
@@ -48,6 +51,7 @@ CLOSE_CODES = {
     "badId": 4000,
     "invalidPayload": 4001,
     "unauthorized": 4050,
+    "tokenExpired": 4051,
     "watchdog": 4010,
     "shutdown": 1001,
     "tooBig": 1009,
@@ -117,6 +121,24 @@ def prepareFrame(payload: bytes) -> PreparedMessage:
     return PreparedMessage(payload, False, False, False)
 
 
+def _grantedUser(grant: Grant, queried: int) -> int | None:
+    """
+    The id of a connection whose auth passed: the query's (C{0} when it had
+    none), which the grant's subject (a token's C{sub}) must equal, or gives
+    when the query had none.
+
+    @return: the id, or L{None} when the subject is another user or no id.
+    @raise InvalidUserId: when neither the query nor the grant gives an id.
+    """
+    if grant.subject is None:
+        return queried or parseUserId(None)
+    try:
+        subject = parseUserId([grant.subject])
+    except InvalidUserId:
+        return None
+    return subject if queried in (0, subject) else None
+
+
 @implementer(IConnection)
 class ChatServerProtocol(WebSocketServerProtocol):
     """
@@ -132,7 +154,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
     lastActivity = 0.0
     pingOutstanding = False
     _refusal: tuple[int, str] | None = None
-    _auth: Deferred[bool] | None = None
+    _auth: Deferred[Grant | None] | None = None
+    _expiry: IDelayedCall | None = None
     _early: list[tuple[bytes, bool]] | None = None
     _earlyBytes = 0
 
@@ -205,14 +228,17 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if origins and request.headers.get("origin") is not None and request.headers["origin"] not in origins:
             self._log.info("refused origin {origin} from {peer}", origin=request.headers["origin"], peer=request.peer)
             raise ConnectionDeny(403, "Origin not allowed")
-        try:
-            self.userId = parseUserId(request.params.get("id"))
-        except InvalidUserId as e:
-            self._refusal = (CLOSE_CODES["badId"], str(e))
-            return
+        ids = request.params.get("id")
+        # with no id in the query, a token's sub may give it (see _authDone)
+        if ids is not None or not factory.authenticator.givesUserId:
+            try:
+                self.userId = parseUserId(ids)
+            except InvalidUserId as e:
+                self._refusal = (CLOSE_CODES["badId"], str(e))
+                return
         if not factory.authenticator.isNoAuth:
             self._early = []
-            self._auth = factory.authenticator.authenticate(Credentials.fromDict(request.headers))
+            self._auth = factory.authenticator.identify(Credentials.fromDict(request.headers, request.params))
 
     def onOpen(self) -> None:
         self._shed()
@@ -237,14 +263,24 @@ class ChatServerProtocol(WebSocketServerProtocol):
             setattr(self, name, None)
         self.send_queue = ()
 
-    def _authDone(self, passed: bool) -> None:
+    def _authDone(self, grant: Grant | None) -> None:
         early, self._early = self._early or [], None
         if self.state != self.STATE_OPEN:
             return
-        if not passed:
+        try:
+            userId = None if grant is None else _grantedUser(grant, self.userId)
+        except InvalidUserId as e:
+            self._log.info("refused connection from {peer}: {reason}", peer=self.peer, reason=str(e))
+            self.close(CLOSE_CODES["badId"], str(e))
+            return
+        if grant is None or userId is None:
             self._log.info("auth failed for user {uid} from {peer}", uid=self.userId, peer=self.peer)
             self.close(CLOSE_CODES["unauthorized"], "Unauthorized")
             return
+        self.userId = userId
+        if grant.expires is not None:
+            clock = self.factory.clock
+            self._expiry = clock.callLater(max(0.0, grant.expires - clock.seconds()), self._expired)
         self._attach()
         for payload, isBinary in early:
             if not self.attached:
@@ -256,6 +292,11 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.lastActivity = self.factory.clock.seconds()
         self.factory.router.attach(self)
         self._log.info("user {uid} connected from {peer}", uid=self.userId, peer=self.peer)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self._log.info("closing user {uid}: token expired", uid=self.userId)
+        self.close(CLOSE_CODES["tokenExpired"], "Token expired")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.attached:
@@ -296,6 +337,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self._detach(code)
 
     def _detach(self, code: int | None) -> None:
+        if self._expiry is not None:
+            if self._expiry.active():
+                self._expiry.cancel()
+            self._expiry = None
         if self.attached:
             self.attached = False
             self.factory.router.detach(self)

@@ -314,7 +314,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         clusterStats = top.clusterStats = ClusterStats(node, router, journal, reactor)
         clusterStats.setServiceParent(top)
 
-    wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor)
+    # on the WebSocket, a token's sub is the user: tokens must have one
+    wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor, subjectRequired=True)
     factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor)
     top.ws = ListeningService(
         "WebSocket",

@@ -7,8 +7,9 @@ An L{AuthConfig} becomes an L{Authenticator} with L{buildAuthenticator}; the
 request's side is a L{Credentials}, built from an Autobahn handshake
 (L{Credentials.fromDict}) or a C{twisted.web} request
 (L{Credentials.fromRequest}).  Every check answers with a L{Deferred} that
-fires with C{True} or C{False} and never fails: an error is logged and
-refuses the request.
+fires with C{True} or C{False} (or, from L{Authenticator.identify}, a
+L{Grant} or L{None}) and never fails: an error is logged and refuses the
+request.
 
 Secrets are compared with L{hmac.compare_digest}, on bytes.  Header values
 are kept as Autobahn gives them, decoded from ISO-8859-1 (which maps each byte
@@ -26,11 +27,11 @@ import base64
 import binascii
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -38,11 +39,13 @@ from twisted.web.iweb import IRequest, IResponse
 
 from treq.client import HTTPClient
 
-from wsserver.config import AuthConfig
+from ..config import AuthConfig
+from ..httpbody import readBody
 
 __all__ = [
     "Authenticator",
     "Credentials",
+    "Grant",
     "applyCredential",
     "buildAuthenticator",
     "credentialFrom",
@@ -50,8 +53,8 @@ __all__ = [
 
 _log = Logger()
 
-#: the auth types that can say where a credential is, or be sent as one
-_CREDENTIAL_TYPES = ("basic", "header", "bearer", "cookie")
+#: the auth types that can say where a credential is
+_CREDENTIAL_TYPES = ("basic", "header", "bearer", "cookie", "query")
 
 
 def _wire(presented: str) -> bytes:
@@ -87,29 +90,40 @@ def _secretEquals(presented: str | None, expected: bytes) -> bool:
 
 class Credentials:
     """
-    What a request offers: its headers.
+    What a request offers: its headers and its query.
 
-    Values are strings as Autobahn gives them: decoded from ISO-8859-1.
+    Header values are strings as Autobahn gives them: decoded from
+    ISO-8859-1; query values are text.
     """
 
-    def __init__(self, getHeader: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        getHeader: Callable[[str], str | None],
+        getQuery: Callable[[str], str | None] = lambda name: None,
+    ) -> None:
         """
         @param getHeader: returns the value of the header named by its
             argument, or L{None}; names are case-insensitive.
+        @param getQuery: returns the (first) value of the query parameter
+            named by its argument, or L{None}.
         """
         self._getHeader = getHeader
+        self._getQuery = getQuery
 
     @classmethod
-    def fromDict(cls, headers: Mapping[str, str]) -> Credentials:
+    def fromDict(cls, headers: Mapping[str, str], params: Mapping[str, list[str]] | None = None) -> Credentials:
         """
         The credentials of an Autobahn handshake.
 
         @param headers: C{ConnectionRequest.headers}: header names (any case)
             to values; Autobahn lower-cases the names and joins repeated
             headers with C{", "}.
+        @param params: C{ConnectionRequest.params}: the query, names to
+            lists of values.
         """
         lowered = {name.lower(): value for name, value in headers.items()}
-        return cls(lambda name: lowered.get(name.lower()))
+        query = params or {}
+        return cls(lambda name: lowered.get(name.lower()), lambda name: (query.get(name) or [None])[0])
 
     @classmethod
     def fromRequest(cls, request: IRequest) -> Credentials:
@@ -132,13 +146,25 @@ class Credentials:
                 return b"; ".join(raw).decode("latin-1")
             return raw[-1].decode("latin-1")
 
-        return cls(getHeader)
+        args: dict[bytes, list[bytes]] = request.args or {}
+
+        def getQuery(name: str) -> str | None:
+            values = args.get(name.encode("utf-8"))
+            return _text(values[0]) if values else None
+
+        return cls(getHeader, getQuery)
 
     def header(self, name: str) -> str | None:
         """
         The value of the header C{name} (case-insensitive), or L{None}.
         """
         return self._getHeader(name)
+
+    def query(self, name: str) -> str | None:
+        """
+        The first value of the query parameter C{name}, or L{None}.
+        """
+        return self._getQuery(name)
 
     def cookie(self, name: str) -> str | None:
         """
@@ -208,18 +234,49 @@ class Credentials:
         return user, password
 
 
+@dataclass(frozen=True)
+class Grant:
+    """
+    What a check that passed vouches for, beyond passing.
+
+    @ivar subject: the user the credential names (a token's C{sub}, as
+        text), or L{None} when it names none.
+    @ivar expires: when the credential stops being valid (seconds on the
+        server's clock), or L{None} if never.
+    """
+
+    subject: str | None = None
+    expires: float | None = None
+
+
+#: the L{Grant} of a check that vouches for nothing but passing
+PASSED = Grant()
+
+
+def _asGrant(result: bool | Grant | None) -> Grant | None:
+    """
+    A check's answer as a grant: C{True} grants L{PASSED}, C{False} nothing.
+    """
+    if isinstance(result, Grant):
+        return result
+    return PASSED if result else None
+
+
 class Authenticator:
     """
     Decides whether a request's L{Credentials} pass.
 
-    Subclasses implement C{_check}, which returns a C{bool} or a
-    L{Deferred} firing with one.
+    Subclasses implement C{_check}, which returns a C{bool} (or a L{Grant}
+    for a pass, L{None} for a refusal), or a L{Deferred} firing with one.
 
     @ivar isNoAuth: C{True} only for C{noauth}, so that the caller can skip
         building L{Credentials} on the hot path.
+    @ivar givesUserId: whether a pass may name the user (a C{jwt}'s C{sub}),
+        so that the WebSocket may take the id from it when the query has none.
     """
 
     isNoAuth: bool = False
+    givesUserId: bool = False
     #: whether C{_check} may wait (on the network)
     _isAsync: bool = False
     #: the auth type, for logs
@@ -232,20 +289,30 @@ class Authenticator:
         @return: a L{Deferred} that fires with C{True} or C{False}; it never
             fails: an unexpected error is logged and refuses.
         """
+        return self.identify(credentials).addCallback(lambda grant: grant is not None)
+
+    def identify(self, credentials: Credentials) -> Deferred[Grant | None]:
+        """
+        Whether C{credentials} pass, and what for.
+
+        @return: a L{Deferred} that fires with a L{Grant} when they pass, or
+            L{None}; it never fails: an unexpected error is logged and
+            refuses.
+        """
         try:
             result = self._check(credentials)
         except Exception:
             _log.failure("auth check {authType} failed", authType=self._authType)
-            return succeed(False)
+            return succeed(None)
         if isinstance(result, Deferred):
-            return result.addErrback(self._crashed)
-        return succeed(bool(result))
+            return result.addCallbacks(_asGrant, self._crashed)
+        return succeed(_asGrant(result))
 
-    def _crashed(self, failure: Failure) -> bool:
+    def _crashed(self, failure: Failure) -> None:
         _log.failure("auth check {authType} failed", failure, authType=self._authType)
-        return False
+        return None
 
-    def _check(self, credentials: Credentials) -> bool | Deferred[bool]:
+    def _check(self, credentials: Credentials) -> bool | Grant | None | Deferred[Any]:
         raise NotImplementedError(f"{type(self).__name__}._check")
 
 
@@ -255,6 +322,9 @@ class _NoAuth(Authenticator):
 
     def authenticate(self, credentials: Credentials) -> Deferred[bool]:
         return succeed(True)
+
+    def identify(self, credentials: Credentials) -> Deferred[Grant | None]:
+        return succeed(PASSED)
 
     def _check(self, credentials: Credentials) -> bool:
         return True
@@ -310,6 +380,10 @@ class _Combination(Authenticator):
     C{oneOf} or C{allOf}: the checks that cannot wait run first, and the
     first answer that decides stops the others (checks that wait run one
     after another, so that a decided request makes no further HTTP call).
+
+    C{oneOf} grants what its first pass grants; C{allOf} what all grant
+    together: the one subject they name (naming two is a refusal), and the
+    earliest expiry.
     """
 
     def __init__(self, authType: str, children: list[Authenticator]) -> None:
@@ -317,41 +391,35 @@ class _Combination(Authenticator):
         self._wanted = authType == "oneOf"
         self._children = sorted(children, key=lambda c: c._isAsync)
         self._isAsync = any(c._isAsync for c in children)
+        self.givesUserId = any(c.givesUserId for c in children)
 
-    def _check(self, credentials: Credentials) -> Deferred[bool]:
+    def _check(self, credentials: Credentials) -> Deferred[Grant | None]:
         return Deferred.fromCoroutine(self._decide(credentials))
 
-    async def _decide(self, credentials: Credentials) -> bool:
+    async def _decide(self, credentials: Credentials) -> Grant | None:
         # oneOf stops at the first pass, allOf at the first refusal
+        grants = []
         for child in self._children:
-            if await child.authenticate(credentials) == self._wanted:
-                return self._wanted
-        return not self._wanted
+            grant = await child.identify(credentials)
+            if (grant is not None) == self._wanted:
+                return grant
+            grants.append(grant)
+        return None if self._wanted else _together(grants)
 
 
-class _BodyDiscarder(Protocol):
+def _together(grants: list[Grant | None]) -> Grant | None:
     """
-    Reads and drops a response body, so that the connection is released.
+    What passes of C{allOf} grant together; L{None} when they name different
+    subjects.
     """
-
-    def __init__(self) -> None:
-        self.done: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.done.called:
-            self.done.callback(None)
-
-    def abandon(self) -> None:
-        """
-        Stop waiting for the rest of the body: close the connection.
-        """
-        if self.transport is not None:
-            self.transport.stopProducing()
-        if not self.done.called:
-            self.done.callback(None)
+    subjects = {g.subject for g in grants if g is not None and g.subject is not None}
+    if len(subjects) > 1:
+        _log.info("auth refused: allOf checks name different users")
+        return None
+    times = [g.expires for g in grants if g is not None and g.expires is not None]
+    if not subjects and not times:
+        return PASSED
+    return Grant(subject=subjects.pop() if subjects else None, expires=min(times) if times else None)
 
 
 def _substitute(data: Any, credential: str) -> Any:
@@ -382,8 +450,8 @@ def _describe(failure: Failure) -> str:
 
 class _Remote(Authenticator):
     """
-    Asks an HTTP service: the request passes when it answers 2xx within the
-    timeout.
+    Asks an HTTP service: the request passes when it answers 2xx, body
+    included, within the timeout.
     """
 
     _authType = "remote"
@@ -432,33 +500,27 @@ class _Remote(Authenticator):
         )
         return d.addCallbacks(self._answered, self._failed, callbackArgs=(start,), errbackArgs=(start,))
 
-    def _answered(self, response: IResponse, start: float) -> bool:
-        self._drain(response, start)
+    def _answered(self, response: IResponse, start: float) -> bool | Deferred[bool]:
+        # the body too must arrive within the timeout: a server that sends
+        # 200 and then trickles has not answered
+        body = readBody(response, self._reactor, self._config.timeoutSeconds, start)
         if 200 <= response.code < 300:
-            return True
+            return body.addCallbacks(lambda _: True, self._unfinished)
+        # the status decides; the body is read (and dropped) only so that the
+        # connection is released, or cut at the timeout
+        body.addErrback(lambda _: None)
         _log.info(
             "remote auth {url} refused: HTTP {code}", url=self._config.url, code=response.code
         )
         return False
 
-    def _drain(self, response: IResponse, start: float) -> None:
-        """
-        Read and drop the body in the background, giving up (and closing the
-        connection) when the timeout runs out.
-        """
-        body = _BodyDiscarder()
-        response.deliverBody(body)
-        timeout = self._config.timeoutSeconds
-        if body.done.called or not timeout:
-            return
-        remaining = max(0.0, start + timeout - self._reactor.seconds())
-        timer: IDelayedCall = self._reactor.callLater(remaining, body.abandon)
-
-        def stopTimer(ignored: None) -> None:
-            if timer.active():
-                timer.cancel()
-
-        body.done.addCallback(stopTimer)
+    def _unfinished(self, failure: Failure) -> bool:
+        _log.warn(
+            "remote auth {url} failed: HTTP 2xx, but {reason}",
+            url=self._config.url,
+            reason=failure.getErrorMessage() or _describe(failure),
+        )
+        return False
 
     def _failed(self, failure: Failure, start: float) -> bool:
         timeout = self._config.timeoutSeconds
@@ -472,10 +534,17 @@ class _Remote(Authenticator):
         return False
 
 
+def _globalReactor() -> IReactorTime:
+    from twisted.internet import reactor
+
+    return reactor  # type: ignore[return-value]
+
+
 def buildAuthenticator(
     config: AuthConfig,
     httpClient: HTTPClient | None = None,
     reactor: IReactorTime | None = None,
+    subjectRequired: bool = False,
 ) -> Authenticator:
     """
     The L{Authenticator} that C{config} describes.
@@ -485,10 +554,14 @@ def buildAuthenticator(
         L{HTTPClient}, or anything with its C{request} method, such as
         L{treq.testing.StubTreq}.  If L{None}, the C{treq} module's own
         functions are used.
-    @param reactor: the clock that C{remote} timeouts run on; if L{None},
-        the global reactor.  Neither is used by other types.
+    @param reactor: the clock that C{remote} timeouts run on and C{jwt}
+        times are compared on; if L{None}, the global reactor.  Neither is
+        used by other types.
+    @param subjectRequired: C{jwt} tokens must have a C{sub} (the
+        WebSocket's auth, where it is the user).
     @raise ValueError: when C{config} cannot be used (an unknown type, an
-        empty combination, a C{remote} without a usable C{source}).
+        empty combination, a C{remote} without a usable C{source}, a C{jwt}
+        without a usable key).
     """
     kind = config.type
     if kind == "noauth":
@@ -504,7 +577,9 @@ def buildAuthenticator(
     if kind in ("oneOf", "allOf"):
         if not config.types:
             raise ValueError(f"auth type {kind} needs at least one auth object")
-        return _Combination(kind, [buildAuthenticator(t, httpClient, reactor) for t in config.types])
+        return _Combination(
+            kind, [buildAuthenticator(t, httpClient, reactor, subjectRequired) for t in config.types]
+        )
     if kind == "remote":
         if config.source is None or config.source.type not in _CREDENTIAL_TYPES:
             raise ValueError(
@@ -514,12 +589,12 @@ def buildAuthenticator(
             import treq
 
             httpClient = treq  # type: ignore[assignment]
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
+        assert httpClient is not None
+        return _Remote(config, httpClient, reactor or _globalReactor())
+    if kind == "jwt":
+        from ._jwt import JWTAuthenticator
 
-            reactor = globalReactor  # type: ignore[assignment]
-        assert httpClient is not None and reactor is not None
-        return _Remote(config, httpClient, reactor)
+        return JWTAuthenticator(config, reactor or _globalReactor(), subjectRequired)
     raise ValueError(f"unknown auth type {kind!r}")
 
 
@@ -566,11 +641,12 @@ def applyCredential(config: AuthConfig, headers: dict[bytes, list[bytes]]) -> No
 
 def credentialFrom(source: AuthConfig, credentials: Credentials) -> str | None:
     """
-    The client's credential, where C{source} says it is, for a C{remote}
-    check.
+    The client's credential, where C{source} says it is, for a C{remote} or
+    C{jwt} check.
 
     @param source: a C{header} (the value of the header C{source.name}),
         C{bearer} (the token), C{cookie} (the value of the cookie
+        C{source.name}), C{query} (the value of the query parameter
         C{source.name}) or C{basic} (the decoded C{user:password}) auth
         object.
     @param credentials: what the request offers.
@@ -588,9 +664,12 @@ def credentialFrom(source: AuthConfig, credentials: Credentials) -> str | None:
     elif kind == "basic":
         decoded = credentials._basicBytes()
         value = None if decoded is None else _text(decoded)
+    elif kind == "query":
+        value = credentials.query(source.name)
     else:
         return None
     if not value:
         return None
-    # header values were decoded from ISO-8859-1: recover UTF-8 text
-    return value if kind == "basic" else _text(_wire(value))
+    # header values were decoded from ISO-8859-1: recover UTF-8 text (query
+    # values are text already)
+    return value if kind in ("basic", "query") else _text(_wire(value))
