@@ -195,8 +195,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             err.getvalue(),
             'wsserver: invalid configuration: server.auth.type: unknown auth type "bsaic" (use one of: noauth, '
-            "basic, header, bearer, cookie, oneOf, allOf, remote, jwt)
-",
+            "basic, header, bearer, cookie, oneOf, allOf, remote, jwt)\n",
         )
 
 
