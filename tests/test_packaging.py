@@ -41,12 +41,14 @@ class InstallTests(SynchronousTestCase):
 
     def install(self, *args: str) -> str:
         """
-        C{pip install ARGS} into a new prefix; return its site-packages.
+        C{pip install ARGS} into a new prefix; return its site-packages.  With
+        C{--ignore-installed}: without it pip uninstalls the wsserver that
+        runs these tests from its own environment first.
         """
         prefix = os.path.abspath(self.mktemp())
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-build-isolation", "--no-deps",
-             "--no-warn-script-location", "--prefix", prefix, *args],
+             "--no-warn-script-location", "--ignore-installed", "--prefix", prefix, *args],
             check=True, cwd=ROOT, capture_output=True,
         )
         return sysconfig.get_path("purelib", vars={"base": prefix, "platbase": prefix})
