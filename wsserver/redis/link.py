@@ -193,6 +193,12 @@ class _Kept:
         The service has a new connection: log in on it.
         """
         self._preparing = protocol
+        try:
+            # small commands and replies: Nagle's algorithm would hold them
+            # back for a delayed ACK (tens of milliseconds each)
+            protocol.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):  # a UNIX socket
+            pass
 
         def lost(_: Any) -> None:
             if self._preparing is protocol:
