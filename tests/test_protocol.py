@@ -20,6 +20,7 @@ from txaio.testutil import replace_loop
 from wsserver.auth import Authenticator, Credentials
 from wsserver.config import MessageConfig, ServerConfig, WatchdogConfig
 from wsserver.messages import MessageFactory
+from wsserver.metrics import ROUTING_BUCKETS, ROUTING_SAMPLE_MASK
 from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
 from wsserver.routing import Router
 from wsserver.storage import MemoryUndeliveredStore
@@ -320,6 +321,53 @@ class ProtocolTests(SynchronousTestCase):
         self.assertNoResult(done)
         self.clock.advance(5)
         self.assertIsNone(self.successResultOf(done))
+
+    def test_counters(self) -> None:
+        """
+        The metrics' counters: a connect per attached connection, a
+        disconnect by close code (the server's own codes included), a
+        received message per valid one; a refused connection counts neither.
+        """
+        factory = self.makeFactory()
+        counters = factory.router.counters
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.connect(factory, "id=0")
+        self.flush()
+        self.assertEqual(counters.connects, 2)
+        self.send(alice, {"type": "text", "text": "hi", "recipients": [2]})
+        self.send(alice, {"type": "text", "text": "hi again", "recipients": [2]})
+        self.assertEqual(counters.receivedWebsocket, 2)
+        self.send(bob, {"type": 5})
+        alice.sendClose(1000)
+        self.flush()
+        self.assertEqual(counters.receivedWebsocket, 2)
+        self.assertEqual(counters.disconnects, {4001: 1, 1000: 1})
+
+    def test_routingSampled(self) -> None:
+        """
+        One message in 16 is timed, from its receipt to the end of its
+        routing.
+        """
+        factory = self.makeFactory()
+        router = factory.router
+        route = router.receive
+
+        def slowly(connection: Any, payload: bytes) -> Any:
+            self.clock.advance(0.003)
+            return route(connection, payload)
+
+        router.receive = slowly  # type: ignore[method-assign]
+        alice = self.connect(factory, "id=1")
+        self.connect(factory, "id=2")
+        self.flush()
+        for n in range(ROUTING_SAMPLE_MASK * 2 + 3):
+            alice.sendMessage(orjson.dumps({"type": "text", "text": str(n), "recipients": [2]}))
+        self.flush()
+        expected = [0] * (len(ROUTING_BUCKETS) + 1)
+        expected[ROUTING_BUCKETS.index(0.005)] = 2
+        self.assertEqual(router.counters.routingBuckets, expected)
+        self.assertAlmostEqual(router.counters.routingSum, 0.006)
 
 
 txaio.use_twisted()

@@ -42,6 +42,7 @@ from zope.interface import implementer
 from .auth import Authenticator, Credentials, Grant
 from .config import MessageConfig, ServerConfig
 from .messages import InvalidPayload, InvalidUserId, parseUserId
+from .metrics import ROUTING_SAMPLE_MASK
 from .routing import IConnection, Router
 
 __all__ = ["ChatServerFactory", "ChatServerProtocol", "PlainResponse", "prepareFrame", "CLOSE_CODES"]
@@ -289,6 +290,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def _attach(self) -> None:
         self.attached = True
+        self.factory.counters.connects += 1
         self.lastActivity = self.factory.clock.seconds()
         self.factory.router.attach(self)
         self._log.info("user {uid} connected from {peer}", uid=self.userId, peer=self.peer)
@@ -309,9 +311,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 self._early.append((payload, isBinary))
 
     def _receive(self, payload: bytes, isBinary: bool) -> None:
-        self.lastActivity = self.factory.clock.seconds()
+        factory = self.factory
+        received = self.lastActivity = factory.clock.seconds()
         try:
-            self.factory.router.receive(self, payload)
+            factory.router.receive(self, payload)
         except InvalidPayload as e:
             if not isBinary and not _isUTF8(payload):
                 # Autobahn's incremental validator is off: the JSON parser
@@ -321,6 +324,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 return
             self._log.info("closing user {uid}: invalid payload ({reason})", uid=self.userId, reason=e.reason)
             self.close(CLOSE_CODES["invalidPayload"], "Invalid payload. " + e.reason)
+            return
+        counters = factory.counters
+        counters.receivedWebsocket += 1
+        if not counters.receivedWebsocket & ROUTING_SAMPLE_MASK:
+            # every copy was handed to its transport by now
+            counters.observeRouting(factory.clock.seconds() - received)
 
     def onPong(self, payload: bytes) -> None:
         self.pingOutstanding = False
@@ -343,6 +352,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self._expiry = None
         if self.attached:
             self.attached = False
+            self.factory.counters.disconnected(code)
             self.factory.router.detach(self)
             self._log.info("user {uid} disconnected ({code})", uid=self.userId, code=code)
 
@@ -409,6 +419,8 @@ class ChatServerFactory(WebSocketServerFactory):
         self.maxSize = message.maxSize
         self.authenticator = authenticator
         self.clock = clock
+        #: the metrics' counters (the router's)
+        self.counters = router.counters
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
         self._emptied: Deferred[None] | None = None
