@@ -18,7 +18,8 @@ setup(
     # hook: Twisted finds plugins by scanning sys.path for twisted/plugins/,
     # which an import hook does not show it ("Unknown command: wsserver").
     package_dir={"": "."},
-    package_data={"twisted": ["plugins/wsserver_plugin.py"]},
+    # the dashboard page, served from the package
+    package_data={"twisted": ["plugins/wsserver_plugin.py"], "wsserver": ["web/*.html"]},
     install_requires=[
         "Twisted[tls]>=24.3",
         # WebSocket framing; its wheels carry the NVX (native UTF-8/XOR) accelerators.

@@ -153,6 +153,23 @@ class ClusterTests(ClusterCase):
         self.assertEqual((yield response.json())["data"], {"isOnline": False})
 
     @inlineCallbacks
+    def test_metrics(self):
+        """
+        A node's metrics count the live nodes (itself included) and an empty
+        outbox while Redis answers.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        response = yield restRequest(a, "GET", "/metrics")
+        text = (yield response.content()).decode()
+        self.assertIn("wsserver_cluster_nodes 2.0\n", text)
+        self.assertIn("wsserver_cluster_outbox_messages 0.0\n", text)
+        response = yield restRequest(a, "GET", "/overview")
+        self.assertEqual((yield response.json())["data"]["nodes"], 2)
+
+    @inlineCallbacks
     def test_sharedQueue(self):
         """
         A message for an offline user, queued by one node, is delivered by

@@ -649,3 +649,50 @@ class JWTTests(TestCase):
         self.assertEqual((yield mallory.closed), (4050, "Unauthorized"))
         good.send({"type": "text", "text": "still here", "recipients": [7]})
         self.assertEqual((yield good.messages.get())["text"], "still here")
+
+
+class OperationsTests(TestCase):
+    """
+    The operations endpoints of a started server, over real sockets.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_readyAndMetrics(self):
+        """
+        A started server is ready; its metrics count what its clients did,
+        by source and by close code.
+        """
+        server = yield startServer(self)
+        response = yield restRequest(server, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ready"}))
+        alice = yield openClient(server, userId=1)
+        bob = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, bob)
+        alice.send({"type": "text", "text": "hi", "recipients": [2, 3]})
+        yield bob.messages.get()
+        yield closeClient(alice)
+        response = yield restRequest(server, "GET", "/metrics")
+        text = (yield response.content()).decode()
+        for line in ("wsserver_connections 1.0", "wsserver_users_online 1.0", "wsserver_connects_total 2.0",
+                     'wsserver_disconnects_total{code="1000"} 1.0',
+                     'wsserver_messages_received_total{source="websocket"} 1.0',
+                     "wsserver_messages_delivered_total 1.0",
+                     'wsserver_messages_dropped_total{reason="offline"} 1.0'):
+            self.assertIn(line + "\n", text)
+
+    @inlineCallbacks
+    def test_queueMetrics(self):
+        """
+        With the queue on, the overview names its storage and the metrics
+        count what it kept.
+        """
+        server = yield startServer(self, {"chat": {"enableUndeliveredQueue": True}})
+        response = yield restRequest(server, "POST", "/send-message", json={"type": "x", "recipients": [9]})
+        self.assertEqual(response.code, 202)
+        yield response.content()
+        response = yield restRequest(server, "GET", "/overview")
+        data = (yield response.json())["data"]
+        self.assertEqual(data["undelivered"], {"enabled": True, "storage": "memory"})
+        self.assertEqual((data["node"]["queued"], data["node"]["received"]["rest"]), (1, 1))
