@@ -18,7 +18,7 @@ setup(
     # hook: Twisted finds plugins by scanning sys.path for twisted/plugins/,
     # which an import hook does not show it ("Unknown command: wsserver").
     package_dir={"": "."},
-    # the dashboard page, served from the package
+    # the dashboard and the demo chat page, served from the package
     package_data={"twisted": ["plugins/wsserver_plugin.py"], "wsserver": ["web/*.html"]},
     install_requires=[
         "Twisted[tls]>=24.3",

@@ -367,11 +367,11 @@ class PlainHTTPTests(TestCase):
     @inlineCallbacks
     def test_root(self):
         """
-        C{GET /} is answered by the factory's C{rootPage} hook: 404 for now,
-        with no C{Server} header (not Autobahn's status page, which named
-        its version).
+        C{GET /} is answered by the factory's C{rootPage} hook: with the
+        demo page off, 404, with no C{Server} header (not Autobahn's status
+        page, which named its version).
         """
-        server = yield startServer(self)
+        server = yield startServer(self, {"server": {"demoPage": False}})
         response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/", persistent=False)
         body = yield response.content()
         self.assertEqual((response.code, body), (404, b"Not Found\n"))
@@ -653,7 +653,8 @@ class JWTTests(TestCase):
 
 class OperationsTests(TestCase):
     """
-    The operations endpoints of a started server, over real sockets.
+    The operations endpoints of a started server, and the demo page on its
+    WebSocket port, over real sockets.
     """
 
     timeout = 20
@@ -696,3 +697,21 @@ class OperationsTests(TestCase):
         data = (yield response.json())["data"]
         self.assertEqual(data["undelivered"], {"enabled": True, "storage": "memory"})
         self.assertEqual((data["node"]["queued"], data["node"]["received"]["rest"]), (1, 1))
+
+    @inlineCallbacks
+    def test_demoPage(self):
+        """
+        C{GET /} on the WebSocket port is the demo page (by default), with
+        its content security policy; another path 404; neither names a
+        library.
+        """
+        server = yield startServer(self, {"server": {"endpoint": "/ws"}})
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/?id=1&to=2", persistent=False)
+        body = yield response.content()
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'var ENDPOINT = "/ws";', body)
+        self.assertIsNone(response.headers.getRawHeaders(b"Server"))
+        self.assertEqual(response.headers.getRawHeaders(b"Content-Security-Policy")[0][:18], b"default-src 'none'")
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/ws", persistent=False)
+        self.assertEqual((response.code, (yield response.content())), (404, b"Not Found\n"))
+        self.assertIsNone(response.headers.getRawHeaders(b"Server"))

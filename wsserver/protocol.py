@@ -19,13 +19,16 @@ Wire protocol, as the original server's:
     one over C{maxSize} with 1009;
   - recipients get C{{"id", "type", "text", "timestamp", "sender",
     "recipients", "data"}} as a text frame;
-  - the watchdog closes with 4010; a server shutdown with 1001.
+  - the watchdog closes with 4010; a server shutdown with 1001;
+  - a plain HTTP GET (no Upgrade) of C{/} gets the demo chat page (when
+    C{server.demoPage}), any other one 404.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-
+from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,9 +80,21 @@ class PlainResponse:
     reason: str
     contentType: str
     body: bytes
+    #: more headers, besides the type, the length and C{Connection: close}
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 NOT_FOUND = PlainResponse(404, "Not Found", "text/plain; charset=utf-8", b"Not Found\n")
+
+#: The headers of the demo page: it runs its own inline script and connects
+#: to its own origin only, in no frame.
+DEMO_PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                "connect-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
 
 
 #: Autobahn attributes that only the opening handshake needs.
@@ -112,6 +127,18 @@ def _isUTF8(payload: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def demoPage(endpoint: str) -> PlainResponse:
+    """
+    The demo chat page (a package data file) for the WebSocket path
+    C{endpoint}.
+    """
+    # in a <script>, JSON is JavaScript; "<" escaped so no "</script>" ends it
+    literal = json.dumps(endpoint).replace("<", "\\u003c")
+    page = files("wsserver").joinpath("web", "demo.html").read_text("utf-8")
+    body = page.replace("__WSSERVER_ENDPOINT__", literal).encode("utf-8")
+    return PlainResponse(200, "OK", "text/html; charset=utf-8", body, DEMO_PAGE_HEADERS)
 
 
 def prepareFrame(payload: bytes) -> PreparedMessage:
@@ -210,6 +237,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.sendHttpErrorResponse(answer.code, answer.reason, [
                 ("Content-Type", answer.contentType),
                 ("Content-Length", str(len(answer.body))),
+                *answer.headers,
                 ("Connection", "close"),
             ])
             self.sendData(answer.body)
@@ -421,6 +449,8 @@ class ChatServerFactory(WebSocketServerFactory):
         self.clock = clock
         #: the metrics' counters (the router's)
         self.counters = router.counters
+        #: the demo page, or None when it is off
+        self.demoPage = demoPage(server.endpoint) if server.demoPage else None
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
         self._emptied: Deferred[None] | None = None
@@ -457,10 +487,9 @@ class ChatServerFactory(WebSocketServerFactory):
 
     def rootPage(self) -> PlainResponse:
         """
-        C{GET /}: the place of the demo page (C{server.demoPage}); 404 until
-        it exists.
+        C{GET /}: the demo chat page when C{server.demoPage} is on, else 404.
         """
-        return NOT_FOUND
+        return self.demoPage or NOT_FOUND
 
     def lost(self, protocol: ChatServerProtocol) -> None:
         """
