@@ -1,6 +1,7 @@
 """
 The pages in a real browser (SPEC section 9): the demo chat page on the
-WebSocket port and the dashboard on the REST API.
+WebSocket port, the dashboard on the REST API, and the original C++ server's
+example client (C{tests/original/}) against this server.
 
 The server runs in the test's reactor (L{tests.support.startServer});
 headless Chromium is driven through Selenium, whose calls block, so every
@@ -14,13 +15,16 @@ import os
 import shutil
 import tempfile
 from typing import Any, Callable
+from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.server import Site
+from twisted.web.static import File
 
-from .support import Running, closeClient, openClient, restRequest, startServer
+from .support import HERE, Running, closeClient, openClient, restRequest, startServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -330,3 +334,46 @@ class DashboardTests(BrowserMixin, TestCase):
         self.assertEqual((before, received), ("0", "5"))
         for _ in range(5):
             yield client.messages.get()
+
+
+class OriginalClientTests(BrowserMixin, TestCase):
+    """
+    The original C++ server's C{javascript_client_example.html}, unchanged
+    but for a local jQuery, talks to this server.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_exampleClientsTalk(self) -> Any:
+        """
+        Two copies of the original example, as users 1 and 2: a text from 1
+        shows in 2's list, and 1 sees the delivery notification.
+        """
+        server = yield startServer(self, {"chat": {"message": {"enableDeliveryStatus": True}}})
+        port = reactor.listenTCP(0, Site(File(os.path.join(HERE, "original"))), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        browser = yield self.browser()
+
+        def page(me: int, friend: int) -> str:
+            # the page appends ":8085/chat?id=<me>": that lands in "_"
+            addr = f"127.0.0.1:{server.wsPort}/chat?id={me}&_="
+            return (f"http://127.0.0.1:{port.getHost().port}/javascript_client_example.html"
+                    f"?id={me}&friendId={friend}&addr={quote(addr, safe='')}")
+
+        def steps() -> tuple[str, str]:
+            one = browser.window(page(1, 2))
+            browser.until(lambda d: "Connected" in browser.value("#message-list"), "1 connected")
+            two = browser.window(page(2, 1))
+            browser.until(lambda d: "Connected" in browser.value("#message-list"), "2 connected")
+            browser.use(one)
+            browser.type("#message", "hello from the original")
+            browser.until(lambda d: "- received" in browser.value("#message-list"), "the notification")
+            first = browser.value("#message-list")
+            browser.use(two)
+            browser.until(lambda d: ">>> hello from the original" in browser.value("#message-list"), "2 got it")
+            return first, browser.value("#message-list")
+
+        first, second = yield self.inThread(steps)
+        self.assertIn(" >>> Connected - received", first)
+        self.assertIn(" >>> hello from the original", second)
