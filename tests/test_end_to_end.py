@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from .support import closeClient, openClient, restRequest, startServer
+from .support import CERT, ChatClient, closeClient, openClient, restRequest, startServer
 
 
 def _later(seconds: float = 0.05) -> Deferred[None]:
@@ -324,6 +324,28 @@ class HandshakeTests(TestCase):
         response = yield self.handshake(server, "/chat?id=1")
         self.assertEqual(response.code, 404)
         yield response.content()
+
+    @inlineCallbacks
+    def test_alpn(self):
+        """
+        A TLS client that offers protocols over ALPN, as every browser does
+        (C{h2}, C{http/1.1}), gets C{http/1.1} and its WebSocket, rather than
+        a TLS alert.
+        """
+        from autobahn.twisted.websocket import WebSocketClientFactory
+        from twisted.internet.endpoints import SSL4ClientEndpoint
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        server = yield startServer(self, tls=True)
+        with open(CERT, "rb") as f:
+            options = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(f.read()),
+                                          acceptableProtocols=[b"h2", b"http/1.1"])
+        factory = WebSocketClientFactory(server.wsURL("id=1"))
+        factory.protocol = ChatClient
+        client = yield SSL4ClientEndpoint(reactor, "127.0.0.1", server.wsPort, options).connect(factory)
+        self.addCleanup(closeClient, client)
+        yield client.opened
+        self.assertEqual(client.transport.negotiatedProtocol, b"http/1.1")
 
     @inlineCallbacks
     def test_origin(self):

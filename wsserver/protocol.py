@@ -37,7 +37,7 @@ from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -415,6 +415,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.sendPing()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ChatServerFactory(WebSocketServerFactory):
     """
     Makes L{ChatServerProtocol}s wired to one router.
@@ -467,6 +468,15 @@ class ChatServerFactory(WebSocketServerFactory):
             # ?redirect=)
             webStatus=False,
         )
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocol over TLS: the handshake is HTTP/1.1.  Without one,
+        Twisted's ALPN callback finds no overlap with what a browser offers
+        and answers an empty name, which OpenSSL turns into an "internal
+        error" alert: browsers could not open C{wss://} at all.
+        """
+        return [b"http/1.1"]
 
     def setMessageConfig(self, message: MessageConfig) -> None:
         """
