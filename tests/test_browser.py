@@ -40,9 +40,12 @@ WAIT = 15
 class Browser:
     """
     One headless Chromium (blocking calls: use from a thread).
+
+    @param acceptInsecureCerts: trust any certificate (the development one
+        of C{certs/}, for C{https://} and C{wss://}).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, acceptInsecureCerts: bool = False) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -52,6 +55,7 @@ class Browser:
         for flag in FLAGS:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
+        options.accept_insecure_certs = acceptInsecureCerts
         self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         self.driver.set_page_load_timeout(WAIT)
 
@@ -141,11 +145,11 @@ class BrowserMixin:
             raise SkipTest(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
 
     @inlineCallbacks
-    def browser(self) -> Any:
+    def browser(self, acceptInsecureCerts: bool = False) -> Any:
         """
         A started L{Browser}, ended at cleanup.
         """
-        browser = yield deferToThread(Browser)
+        browser = yield deferToThread(Browser, acceptInsecureCerts)
         self.addCleanup(deferToThread, browser.quit)  # type: ignore[attr-defined]
         return browser
 
@@ -160,7 +164,8 @@ def demoURL(server: Running, query: str = "") -> str:
     """
     The demo page of C{server}, with C{query}.
     """
-    return f"http://127.0.0.1:{server.wsPort}/" + (f"?{query}" if query else "")
+    scheme = "https" if server.tls else "http"
+    return f"{scheme}://127.0.0.1:{server.wsPort}/" + (f"?{query}" if query else "")
 
 
 class DemoPageTests(BrowserMixin, TestCase):
@@ -207,6 +212,27 @@ class DemoPageTests(BrowserMixin, TestCase):
         # notifications for it (reached 1, reached 2)
         stats = server.service.router.statItem(2)
         self.assertEqual((stats["sentMessages"], stats["receivedMessages"]), (1, 4))
+
+    @inlineCallbacks
+    def test_overTLS(self) -> Any:
+        """
+        Loaded over C{https://}, the page connects over C{wss://} to the
+        same port, and two pages talk.
+        """
+        server = yield startServer(self, tls=True)
+        browser = yield self.browser(acceptInsecureCerts=True)
+
+        def steps() -> None:
+            one = browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "user 1 connected")
+            two = browser.window(demoURL(server, "id=2&to=1"))
+            browser.until(lambda d: browser.text("#state") == "connected", "user 2 connected")
+            browser.use(one)
+            browser.type("#text", "over TLS")
+            browser.use(two)
+            browser.until(lambda d: browser.texts("#log li.in .text") == ["over TLS"], "2 got it")
+
+        yield self.inThread(steps)
 
     @inlineCallbacks
     def test_sentWithoutDeliveryStatus(self) -> Any:
