@@ -168,6 +168,28 @@ class ClusterTests(ClusterCase):
         self.assertIn("wsserver_cluster_outbox_messages 0.0\n", text)
         response = yield restRequest(a, "GET", "/overview")
         self.assertEqual((yield response.json())["data"]["nodes"], 2)
+        response = yield restRequest(a, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ready"}))
+
+    @inlineCallbacks
+    def test_notReadyUntilJoined(self):
+        """
+        A node that cannot reach Redis has not joined: C{/ready} answers 503
+        (C{/health} 200) until it joins.
+        """
+        import socket
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+        probe.close()
+        raw = self.raw()
+        raw["cluster"]["redis"] = f"redis://127.0.0.1:{closed}/0"
+        a = yield startServer(self, raw)
+        response = yield restRequest(a, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (503, {"status": "not ready"}))
+        response = yield restRequest(a, "GET", "/health")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ok"}))
 
     @inlineCallbacks
     def test_sharedQueue(self):

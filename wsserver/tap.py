@@ -331,14 +331,13 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     top.ws.setServiceParent(top)
 
     top.httpClient = httpClient
-    readiness = Readiness()
+    # in a cluster, ready once the node learnt who is online elsewhere
+    readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True))
     top.ws.whenListening().addCallback(lambda _: setattr(readiness, "listening", True))
     if config.restApi.enabled:
         restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
-        clusterGauges = None
-        if node is not None:
-            clusterGauges = lambda: (len(node._nodes) + 1, sum(map(len, node._outbox.values())))  # noqa: E731
+        clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
         collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges)
         operations = Operations(collector, makeRegistry(collector), readiness,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
