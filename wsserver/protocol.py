@@ -450,8 +450,7 @@ class ChatServerFactory(WebSocketServerFactory):
         self.clock = clock
         #: the metrics' counters (the router's)
         self.counters = router.counters
-        #: the demo page, or None when it is off
-        self.demoPage = demoPage(server.endpoint) if server.demoPage else None
+        self.setDemoPage(server)
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
         self._emptied: Deferred[None] | None = None
@@ -485,6 +484,14 @@ class ChatServerFactory(WebSocketServerFactory):
         """
         self.maxSize = message.maxSize
         self.setProtocolOptions(maxMessagePayloadSize=message.maxSize, maxFramePayloadSize=message.maxSize)
+
+    def setDemoPage(self, server: ServerConfig) -> None:
+        """
+        Serve the demo page for C{server.endpoint} at C{/} when
+        C{server.demoPage} is on.
+        """
+        #: the demo page, or None when it is off
+        self.demoPage = demoPage(server.endpoint) if server.demoPage else None
 
     def plainResponse(self, method: str, path: str) -> PlainResponse:
         """
