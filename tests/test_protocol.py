@@ -13,6 +13,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
@@ -20,6 +21,7 @@ from txaio.testutil import replace_loop
 from wsserver.auth import Authenticator, Credentials
 from wsserver.config import MessageConfig, ServerConfig, WatchdogConfig
 from wsserver.messages import MessageFactory
+from wsserver.metrics import ROUTING_BUCKETS, ROUTING_SAMPLE_MASK
 from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
 from wsserver.routing import Router
 from wsserver.storage import MemoryUndeliveredStore
@@ -320,6 +322,147 @@ class ProtocolTests(SynchronousTestCase):
         self.assertNoResult(done)
         self.clock.advance(5)
         self.assertIsNone(self.successResultOf(done))
+
+    def test_counters(self) -> None:
+        """
+        The metrics' counters: a connect per attached connection, a
+        disconnect by close code (the server's own codes included), a
+        received message per valid one; a refused connection counts neither.
+        """
+        factory = self.makeFactory()
+        counters = factory.router.counters
+        alice = self.connect(factory, "id=1")
+        bob = self.connect(factory, "id=2")
+        self.connect(factory, "id=0")
+        self.flush()
+        self.assertEqual(counters.connects, 2)
+        self.send(alice, {"type": "text", "text": "hi", "recipients": [2]})
+        self.send(alice, {"type": "text", "text": "hi again", "recipients": [2]})
+        self.assertEqual(counters.receivedWebsocket, 2)
+        self.send(bob, {"type": 5})
+        alice.sendClose(1000)
+        self.flush()
+        self.assertEqual(counters.receivedWebsocket, 2)
+        self.assertEqual(counters.disconnects, {4001: 1, 1000: 1})
+
+    def test_routingSampled(self) -> None:
+        """
+        One message in 16 is timed, from its receipt to the end of its
+        routing.
+        """
+        factory = self.makeFactory()
+        router = factory.router
+        route = router.receive
+
+        def slowly(connection: Any, payload: bytes) -> Any:
+            self.clock.advance(0.003)
+            return route(connection, payload)
+
+        router.receive = slowly  # type: ignore[method-assign]
+        alice = self.connect(factory, "id=1")
+        self.connect(factory, "id=2")
+        self.flush()
+        for n in range(ROUTING_SAMPLE_MASK * 2 + 3):
+            alice.sendMessage(orjson.dumps({"type": "text", "text": str(n), "recipients": [2]}))
+        self.flush()
+        expected = [0] * (len(ROUTING_BUCKETS) + 1)
+        expected[ROUTING_BUCKETS.index(0.005)] = 2
+        self.assertEqual(router.counters.routingBuckets, expected)
+        self.assertAlmostEqual(router.counters.routingSum, 0.006)
+
+
+class _TCPLikeTransport(StringTransport):
+    """
+    A string transport that, like TCP, lets a protocol unregister a
+    producer it never registered (Autobahn does, as it drops a connection).
+    """
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+class PlainHTTPTests(SynchronousTestCase):
+    """
+    A plain HTTP request (no C{Upgrade}) to the WebSocket port: the demo
+    page at C{/}, 404 elsewhere, and no answer that names a library.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self._loop = replace_loop(self.clock)
+        self._loop.__enter__()
+        self.addCleanup(self._loop.__exit__, None, None, None)
+
+    def answer(self, target: str, **server: Any) -> tuple[bytes, bool]:
+        """
+        The raw answer to C{GET target}, and whether the server closed the
+        connection after it.
+        """
+        router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")))
+        factory = ChatServerFactory(router, ServerConfig(**server), MessageConfig(), _NoAuth(), self.clock)
+        protocol = factory.buildProtocol(None)
+        transport = _TCPLikeTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8085\r\n\r\n".encode())
+        return transport.value(), transport.disconnecting
+
+    def test_demoPage(self) -> None:
+        """
+        C{GET /} (with a query too) answers the demo page, with its length,
+        and closes; the page connects to the configured WebSocket path.
+        """
+        for target in ("/", "/?id=1&to=2"):
+            raw, closed = self.answer(target, endpoint="/ws/chat")
+            head, body = raw.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            self.assertEqual(lines[0], b"HTTP/1.1 200 OK")
+            self.assertIn(b"Content-Type: text/html; charset=utf-8", lines)
+            self.assertIn(b"Content-Length: %d" % len(body), lines)
+            self.assertIn(b'var ENDPOINT = "/ws/chat";', body)
+            self.assertTrue(closed)
+
+    def test_endpointEscaped(self) -> None:
+        """
+        A path with C{</script>} in it cannot end the page's script.
+        """
+        raw, _ = self.answer("/", endpoint="/</script><b>")
+        self.assertIn(b'var ENDPOINT = "/\\u003c/script>\\u003cb>";', raw)
+
+    def test_otherPaths(self) -> None:
+        """
+        Any other path, the WebSocket path included (without an upgrade),
+        is 404, and closed.
+        """
+        for target in ("/index.html", "/chat", "/chat?id=1", "/favicon.ico"):
+            raw, closed = self.answer(target)
+            self.assertEqual(raw, b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                  b"Content-Length: 10\r\nConnection: close\r\n\r\nNot Found\n")
+            self.assertTrue(closed)
+
+    def test_noRedirect(self) -> None:
+        """
+        Autobahn's C{?redirect=} (a redirect to any site) is gone: 404.
+        """
+        raw, _ = self.answer("/x?redirect=http%3A%2F%2Fexample.com")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 404 Not Found\r\n"), raw)
+        self.assertNotIn(b"Location", raw)
+
+    def test_off(self) -> None:
+        """
+        With C{server.demoPage} off, C{/} is 404 too.
+        """
+        raw, _ = self.answer("/", demoPage=False)
+        self.assertTrue(raw.startswith(b"HTTP/1.1 404 Not Found\r\n"), raw)
+
+    def test_namesNoLibrary(self) -> None:
+        """
+        Neither answer has a C{Server} header or names Autobahn.
+        """
+        for target in ("/", "/nothing"):
+            raw, _ = self.answer(target)
+            head = raw.split(b"\r\n\r\n", 1)[0].lower()
+            self.assertNotIn(b"server:", head)
+            self.assertNotIn(b"autobahn", raw.lower())
 
 
 txaio.use_twisted()

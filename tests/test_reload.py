@@ -77,6 +77,25 @@ class ReloadTests(TestCase):
         self.assertEqual((yield alice.messages.get())["text"], "echo")
 
     @inlineCallbacks
+    def test_demoPage(self):
+        """
+        A new C{server.endpoint} is the path the demo page connects to, and
+        C{server.demoPage} turns the page off (and on) without a restart.
+        """
+        import treq
+
+        server = yield startServer(self)
+        root = f"http://127.0.0.1:{server.wsPort}/"
+        lines = self.reload(server, {"server": {"endpoint": "/ws"}})
+        self.assertEqual(lines[-1], "reload done: server.endpoint applied")
+        response = yield treq.get(root, persistent=False)
+        self.assertIn(b'var ENDPOINT = "/ws";', (yield response.content()))
+        lines = self.reload(server, {"server": {"endpoint": "/ws", "demoPage": False}})
+        self.assertEqual(lines[-1], "reload done: server.demoPage applied")
+        response = yield treq.get(root, persistent=False)
+        self.assertEqual((response.code, (yield response.content())), (404, b"Not Found\n"))
+
+    @inlineCallbacks
     def test_restartOnly(self):
         """
         Keys that need a restart are logged as such and keep their running

@@ -13,8 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -25,8 +27,10 @@ from twisted.web.resource import Resource
 from wsserver.auth import Authenticator, Credentials, buildAuthenticator
 from wsserver.config import AuthConfig, MessageConfig
 from wsserver.messages import MessageFactory
-from wsserver.rest import RestSite, makeRestResource
+from wsserver.metrics import Readiness, ServerCollector, makeRegistry
+from wsserver.rest import Operations, RestSite, makeRestResource
 from wsserver.routing import Router
+from wsserver.storage import MemoryUndeliveredStore
 
 BASE = "http://rest.example.com"
 
@@ -853,3 +857,179 @@ class StoppingTests(SynchronousTestCase):
         self.assertEqual(status, 503)
         self.assertEqual(orjson.loads(body), {"success": False, "status": 503, "message": "Server shutting down"})
         self.assertEqual(self.recipient.sent, [])
+
+    def test_stoppingNotReady(self) -> None:
+        """
+        After L{RestSite.stop}, C{/ready} answers 503 and C{/health} still
+        200 (the process serves until it exits).
+        """
+        site = self.site()
+        self.successResultOf(site.stop())
+        answers = []
+        for path in (b"/ready", b"/health"):
+            channel = site.buildProtocol(None)
+            transport = StringTransport()
+            channel.makeConnection(transport)
+            self.addCleanup(channel.connectionLost, Failure(ConnectionError("test over")))
+            channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, body = parseResponse(transport.value())
+            answers.append((status, orjson.loads(body)))
+        self.assertEqual(answers, [(503, {"status": "not ready"}), (200, {"status": "ok"})])
+
+
+class OperationsTests(RestMixin, SynchronousTestCase):
+    """
+    C{/metrics}, C{/health}, C{/ready}, C{/overview} and C{/dashboard}
+    (SPEC section 9), behind basic auth but for health and readiness.
+    """
+
+    def setUp(self) -> None:
+        auth = buildAuthenticator(AuthConfig(type="basic", user="u", password="p"))
+        self.setUpRest(auth, "wsserver")
+        self.notifier = _Notifier()
+        self.readiness = Readiness()
+        self.store = MemoryUndeliveredStore(60, 10)
+        collector = ServerCollector(self.router, self.notifier, self.store)
+        self.operations = Operations(collector, makeRegistry(collector), self.readiness, "memory")
+        self.resource = makeRestResource(self.router, auth, "wsserver", notifier=self.notifier,
+                                         operations=self.operations)
+        self.client = StubTreq(self.resource)
+
+    def test_metrics(self) -> None:
+        """
+        C{GET /metrics} answers the Prometheus text format with the server's
+        figures, the event counts read fresh for each scrape.
+        """
+        self.connect(5)
+        self.send({"type": "text", "text": "hi", "recipients": [5]}, headers={**JSON, "Authorization": BASIC})
+        response, body = self.request("GET", "/metrics", auth=("u", "p"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"Content-Type"), [CONTENT_TYPE_LATEST.encode()])
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+        self.assertEqual(samples[("wsserver_connections", ())], 1)
+        self.assertEqual(samples[("wsserver_messages_received_total", (("source", "rest"),))], 1)
+        self.assertEqual(samples[("wsserver_messages_delivered_total", ())], 1)
+        self.assertEqual(samples[("wsserver_event_pending", (("target", "targets[0]"),))], 4)
+        self.assertIn(("process_cpu_seconds_total", ()), samples)
+        self.request("GET", "/metrics", auth=("u", "p"))
+        self.assertEqual(self.notifier.calls, 2)
+
+    def test_metricsNeedAuth(self) -> None:
+        """
+        C{/metrics}, C{/overview} and C{/dashboard} are behind the REST auth.
+        """
+        for path in ("/metrics", "/overview", "/dashboard"):
+            answer = self.request("GET", path)
+            self.assertError(answer, 401, "Unauthorized")
+            self.assertEqual(answer[0].headers.getRawHeaders(b"WWW-Authenticate"), [b'Basic realm="wsserver"'])
+
+    def test_health(self) -> None:
+        """
+        C{GET /health} answers 200 without credentials, and names nothing
+        (no C{Server} header).
+        """
+        self.assertJSON(self.request("GET", "/health"), 200, {"status": "ok"})
+        response, body = self.request("HEAD", "/health")
+        self.assertEqual((response.code, body), (200, b""))
+        self.assertIsNone(response.headers.getRawHeaders(b"Server"))
+        self.readiness.stopping = True
+        self.assertJSON(self.request("GET", "/health"), 200, {"status": "ok"})
+
+    def test_ready(self) -> None:
+        """
+        C{GET /ready}: 503 before listening, 200 once listening and joined,
+        503 when not joined and once stopping; no credentials needed.
+        """
+        self.assertJSON(self.request("GET", "/ready"), 503, {"status": "not ready"})
+        self.readiness.listening = True
+        answer = self.request("GET", "/ready")
+        self.assertJSON(answer, 200, {"status": "ready"})
+        self.assertIsNone(answer[0].headers.getRawHeaders(b"Server"))
+        joined = [False]
+        self.readiness.joined = lambda: joined[0]
+        self.assertJSON(self.request("GET", "/ready"), 503, {"status": "not ready"})
+        joined[0] = True
+        self.assertJSON(self.request("GET", "/ready"), 200, {"status": "ready"})
+        self.readiness.stopping = True
+        self.assertJSON(self.request("GET", "/ready"), 503, {"status": "not ready"})
+
+    def test_readyDefault(self) -> None:
+        """
+        A REST tree made without operations is always ready, and still has
+        its metrics.
+        """
+        self.setUpRest()
+        self.assertJSON(self.request("GET", "/ready"), 200, {"status": "ready"})
+        response, body = self.request("GET", "/metrics")
+        self.assertIn(b"wsserver_connections 0.0", body)
+
+    def test_healthOtherMethod(self) -> None:
+        """
+        Another method on C{/health} is behind the auth like any 405.
+        """
+        self.assertError(self.request("POST", "/health"), 401, "Unauthorized")
+        self.assertError(self.request("POST", "/health", auth=("u", "p")), 405, "Method not allowed")
+
+    def test_overview(self) -> None:
+        """
+        C{GET /overview}: this node's figures, the queue, the event counts,
+        and the online users with their statistics.
+        """
+        self.connect(5)
+        gone = self.connect(6)
+        self.router.detach(gone)
+        self.clock.advance(10)
+        response, body = self.request("GET", "/overview", auth=("u", "p"))
+        self.assertEqual(response.code, 200)
+        data = orjson.loads(body)["data"]
+        self.assertEqual(data["nodes"], 1)
+        self.assertEqual(data["node"]["connections"], 1)
+        self.assertEqual(data["node"]["usersOnline"], 1)
+        self.assertEqual(data["node"]["dropped"], {"offline": 0, "queue": 0})
+        self.assertEqual(data["undelivered"], {"enabled": True, "storage": "memory"})
+        self.assertEqual(data["events"], self.notifier.figures)
+        self.assertEqual(data["usersOnline"], 1)
+        self.assertEqual([u["id"] for u in data["users"]], [5])
+        self.assertEqual(set(data["users"][0]), STAT_KEYS)
+        self.assertEqual(data["users"][0]["timeOnline"], 10)
+
+    def test_dashboard(self) -> None:
+        """
+        C{GET /dashboard}: one HTML page that loads nothing from elsewhere
+        (its content security policy allows its own origin only).
+        """
+        response, body = self.request("GET", "/dashboard", auth=("u", "p"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"Content-Type"), [b"text/html; charset=utf-8"])
+        [policy] = response.headers.getRawHeaders(b"Content-Security-Policy")
+        self.assertIn(b"default-src 'none'", policy)
+        self.assertIn(b"connect-src 'self'", policy)
+        self.assertTrue(body.startswith(b"<!DOCTYPE html>"))
+        self.assertIn(b"/overview", body)
+        self.assertNotIn(b"http://", body)
+        self.assertNotIn(b"https://", body)
+        self.assertNotIn(b"<script src", body)
+
+
+#: The basic credentials C{u:p}.
+BASIC = "Basic dTpw"
+
+
+class _Notifier:
+    """
+    An event notifier's C{counts()}, with fixed figures.
+    """
+
+    figures = [{"target": "targets[0]", "type": "postback", "destination": "http://h/hook",
+                "succeeded": 1, "pending": 3, "retrying": 1, "failed": 0}]
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def counts(self) -> Deferred[list[dict[str, Any]]]:
+        self.calls += 1
+        return succeed(self.figures)
+
+    def notify(self, message: Any, payload: bytes) -> None:
+        pass

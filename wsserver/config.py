@@ -140,6 +140,8 @@ class ServerConfig:
     #: where C{listen} came from, to name it in errors: C{"listen"} (the key,
     #: or the default), C{"seed"} (C{address}/C{port}/C{secure}) or C{"--ws"}
     listenSource: str = "listen"
+    #: serve the demo chat page at C{/} of the WebSocket port
+    demoPage: bool = True
 
     @property
     def tz(self) -> ZoneInfo:
@@ -786,6 +788,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     w.finish()
     serverAuth = _parseAuth(s, "auth")
     origins = s.strings("allowedOrigins")
+    demoPage = s.bool("demoPage", True)
     s.finish()
     server = ServerConfig(
         endpoint=endpoint,
@@ -797,6 +800,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         auth=serverAuth,
         allowedOrigins=origins,
         listenSource=listenSource,
+        demoPage=demoPage,
     )
 
     # restApi

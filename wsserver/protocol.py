@@ -19,13 +19,16 @@ Wire protocol, as the original server's:
     one over C{maxSize} with 1009;
   - recipients get C{{"id", "type", "text", "timestamp", "sender",
     "recipients", "data"}} as a text frame;
-  - the watchdog closes with 4010; a server shutdown with 1001.
+  - the watchdog closes with 4010; a server shutdown with 1001;
+  - a plain HTTP GET (no Upgrade) of C{/} gets the demo chat page (when
+    C{server.demoPage}), any other one 404.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-
+from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +37,7 @@ from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -42,6 +45,7 @@ from zope.interface import implementer
 from .auth import Authenticator, Credentials, Grant
 from .config import MessageConfig, ServerConfig
 from .messages import InvalidPayload, InvalidUserId, parseUserId
+from .metrics import ROUTING_SAMPLE_MASK
 from .routing import IConnection, Router
 
 __all__ = ["ChatServerFactory", "ChatServerProtocol", "PlainResponse", "prepareFrame", "CLOSE_CODES"]
@@ -76,9 +80,21 @@ class PlainResponse:
     reason: str
     contentType: str
     body: bytes
+    #: more headers, besides the type, the length and C{Connection: close}
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 NOT_FOUND = PlainResponse(404, "Not Found", "text/plain; charset=utf-8", b"Not Found\n")
+
+#: The headers of the demo page: it runs its own inline script and connects
+#: to its own origin only, in no frame.
+DEMO_PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                "connect-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
 
 
 #: Autobahn attributes that only the opening handshake needs.
@@ -111,6 +127,18 @@ def _isUTF8(payload: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def demoPage(endpoint: str) -> PlainResponse:
+    """
+    The demo chat page (a package data file) for the WebSocket path
+    C{endpoint}.
+    """
+    # in a <script>, JSON is JavaScript; "<" escaped so no "</script>" ends it
+    literal = json.dumps(endpoint).replace("<", "\\u003c")
+    page = files("wsserver").joinpath("web", "demo.html").read_text("utf-8")
+    body = page.replace("__WSSERVER_ENDPOINT__", literal).encode("utf-8")
+    return PlainResponse(200, "OK", "text/html; charset=utf-8", body, DEMO_PAGE_HEADERS)
 
 
 def prepareFrame(payload: bytes) -> PreparedMessage:
@@ -209,6 +237,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.sendHttpErrorResponse(answer.code, answer.reason, [
                 ("Content-Type", answer.contentType),
                 ("Content-Length", str(len(answer.body))),
+                *answer.headers,
                 ("Connection", "close"),
             ])
             self.sendData(answer.body)
@@ -289,6 +318,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def _attach(self) -> None:
         self.attached = True
+        self.factory.counters.connects += 1
         self.lastActivity = self.factory.clock.seconds()
         self.factory.router.attach(self)
         self._log.info("user {uid} connected from {peer}", uid=self.userId, peer=self.peer)
@@ -309,9 +339,10 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 self._early.append((payload, isBinary))
 
     def _receive(self, payload: bytes, isBinary: bool) -> None:
-        self.lastActivity = self.factory.clock.seconds()
+        factory = self.factory
+        received = self.lastActivity = factory.clock.seconds()
         try:
-            self.factory.router.receive(self, payload)
+            factory.router.receive(self, payload)
         except InvalidPayload as e:
             if not isBinary and not _isUTF8(payload):
                 # Autobahn's incremental validator is off: the JSON parser
@@ -321,6 +352,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
                 return
             self._log.info("closing user {uid}: invalid payload ({reason})", uid=self.userId, reason=e.reason)
             self.close(CLOSE_CODES["invalidPayload"], "Invalid payload. " + e.reason)
+            return
+        counters = factory.counters
+        counters.receivedWebsocket += 1
+        if not counters.receivedWebsocket & ROUTING_SAMPLE_MASK:
+            # every copy was handed to its transport by now
+            counters.observeRouting(factory.clock.seconds() - received)
 
     def onPong(self, payload: bytes) -> None:
         self.pingOutstanding = False
@@ -343,6 +380,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self._expiry = None
         if self.attached:
             self.attached = False
+            self.factory.counters.disconnected(code)
             self.factory.router.detach(self)
             self._log.info("user {uid} disconnected ({code})", uid=self.userId, code=code)
 
@@ -377,6 +415,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.sendPing()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ChatServerFactory(WebSocketServerFactory):
     """
     Makes L{ChatServerProtocol}s wired to one router.
@@ -409,6 +448,9 @@ class ChatServerFactory(WebSocketServerFactory):
         self.maxSize = message.maxSize
         self.authenticator = authenticator
         self.clock = clock
+        #: the metrics' counters (the router's)
+        self.counters = router.counters
+        self.setDemoPage(server)
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
         self._emptied: Deferred[None] | None = None
@@ -426,6 +468,15 @@ class ChatServerFactory(WebSocketServerFactory):
             webStatus=False,
         )
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocol over TLS: the handshake is HTTP/1.1.  Without one,
+        Twisted's ALPN callback finds no overlap with what a browser offers
+        and answers an empty name, which OpenSSL turns into an "internal
+        error" alert: browsers could not open C{wss://} at all.
+        """
+        return [b"http/1.1"]
+
     def setMessageConfig(self, message: MessageConfig) -> None:
         """
         Apply the C{chat.message} settings (C{maxSize}) to the connections
@@ -433,6 +484,14 @@ class ChatServerFactory(WebSocketServerFactory):
         """
         self.maxSize = message.maxSize
         self.setProtocolOptions(maxMessagePayloadSize=message.maxSize, maxFramePayloadSize=message.maxSize)
+
+    def setDemoPage(self, server: ServerConfig) -> None:
+        """
+        Serve the demo page for C{server.endpoint} at C{/} when
+        C{server.demoPage} is on.
+        """
+        #: the demo page, or None when it is off
+        self.demoPage = demoPage(server.endpoint) if server.demoPage else None
 
     def plainResponse(self, method: str, path: str) -> PlainResponse:
         """
@@ -445,10 +504,9 @@ class ChatServerFactory(WebSocketServerFactory):
 
     def rootPage(self) -> PlainResponse:
         """
-        C{GET /}: the place of the demo page (C{server.demoPage}); 404 until
-        it exists.
+        C{GET /}: the demo chat page when C{server.demoPage} is on, else 404.
         """
-        return NOT_FOUND
+        return self.demoPage or NOT_FOUND
 
     def lost(self, protocol: ChatServerProtocol) -> None:
         """

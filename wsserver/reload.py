@@ -122,6 +122,11 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
     if running.server.endpoint != old.server.endpoint:
         factory.path = running.server.endpoint
         applied.append("server.endpoint")
+    if running.server.demoPage != old.server.demoPage:
+        applied.append("server.demoPage")
+    if running.server.endpoint != old.server.endpoint or running.server.demoPage != old.server.demoPage:
+        # the page names the WebSocket path
+        factory.setDemoPage(running.server)
     if running.chat.message != old.chat.message:
         factory.setMessageConfig(running.chat.message)
         server.router.setMessageConfig(running.chat.message)

@@ -2,18 +2,24 @@
 """
 The REST API (SPEC section 4): a C{twisted.web} resource tree over the router.
 
-Every answer is JSON; every error is C{{"success": false, "status": <code>,
-"message": "<why>"}} with that HTTP status.  The REST auth applies to every
-endpoint, C{/status} included.  Request bodies are bounded by
-C{chat.message.maxSize}: past it the body is not kept and the answer is 413.
+Every answer is JSON (but C{/metrics}: Prometheus text; C{/dashboard}: a
+page); every error is C{{"success": false, "status": <code>, "message":
+"<why>"}} with that HTTP status.  The REST auth applies to every endpoint,
+C{/status} included, but C{/health} and C{/ready} (SPEC section 9), which
+reveal nothing.  Request bodies are bounded by C{chat.message.maxSize}: past
+it the body is not kept and the answer is 413.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from importlib.resources import files
 from io import BytesIO
 from typing import Any, Callable
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,9 +30,10 @@ from twisted.web.resource import Resource
 from .auth import Authenticator, Credentials
 from .events import EventNotifier
 from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
+from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing import Router
 
-__all__ = ["RestSite", "makeRestResource"]
+__all__ = ["Operations", "RestSite", "makeRestResource"]
 
 log = Logger()
 
@@ -40,6 +47,52 @@ def _error(status: int, message: str) -> Answer:
 
 def _ok(data: Any) -> Answer:
     return 200, {"success": True, "data": data}
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """
+    A body that is not JSON: its content type, bytes and extra headers.
+    """
+
+    contentType: bytes
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+#: The dashboard may run its own inline script and style, and fetch from its
+#: own origin only; no frame may hold it.
+_PAGE_HEADERS = (
+    (b"Content-Security-Policy",
+     b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+     b"frame-ancestors 'none'"),
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"Cache-Control", b"no-store"),
+    (b"Referrer-Policy", b"no-referrer"),
+)
+
+#: The most online users that C{/overview} lists.
+OVERVIEW_USERS = 1000
+
+
+@dataclass
+class Operations:
+    """
+    What the operations endpoints (C{/metrics}, C{/health}, C{/ready},
+    C{/overview}, C{/dashboard}) read.
+
+    @ivar collector: the server's metrics.
+    @ivar registry: the registry that C{/metrics} exposes (the collector and
+        the process metrics).
+    @ivar readiness: what C{/ready} says.
+    @ivar queueStorage: the undelivered queue's storage, or L{None} when the
+        queue is off.
+    """
+
+    collector: ServerCollector
+    registry: CollectorRegistry
+    readiness: Readiness = field(default_factory=lambda: Readiness(listening=True))
+    queueStorage: str | None = None
 
 
 class _BoundedRequest(server.Request):
@@ -106,9 +159,11 @@ class _Endpoint(Resource):
 
     isLeaf = True
 
-    def __init__(self, api: _Api, handlers: dict[bytes, Callable[[IRequest], Answer]]) -> None:
+    def __init__(self, api: _Api, handlers: dict[bytes, Callable[[IRequest], Answer]], public: bool = False) -> None:
         super().__init__()
         self._api = api
+        #: answers without the REST auth (C{/health}, C{/ready})
+        self._public = public
         self._handlers = handlers
         if b"GET" in handlers and b"HEAD" not in handlers:
             self._handlers = {**handlers, b"HEAD": handlers[b"GET"]}
@@ -122,6 +177,10 @@ class _Endpoint(Resource):
             # behind the auth too, like 404: no caller learns the methods
             # without credentials
             return self._api.guarded(request, self._notAllowed)
+        if self._public:
+            # answered to anyone: not even the web library's name and version
+            request.responseHeaders.removeHeader(b"Server")
+            return self._api.run(request, handler)
         return self._api.guarded(request, handler)
 
     def _notAllowed(self, request: IRequest) -> Answer:
@@ -161,7 +220,12 @@ class _Api:
         realm: bytes | None,
         notifier: EventNotifier | None,
         clusterStats: Any = None,
+        operations: Operations | None = None,
     ) -> None:
+        if operations is None:
+            collector = ServerCollector(router, notifier)
+            operations = Operations(collector, makeRegistry(collector))
+        self.operations = operations
         self.notifier = notifier
         self.clusterStats = clusterStats
         self.router = router
@@ -175,6 +239,11 @@ class _Api:
         request.setResponseCode(status)
         if body is None:
             return b""
+        if isinstance(body, _Raw):
+            request.setHeader(b"Content-Type", body.contentType)
+            for name, value in body.headers:
+                request.setHeader(name, value)
+            return body.body
         request.setHeader(b"Content-Type", b"application/json")
         return orjson.dumps(body)
 
@@ -293,6 +362,7 @@ class _Api:
             self.router.route(message)
         except InvalidPayload as e:
             return _error(400, "Invalid payload. " + e.reason)
+        self.router.counters.receivedRest += 1
         return 202, None
 
     def status(self, request: IRequest) -> Answer:
@@ -303,6 +373,57 @@ class _Api:
             return _ok([])
         return self.notifier.counts().addCallback(_ok)
 
+    # operations (SPEC section 9)
+
+    def metrics(self, request: IRequest) -> Deferred[Answer]:
+        operations = self.operations
+
+        def expose(_: None) -> Answer:
+            return 200, _Raw(CONTENT_TYPE_LATEST.encode("ascii"), generate_latest(operations.registry))
+
+        return operations.collector.refresh().addCallback(expose)
+
+    def health(self, request: IRequest) -> Answer:
+        return 200, {"status": "ok"}
+
+    def ready(self, request: IRequest) -> Answer:
+        stopping = getattr(getattr(request.channel, "site", None), "stopping", False)
+        if stopping or not self.operations.readiness.ready():
+            return 503, {"status": "not ready"}
+        return 200, {"status": "ready"}
+
+    def overview(self, request: IRequest) -> Deferred[Answer]:
+        return Deferred.fromCoroutine(self._overview())
+
+    async def _overview(self) -> Answer:
+        operations = self.operations
+        node = operations.collector.summary()
+        if self.clusterStats is not None:
+            items = await self.clusterStats.statItems()
+        else:
+            items = self.router.statItems()
+        online = [item for item in items if item["isOnline"]]
+        events = None if self.notifier is None else await self.notifier.counts()
+        return _ok({
+            "nodes": node.get("cluster", {}).get("nodes", 1),
+            "node": node,
+            "undelivered": {"enabled": operations.queueStorage is not None, "storage": operations.queueStorage},
+            "events": events,
+            "usersOnline": len(online),
+            "users": online[:OVERVIEW_USERS],
+        })
+
+    def dashboard(self, request: IRequest) -> Answer:
+        return 200, _Raw(b"text/html; charset=utf-8", _dashboardPage(), _PAGE_HEADERS)
+
+
+def _dashboardPage() -> bytes:
+    """
+    The dashboard, a package data file (read at each request: it is small,
+    and rarely asked for).
+    """
+    return files("wsserver").joinpath("web", "dashboard.html").read_bytes()
+
 
 def makeRestResource(
     router: Router,
@@ -310,6 +431,7 @@ def makeRestResource(
     basicRealm: str | None = "wsserver",
     notifier: EventNotifier | None = None,
     stats: Any = None,
+    operations: Operations | None = None,
 ) -> Resource:
     """
     The REST API's resource tree.
@@ -320,8 +442,10 @@ def makeRestResource(
     @param stats: where C{/stat} and C{/stats} come from in a cluster (a
         L{wsserver.cluster.ClusterStats}: C{statItem(id)} and C{statItems()}
         answer L{Deferred}s); L{None}: from C{router}, this process's only.
+    @param operations: what C{/metrics}, C{/ready} and C{/overview} read;
+        L{None}: metrics of C{router} and C{notifier}, always ready.
     """
-    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats)
+    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats, operations)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))
@@ -329,4 +453,9 @@ def makeRestResource(
     root.putChild(b"send-message", _Endpoint(api, {b"POST": api.sendMessage}))
     root.putChild(b"status", _Endpoint(api, {b"GET": api.status}))
     root.putChild(b"events", _Endpoint(api, {b"GET": api.events}))
+    root.putChild(b"metrics", _Endpoint(api, {b"GET": api.metrics}))
+    root.putChild(b"health", _Endpoint(api, {b"GET": api.health}, public=True))
+    root.putChild(b"ready", _Endpoint(api, {b"GET": api.ready}, public=True))
+    root.putChild(b"overview", _Endpoint(api, {b"GET": api.overview}))
+    root.putChild(b"dashboard", _Endpoint(api, {b"GET": api.dashboard}))
     return root

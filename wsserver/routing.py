@@ -24,6 +24,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from .config import MessageConfig
 from .messages import BOT, InvalidPayload, Message, MessageFactory
+from .metrics import Counters
 from .peers import IInbound, IPeers, IStatsListener, NoPeers, NoStatsListener
 from .stats import UserStats, emptyStatItem
 from .storage import IUndeliveredStore
@@ -117,6 +118,8 @@ class Router:
         self._changed = listener.changed
         self._users: dict[int, _User] = {}
         self.connectionCount = 0
+        #: plain counters for the metrics (L{wsserver.metrics})
+        self.counters = Counters()
         self._peers.bind(self)
 
     def setMessageConfig(self, config: MessageConfig) -> None:
@@ -149,6 +152,7 @@ class Router:
         user.connections.append(connection)
         if len(user.connections) == 1:
             stats.wentOnline(now)
+            self.counters.usersOnline += 1
         self._peers.connected(connection.userId, stats, len(user.connections))
         if len(user.connections) == 1:
             # when a drain is still in flight (the user went offline and came
@@ -171,6 +175,7 @@ class Router:
         self._changed(connection.userId)
         if not user.connections:
             user.stats.wentOffline(now)
+            self.counters.usersOnline -= 1
         self._peers.disconnected(connection.userId, user.stats, len(user.connections))
         if not user.connections:
             self._statsListener.wentOffline(connection.userId)
@@ -315,6 +320,8 @@ class Router:
                         offline = [r]
                     else:
                         offline.append(r)
+                else:
+                    self.counters.droppedOffline += 1
             if offline is not None:
                 if len(offline) == 1 and message.recipients == offline:
                     self._keepRaw(offline[0], payload, now)  # already the copy for its only recipient
@@ -411,6 +418,7 @@ class Router:
         stats = user.stats
         stats.receivedMessages += 1
         stats.bytesTransferred += size
+        self.counters.delivered += 1
         self._changed(stats.userId)
         if user.backlog is not None:
             user.backlog.append((message, prepared, size))
@@ -422,10 +430,12 @@ class Router:
         self._keepRaw(userId, orjson.dumps(obj), now)
 
     def _keepRaw(self, userId: int, payload: bytes, now: float) -> None:
+        self.counters.queued += 1
         d = self._store.put(userId, payload, now)  # type: ignore[union-attr]
         d.addErrback(lambda f: self.log.failure("could not keep a message for user {uid}", f, uid=userId))
 
     def _keepMany(self, userIds: list[int], payload: bytes, now: float) -> None:
+        self.counters.queued += len(userIds)
         d = self._store.putMany(userIds, payload, now)  # type: ignore[union-attr]
         d.addErrback(lambda f: self.log.failure("could not keep a message for {n} users", f, n=len(userIds)))
 
@@ -452,6 +462,7 @@ class Router:
             connections = user.connections
             if stored:
                 self._changed(userId)
+            self.counters.delivered += len(stored)
             for _, payload in stored:
                 prepared = self._prepare(payload)
                 user.stats.receivedMessages += 1

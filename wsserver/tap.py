@@ -27,9 +27,10 @@ from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, StatsJour
 from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
                      withOverrides)
 from .messages import MessageFactory
+from .metrics import Readiness, ServerCollector, makeRegistry
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
-from .rest import RestSite, makeRestResource
+from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
@@ -330,10 +331,18 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     top.ws.setServiceParent(top)
 
     top.httpClient = httpClient
+    # in a cluster, ready once the node learnt who is online elsewhere
+    readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True))
+    top.ws.whenListening().addCallback(lambda _: setattr(readiness, "listening", True))
     if config.restApi.enabled:
         restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
-        site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats),
+        clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
+        collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges)
+        operations = Operations(collector, makeRegistry(collector), readiness,
+                                chat.undelivered.storage if chat.enableUndeliveredQueue else None)
+        site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
+                                         operations=operations),
                         maxBody=chat.message.maxSize)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
@@ -341,6 +350,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
 
     if config.server.watchdog.enabled:
         Watchdog(config.server.watchdog, router.allConnections, reactor).setServiceParent(top)
+    # added last, so stopped first: /ready says 503 from the stop's start
+    _AtStop(lambda: setattr(readiness, "stopping", True)).setServiceParent(top)
 
     for warning in [*config.warnings, *startWarnings(config)]:
         log.warn("config: {warning}", warning=warning)
