@@ -130,3 +130,45 @@ class WorkersTests(TestCase):
         ended = yield process.ended
         self.assertIn(getattr(ended, "exitCode", 0) or 0, (0, None))
         self.assertEqual(len(re.findall(r"worker \d ended", process.output.decode())), 1)
+
+
+class WorkersJoinTests(TestCase):
+    """
+    Workers that start together learn each other's users before they
+    serve, without waiting for a heartbeat.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_spreadUsersReachedAtOnce(self):
+        """
+        With heartbeats 10 s apart, 20 users spread over two workers and a
+        sender on either get a message to all twenty at once: no worker
+        serves before it knows who is online on the other.
+        """
+        redis = RedisServer(self)
+        yield redis.start()
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump({"server": {"workers": 2, "dataDir": os.path.abspath(self.mktemp())},
+                       "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0",
+                                   "heartbeatSeconds": 10, "nodeTimeoutSeconds": 30}}, f)
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
+        ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
+        server = Running(None, int(ws.group(1)), None, False)  # type: ignore[arg-type]
+        users = {}
+        for uid in range(1, 21):
+            users[uid] = yield openClient(server, userId=uid)
+        sender = yield openClient(server, userId=100)
+        sender.send({"type": "text", "text": "to all", "recipients": list(users)})
+        for uid, client in users.items():
+            self.assertEqual((yield client.messages.get())["text"], "to all")
+        output = process.output.decode("utf-8", "replace")
+        for index in (0, 1):
+            self.assertRegex(output, rf"\[worker {index}\].*user \d+ connected")
+        for client in [*users.values(), sender]:
+            yield closeClient(client)
+        process.transport.signalProcess("TERM")
+        yield process.ended
