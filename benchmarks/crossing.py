@@ -12,7 +12,9 @@ by side in one run:
 Redis and the wsserver processes share core 0; the bench has core 1.  Each
 case runs --repeat times, alternating, and the medians are compared.  The
 loads: closed-loop throughput (delivered messages/s) and latency at 2,000
-messages/s offered (p99).
+messages/s offered (p99).  The CPU that the nodes and Redis used per
+delivered message is printed too: on a shared machine it is steadier than
+the rates.
 
     python benchmarks/crossing.py [--duration 10] [--repeat 3]
 """
@@ -67,7 +69,11 @@ def bench(urls: list[str], load: list[str], pids: list[int]) -> dict:
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["server_cpu"] = round((sum(cpuSeconds(p) for p in pids) - before) / wall, 2)
+    used = sum(cpuSeconds(p) for p in pids) - before
+    result["server_cpu"] = round(used / wall, 2)
+    # CPU of the nodes and Redis per delivered message: what a message
+    # costs, whatever the other load on the machine
+    result["cpu_us"] = round(used / max(1, result["received"]) * 1e6, 1)
     return result
 
 
@@ -103,17 +109,21 @@ def main() -> None:
                           file=sys.stderr, flush=True)
     finally:
         stop(redis)
-    print(f"{'case':<38} {'delivered msg/s':>16} {'p99 ms':>8} {'dropped':>8} {'core 0':>7}")
+    print(f"{'case':<38} {'delivered msg/s':>16} {'p99 ms':>8} {'dropped':>8} {'core 0':>7} {'CPU us/msg':>11}")
     for key, results in figures.items():
         rate = statistics.median(r["delivered_per_s"] for r in results)
         p99 = statistics.median(r["latency_ms"]["p99"] for r in results)
         dropped = sum(r["dropped"] + r["errors"] for r in results)
         cpu = statistics.median(r["server_cpu"] for r in results)
-        print(f"{key:<38} {rate:>16,.0f} {p99:>8.2f} {dropped:>8} {cpu:>7.2f}")
+        perMessage = statistics.median(r["cpu_us"] for r in results)
+        print(f"{key:<38} {rate:>16,.0f} {p99:>8.2f} {dropped:>8} {cpu:>7.2f} {perMessage:>11.1f}")
     one = statistics.median(r["delivered_per_s"] for r in figures["one node / throughput"])
     for name in ("two nodes, all crossing", "two nodes, no hiredis"):
         two = statistics.median(r["delivered_per_s"] for r in figures[f"{name} / throughput"])
-        print(f"{name}: {two / one:.2f}x one node (target >= 0.5x)")
+        cost = statistics.median(r["cpu_us"] for r in figures[f"{name} / throughput"])
+        local = statistics.median(r["cpu_us"] for r in figures["one node / throughput"])
+        print(f"{name}: {two / one:.2f}x one node's throughput (target >= 0.5x); "
+              f"{cost / local:.2f}x its CPU per message")
 
 
 if __name__ == "__main__":
