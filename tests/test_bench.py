@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -241,3 +241,33 @@ class ModeTests(TestCase):
         self.check(results)
         self.assertEqual((results.clients, results.expected), (8, 8 * 2 * 2))
         self.assertEqual(json.loads(out.getvalue())["received"], 32)
+
+
+class ExitStatusTests(TestCase):
+    """
+    A run whose clients could not connect fails, not just prints it.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_cannotConnect(self):
+        """
+        With nothing listening, the bench prints its figures (errors 4) and
+        ends with status 1 and a line that says why.
+        """
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.protocol import Factory
+
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory())
+        number = port.getHost().port
+        yield port.stopListening()
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            failure = yield self.assertFailure(Deferred.fromCoroutine(run(reactor, [
+                "throughput", "--url", f"ws://127.0.0.1:{number}/chat", "--clients", "4", "--duration", "0.2",
+                "--json"])), SystemExit)
+        self.assertEqual(failure.code, 1)
+        self.assertEqual(json.loads(out.getvalue())["errors"], 4)
+        self.assertEqual(err.getvalue(),
+                         "wsserver-bench: 4 of 4 clients failed (could not connect or were disconnected)\n")

@@ -851,6 +851,12 @@ async def run(reactor: Any, argv: list[str]) -> Results | None:
         print(orjson.dumps(summary).decode())
     else:
         print(table(summary))
+    if results.errors:
+        # a run where clients could not connect (or were cut off) measured
+        # something else than it says: make it fail, not just print it
+        print(f"wsserver-bench: {results.errors} of {args.clients} clients failed "
+              f"(could not connect or were disconnected)", file=sys.stderr)
+        raise SystemExit(1)
     return results
 
 
