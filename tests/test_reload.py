@@ -53,6 +53,30 @@ class ReloadTests(TestCase):
         self.assertEqual((yield alice.messages.get())["text"], "hi")
 
     @inlineCallbacks
+    def test_authToJWT(self):
+        """
+        A reload to C{jwt} auth requires the token's C{sub} on the
+        WebSocket, as at start: another user's token, or one without
+        C{sub}, is refused.
+        """
+        import jwt
+
+        server = yield startServer(self)
+        secret = "a-secret-of-at-least-32-bytes-long!!"
+        lines = self.reload(server, {"server": {"auth": {"type": "jwt", "secret": secret,
+                                                          "algorithms": ["HS256"]}}})
+        self.assertEqual(lines[-1], "reload done: server.auth applied")
+        token = jwt.encode({"sub": "5", "exp": int(reactor.seconds()) + 600}, secret, algorithm="HS256")
+        mallory = yield openClient(server, userId=6, headers={"Authorization": f"Bearer {token}"})
+        self.assertEqual((yield mallory.closed), (4050, "Unauthorized"))
+        anyone = jwt.encode({"exp": int(reactor.seconds()) + 600}, secret, algorithm="HS256")
+        mallory = yield openClient(server, userId=7, headers={"Authorization": f"Bearer {anyone}"})
+        self.assertEqual((yield mallory.closed), (4050, "Unauthorized"))
+        owner = yield openClient(server, userId=5, headers={"Authorization": f"Bearer {token}"})
+        self.addCleanup(closeClient, owner)
+        self.assertFalse(owner.closed.called)
+
+    @inlineCallbacks
     def test_restAuthAndMessages(self):
         """
         A new C{restApi.auth} and new message settings apply to what comes

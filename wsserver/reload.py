@@ -44,6 +44,9 @@ class ReloadableAuthenticator(Authenticator):
     def authenticate(self, credentials: Credentials) -> Deferred[bool]:
         return self.current.authenticate(credentials)
 
+    def identify(self, credentials: Credentials) -> Deferred[Any]:
+        return self.current.identify(credentials)
+
 
 def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
     """
@@ -114,7 +117,7 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
     factory = server.ws.factory
     applied = []
     if running.server.auth != old.server.auth:
-        factory.authenticator = buildAuthenticator(running.server.auth, httpClient, reactor)
+        factory.authenticator = buildAuthenticator(running.server.auth, httpClient, reactor, subjectRequired=True)
         applied.append("server.auth")
     if running.server.allowedOrigins != old.server.allowedOrigins:
         factory.allowedOrigins = frozenset(running.server.allowedOrigins)
