@@ -401,9 +401,18 @@ class EdgeTests(ClusterCase):
         bob = yield openClient(b, userId=2)
         self.assertTrue((yield _until(self.seen(a, 2))))
         alice = yield self.open(a, 1)
+        (nodeB,) = a.service.cluster.presence.nodes()
         process.transport.signalProcess("KILL")
         yield process.ended
         yield bob.closed
+
+        async def gone():
+            # Redis saw the killed node's subscription go (a PUBLISH before
+            # that moment is taken by Redis for the dead node: pub/sub says 1)
+            reply = await self.redis.command("PUBSUB", "NUMSUB", f"wsserver:node:{nodeB}")
+            return int(reply[1]) == 0
+
+        self.assertTrue((yield _until(gone)))
         self.assertTrue(a.service.router.isOnline(2))  # the timeout (30 s) is far
         alice.send({"type": "text", "text": "kept", "recipients": [2]})
 

@@ -21,12 +21,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Run in the child: put the prefix's site-packages (and what its .pth files
 #: add) first on sys.path, then print the wsserver plugin's file as Twisted's
-#: plugin scan finds it.
+#: plugin scan finds it.  The environment running these tests may have
+#: wsserver installed too (CI installs it): plugin folders outside the prefix
+#: that hold a wsserver plugin are left out of the scan, so that what is
+#: found is what the prefix brings.
 _FIND_PLUGIN = """
-import site, sys
-before = list(sys.path)
-site.addsitedir(sys.argv[1])
-sys.path[:] = [p for p in sys.path if p not in before] + before
+import os, site, sys
+prefix = sys.argv[1]
+added = [prefix]
+for name in sorted(os.listdir(prefix)):
+    if name.endswith(".pth"):
+        for line in open(os.path.join(prefix, name)):
+            line = line.strip()
+            if line and not line.startswith(("#", "import")):
+                added.append(line)
+site.addsitedir(prefix)
+sys.path[:] = added + [p for p in sys.path if p not in added]
+import twisted.plugins
+twisted.plugins.__path__[:] = [
+    d for d in twisted.plugins.__path__
+    if any(d.startswith(a) for a in added) or not os.path.exists(os.path.join(d, "wsserver_plugin.py"))]
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 found = [p for p in getPlugins(IServiceMaker) if p.tapname == "wsserver"]

@@ -143,9 +143,10 @@ class WorkersJoinTests(TestCase):
     @inlineCallbacks
     def test_spreadUsersReachedAtOnce(self):
         """
-        With heartbeats 10 s apart, 20 users spread over two workers and a
-        sender on either get a message to all twenty at once: no worker
-        serves before it knows who is online on the other.
+        With heartbeats 10 s apart, 20 users connected while only the first
+        worker serves, then senders spread over both workers: each sender's
+        message to all twenty reaches all twenty at once.  The second worker
+        did not serve before it knew who is online on the first.
         """
         redis = RedisServer(self)
         yield redis.start()
@@ -158,17 +159,31 @@ class WorkersJoinTests(TestCase):
                               "--rest", "tcp:0:interface=127.0.0.1")
         ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
         server = Running(None, int(ws.group(1)), None, False)  # type: ignore[arg-type]
+
+        @inlineCallbacks
+        def connect(uid):
+            client = yield openClient(server, userId=uid)
+            self.addCleanup(closeClient, client)
+            return client
+
         users = {}
         for uid in range(1, 21):
-            users[uid] = yield openClient(server, userId=uid)
-        sender = yield openClient(server, userId=100)
-        sender.send({"type": "text", "text": "to all", "recipients": list(users)})
+            users[uid] = yield connect(uid)
+        yield process.waitFor(rb"\[worker 0\].*cluster node \w+ joined")
+        yield process.waitFor(rb"\[worker 1\].*cluster node \w+ joined")
+        senders = {}
+        for uid in range(100, 120):
+            senders[uid] = yield connect(uid)
+        for uid, sender in senders.items():
+            sender.send({"type": "text", "text": f"from {uid}", "recipients": list(users)})
+        expected = sorted(f"from {uid}" for uid in range(100, 120))
         for uid, client in users.items():
-            self.assertEqual((yield client.messages.get())["text"], "to all")
+            texts = []
+            for _ in expected:
+                texts.append((yield client.messages.get())["text"])
+            self.assertEqual(sorted(texts), expected)
         output = process.output.decode("utf-8", "replace")
         for index in (0, 1):
-            self.assertRegex(output, rf"\[worker {index}\].*user \d+ connected")
-        for client in [*users.values(), sender]:
-            yield closeClient(client)
+            self.assertRegex(output, rf"\[worker {index}\].*user 1\d\d connected")
         process.transport.signalProcess("TERM")
         yield process.ended
