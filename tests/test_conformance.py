@@ -23,12 +23,12 @@ from wsserver.testee import TESTEE_MAX_SIZE, TESTEE_PATH, EchoRouter, listenTest
 
 from .support import ServerProcess
 
-#: The cases run: all but 10 (in-message fragmentation size, informational
-#: only), 12 and 13 (permessage-deflate, which the server does not offer).
-CASES = ("1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*")
+#: The cases run: all but 12 and 13 (permessage-deflate, which the server
+#: does not offer).
+CASES = ("1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*")
 
 #: How many cases that selection holds in the suite's case files.
-CASE_COUNT = 300
+CASE_COUNT = 301
 
 #: The verdicts that conform: C{NON-STRICT} (a SHOULD not followed: the
 #: server checks UTF-8 once per message, so it does not fail a bad text
@@ -124,7 +124,7 @@ class ConformanceTests(TestCase):
     @inlineCallbacks
     def test_autobahn(self) -> Any:
         """
-        kosoku's fuzzing client runs cases 1-7 and 9 against the testee on
+        kosoku's fuzzing client runs cases 1-7, 9 and 10 against the testee on
         loopback; none is FAILED (nor any other non-conforming verdict), and
         all of them ran.
         """
