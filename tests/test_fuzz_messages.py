@@ -36,13 +36,23 @@ integers = st.one_of(
     st.sampled_from([0, SENDER, MAX_ID, MAX_ID + 1, -(2**63), -(2**63) - 1, 2**70, -(2**70)]),
 )
 floats = st.floats(allow_nan=False, allow_infinity=False)
-scalars = st.one_of(st.none(), st.booleans(), integers, floats, st.text(max_size=20))
-#: any JSON value (bounded in size and depth)
-values = st.recursive(
-    scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
-    max_leaves=12,
-)
+
+
+def jsonValues(integers: Any) -> Any:
+    """
+    Any JSON value (bounded in size and depth), with integers from
+    C{integers}.
+    """
+    return st.recursive(
+        st.one_of(st.none(), st.booleans(), integers, floats, st.text(max_size=20)),
+        lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+        max_leaves=12,
+    )
+
+
+values = jsonValues(integers)
+#: what orjson reads: integers within 64 bits (and floats beyond)
+orjsonValues = jsonValues(st.integers(-(2**63), MAX_ID))
 userIds = st.one_of(st.integers(0, MAX_ID), st.sampled_from([SENDER, 1, 2]))
 #: field values that are right more often than random ones would be
 fieldValues = {
@@ -220,9 +230,34 @@ class FuzzTests(SynchronousTestCase):
     def test_hugeFloatsWrittenWithExponent(self, value: float, negative: bool) -> None:
         """
         orjson writes every float of magnitude 2^63 or more with C{e+}: the
-        sign that L{parsePayload} looks for before it walks C{data}.
+        C{+} that L{parsePayload} looks for before it walks C{data}.
         """
         self.assertIn(b"e+", orjson.dumps(-value if negative else value))
+
+    @FUZZ
+    @given(orjsonValues)
+    def test_plusOnlyInExponents(self, value: Any) -> None:
+        """
+        Outside strings, orjson writes a C{+} only in the exponent of a float
+        (so that a text with no C{+} holds no huge float).
+        """
+        text = orjson.dumps(value)
+        if b"+" in text:
+            self.assertTrue(_hasPlusInside(value), text)
+
+
+def _hasPlusInside(value: Any) -> bool:
+    """
+    Whether C{value} holds a float written with an exponent sign, or a
+    string (key or value) with a C{+}.
+    """
+    if type(value) is dict:
+        return any("+" in k or _hasPlusInside(v) for k, v in value.items())
+    if type(value) is list:
+        return any(_hasPlusInside(v) for v in value)
+    if type(value) is str:
+        return "+" in value
+    return type(value) is float and "+" in orjson.dumps(value).decode()
 
 
 def _types(value: Any) -> Any:
