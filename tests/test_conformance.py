@@ -19,6 +19,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsserver.protocol import ChatServerProtocol
+from wsserver.routing import Router
 from wsserver.testee import TESTEE_MAX_SIZE, TESTEE_PATH, EchoRouter, listenTestee, makeTesteeFactory
 
 from .support import ServerProcess
@@ -100,12 +101,15 @@ class TesteeTests(SynchronousTestCase):
         """
         Its connections are L{ChatServerProtocol}s (no subclass), with the
         server's options (no incremental UTF-8 check, close codes instead of
-        dropped connections), on C{/}, echoing through L{EchoRouter}, and
-        big enough for the suite's 16 MiB messages.
+        dropped connections), on C{/}, echoing through L{EchoRouter} (a
+        L{Router} that overrides C{receive} only), and big enough for the
+        suite's 16 MiB messages.
         """
         factory = makeTesteeFactory(MemoryReactor())
         self.assertIs(factory.protocol, ChatServerProtocol)
         self.assertIsInstance(factory.router, EchoRouter)
+        self.assertEqual([name for name in vars(EchoRouter) if not name.startswith("__")], ["receive"])
+        self.assertEqual(EchoRouter.__bases__, (Router,))
         self.assertEqual(factory.path, TESTEE_PATH)
         self.assertFalse(factory.utf8validateIncoming)
         self.assertFalse(factory.failByDrop)
@@ -175,7 +179,15 @@ class RunnerTests(TestCase):
             return None
 
         self.addCleanup(kill)
-        match = yield process.waitFor(rb"testee listening on ws://127\.0\.0\.1:(\d+)/\?id=1\n")
+        listening = process.waitFor(rb"testee listening on ws://127\.0\.0\.1:(\d+)/\?id=1\n")
+
+        def ended(reason: Any) -> Any:
+            if not listening.called:
+                listening.errback(AssertionError("the testee ended: " + process.output.decode(errors="replace")))
+            return reason
+
+        process.ended.addBoth(ended)
+        match = yield listening
         self.assertNotEqual(int(match.group(1)), 0)
         transport.signalProcess("TERM")
         yield process.ended

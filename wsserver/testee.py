@@ -8,8 +8,9 @@ The suite needs a peer that sends every message back.  To test what the
 server runs, the testee uses L{ChatServerFactory} and L{ChatServerProtocol}
 unchanged (the same frame reading and writing, the same factory options,
 the one UTF-8 check of a whole text message instead of Autobahn's
-incremental one, the same close handling); only the router is L{EchoRouter},
-which sends each message back to its connection instead of routing it.
+incremental one, the same close handling); the router is L{EchoRouter}, the
+real one but for sending each message back to its connection instead of
+routing it.
 
 Run it with C{python -m wsserver.testee --port 9001} and point a fuzzing
 client (C{kosoku -m fuzzingclient ws://127.0.0.1:9001/?id=1}) at it; tests
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet.defer import Deferred
@@ -29,8 +31,9 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTim
 
 from .auth import buildAuthenticator
 from .config import AuthConfig, MessageConfig, ServerConfig
-from .messages import InvalidPayload
+from .messages import InvalidPayload, MessageFactory
 from .protocol import ChatServerFactory
+from .routing import Router
 
 __all__ = ["EchoRouter", "TESTEE_MAX_SIZE", "TESTEE_PATH", "makeTesteeFactory", "listenTestee", "main"]
 
@@ -42,28 +45,19 @@ TESTEE_PATH = "/"
 TESTEE_MAX_SIZE = 16 * 1024 * 1024
 
 
-class EchoRouter:
+class EchoRouter(Router):
     """
-    Takes the router's place for L{ChatServerProtocol}: every message goes
-    back to the connection it came from, framed as the router frames
-    messages (a prepared frame written with C{sendPrepared}).
+    The real router, except that every message goes back to the connection
+    it came from instead of being routed, framed as the router frames
+    messages (a prepared frame written with C{sendPrepared}). Connections
+    are attached and detached as on the server.
 
     Where the real router's JSON parser refuses a text message that is not
     UTF-8 (raising L{InvalidPayload}, which the protocol turns into 1007),
     this does the same check, so that the protocol's own error path answers.
     """
 
-    def attach(self, connection: Any) -> None:
-        """
-        A connection passed its checks; nothing to keep.
-        """
-
-    def detach(self, connection: Any) -> None:
-        """
-        A connection closed; nothing to forget.
-        """
-
-    def receive(self, connection: Any, payload: bytes) -> None:
+    def receive(self, connection: Any, payload: bytes) -> None:  # type: ignore[override]
         """
         Echo C{payload} to C{connection}, as a frame of its own kind.
 
@@ -86,13 +80,9 @@ def makeTesteeFactory(clock: IReactorTime, maxSize: int = TESTEE_MAX_SIZE) -> Ch
 
     Connections still need an C{?id=} (any valid user id), as on the server.
     """
-    return ChatServerFactory(
-        EchoRouter(),  # type: ignore[arg-type]
-        ServerConfig(endpoint=TESTEE_PATH),
-        MessageConfig(maxSize=maxSize),
-        buildAuthenticator(AuthConfig()),
-        clock,
-    )
+    message = MessageConfig(maxSize=maxSize)
+    router = EchoRouter(message, clock, MessageFactory(clock, ZoneInfo("UTC")))
+    return ChatServerFactory(router, ServerConfig(endpoint=TESTEE_PATH), message, buildAuthenticator(AuthConfig()), clock)
 
 
 def listenTestee(reactor: IReactorTCP, port: int = 0, interface: str = "127.0.0.1") -> Deferred[IListeningPort]:
