@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -72,9 +73,10 @@ class _NoAuth(Authenticator):
         return succeed(True)
 
 
-class ProtocolTests(SynchronousTestCase):
+class Harness(SynchronousTestCase):
     """
-    The server protocol against a real Autobahn client, in memory.
+    The server protocol against a real Autobahn client, in memory: the
+    helpers.
     """
 
     def setUp(self) -> None:
@@ -94,13 +96,15 @@ class ProtocolTests(SynchronousTestCase):
         )
         return ChatServerFactory(router, server, MessageConfig(**message), auth or _NoAuth(), self.clock)
 
-    def connect(self, factory: ChatServerFactory, query: str, headers: dict[str, str] | None = None) -> _Client:
+    def connect(self, factory: ChatServerFactory, query: str, headers: dict[str, str] | None = None,
+                peer: str = "10.0.0.1") -> _Client:
         clientFactory = WebSocketClientFactory(f"ws://127.0.0.1:8085/chat?{query}", headers=headers or {})
         clientFactory.protocol = _Client
         server = factory.buildProtocol(None)
         client = clientFactory.buildProtocol(None)
         pump = iosim.connect(
-            server, iosim.FakeTransport(server, isServer=True), client, iosim.FakeTransport(client, isServer=False)
+            server, iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", peer, 40000)),
+            client, iosim.FakeTransport(client, isServer=False),
         )
         self.pumps.append(pump)
         client.serverSide = server
@@ -114,6 +118,13 @@ class ProtocolTests(SynchronousTestCase):
     def send(self, client: _Client, obj: Any) -> None:
         client.sendMessage(orjson.dumps(obj))
         self.flush()
+
+
+
+class ProtocolTests(Harness):
+    """
+    The server protocol against a real Autobahn client, in memory.
+    """
 
     def test_chat(self) -> None:
         """

@@ -372,6 +372,18 @@ class SendMessageTests(RestMixin, SynchronousTestCase):
             )
         self.assertNothingSent()
 
+    def test_maxRecipients(self) -> None:
+        """
+        More than C{maxRecipients} recipients answers 400 with the wording
+        of close code 4001; at the limit the message is routed.
+        """
+        self.router.messages.maxRecipients = 3
+        response, body = self.send({"type": "text", "text": "hi", "recipients": [5, 6, 7, 8]})
+        self.assertEqual((response.code, orjson.loads(body)),
+                         (400, error(400, "Invalid payload. $.recipients[] must contain at most 3 values")))
+        self.assertNothingSent()
+        self.assertAccepted(self.send({"type": "text", "text": "hi", "recipients": [5, 6, 7]}))
+
     def test_invalidPayloads(self) -> None:
         """
         An invalid message answers 400 with the wording of close code 4001,

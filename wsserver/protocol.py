@@ -356,7 +356,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # refused: as Autobahn's, but logged through the refusal log (at most
         # a line a second per kind) rather than a line per refusal
         self.wasNotCleanReason = reason
-        self.factory.limits.refused(self._refusalKind or "badHandshake", self._address, f"{code} {reason}")
+        kind = self._refusalKind or ("maxConnections" if code == 503 else "badHandshake")
+        self.factory.limits.refused(kind, self._address, f"{code} {reason}")
         self.sendHttpErrorResponse(code, reason, responseHeaders)
         self.dropConnection(abort=False)
 
@@ -377,8 +378,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             if factory.refuseAllOrigins or (factory.allowedOrigins and origin not in factory.allowedOrigins):
                 self._deny("origin", 403, "Origin not allowed")
         limits = factory.limits
-        if factory.maxConnections and len(factory.live) > factory.maxConnections:
-            self._deny("maxConnections", 503, "Too many connections")
+        # (maxConnections: Autobahn's own option, HTTP 503, checked before this)
         if not limits.addresses.acquire(self._address):
             self._deny("maxConnectionsPerIp", 429, "Too many connections from your address")
         self._counted = True
@@ -618,7 +618,6 @@ class ChatServerFactory(WebSocketServerFactory):
         self.refuseAllOrigins = not self.allowedOrigins and server.auth.usesType("cookie")
         self.limits = limits if limits is not None else Limits(server.limits, clock)
         config = self.limits.config
-        self.maxConnections = config.maxConnections
         self.maxConnectionsPerUser = config.maxConnectionsPerUser
         self.sendBufferBytes = config.sendBufferBytes
         # the opening handshake: the request must arrive whole within
@@ -643,6 +642,8 @@ class ChatServerFactory(WebSocketServerFactory):
             # one check of the whole message instead (see _receive)
             utf8validateIncoming=False,
             openHandshakeTimeout=min(timeouts) if timeouts else 0,
+            # HTTP 503 "maximum number of connections reached" past it
+            maxConnections=config.maxConnections,
             closeHandshakeTimeout=2,
             # a plain HTTP request gets plainResponse, not Autobahn's status
             # page (which names its version, and redirects anywhere with
