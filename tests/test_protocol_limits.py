@@ -391,3 +391,45 @@ class SlowConsumerTests(Harness):
         self.flush()
         self.assertEqual(self.bob.received, [])
         self.assertEqual([m["text"] for m in self.stored(2)], ["m0"])
+
+    def test_replayNotCounted(self) -> None:
+        """
+        A reconnecting user's undelivered queue, replayed in one burst, is
+        not taken for a slow consumer's backlog; live messages past the
+        limit still are.
+        """
+        self.bob.sendClose(1000)
+        self.flush()
+        for i in range(20):
+            self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2]})
+        self.assertEqual(len(self.stored(2)), 20)
+        server = self.factory.buildProtocol(None)
+        server.pauseProducing()
+        original = server.connectionMade
+
+        def madePaused() -> None:
+            original()
+            server.pauseProducing()
+
+        server.connectionMade = madePaused
+        from autobahn.twisted.websocket import WebSocketClientFactory
+        from twisted.test import iosim
+
+        from .test_protocol import _Client
+
+        clientFactory = WebSocketClientFactory("ws://127.0.0.1:8085/chat?id=2")
+        clientFactory.protocol = _Client
+        bob = clientFactory.buildProtocol(None)
+        self.pumps.append(iosim.connect(server, iosim.FakeTransport(server, isServer=True), bob,
+                                        iosim.FakeTransport(bob, isServer=False)))
+        self.flush()
+        self.assertTrue(server.attached)
+        self.assertGreater(server._heldBytes, 1000)
+        server.resumeProducing()
+        self.flush()
+        self.assertEqual([m["text"].rstrip("x") for m in bob.received], [f"m{i}" for i in range(20)])
+        self.assertIsNone(bob.closedWith)
+        server.pauseProducing()
+        for i in range(10):
+            self.send(self.alice, {"type": "text", "text": "live" + "x" * 200, "recipients": [2]})
+        self.assertEqual(bob.closedWith, (4011, "Slow consumer"))

@@ -217,6 +217,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
     #: frames waiting while the transport is paused (L{None}: not paused)
     _held: deque[PreparedMessage] | None = None
     _heldBytes = 0
+    #: of those, bytes of a replay of the undelivered queue (see L{sendStored})
+    _replayBytes = 0
     _paused = False
 
     # The hot path. Autobahn's own versions of the next three methods format
@@ -252,8 +254,26 @@ class ChatServerProtocol(WebSocketServerProtocol):
             else:
                 held.append(prepared)
                 self._heldBytes += len(prepared.payloadHybi)
-                if self._heldBytes > self.factory.sendBufferBytes:
+                if self._heldBytes - self._replayBytes > self.factory.sendBufferBytes:
                     self._slowConsumer()
+
+    def sendStored(self, prepared: PreparedMessage) -> None:
+        """
+        Write a message from the undelivered queue: as L{sendPrepared}, but
+        what of the replay waits for the network does not count toward
+        C{sendBufferBytes}.  A replay is a burst bounded by the queue's
+        C{maxPerUser}, already in memory; counted, a user with a long queue
+        would be closed on every reconnect.
+        """
+        if self.state == self.STATE_OPEN:
+            held = self._held
+            if held is None:
+                self.transport.write(prepared.payloadHybi)
+            else:
+                held.append(prepared)
+                size = len(prepared.payloadHybi)
+                self._heldBytes += size
+                self._replayBytes += size
 
     # IPushProducer: the transport's signals (registered with
     # sendBufferBytes only)
@@ -284,6 +304,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
             write(prepared.payloadHybi)
         if not self._paused:
             self._held = None
+        # the replay is written first (it was kept first)
+        if self._replayBytes > self._heldBytes:
+            self._replayBytes = self._heldBytes
 
     def stopProducing(self) -> None:
         """
@@ -302,7 +325,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         router, which keeps it for the user (the undelivered queue).
         """
         held, self._held = self._held, None
-        self._heldBytes = 0
+        self._heldBytes = self._replayBytes = 0
         if held:
             self.factory.router.keepUnsent(self.userId, [p.payload for p in held])
 

@@ -164,13 +164,6 @@ class Router:
                     continue
                 users.pop(oldest, None)
 
-    def connectionsOf(self, userId: int) -> int:
-        """
-        How many connections C{userId} has (for C{maxConnectionsPerUser}).
-        """
-        user = self._users.get(userId)
-        return 0 if user is None else len(user.connections)
-
     def attach(self, connection: Any) -> None:
         """
         A connection passed its checks: it receives the user's messages from
@@ -517,12 +510,15 @@ class Router:
             if stored:
                 self._changed(userId)
             self.counters.delivered += len(stored)
+            # (a connection may take a replay apart from live messages:
+            # the protocol does not count it as a slow consumer's backlog)
+            senders = [getattr(c, "sendStored", c.sendPrepared) for c in connections]
             for _, payload in stored:
                 prepared = self._prepare(payload)
                 user.stats.receivedMessages += 1
                 user.stats.bytesTransferred += len(payload)
-                for connection in connections:
-                    connection.sendPrepared(prepared)
+                for send in senders:
+                    send(prepared)
             for _, prepared, _ in backlog:
                 for connection in connections:
                     connection.sendPrepared(prepared)
