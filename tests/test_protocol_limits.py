@@ -433,3 +433,17 @@ class SlowConsumerTests(Harness):
         for i in range(10):
             self.send(self.alice, {"type": "text", "text": "live" + "x" * 200, "recipients": [2]})
         self.assertEqual(bob.closedWith, (4011, "Slow consumer"))
+
+    def test_userOtherConnectionServed(self) -> None:
+        """
+        When one of a user's connections is closed as a slow consumer while
+        a message is being delivered to the user, the user's next connection
+        still gets that message.
+        """
+        bob2 = self.connect(self.factory, "id=2")
+        self.flush()
+        self.bob.serverSide.pauseProducing()
+        for i in range(10):
+            self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2]})
+        self.assertEqual(self.bob.closedWith, (4011, "Slow consumer"))
+        self.assertEqual([m["text"].rstrip("x") for m in bob2.received], [f"m{i}" for i in range(10)])

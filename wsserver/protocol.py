@@ -647,8 +647,7 @@ class ChatServerFactory(WebSocketServerFactory):
         # requestTimeoutSeconds, and be done within handshakeTimeoutSeconds
         # (Autobahn's timer: it drops the connection)
         timeouts = [t for t in (config.handshakeTimeoutSeconds, config.requestTimeoutSeconds) if t]
-        #: the most bytes a message may have; also the most a connection may
-        #: send before its auth check answered
+        #: the most bytes a message may have
         self.maxSize = message.maxSize
         self.authenticator = authenticator
         self.clock = clock

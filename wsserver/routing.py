@@ -196,7 +196,10 @@ class Router:
         user = self._users.get(connection.userId)
         if user is None or connection not in user.connections:
             return
-        user.connections.remove(connection)
+        # a new list, not remove(): a connection may close while the router
+        # delivers to the user's connections (a slow consumer's, closed in
+        # its sendPrepared), and the loop must still reach the next ones
+        user.connections = [c for c in user.connections if c is not connection]
         self.connectionCount -= 1
         now = self._clock.seconds()
         user.stats.disconnectedTimes += 1
