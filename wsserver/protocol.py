@@ -361,7 +361,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
         handshake: the factory answers it (404, or the page at C{/}), with
         no header that names a library.
         """
-        headers = self.http_headers
+        # (none yet when the request is refused before it was parsed: 431)
+        headers = getattr(self, "http_headers", None)
         if code in _PLAIN_REQUEST_CODES and headers is not None and "upgrade" not in headers:
             # 405 and 505 come before Autobahn read the path: from the request line
             method, _, rest = (self.http_status_line or "").partition(" ")
