@@ -223,6 +223,15 @@ class Limits:
         self.refusalLog = RefusalLog(clock)
         self.limitCloses: Counter[str] = Counter()
 
+    def reconfigure(self, config: LimitsConfig) -> None:
+        """
+        New settings (a reload), for what comes next; the counts so far are
+        kept.
+        """
+        self.config = config
+        self.addresses.limit = config.maxConnectionsPerIp
+        self.authFailures.limit = config.authFailuresPerMinute
+
     @property
     def refusals(self) -> Counter[str]:
         """

@@ -50,7 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .auth import Authenticator, Credentials, Grant
-from .config import MessageConfig, ServerConfig
+from .config import LimitsConfig, MessageConfig, ServerConfig
 from .limits import Limits, TokenBucket
 from .messages import InvalidPayload, InvalidUserId, parseUserId
 from .metrics import ROUTING_SAMPLE_MASK
@@ -635,19 +635,9 @@ class ChatServerFactory(WebSocketServerFactory):
         self.router = router
         self.path = server.endpoint
         self.allowedOrigins = frozenset(server.allowedOrigins)
-        #: C{["*"]}: every origin is allowed, explicitly
-        self.anyOrigin = "*" in self.allowedOrigins
-        #: cookie auth and no allowed origins: a browser on any site would
-        #: send the visitor's cookie, so every handshake with an Origin is refused
-        self.refuseAllOrigins = not self.allowedOrigins and server.auth.usesType("cookie")
+        #: the auth reads a cookie (see L{refuseAllOrigins})
+        self.cookieAuth = server.auth.usesType("cookie")
         self.limits = limits if limits is not None else Limits(server.limits, clock)
-        config = self.limits.config
-        self.maxConnectionsPerUser = config.maxConnectionsPerUser
-        self.sendBufferBytes = config.sendBufferBytes
-        # the opening handshake: the request must arrive whole within
-        # requestTimeoutSeconds, and be done within handshakeTimeoutSeconds
-        # (Autobahn's timer: it drops the connection)
-        timeouts = [t for t in (config.handshakeTimeoutSeconds, config.requestTimeoutSeconds) if t]
         #: the most bytes a message may have
         self.maxSize = message.maxSize
         self.authenticator = authenticator
@@ -664,14 +654,44 @@ class ChatServerFactory(WebSocketServerFactory):
             failByDrop=False,
             # one check of the whole message instead (see _receive)
             utf8validateIncoming=False,
-            openHandshakeTimeout=min(timeouts) if timeouts else 0,
-            # HTTP 503 "maximum number of connections reached" past it
-            maxConnections=config.maxConnections,
             closeHandshakeTimeout=2,
             # a plain HTTP request gets plainResponse, not Autobahn's status
             # page (which names its version, and redirects anywhere with
             # ?redirect=)
             webStatus=False,
+        )
+        self.setLimits(self.limits.config)
+
+    @property
+    def anyOrigin(self) -> bool:
+        """
+        C{["*"]}: every origin is allowed, explicitly.
+        """
+        return "*" in self.allowedOrigins
+
+    @property
+    def refuseAllOrigins(self) -> bool:
+        """
+        Cookie auth and no allowed origins: a browser on any site would send
+        the visitor's cookie, so every handshake with an C{Origin} is refused.
+        """
+        return self.cookieAuth and not self.allowedOrigins
+
+    def setLimits(self, config: LimitsConfig) -> None:
+        """
+        Apply the C{server.limits} settings to the connections made from now
+        on.
+        """
+        self.maxConnectionsPerUser = config.maxConnectionsPerUser
+        self.sendBufferBytes = config.sendBufferBytes
+        # the opening handshake: the request must arrive whole within
+        # requestTimeoutSeconds, and be done within handshakeTimeoutSeconds
+        # (Autobahn's timer: it drops the connection)
+        timeouts = [t for t in (config.handshakeTimeoutSeconds, config.requestTimeoutSeconds) if t]
+        self.setProtocolOptions(
+            openHandshakeTimeout=min(timeouts) if timeouts else 0,
+            # HTTP 503 "maximum number of connections reached" past it
+            maxConnections=config.maxConnections,
         )
 
     def acceptableProtocols(self) -> list[bytes]:

@@ -231,16 +231,23 @@ class RestSite(server.Site):
     stopping = False
 
     def __init__(self, resource: Resource, maxBody: int, limits: Limits | None = None, **kwargs: Any) -> None:
-        timeout = limits.config.requestTimeoutSeconds if limits is not None else 0
-        if timeout:
-            # also the idle time of a kept-alive connection, and between the
-            # bytes of a request line
-            kwargs.setdefault("timeout", timeout)
         super().__init__(resource, **kwargs)
         self.maxBody = maxBody
         self.limits = limits
+        self._idleTimeOut = self.timeOut
         #: seconds for a request to arrive whole (0: no limit)
+        self.requestTimeout: float = 0
+        if limits is not None:
+            self.setRequestTimeout(limits.config.requestTimeoutSeconds)
+
+    def setRequestTimeout(self, timeout: float) -> None:
+        """
+        Requests (on connections made from now on) must arrive whole within
+        C{timeout} seconds (0: no limit); it is also the idle time of a
+        kept-alive connection.
+        """
         self.requestTimeout = timeout
+        self.timeOut = timeout or self._idleTimeOut
 
     def stop(self) -> Deferred[None]:
         """

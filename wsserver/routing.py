@@ -124,7 +124,8 @@ class Router:
         self._users: dict[int, _User] = {}
         #: the users in C{_users} with no connection, least recently seen first
         self._offline: OrderedDict[int, None] = OrderedDict()
-        self._maxTracked = maxTrackedUsers
+        #: (a reload may change it)
+        self.maxTrackedUsers = maxTrackedUsers
         self.connectionCount = 0
         #: plain counters for the metrics (L{wsserver.metrics})
         self.counters = Counters()
@@ -154,9 +155,10 @@ class Router:
         offline = self._offline
         offline[userId] = None
         offline.move_to_end(userId)
-        if self._maxTracked and len(offline) > self._maxTracked:
+        cap = self.maxTrackedUsers
+        if cap and len(offline) > cap:
             users = self._users
-            for _ in range(len(offline) - self._maxTracked):
+            for _ in range(len(offline) - cap):
                 oldest, _ = offline.popitem(last=False)
                 user = users.get(oldest)
                 if user is not None and user.backlog is not None:
