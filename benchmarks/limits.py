@@ -7,7 +7,9 @@ offered) -- against the same build with every limit off, with the default
 limits, and with the defaults plus a rate limit high enough never to close
 anyone (so that the token bucket runs on every message).  Server on one
 core, bench on the other; the cases alternate within each repeat, and the
-medians are compared as ratios to "all off".
+medians are compared as ratios to "all off".  On a shared machine the
+rates move with the neighbours' load; the server's CPU time per delivered
+message (read from /proc) moves much less, and is printed too.
 
     python benchmarks/limits.py [--duration 5] [--repeat 3]
 """
@@ -19,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import Server, bench, standardLoads  # noqa: E402
+from compare import Server, bench, cpuSeconds, standardLoads  # noqa: E402
 
 OFF = {name: 0 for name in (
     "maxConnections", "maxConnectionsPerIp", "maxConnectionsPerUser", "messagesPerSecond", "burst",
@@ -46,12 +48,16 @@ def main() -> None:
                 config = {"server": {"dataDir": tempfile.mkdtemp(), "limits": limits}}
                 server = Server("wsserver", "0", config)
                 try:
+                    before = cpuSeconds(server.proc.pid)
                     result = bench(server, "1", load)
+                    used = cpuSeconds(server.proc.pid) - before
+                    result["server_us_per_msg"] = round(used / max(1, result["received"]) * 1e6, 2)
                 finally:
                     server.stop()
                 figures[(name, kind)].append(result)
                 print(f"{name} / {kind}: {result['delivered_per_s']} msg/s p99 {result['latency_ms']['p99']} ms "
-                      f"server {result['server_cpu']} bench {result['bench_cpu']}", file=sys.stderr, flush=True)
+                      f"server {result['server_cpu']} bench {result['bench_cpu']} "
+                      f"server us/msg {result['server_us_per_msg']}", file=sys.stderr, flush=True)
 
     def median(name: str, kind: str, path: str) -> float:
         values = []
@@ -62,11 +68,14 @@ def main() -> None:
         return statistics.median(values)
 
     base = median("all limits off", "throughput", "delivered_per_s")
-    print(f"{'case':<30} {'throughput msg/s':>16} {'ratio':>6} {'p99 ms at 2,000 msg/s':>22}")
+    baseCPU = median("all limits off", "throughput", "server_us_per_msg")
+    print(f"{'case':<30} {'throughput msg/s':>16} {'ratio':>6} {'server us/msg':>14} {'ratio':>6} "
+          f"{'p99 ms at 2,000 msg/s':>22}")
     for name in cases:
         rate = median(name, "throughput", "delivered_per_s")
+        cpu = median(name, "throughput", "server_us_per_msg")
         p99 = median(name, "latency", "latency_ms.p99")
-        print(f"{name:<30} {rate:>16,.0f} {rate / base:>5.2f}x {p99:>22.2f}")
+        print(f"{name:<30} {rate:>16,.0f} {rate / base:>5.2f}x {cpu:>14.2f} {cpu / baseCPU:>5.2f}x {p99:>22.2f}")
 
 
 if __name__ == "__main__":
