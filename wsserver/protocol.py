@@ -469,6 +469,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.close(CLOSE_CODES["badId"], str(e))
             return
         if grant is None or userId is None:
+            self.factory.limits.authFailures.failed(self._address)
             self._log.info("auth failed for user {uid} from {peer}", uid=self.userId, peer=self.peer)
             self.close(CLOSE_CODES["unauthorized"], "Unauthorized")
             return
