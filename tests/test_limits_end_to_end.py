@@ -257,6 +257,9 @@ class SlowConsumerTests(TestCase):
         self.assertEqual((code, reason), (4011, "Slow consumer"))
         self.assertEqual(fast.messages.pending, [])
         yield closeClient(fast)
+        # counted for the metrics
+        response = yield restRequest(server, "GET", "/metrics")
+        self.assertIn(b'wsserver_limit_closes_total{limit="sendBufferBytes"} 1.0', (yield response.content()))
 
     @inlineCallbacks
     def test_nothingLost(self) -> None:

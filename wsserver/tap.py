@@ -342,7 +342,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
         clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
-        collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges)
+        collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges,
+                                    limitCloses=limits.limitCloses)
         operations = Operations(collector, makeRegistry(collector), readiness,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
