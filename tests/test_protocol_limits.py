@@ -120,8 +120,6 @@ class HandshakeLimitTests(Harness):
         16 KiB of frames is not mistaken for a large request.
         """
         factory = self.makeFactory()
-        alice = self.connect(factory, "id=1")
-        self.flush()
         server = factory.buildProtocol(None)
         transport = StringTransport()
         server.makeConnection(transport)
@@ -131,7 +129,6 @@ class HandshakeLimitTests(Harness):
         )
         server.dataReceived(request + b"\x81\x80abcd" * 5000)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
-        del alice
 
     def test_handshakeTimeout(self) -> None:
         """
