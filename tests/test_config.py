@@ -23,6 +23,7 @@ from wsserver.config import (
     Config,
     ConfigError,
     EventConfig,
+    LimitsConfig,
     MessageConfig,
     RestConfig,
     ServerConfig,
@@ -1176,3 +1177,55 @@ class StartWarningTests(SynchronousTestCase):
                     {"restApi": {"listen": "unix:/tmp/wsserver-rest.sock"}},
                     {"restApi": {"address": "*", "auth": basic}}, {"restApi": {"address": "*", "enabled": False}}):
             self.assertEqual(startWarnings(parseConfig(raw, checkEndpoints=False)), [], raw)
+class LimitsConfigTests(SynchronousTestCase):
+    """
+    C{server.limits}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Without the section, the defaults are those of a public server.
+        """
+        limits = parseConfig({}).server.limits
+        self.assertEqual(limits, LimitsConfig())
+        self.assertEqual((limits.maxConnections, limits.maxConnectionsPerUser, limits.sendBufferBytes,
+                          limits.preAuthBytes, limits.authFailuresPerMinute), (100000, 100, 4 << 20, 64 << 10, 30))
+
+    def test_values(self) -> None:
+        """
+        Numbers, and sizes as C{maxSize} takes them; 0 is accepted (off).
+        """
+        limits = parseConfig({"server": {"limits": {
+            "sendBufferBytes": "64K", "preAuthBytes": 1000, "messagesPerSecond": 2.5, "burst": 10,
+            "maxConnections": 0, "handshakeTimeoutSeconds": 0,
+        }}}).server.limits
+        self.assertEqual((limits.sendBufferBytes, limits.preAuthBytes, limits.messagesPerSecond, limits.burst,
+                          limits.maxConnections, limits.handshakeTimeoutSeconds), (65536, 1000, 2.5, 10, 0, 0))
+
+    def test_errorsNameTheKey(self) -> None:
+        """
+        Wrong values are errors naming C{server.limits.KEY}; unknown keys warnings.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig({"server": {"limits": {
+                "sendBufferBytes": "4Q", "maxConnections": -1, "burst": "x", "requestTimeoutSeconds": -1,
+                "maxRecipient": 5,
+            }}})
+        e = caught.exception
+        self.assertEqual(e.problems, [
+            'server.limits.burst: must be an integer, not string "x"',
+            "server.limits.maxConnections: -1 is out of range (0 to any)",
+            'server.limits.sendBufferBytes: unparsable size "4Q": use bytes, or a number with K or M '
+            '("512K", "10M")',
+            "server.limits.requestTimeoutSeconds: -1 must be at least 0",
+        ])
+        self.assertEqual(e.warnings, ["server.limits.maxRecipient: unknown key, ignored"])
+
+    def test_burstWithRate(self) -> None:
+        """
+        A rate limit needs a bucket of at least one message.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parseConfig({"server": {"limits": {"messagesPerSecond": 5, "burst": 0}}})
+        self.assertEqual(caught.exception.problems,
+                         ["server.limits.burst: must be at least 1 when messagesPerSecond is set"])

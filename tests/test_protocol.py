@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -19,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
 
 from wsserver.auth import Authenticator, Credentials
-from wsserver.config import MessageConfig, ServerConfig, WatchdogConfig
+from wsserver.config import LimitsConfig, MessageConfig, ServerConfig, WatchdogConfig
 from wsserver.messages import MessageFactory
 from wsserver.metrics import ROUTING_BUCKETS, ROUTING_SAMPLE_MASK
 from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
@@ -72,9 +73,10 @@ class _NoAuth(Authenticator):
         return succeed(True)
 
 
-class ProtocolTests(SynchronousTestCase):
+class Harness(SynchronousTestCase):
     """
-    The server protocol against a real Autobahn client, in memory.
+    The server protocol against a real Autobahn client, in memory: the
+    helpers.
     """
 
     def setUp(self) -> None:
@@ -84,20 +86,25 @@ class ProtocolTests(SynchronousTestCase):
         self.addCleanup(self._loop.__exit__, None, None, None)
         self.pumps: list[iosim.IOPump] = []
 
-    def makeFactory(self, auth: Authenticator | None = None, store: Any = None, **message: Any) -> ChatServerFactory:
+    def makeFactory(self, auth: Authenticator | None = None, store: Any = None, server: ServerConfig | None = None,
+                    **message: Any) -> ChatServerFactory:
+        server = server or ServerConfig()
         router = Router(
-            MessageConfig(**message), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")), store=store,
+            MessageConfig(**message), self.clock,
+            MessageFactory(self.clock, ZoneInfo("UTC"), maxRecipients=server.limits.maxRecipients), store=store,
             prepare=prepareFrame,
         )
-        return ChatServerFactory(router, ServerConfig(), MessageConfig(**message), auth or _NoAuth(), self.clock)
+        return ChatServerFactory(router, server, MessageConfig(**message), auth or _NoAuth(), self.clock)
 
-    def connect(self, factory: ChatServerFactory, query: str, headers: dict[str, str] | None = None) -> _Client:
+    def connect(self, factory: ChatServerFactory, query: str, headers: dict[str, str] | None = None,
+                peer: str = "10.0.0.1") -> _Client:
         clientFactory = WebSocketClientFactory(f"ws://127.0.0.1:8085/chat?{query}", headers=headers or {})
         clientFactory.protocol = _Client
         server = factory.buildProtocol(None)
         client = clientFactory.buildProtocol(None)
         pump = iosim.connect(
-            server, iosim.FakeTransport(server, isServer=True), client, iosim.FakeTransport(client, isServer=False)
+            server, iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", peer, 40000)),
+            client, iosim.FakeTransport(client, isServer=False),
         )
         self.pumps.append(pump)
         client.serverSide = server
@@ -111,6 +118,13 @@ class ProtocolTests(SynchronousTestCase):
     def send(self, client: _Client, obj: Any) -> None:
         client.sendMessage(orjson.dumps(obj))
         self.flush()
+
+
+
+class ProtocolTests(Harness):
+    """
+    The server protocol against a real Autobahn client, in memory.
+    """
 
     def test_chat(self) -> None:
         """
@@ -180,16 +194,17 @@ class ProtocolTests(SynchronousTestCase):
     def test_earlyBytesBounded(self) -> None:
         """
         Before its auth check answered, a connection may send at most
-        C{maxSize} bytes in all; more closes it with 1008.
+        C{preAuthBytes} bytes in all; more closes it with 1008.
         """
         auth = _ControlledAuth()
-        factory = self.makeFactory(auth, maxSize=100)
+        factory = self.makeFactory(auth, server=ServerConfig(limits=LimitsConfig(preAuthBytes=100)))
         alice = self.connect(factory, "id=1")
         self.flush()
         for _ in range(3):
             alice.sendMessage(b"x" * 60)
         self.flush()
         self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+        self.assertEqual(factory.limits.limitCloses["preAuthBytes"], 1)
 
     def test_nothingRoutedAfterInvalid(self) -> None:
         """

@@ -120,6 +120,29 @@ class ReloadTests(TestCase):
         self.assertEqual((response.code, (yield response.content())), (404, b"Not Found\n"))
 
     @inlineCallbacks
+    def test_limits(self):
+        """
+        New C{server.limits} apply to new connections and requests; the
+        connections open stay.
+        """
+        server = yield startServer(self)
+        alice = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, alice)
+        lines = self.reload(server, {"server": {"limits": {
+            "maxConnectionsPerUser": 1, "maxRecipients": 2, "requestTimeoutSeconds": 5,
+        }}})
+        self.assertEqual(lines[-1], "reload done: server.limits applied")
+        second = yield openClient(server, userId=1)
+        self.assertEqual((yield second.closed), (4008, "Too many connections"))
+        response = yield restRequest(server, "POST", "/send-message", headers={"Content-Type": ["application/json"]},
+                                     json={"type": "t", "recipients": [1, 2, 3]})
+        self.assertEqual(response.code, 400)
+        self.assertEqual((yield response.json())["message"],
+                         "Invalid payload. $.recipients[] must contain at most 2 values")
+        self.assertEqual(server.service.rest.factory.requestTimeout, 5)
+        self.assertEqual(server.service.limits.config.maxConnectionsPerUser, 1)
+
+    @inlineCallbacks
     def test_restartOnly(self):
         """
         Keys that need a restart are logged as such and keep their running

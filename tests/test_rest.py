@@ -25,7 +25,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from wsserver.auth import Authenticator, Credentials, buildAuthenticator
-from wsserver.config import AuthConfig, MessageConfig
+from wsserver.config import AuthConfig, LimitsConfig, MessageConfig
+from wsserver.limits import Limits
 from wsserver.messages import MessageFactory
 from wsserver.metrics import Readiness, ServerCollector, makeRegistry
 from wsserver.rest import Operations, RestSite, makeRestResource
@@ -371,6 +372,18 @@ class SendMessageTests(RestMixin, SynchronousTestCase):
             )
         self.assertNothingSent()
 
+    def test_maxRecipients(self) -> None:
+        """
+        More than C{maxRecipients} recipients answers 400 with the wording
+        of close code 4001; at the limit the message is routed.
+        """
+        self.router.messages.maxRecipients = 3
+        response, body = self.send({"type": "text", "text": "hi", "recipients": [5, 6, 7, 8]})
+        self.assertEqual((response.code, orjson.loads(body)),
+                         (400, error(400, "Invalid payload. $.recipients[] must contain at most 3 values")))
+        self.assertNothingSent()
+        self.assertAccepted(self.send({"type": "text", "text": "hi", "recipients": [5, 6, 7]}))
+
     def test_invalidPayloads(self) -> None:
         """
         An invalid message answers 400 with the wording of close code 4001,
@@ -661,9 +674,13 @@ class RestSiteTests(SynchronousTestCase):
         self.router.attach(self.recipient)
         self.authenticator: Authenticator = buildAuthenticator(AuthConfig())
 
+    limits: Limits | None = None
+
     def site(self) -> RestSite:
-        resource: Resource = makeRestResource(self.router, self.authenticator, "wsserver")
-        return RestSite(resource, self.maxBody, reactor=MemoryReactorClock())
+        resource: Resource = makeRestResource(self.router, self.authenticator, "wsserver",
+                                               limits=getattr(self, "limits", None))
+        self.reactor = MemoryReactorClock()
+        return RestSite(resource, self.maxBody, limits=getattr(self, "limits", None), reactor=self.reactor)
 
     def connect(self) -> tuple[Any, StringTransport]:
         """
@@ -770,17 +787,54 @@ class RestSiteTests(SynchronousTestCase):
         self.assertTooLarge(self.exchange(self.chunked(self.message(self.maxBody + 1))))
         self.assertTooLarge(self.exchange(self.chunked(self.message(5000), size=1)))
 
-    def test_connectionReused(self) -> None:
+    def test_closedAfterTooLarge(self) -> None:
         """
-        After a 413 the connection serves the next request.
+        A 413 is sent as soon as the body is known to be too large (here:
+        from its headers, before any of the body arrived), and the connection
+        is closed: what follows is never read, not even a next request.
         """
         channel, transport = self.connect()
-        channel.dataReceived(self.post(self.message(3000)))
-        self.assertTooLarge(parseResponse(transport.value()))
+        head, _, body = self.post(self.message(3000)).partition(b"\r\n\r\n")
+        channel.dataReceived(head + b"\r\n\r\n")
+        status, headers, _ = answer = parseResponse(transport.value())
+        self.assertTooLarge(answer)
+        self.assertEqual(headers.getRawHeaders(b"Connection"), [b"close"])
+        self.assertTrue(transport.disconnecting)
         transport.clear()
-        channel.dataReceived(self.post(self.message(100)))
-        self.assertEqual(parseResponse(transport.value())[0], 202)
-        self.assertEqual(len(self.recipient.sent), 1)
+        channel.dataReceived(body + self.post(self.message(100)))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.recipient.sent, [])
+
+    def test_endlessChunkedCut(self) -> None:
+        """
+        A chunked body that never ends is answered with 413 and closed once
+        it passed C{maxBody}, without waiting for its end.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(
+            b"POST /send-message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for _ in range(self.maxBody // 100 + 1):
+            channel.dataReceived(b"64\r\n" + b"x" * 100 + b"\r\n")
+        self.assertTooLarge(parseResponse(transport.value()))
+        self.assertTrue(transport.disconnecting)
+        transport.clear()
+        for _ in range(100):
+            channel.dataReceived(b"64\r\n" + b"x" * 100 + b"\r\n")
+        channel.dataReceived(b"0\r\n\r\n")
+        self.assertEqual(transport.value(), b"")
+
+    def test_expectContinueRefused(self) -> None:
+        """
+        A request that asks for C{100 Continue} with a body over the limit
+        gets the 413 only (no invitation to send the body).
+        """
+        status, headers, body = self.exchange(
+            b"POST /send-message HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+        )
+        self.assertEqual(status, 413)
 
     def test_otherEndpoints(self) -> None:
         """
@@ -791,14 +845,13 @@ class RestSiteTests(SynchronousTestCase):
 
     def test_tooLargeWithAuth(self) -> None:
         """
-        Behind auth, a body over the limit answers 401 without credentials and
-        413 with them.
+        Behind auth, a body over the limit answers 413 with or without
+        credentials: the body is refused while it arrives, before the auth
+        check (which needs the whole request).
         """
         self.authenticator = buildAuthenticator(AuthConfig(type="basic", user="u", password="p"))
         body = self.message(2000)
-        status, headers, raw = self.exchange(self.post(body))
-        self.assertEqual((status, orjson.loads(raw)), (401, error(401, "Unauthorized")))
-        self.assertEqual(headers.getRawHeaders(b"WWW-Authenticate"), [b'Basic realm="wsserver"'])
+        self.assertTooLarge(self.exchange(self.post(body)))
         self.assertTooLarge(self.exchange(self.post(body, b"Authorization: Basic dTpw\r\n")))
         self.assertTooLarge(self.exchange(self.chunked(body, extra=b"Authorization: Basic dTpw\r\n")))
         self.assertEqual(self.exchange(self.post(self.message(100), b"Authorization: Basic dTpw\r\n"))[0], 202)
@@ -1033,3 +1086,57 @@ class _Notifier:
 
     def notify(self, message: Any, payload: bytes) -> None:
         pass
+
+class RestLimitsTests(RestSiteTests):
+    """
+    C{server.limits} on the REST API: C{requestTimeoutSeconds} and
+    C{authFailuresPerMinute} (and every test of L{RestSiteTests} with the
+    default limits on).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.limits = Limits(LimitsConfig(requestTimeoutSeconds=30, authFailuresPerMinute=3), self.clock)
+
+    def test_slowRequestDropped(self) -> None:
+        """
+        A request whose headers and body have not arrived whole within
+        C{requestTimeoutSeconds} is dropped, however steadily it trickles.
+        """
+        channel, transport = self.connect()
+        raw = self.post(self.message(200))
+        for i in range(29):
+            channel.dataReceived(raw[i : i + 1])
+            self.reactor.advance(1)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(1)
+        self.assertTrue(transport.disconnected or transport.disconnecting)
+        self.assertEqual(self.limits.refusals["requestTimeoutSeconds"], 1)
+        self.assertEqual(self.recipient.sent, [])
+
+    def test_wholeInTime(self) -> None:
+        """
+        A request that arrived whole in time is answered and its timer is
+        gone; the connection serves the next one.
+        """
+        channel, transport = self.connect()
+        channel.dataReceived(self.post(self.message(200)))
+        self.assertEqual(parseResponse(transport.value())[0], 202)
+        self.assertEqual(self.reactor.getDelayedCalls()[0].getTime() - self.reactor.seconds(), 30)  # idle timeout
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+
+    def test_authFailuresThrottled(self) -> None:
+        """
+        After C{authFailuresPerMinute} failed checks from one address, its
+        requests get 429 in the JSON error form until the minute has passed,
+        the right credentials included; then they pass again.
+        """
+        self.authenticator = buildAuthenticator(AuthConfig(type="basic", user="u", password="p"))
+        bad = b"GET /check-online?id=5 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic eDp5\r\n\r\n"
+        good = b"GET /check-online?id=5 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\n\r\n"
+        for _ in range(3):
+            self.assertEqual(self.exchange(bad)[0], 401)
+        status, headers, body = self.exchange(good)
+        self.assertEqual((status, orjson.loads(body)), (429, error(429, "Too many failed authentications")))
+        self.clock.advance(60)
+        self.assertEqual(self.exchange(good)[0], 200)

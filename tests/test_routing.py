@@ -1059,3 +1059,96 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(bob.texts(), ["live"])
         self.assertEqual(self.pending(store, 2), 1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+
+
+class TrackedUsersTests(SynchronousTestCase):
+    """
+    C{maxTrackedUsers}: statistics of users with no connection are dropped,
+    least recently seen first.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")),
+                             maxTrackedUsers=500)
+
+    def test_manyIdsBounded(self) -> None:
+        """
+        10,000 distinct ids that connect and leave keep at most 500 offline
+        users tracked, plus the online ones; the online keep their statistics.
+        """
+        online = [FakeConnection(i) for i in range(1, 4)]
+        for c in online:
+            self.router.attach(c)
+        for uid in range(100, 10100):
+            c = FakeConnection(uid)
+            self.router.attach(c)
+            self.router.detach(c)
+            self.clock.advance(1)
+        self.assertLessEqual(len(self.router.userIds()), 500 + len(online))
+        for c in online:
+            self.assertEqual(self.router.statItem(c.userId)["connectedTimes"], 1)
+        # the most recently seen are kept
+        self.assertEqual(self.router.statItem(10099)["connectedTimes"], 1)
+        self.assertEqual(self.router.statItem(100), emptyStatItem(100))
+
+    def test_restSendersBounded(self) -> None:
+        """
+        Senders through the REST API that never connect count too.
+        """
+        for uid in range(1, 2001):
+            self.router.route(self.router.messages.fromObject(
+                {"type": "text", "text": "x", "sender": uid, "recipients": [7]}, None))
+        self.assertLessEqual(len(self.router.userIds()), 500)
+
+    def test_seenAgainKept(self) -> None:
+        """
+        A user seen again (a new message from it) is forgotten last.
+        """
+        self.router.route(self.router.messages.fromObject(
+            {"type": "text", "text": "x", "sender": 1, "recipients": [7]}, None))
+        for uid in range(2, 1000):
+            self.router.route(self.router.messages.fromObject(
+                {"type": "text", "text": "x", "sender": uid, "recipients": [7]}, None))
+            if uid % 100 == 0:
+                self.router.route(self.router.messages.fromObject(
+                    {"type": "text", "text": "x", "sender": 1, "recipients": [7]}, None))
+        self.assertIn(1, self.router.userIds())
+
+    def test_off(self) -> None:
+        """
+        With 0, every user is kept.
+        """
+        router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")))
+        for uid in range(1, 1001):
+            c = FakeConnection(uid)
+            router.attach(c)
+            router.detach(c)
+        self.assertEqual(len(router.userIds()), 1000)
+
+
+class KeepUnsentTests(SynchronousTestCase):
+    """
+    L{Router.keepUnsent}: messages that never reached a connection.
+    """
+
+    def test_keptForTheUser(self) -> None:
+        """
+        Each is stored for the user as a copy with C{recipients} [user].
+        """
+        clock = Clock()
+        store = MemoryUndeliveredStore(3600, 100)
+        router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC")), store=store)
+        one = orjson.dumps({"id": "a", "type": "t", "text": "", "recipients": [2, 3]})
+        two = orjson.dumps({"id": "b", "type": "t", "text": "", "recipients": [2]})
+        router.keepUnsent(2, [one, two])
+        stored = [orjson.loads(p) for _, p in self.successResultOf(store.fetch(2, 0))]
+        self.assertEqual([(m["id"], m["recipients"]) for m in stored], [("a", [2]), ("b", [2])])
+
+    def test_noQueue(self) -> None:
+        """
+        Without the undelivered queue they are dropped.
+        """
+        clock = Clock()
+        router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC")))
+        router.keepUnsent(2, [b"{}"])

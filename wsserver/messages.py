@@ -274,9 +274,13 @@ class MessageFactory:
 
     @param clock: where the time comes from.
     @param tz: the zone that timestamps are written in.
+    @param maxRecipients: the most recipients a message may have (0: no
+        limit; C{server.limits.maxRecipients}).
     """
 
-    def __init__(self, clock: IReactorTime, tz: ZoneInfo, nodeTag: int | None = None) -> None:
+    def __init__(self, clock: IReactorTime, tz: ZoneInfo, nodeTag: int | None = None,
+                 maxRecipients: int = 0) -> None:
+        self.maxRecipients = maxRecipients
         self._clock = clock
         self._tz = tz
         self._node = random.getrandbits(32) if nodeTag is None else nodeTag
@@ -342,6 +346,9 @@ class MessageFactory:
         else:
             sender = given
         recipients = obj.get("recipients")
+        # (the count first: a huge list is refused without looking at it)
+        if type(recipients) is list and self.maxRecipients and len(recipients) > self.maxRecipients:
+            raise InvalidPayload(f"$.recipients[] must contain at most {self.maxRecipients} values")
         if type(recipients) is not list or not all(_isUserId(r) for r in recipients):
             raise InvalidPayload("$.recipients[] must be uint64_t[]")
         if not recipients:

@@ -21,12 +21,19 @@ Wire protocol, as the original server's:
     "recipients", "data"}} as a text frame;
   - the watchdog closes with 4010; a server shutdown with 1001;
   - a plain HTTP GET (no Upgrade) of C{/} gets the demo chat page (when
-    C{server.demoPage}), any other one 404.
+    C{server.demoPage}), any other one 404;
+  - C{server.limits} (see L{wsserver.limits}): refused at the handshake with
+    HTTP 503 (C{maxConnections}), 429 (C{maxConnectionsPerIp},
+    C{authFailuresPerMinute}), 431 (a request over 16 KiB); closed with 4008
+    (C{maxConnectionsPerUser}), 4029 (C{messagesPerSecond}), 4011 (a slow
+    consumer, C{sendBufferBytes}), 1008 (C{preAuthBytes}, an auth check
+    that outlasts C{handshakeTimeoutSeconds}).
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -37,13 +44,14 @@ from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .auth import Authenticator, Credentials, Grant
-from .config import MessageConfig, ServerConfig
+from .config import LimitsConfig, MessageConfig, ServerConfig
+from .limits import Limits, TokenBucket
 from .messages import InvalidPayload, InvalidUserId, parseUserId
 from .metrics import ROUTING_SAMPLE_MASK
 from .routing import IConnection, Router
@@ -60,6 +68,10 @@ CLOSE_CODES = {
     "shutdown": 1001,
     "tooBig": 1009,
     "badUTF8": 1007,
+    "tooManyConnections": 4008,
+    "rateLimit": 4029,
+    "slowConsumer": 4011,
+    "policy": 1008,
 }
 
 #: Messages a connection may send before its auth check passed; more closes it.
@@ -95,6 +107,9 @@ DEMO_PAGE_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
     ("Cache-Control", "no-store"),
 )
+
+#: The most bytes a handshake request may have; more is refused with 431.
+MAX_HANDSHAKE_BYTES = 16 * 1024
 
 
 #: Autobahn attributes that only the opening handshake needs.
@@ -167,11 +182,17 @@ def _grantedUser(grant: Grant, queried: int) -> int | None:
     return subject if queried in (0, subject) else None
 
 
-@implementer(IConnection)
+@implementer(IConnection, IPushProducer)
 class ChatServerProtocol(WebSocketServerProtocol):
     """
     One client connection. Its state: C{userId} once the query was read;
     C{attached} once the checks passed and the router delivers to it.
+
+    With C{sendBufferBytes} it is the push producer of its transport: when
+    the transport's buffer is full (the client does not read), frames wait
+    in C{_held} until the transport asks for more; past C{sendBufferBytes}
+    of them the connection is closed with 4011 and they are kept for the
+    user as for an offline one.
     """
 
     _log = Logger()
@@ -186,6 +207,19 @@ class ChatServerProtocol(WebSocketServerProtocol):
     _expiry: IDelayedCall | None = None
     _early: list[tuple[bytes, bool]] | None = None
     _earlyBytes = 0
+    #: the client's address (for the per-address limits)
+    _address = ""
+    _counted = False
+    _connectedAt = 0.0
+    _bucket: TokenBucket | None = None
+    _authTimer: Any = None
+    _refusalKind: str | None = None
+    #: frames waiting while the transport is paused (L{None}: not paused)
+    _held: deque[PreparedMessage] | None = None
+    _heldBytes = 0
+    #: of those, bytes of a replay of the undelivered queue (see L{sendStored})
+    _replayBytes = 0
+    _paused = False
 
     # The hot path. Autobahn's own versions of the next three methods format
     # debug-log arguments on every read and write even when debug logging is
@@ -194,6 +228,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
     # per message in a profile of the throughput benchmark.
 
     def dataReceived(self, data: bytes) -> None:
+        if self.state == self.STATE_CONNECTING and len(self.data) + len(data) > MAX_HANDSHAKE_BYTES:
+            # (the request and, in the same read, frames may follow it)
+            head = (self.data + data)[: MAX_HANDSHAKE_BYTES + 4]
+            if b"\r\n\r\n" not in head:
+                self._refusalKind = "requestTooLarge"
+                self.failHandshake("Request Header Fields Too Large", 431)
+                return
         self._dataReceived(data)
 
     def onMessageEnd(self) -> None:
@@ -207,7 +248,86 @@ class ChatServerProtocol(WebSocketServerProtocol):
         negotiated, so the framed bytes are final).
         """
         if self.state == self.STATE_OPEN:
-            self.transport.write(prepared.payloadHybi)
+            held = self._held
+            if held is None:
+                self.transport.write(prepared.payloadHybi)
+            else:
+                held.append(prepared)
+                self._heldBytes += len(prepared.payloadHybi)
+                if self._heldBytes - self._replayBytes > self.factory.sendBufferBytes:
+                    self._slowConsumer()
+
+    def sendStored(self, prepared: PreparedMessage) -> None:
+        """
+        Write a message from the undelivered queue: as L{sendPrepared}, but
+        what of the replay waits for the network does not count toward
+        C{sendBufferBytes}.  A replay is a burst bounded by the queue's
+        C{maxPerUser}, already in memory; counted, a user with a long queue
+        would be closed on every reconnect.
+        """
+        if self.state == self.STATE_OPEN:
+            held = self._held
+            if held is None:
+                self.transport.write(prepared.payloadHybi)
+            else:
+                held.append(prepared)
+                size = len(prepared.payloadHybi)
+                self._heldBytes += size
+                self._replayBytes += size
+
+    # IPushProducer: the transport's signals (registered with
+    # sendBufferBytes only)
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: keep frames from now on.
+        """
+        self._paused = True
+        if self._held is None:
+            self._held = deque()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport took its buffer: write the kept frames, in order, until
+        it is full again.
+        """
+        self._paused = False
+        held = self._held
+        if held is None or self.state != self.STATE_OPEN:
+            # (closing: what is kept is handed back when the connection is
+            # lost; nothing may follow the close frame)
+            return
+        write = self.transport.write
+        while held and not self._paused:
+            prepared = held.popleft()
+            self._heldBytes -= len(prepared.payloadHybi)
+            write(prepared.payloadHybi)
+        if not self._paused:
+            self._held = None
+        # the replay is written first (it was kept first)
+        if self._replayBytes > self._heldBytes:
+            self._replayBytes = self._heldBytes
+
+    def stopProducing(self) -> None:
+        """
+        The transport is gone; L{connectionLost} hands back what is kept.
+        """
+
+    def _slowConsumer(self) -> None:
+        self.factory.limits.closed("sendBufferBytes")
+        self._log.info("closing user {uid}: slow consumer ({size} bytes waiting)", uid=self.userId,
+                       size=self._heldBytes)
+        self.close(CLOSE_CODES["slowConsumer"], "Slow consumer")
+
+    def _handBack(self) -> None:
+        """
+        Give what was routed to this connection and never written to the
+        router, which keeps it for the user (the undelivered queue).
+        """
+        held, self._held = self._held, None
+        self._heldBytes = self._replayBytes = 0
+        if held:
+            self.factory.router.keepUnsent(self.userId, [p.payload for p in held])
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -216,10 +336,23 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # hides the AttributeError: without this, small frames waited for
         # delayed ACKs (~40 ms p99 latency in the fan-out benchmark).
         _noDelay(self.transport)
-        self.factory.live.add(self)
+        factory = self.factory
+        factory.live.add(self)
+        peer = self.transport.getPeer()
+        self._address = getattr(peer, "host", None) or str(peer)
+        self._connectedAt = factory.clock.seconds()
+        self._bucket = factory.limits.bucket()
+        if factory.sendBufferBytes:
+            self.transport.registerProducer(self, True)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)
+        self._handBack()
+        if self._authTimer is not None and self._authTimer.active():
+            self._authTimer.cancel()
+        if self._counted:
+            self._counted = False
+            self.factory.limits.addresses.release(self._address)
         self.factory.lost(self)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
@@ -228,7 +361,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
         handshake: the factory answers it (404, or the page at C{/}), with
         no header that names a library.
         """
-        headers = self.http_headers
+        # (none yet when the request is refused before it was parsed: 431)
+        headers = getattr(self, "http_headers", None)
         if code in _PLAIN_REQUEST_CODES and headers is not None and "upgrade" not in headers:
             # 405 and 505 come before Autobahn read the path: from the request line
             method, _, rest = (self.http_status_line or "").partition(" ")
@@ -243,7 +377,17 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.sendData(answer.body)
             self.dropConnection(abort=False)
             return
-        super().failHandshake(reason, code, responseHeaders)
+        # refused: as Autobahn's, but logged through the refusal log (at most
+        # a line a second per kind) rather than a line per refusal
+        self.wasNotCleanReason = reason
+        kind = self._refusalKind or ("maxConnections" if code == 503 else "badHandshake")
+        self.factory.limits.refused(kind, self._address, f"{code} {reason}")
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.dropConnection(abort=False)
+
+    def _deny(self, kind: str, code: int, reason: str) -> None:
+        self._refusalKind = kind
+        raise ConnectionDeny(code, reason)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         """
@@ -252,11 +396,18 @@ class ChatServerProtocol(WebSocketServerProtocol):
         """
         factory = self.factory
         if request.path != factory.path:
-            raise ConnectionDeny(404, "Not Found")
-        origins = factory.allowedOrigins
-        if origins and request.headers.get("origin") is not None and request.headers["origin"] not in origins:
-            self._log.info("refused origin {origin} from {peer}", origin=request.headers["origin"], peer=request.peer)
-            raise ConnectionDeny(403, "Origin not allowed")
+            self._deny("notFound", 404, "Not Found")
+        origin = request.headers.get("origin")
+        if origin is not None and not factory.anyOrigin:
+            if factory.refuseAllOrigins or (factory.allowedOrigins and origin not in factory.allowedOrigins):
+                self._deny("origin", 403, "Origin not allowed")
+        limits = factory.limits
+        # (maxConnections: Autobahn's own option, HTTP 503, checked before this)
+        if not limits.addresses.acquire(self._address):
+            self._deny("maxConnectionsPerIp", 429, "Too many connections from your address")
+        self._counted = True
+        if limits.authFailures.blocked(self._address):
+            self._deny("authFailuresPerMinute", 429, "Too many failed authentications")
         ids = request.params.get("id")
         # with no id in the query, a token's sub may give it (see _authDone)
         if ids is not None or not factory.authenticator.givesUserId:
@@ -278,8 +429,20 @@ class ChatServerProtocol(WebSocketServerProtocol):
         elif self._auth is None:
             self._attach()
         else:
+            timeout = self.factory.limits.config.handshakeTimeoutSeconds
+            if timeout and not self._auth.called:
+                clock = self.factory.clock
+                left = max(0.0, timeout - (clock.seconds() - self._connectedAt))
+                self._authTimer = clock.callLater(left, self._authTimedOut)
             self._auth.addCallback(self._authDone)
             self._auth.addErrback(lambda f: self._log.failure("auth check failed", f))
+
+    def _authTimedOut(self) -> None:
+        self._authTimer = None
+        self._early = None
+        self.factory.limits.closed("handshakeTimeoutSeconds")
+        self._log.info("closing connection from {peer}: auth check not done in time", peer=self.peer)
+        self.close(CLOSE_CODES["policy"], "Authentication timed out")
 
     def _shed(self) -> None:
         """
@@ -294,6 +457,9 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def _authDone(self, grant: Grant | None) -> None:
         early, self._early = self._early or [], None
+        if self._authTimer is not None:
+            self._authTimer.cancel()
+            self._authTimer = None
         if self.state != self.STATE_OPEN:
             return
         try:
@@ -303,6 +469,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self.close(CLOSE_CODES["badId"], str(e))
             return
         if grant is None or userId is None:
+            self.factory.limits.authFailures.failed(self._address)
             self._log.info("auth failed for user {uid} from {peer}", uid=self.userId, peer=self.peer)
             self.close(CLOSE_CODES["unauthorized"], "Unauthorized")
             return
@@ -317,6 +484,13 @@ class ChatServerProtocol(WebSocketServerProtocol):
             self._receive(payload, isBinary)
 
     def _attach(self) -> None:
+        factory = self.factory
+        limit = factory.maxConnectionsPerUser
+        if limit and factory.router.connectionsOf(self.userId) >= limit:
+            factory.limits.closed("maxConnectionsPerUser")
+            self._log.info("refused user {uid} from {peer}: too many connections", uid=self.userId, peer=self.peer)
+            self.close(CLOSE_CODES["tooManyConnections"], "Too many connections")
+            return
         self.attached = True
         self.factory.counters.connects += 1
         self.lastActivity = self.factory.clock.seconds()
@@ -330,13 +504,28 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.attached:
+            bucket = self._bucket
+            if bucket is not None and not bucket.take():
+                self._overRate()
+                return
             self._receive(payload, isBinary)
         elif self._early is not None:
+            bucket = self._bucket
+            if bucket is not None and not bucket.take():
+                self._overRate()
+                return
             self._earlyBytes += len(payload)
-            if len(self._early) >= MAX_EARLY_MESSAGES or self._earlyBytes > self.factory.maxSize:
-                self.close(1008, "Too many messages before authentication")
+            limit = self.factory.limits.config.preAuthBytes
+            if len(self._early) >= MAX_EARLY_MESSAGES or (limit and self._earlyBytes > limit):
+                self.factory.limits.closed("preAuthBytes")
+                self.close(CLOSE_CODES["policy"], "Too many messages before authentication")
             else:
                 self._early.append((payload, isBinary))
+
+    def _overRate(self) -> None:
+        self.factory.limits.closed("messagesPerSecond")
+        self._log.info("closing user {uid}: over the rate limit", uid=self.userId)
+        self.close(CLOSE_CODES["rateLimit"], "Rate limit exceeded")
 
     def _receive(self, payload: bytes, isBinary: bool) -> None:
         factory = self.factory
@@ -401,6 +590,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         # comes for the user is kept or goes to the user's other connections)
         self._early = None
         self._detach(code)
+        self._handBack()
         if code == 1000 or 3000 <= code <= 4999:
             self.sendClose(code, reason)
         else:
@@ -425,6 +615,8 @@ class ChatServerFactory(WebSocketServerFactory):
     @param message: the C{chat.message} settings (C{maxSize}).
     @param authenticator: checks each connection's credentials.
     @param clock: the time source for the watchdog's activity times.
+    @param limits: the state of C{server.limits}, shared with the REST API;
+        by default one for C{server.limits}.
     """
 
     protocol = ChatServerProtocol
@@ -437,14 +629,17 @@ class ChatServerFactory(WebSocketServerFactory):
         message: MessageConfig,
         authenticator: Authenticator,
         clock: IReactorTime,
+        limits: Limits | None = None,
     ) -> None:
         # no Server header: it named Autobahn and its version
         super().__init__(server=None)
         self.router = router
         self.path = server.endpoint
         self.allowedOrigins = frozenset(server.allowedOrigins)
-        #: the most bytes a message may have; also the most a connection may
-        #: send before its auth check answered
+        #: the auth reads a cookie (see L{refuseAllOrigins})
+        self.cookieAuth = server.auth.usesType("cookie")
+        self.limits = limits if limits is not None else Limits(server.limits, clock)
+        #: the most bytes a message may have
         self.maxSize = message.maxSize
         self.authenticator = authenticator
         self.clock = clock
@@ -460,12 +655,44 @@ class ChatServerFactory(WebSocketServerFactory):
             failByDrop=False,
             # one check of the whole message instead (see _receive)
             utf8validateIncoming=False,
-            openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
             # a plain HTTP request gets plainResponse, not Autobahn's status
             # page (which names its version, and redirects anywhere with
             # ?redirect=)
             webStatus=False,
+        )
+        self.setLimits(self.limits.config)
+
+    @property
+    def anyOrigin(self) -> bool:
+        """
+        C{["*"]}: every origin is allowed, explicitly.
+        """
+        return "*" in self.allowedOrigins
+
+    @property
+    def refuseAllOrigins(self) -> bool:
+        """
+        Cookie auth and no allowed origins: a browser on any site would send
+        the visitor's cookie, so every handshake with an C{Origin} is refused.
+        """
+        return self.cookieAuth and not self.allowedOrigins
+
+    def setLimits(self, config: LimitsConfig) -> None:
+        """
+        Apply the C{server.limits} settings to the connections made from now
+        on.
+        """
+        self.maxConnectionsPerUser = config.maxConnectionsPerUser
+        self.sendBufferBytes = config.sendBufferBytes
+        # the opening handshake: the request must arrive whole within
+        # requestTimeoutSeconds, and be done within handshakeTimeoutSeconds
+        # (Autobahn's timer: it drops the connection)
+        timeouts = [t for t in (config.handshakeTimeoutSeconds, config.requestTimeoutSeconds) if t]
+        self.setProtocolOptions(
+            openHandshakeTimeout=min(timeouts) if timeouts else 0,
+            # HTTP 503 "maximum number of connections reached" past it
+            maxConnections=config.maxConnections,
         )
 
     def acceptableProtocols(self) -> list[bytes]:

@@ -6,7 +6,9 @@ stay connected.
 Applied at once, for what comes next: C{server.auth} and C{restApi.auth}
 (new handshakes and requests; connections already open stay),
 C{server.allowedOrigins}, C{server.endpoint}, and the message settings
-(C{chat.message}: C{maxSize}, delivery status, send-back, C{enforceSender}).
+(C{chat.message}: C{maxSize}, delivery status, send-back, C{enforceSender}),
+and C{server.limits} (new connections and requests; what was counted so far,
+connections per address and auth failures, is kept).
 The keys that need a restart (listen addresses, workers, storage, the
 cluster, events, the watchdog) are logged as such and keep their running
 value.  A file with errors is refused: its problems are logged and the
@@ -22,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .auth import Authenticator, Credentials, buildAuthenticator
-from .config import Config, ConfigError
+from .config import Config, ConfigError, LimitsConfig
 
 __all__ = ["ReloadableAuthenticator", "reload", "restartKeys"]
 
@@ -118,6 +120,7 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
     applied = []
     if running.server.auth != old.server.auth:
         factory.authenticator = buildAuthenticator(running.server.auth, httpClient, reactor, subjectRequired=True)
+        factory.cookieAuth = running.server.auth.usesType("cookie")
         applied.append("server.auth")
     if running.server.allowedOrigins != old.server.allowedOrigins:
         factory.allowedOrigins = frozenset(running.server.allowedOrigins)
@@ -136,6 +139,9 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
         if server.rest is not None:
             server.rest.factory.maxBody = running.chat.message.maxSize
         applied.append("chat.message")
+    if running.server.limits != old.server.limits:
+        _applyLimits(server, running.server.limits)
+        applied.append("server.limits")
     restAuth = getattr(server, "restAuth", None)
     if restAuth is not None and running.restApi.auth != old.restApi.auth:
         restAuth.current = buildAuthenticator(running.restApi.auth, httpClient, reactor)
@@ -145,3 +151,15 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
     server.config = running
     log.info("reload done: {applied}", applied=", ".join(applied) + " applied" if applied else "nothing to apply")
     return running
+
+
+def _applyLimits(server: Any, limits: LimitsConfig) -> None:
+    """
+    Give the running server new C{server.limits}.
+    """
+    server.limits.reconfigure(limits)
+    server.ws.factory.setLimits(limits)
+    server.router.messages.maxRecipients = limits.maxRecipients
+    server.router.maxTrackedUsers = limits.maxTrackedUsers
+    if server.rest is not None:
+        server.rest.factory.setRequestTimeout(limits.requestTimeoutSeconds)

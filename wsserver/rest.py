@@ -6,8 +6,11 @@ Every answer is JSON (but C{/metrics}: Prometheus text; C{/dashboard}: a
 page); every error is C{{"success": false, "status": <code>, "message":
 "<why>"}} with that HTTP status.  The REST auth applies to every endpoint,
 C{/status} included, but C{/health} and C{/ready} (SPEC section 9), which
-reveal nothing.  Request bodies are bounded by C{chat.message.maxSize}: past
-it the body is not kept and the answer is 413.
+reveal nothing.  Request bodies are bounded by C{chat.message.maxSize} while
+they arrive: past it the answer is 413 and the connection is closed, the rest
+of the body never read.  With C{server.limits}: a request (headers and body)
+that has not arrived whole within C{requestTimeoutSeconds} is dropped; a client
+address over C{authFailuresPerMinute} gets 429 without an auth check.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from .auth import Authenticator, Credentials
 from .events import EventNotifier
+from .limits import Limits
 from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing import Router
@@ -95,10 +99,17 @@ class Operations:
     queueStorage: str | None = None
 
 
+def _address(request: IRequest) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", None) or str(peer)
+
+
 class _BoundedRequest(server.Request):
     """
-    A request that keeps at most C{site.maxBody} bytes of its body, so that
-    a huge upload costs no memory; C{tooLarge} says it was cut.
+    A request whose body is bounded by C{site.maxBody} as it arrives: past
+    it (a C{Content-Length} over it, or a chunked body that grows over it),
+    the answer is 413 at once and the connection is closed, so a huge or
+    endless upload costs neither memory nor reading.
     """
 
     tooLarge = False
@@ -110,8 +121,11 @@ class _BoundedRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         limit = self._limit()
         if limit and length is not None and length > limit:
-            self.tooLarge = True
-            length = None
+            super().gotLength(None)
+            # (no "100 Continue": the body is not wanted)
+            self.requestHeaders.removeHeader(b"expect")
+            self._refuseTooLarge()
+            return
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -120,26 +134,120 @@ class _BoundedRequest(server.Request):
         self._received += len(data)
         limit = self._limit()
         if limit and self._received > limit:
-            self.tooLarge = True
-            self.content = BytesIO()
+            self._refuseTooLarge()
             return
         super().handleContentChunk(data)
+
+    def _refuseTooLarge(self) -> None:
+        """
+        Answer 413 before the body has arrived, and close the connection
+        without reading what follows.
+        """
+        self.tooLarge = True
+        self.content = BytesIO()
+        channel = self.channel
+        channel.stopDeadline()
+        site = channel.site
+        if site.limits is not None:
+            site.limits.refused("maxSize", _address(self), "request body too large")
+        # nothing more is read from this connection: not the rest of the
+        # body, not a next request
+        channel.persistent = False
+        channel.dataReceived = channel.rawDataReceived = channel.lineReceived = _ignore
+        decoder = getattr(channel, "_transferDecoder", None)
+        if decoder is not None:
+            decoder.dataCallback = decoder.finishCallback = _ignore
+        # the request line, which the channel has not handed over yet
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        body = orjson.dumps(_error(413, f"Payload too large: the limit is {self._limit()} bytes")[1])
+        self.setResponseCode(413)
+        self.setHeader(b"Content-Type", b"application/json")
+        self.setHeader(b"Content-Length", b"%d" % len(body))
+        self.setHeader(b"Connection", b"close")
+        self.write(body)
+        self.finish()
+
+
+def _ignore(*args: Any) -> None:
+    pass
+
+
+class _TimedChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel on which each request (its headers and its body)
+    must arrive whole within C{site.requestTimeout} seconds from its first
+    byte, or the connection is dropped: the idle timeout alone would let a
+    client that trickles a byte now and then hold a connection for ever.
+    """
+
+    site: RestSite
+    _deadline: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and self.site.requestTimeout:
+            self._deadline = self.callLater(self.site.requestTimeout, self._timedOut)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self.stopDeadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.stopDeadline()
+        super().connectionLost(reason)
+
+    def stopDeadline(self) -> None:
+        """
+        The request arrived whole (or was answered early): no timer runs.
+        """
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _timedOut(self) -> None:
+        self._deadline = None
+        peer = self.transport.getPeer()
+        if self.site.limits is not None:
+            self.site.limits.refused("requestTimeoutSeconds", getattr(peer, "host", None) or str(peer),
+                                     "request not received in time")
+        self.transport.abortConnection()
 
 
 class RestSite(server.Site):
     """
-    The REST API's site: bounded request bodies.
+    The REST API's site: bounded request bodies, and requests that must
+    arrive in time.
 
     @ivar maxBody: the most bytes a request body may have.
+    @ivar limits: the server's limits (C{requestTimeoutSeconds}; refusals
+        are counted and logged there), or L{None}.
     """
 
     requestFactory = _BoundedRequest
+    protocol = _TimedChannel
     #: set when the server stops: requests still arriving get 503
     stopping = False
 
-    def __init__(self, resource: Resource, maxBody: int, **kwargs: Any) -> None:
+    def __init__(self, resource: Resource, maxBody: int, limits: Limits | None = None, **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.maxBody = maxBody
+        self.limits = limits
+        self._idleTimeOut = self.timeOut
+        #: seconds for a request to arrive whole (0: no limit)
+        self.requestTimeout: float = 0
+        if limits is not None:
+            self.setRequestTimeout(limits.config.requestTimeoutSeconds)
+
+    def setRequestTimeout(self, timeout: float) -> None:
+        """
+        Requests (on connections made from now on) must arrive whole within
+        C{timeout} seconds (0: no limit); it is also the idle time of a
+        kept-alive connection.
+        """
+        self.requestTimeout = timeout
+        self.timeOut = timeout or self._idleTimeOut
 
     def stop(self) -> Deferred[None]:
         """
@@ -221,7 +329,9 @@ class _Api:
         notifier: EventNotifier | None,
         clusterStats: Any = None,
         operations: Operations | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits
         if operations is None:
             collector = ServerCollector(router, notifier)
             operations = Operations(collector, makeRegistry(collector))
@@ -281,6 +391,11 @@ class _Api:
             return self.write(request, _error(503, "Server shutting down"))
         if self.authenticator.isNoAuth:
             return self.run(request, handler)
+        limits = self.limits
+        address = _address(request)
+        if limits is not None and limits.authFailures.blocked(address):
+            limits.refused("authFailuresPerMinute", address, "too many failed authentications")
+            return self.write(request, _error(429, "Too many failed authentications"))
 
         finished = []
         request.notifyFinish().addErrback(lambda f: finished.append(True))
@@ -293,6 +408,8 @@ class _Api:
                 if body is server.NOT_DONE_YET:
                     return
             else:
+                if limits is not None:
+                    limits.authFailures.failed(address)
                 log.info("REST auth failed from {peer}", peer=request.getClientAddress())
                 if self.realm is not None:
                     request.setHeader(b"WWW-Authenticate", b'Basic realm="' + self.realm + b'"')
@@ -432,6 +549,7 @@ def makeRestResource(
     notifier: EventNotifier | None = None,
     stats: Any = None,
     operations: Operations | None = None,
+    limits: Limits | None = None,
 ) -> Resource:
     """
     The REST API's resource tree.
@@ -444,8 +562,11 @@ def makeRestResource(
         answer L{Deferred}s); L{None}: from C{router}, this process's only.
     @param operations: what C{/metrics}, C{/ready} and C{/overview} read;
         L{None}: metrics of C{router} and C{notifier}, always ready.
+    @param limits: the server's limits (C{authFailuresPerMinute}, shared with
+        the WebSocket side), or L{None}.
     """
-    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats, operations)
+    api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats, operations,
+               limits)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))

@@ -15,6 +15,7 @@ that receives it; nothing is logged per message.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Callable, Iterator, Sequence
 
 import orjson
@@ -89,6 +90,9 @@ class Router:
     @param peers: the other nodes of a cluster (L{NoPeers}: none); the
         router binds itself to them as their L{IInbound}.
     @param statsListener: told which users' statistics change.
+    @param maxTrackedUsers: the most users with no connection whose
+        statistics are kept; beyond it the least recently seen are
+        forgotten (0: no limit).
     """
 
     log = Logger()
@@ -103,6 +107,7 @@ class Router:
         prepare: Callable[[bytes], Any] = _identity,
         peers: IPeers | None = None,
         statsListener: IStatsListener | None = None,
+        maxTrackedUsers: int = 0,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -117,6 +122,10 @@ class Router:
         #: on every message's path)
         self._changed = listener.changed
         self._users: dict[int, _User] = {}
+        #: the users in C{_users} with no connection, least recently seen first
+        self._offline: OrderedDict[int, None] = OrderedDict()
+        #: (a reload may change it)
+        self.maxTrackedUsers = maxTrackedUsers
         self.connectionCount = 0
         #: plain counters for the metrics (L{wsserver.metrics})
         self.counters = Counters()
@@ -135,7 +144,27 @@ class Router:
         user = self._users.get(userId)
         if user is None:
             user = self._users[userId] = _User(UserStats(userId, now))
+            self._seenOffline(userId)
         return user
+
+    def _seenOffline(self, userId: int) -> None:
+        """
+        C{userId}, who has no connection, was just seen: it is forgotten
+        last; forget the least recently seen beyond C{maxTrackedUsers}.
+        """
+        offline = self._offline
+        offline[userId] = None
+        offline.move_to_end(userId)
+        cap = self.maxTrackedUsers
+        if cap and len(offline) > cap:
+            users = self._users
+            for _ in range(len(offline) - cap):
+                oldest, _ = offline.popitem(last=False)
+                user = users.get(oldest)
+                if user is not None and user.backlog is not None:
+                    offline[oldest] = None  # its undelivered queue is being read: not now
+                    continue
+                users.pop(oldest, None)
 
     def attach(self, connection: Any) -> None:
         """
@@ -149,6 +178,7 @@ class Router:
         stats.lastConnection = now
         self._changed(connection.userId)
         self.connectionCount += 1
+        self._offline.pop(connection.userId, None)
         user.connections.append(connection)
         if len(user.connections) == 1:
             stats.wentOnline(now)
@@ -168,12 +198,16 @@ class Router:
         user = self._users.get(connection.userId)
         if user is None or connection not in user.connections:
             return
-        user.connections.remove(connection)
+        # a new list, not remove(): a connection may close while the router
+        # delivers to the user's connections (a slow consumer's, closed in
+        # its sendPrepared), and the loop must still reach the next ones
+        user.connections = [c for c in user.connections if c is not connection]
         self.connectionCount -= 1
         now = self._clock.seconds()
         user.stats.disconnectedTimes += 1
         self._changed(connection.userId)
         if not user.connections:
+            self._seenOffline(connection.userId)
             user.stats.wentOffline(now)
             self.counters.usersOnline -= 1
         self._peers.disconnected(connection.userId, user.stats, len(user.connections))
@@ -276,6 +310,8 @@ class Router:
         if senderUser is None and sender != BOT:
             senderUser = self._user(sender, now)
         if senderUser is not None:
+            if not senderUser.connections and sender in self._offline:
+                self._offline.move_to_end(sender)
             senderUser.stats.sentMessages += 1
             senderUser.stats.lastMessageTime = now
             self._changed(sender)
@@ -426,6 +462,22 @@ class Router:
         for connection in user.connections:
             connection.sendPrepared(prepared)
 
+    def keepUnsent(self, userId: int, payloads: list[bytes]) -> None:
+        """
+        Keep messages that were routed to a connection of C{userId} and
+        never written to it (it was closed as a slow consumer, or lost), in
+        the undelivered queue when it is on, as for an offline user.
+        """
+        if self._store is None:
+            return
+        now = self._clock.seconds()
+        for payload in payloads:
+            obj = orjson.loads(payload)
+            if obj.get("recipients") != [userId]:
+                obj["recipients"] = [userId]
+                payload = orjson.dumps(obj)
+            self._keepRaw(userId, payload, now)
+
     def _keep(self, userId: int, obj: dict[str, Any], now: float) -> None:
         self._keepRaw(userId, dumpJSON(obj), now)
 
@@ -463,12 +515,15 @@ class Router:
             if stored:
                 self._changed(userId)
             self.counters.delivered += len(stored)
+            # (a connection may take a replay apart from live messages:
+            # the protocol does not count it as a slow consumer's backlog)
+            senders = [getattr(c, "sendStored", c.sendPrepared) for c in connections]
             for _, payload in stored:
                 prepared = self._prepare(payload)
                 user.stats.receivedMessages += 1
                 user.stats.bytesTransferred += len(payload)
-                for connection in connections:
-                    connection.sendPrepared(prepared)
+                for send in senders:
+                    send(prepared)
             for _, prepared, _ in backlog:
                 for connection in connections:
                     connection.sendPrepared(prepared)

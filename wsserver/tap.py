@@ -36,6 +36,7 @@ from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, PostbackSender, targetKeys
 from .redis.address import parseRedisURL
+from .limits import Limits
 from .redistarget import RedisSender
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
 from .watchdog import Watchdog
@@ -160,6 +161,7 @@ class WsServer(MultiService):
     notifier: EventNotifier | None = None
     cluster: ClusterNode | None = None
     clusterStats: ClusterStats | None = None
+    limits: Limits
     #: the config running (a reload changes it)
     config: Config
     httpClient: Any = None
@@ -296,15 +298,17 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
     journal = StatsJournal() if node is not None else None
+    limits = top.limits = Limits(config.server.limits, reactor)
     router = top.router = Router(
         chat.message,
         reactor,
-        MessageFactory(reactor, config.server.tz),
+        MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients),
         store=store,
         notify=notifier.notify if notifier is not None else None,
         prepare=prepareFrame,
         peers=node,
         statsListener=journal,
+        maxTrackedUsers=limits.config.maxTrackedUsers,
     )
     clusterStats = None
     if node is not None:
@@ -317,7 +321,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
 
     # on the WebSocket, a token's sub is the user: tokens must have one
     wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor, subjectRequired=True)
-    factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor)
+    factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor, limits)
     top.ws = ListeningService(
         "WebSocket",
         _endpoint(reactor, config.server.listen, adopt, "ws"),
@@ -338,12 +342,13 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
         clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
-        collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges)
+        collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges,
+                                    limitCloses=limits.limitCloses)
         operations = Operations(collector, makeRegistry(collector), readiness,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
-                                         operations=operations),
-                        maxBody=chat.message.maxSize)
+                                         operations=operations, limits=limits),
+                        maxBody=chat.message.maxSize, limits=limits)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
         top.rest.setServiceParent(top)
@@ -357,8 +362,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         log.warn("config: {warning}", warning=warning)
     if config.server.auth.usesType("cookie") and not config.server.allowedOrigins:
         log.warn(
-            "server.auth uses cookies but server.allowedOrigins is empty: any web site can open a "
-            "connection with its visitors' cookies; list your app's origins"
+            "server.auth uses cookies but server.allowedOrigins is empty: handshakes that carry an "
+            "Origin header (browsers) are refused with 403; list your app's origins in "
+            'server.allowedOrigins, or ["*"] to allow every one'
         )
     return top
 

@@ -1,0 +1,90 @@
+"""
+The per-message cost of the limits, without the network and without the
+neighbours' noise: the real server protocol and router in one process, fed
+client frames (the throughput load's 3.3 KB message) into one connection
+and writing to another's in-memory transport; CPU time per message
+(time.process_time), all limits off against the defaults and against the
+defaults plus a token bucket, alternating, best of --repeat rounds.
+
+    python benchmarks/limits_hotpath.py [--messages 20000] [--repeat 15]
+"""
+
+import argparse
+import os
+import sys
+import time
+from zoneinfo import ZoneInfo
+
+import orjson
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from wsserver.auth import buildAuthenticator  # noqa: E402
+from wsserver.config import AuthConfig, LimitsConfig, MessageConfig, ServerConfig  # noqa: E402
+from wsserver.messages import MessageFactory  # noqa: E402
+from wsserver.protocol import ChatServerFactory, prepareFrame  # noqa: E402
+from wsserver.routing import Router  # noqa: E402
+
+HANDSHAKE = (
+    "GET /chat?id={uid} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def connect(factory, uid):
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + uid))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HANDSHAKE.format(uid=uid).encode())
+    transport.clear()
+    return protocol, transport
+
+
+def measure(limits, frames, count):
+    clock = Clock()
+    message = MessageConfig()
+    router = Router(message, clock, MessageFactory(clock, ZoneInfo("UTC"), maxRecipients=limits.maxRecipients),
+                    prepare=prepareFrame, maxTrackedUsers=limits.maxTrackedUsers)
+    factory = ChatServerFactory(router, ServerConfig(limits=limits), message, buildAuthenticator(AuthConfig()), clock)
+    alice, _ = connect(factory, 1)
+    bob, bobTransport = connect(factory, 2)
+    assert alice.attached and bob.attached
+    started = time.process_time()
+    for chunk in frames:
+        alice.dataReceived(chunk)
+        bobTransport.clear()
+    used = time.process_time() - started
+    assert not alice.transport.disconnecting
+    return used / count * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+    payload = orjson.dumps({"type": "text", "text": "x" * 3200, "recipients": [2], "data": {"t": 1.0}})
+    frame = PreparedMessage(payload, False, True, False).payloadHybi
+    # 8 frames a read, as the bench's window of 8 in flight
+    frames = [frame * 8] * (args.messages // 8)
+    count = len(frames) * 8
+    cases = {
+        "all limits off": LimitsConfig.off(),
+        "default limits": LimitsConfig(),
+        "defaults + messagesPerSecond": LimitsConfig(messagesPerSecond=1e9, burst=10**9),
+    }
+    best = {name: float("inf") for name in cases}
+    for _ in range(args.repeat):
+        for name, limits in cases.items():
+            best[name] = min(best[name], measure(limits, frames, count))
+    base = best["all limits off"]
+    print(f"{'case':<30} {'server us/msg (best)':>21} {'ratio':>6}")
+    for name in cases:
+        print(f"{name:<30} {best[name]:>21.2f} {best[name] / base:>5.3f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""
+Tests for L{wsserver.limits}: the state machines behind C{server.limits},
+with a L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from wsserver.config import LimitsConfig
+from wsserver.limits import AddressCounter, AuthFailures, Limits, RefusalLog, TokenBucket
+
+
+class TokenBucketTests(SynchronousTestCase):
+    """
+    L{TokenBucket}: C{messagesPerSecond} and C{burst}.
+    """
+
+    def test_burstThenRate(self) -> None:
+        """
+        A full bucket lets C{burst} messages through at once, then one per
+        C{1/rate} seconds.
+        """
+        clock = Clock()
+        bucket = TokenBucket(2, 5, clock)
+        self.assertEqual([bucket.take() for _ in range(6)], [True] * 5 + [False])
+        clock.advance(0.5)
+        self.assertEqual([bucket.take(), bucket.take()], [True, False])
+
+    def test_refillCapped(self) -> None:
+        """
+        A long quiet time refills the bucket to C{burst}, not beyond.
+        """
+        clock = Clock()
+        bucket = TokenBucket(10, 3, clock)
+        clock.advance(3600)
+        self.assertEqual([bucket.take() for _ in range(4)], [True, True, True, False])
+
+    def test_steadyRateKeptUp(self) -> None:
+        """
+        Messages at exactly the rate are never refused.
+        """
+        clock = Clock()
+        bucket = TokenBucket(100, 1, clock)
+        results = []
+        for _ in range(1000):
+            results.append(bucket.take())
+            clock.advance(0.01)
+        self.assertTrue(all(results))
+
+
+class AddressCounterTests(SynchronousTestCase):
+    """
+    L{AddressCounter}: C{maxConnectionsPerIp}.
+    """
+
+    def test_limitPerAddress(self) -> None:
+        """
+        Each address gets C{limit} connections; a release makes room; other
+        addresses are unaffected.
+        """
+        counter = AddressCounter(2)
+        self.assertEqual([counter.acquire("a") for _ in range(3)], [True, True, False])
+        self.assertTrue(counter.acquire("b"))
+        counter.release("a")
+        self.assertTrue(counter.acquire("a"))
+        self.assertEqual(counter.count("a"), 2)
+
+    def test_forgetsIdleAddresses(self) -> None:
+        """
+        An address with no connection left takes no memory.
+        """
+        counter = AddressCounter(1)
+        counter.acquire("a")
+        counter.release("a")
+        self.assertEqual(len(counter), 0)
+
+    def test_off(self) -> None:
+        """
+        With limit 0 every connection passes and nothing is kept.
+        """
+        counter = AddressCounter(0)
+        self.assertTrue(all(counter.acquire("a") for _ in range(100)))
+        self.assertEqual(len(counter), 0)
+
+
+class AuthFailuresTests(SynchronousTestCase):
+    """
+    L{AuthFailures}: C{authFailuresPerMinute}.
+    """
+
+    def test_blockedUntilMinutePassed(self) -> None:
+        """
+        After C{limit} failures within a minute the address is blocked until
+        the minute (from its first failure) has passed; others are not.
+        """
+        clock = Clock()
+        failures = AuthFailures(3, clock)
+        for _ in range(2):
+            failures.failed("a")
+            clock.advance(1)
+        self.assertFalse(failures.blocked("a"))
+        failures.failed("a")
+        self.assertTrue(failures.blocked("a"))
+        self.assertFalse(failures.blocked("b"))
+        clock.advance(57)
+        self.assertTrue(failures.blocked("a"))
+        clock.advance(1)
+        self.assertFalse(failures.blocked("a"))
+
+    def test_memoryBounded(self) -> None:
+        """
+        Addresses whose minute has passed are dropped as new ones fail.
+        """
+        clock = Clock()
+        failures = AuthFailures(3, clock)
+        for i in range(10000):
+            failures.failed(f"10.0.{i // 256}.{i % 256}")
+            clock.advance(0.1)
+        self.assertLessEqual(len(failures), 2 * 1024 + 600)
+
+    def test_off(self) -> None:
+        """
+        With limit 0 nothing is blocked or kept.
+        """
+        failures = AuthFailures(0, Clock())
+        for _ in range(100):
+            failures.failed("a")
+        self.assertFalse(failures.blocked("a"))
+        self.assertEqual(len(failures), 0)
+
+
+class RefusalLogTests(SynchronousTestCase):
+    """
+    L{RefusalLog}: at most one line a second per kind.
+    """
+
+    def test_floodLogsOncePerSecond(self) -> None:
+        """
+        A flood of refusals of one kind logs one line a second, which counts
+        the refusals since the previous line; every refusal is counted.
+        """
+        clock = Clock()
+        refusals = RefusalLog(clock)
+        with capturedLogs() as events:
+            for _ in range(3 * 1024):
+                refusals.refused("maxConnections", "tcp4:1.2.3.4:5", "too many")
+                clock.advance(1 / 1024)
+        self.assertEqual([e["count"] for e in events], [1, 1024, 1024])
+        self.assertEqual(refusals.refusals["maxConnections"], 3 * 1024)
+
+    def test_kindsApart(self) -> None:
+        """
+        Each kind has its own line.
+        """
+        clock = Clock()
+        refusals = RefusalLog(clock)
+        with capturedLogs() as events:
+            refusals.refused("a", "p", "r")
+            refusals.refused("b", "p", "r")
+            refusals.refused("a", "p", "r")
+        self.assertEqual([e["kind"] for e in events], ["a", "b"])
+
+
+class LimitsTests(SynchronousTestCase):
+    """
+    L{Limits}: the shared state of one server.
+    """
+
+    def test_bucketOnlyWithRate(self) -> None:
+        """
+        Connections get a token bucket only when C{messagesPerSecond} is set.
+        """
+        clock = Clock()
+        self.assertIsNone(Limits(LimitsConfig(), clock).bucket())
+        bucket = Limits(LimitsConfig(messagesPerSecond=1, burst=1), clock).bucket()
+        self.assertEqual([bucket.take(), bucket.take()], [True, False])
+
+    def test_counters(self) -> None:
+        """
+        Closes and refusals are counted by limit and by kind.
+        """
+        limits = Limits(LimitsConfig(), Clock())
+        limits.closed("sendBufferBytes")
+        limits.closed("sendBufferBytes")
+        limits.refused("maxConnections", "p", "r")
+        self.assertEqual(limits.limitCloses["sendBufferBytes"], 2)
+        self.assertEqual(limits.refusals["maxConnections"], 1)
