@@ -158,6 +158,9 @@ class RestConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     #: as L{ServerConfig.listenSource} (C{"--rest"} for the option)
     listenSource: str = "listen"
+    #: how long an C{Idempotency-Key} (and a message's ack token) is
+    #: remembered; 0: not at all
+    idempotencySeconds: float = 300
 
 
 @dataclass(frozen=True)
@@ -812,6 +815,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         listen=restListen,
         auth=_parseAuth(r, "auth"),
         listenSource=restSource,
+        idempotencySeconds=r.number("idempotencySeconds", 300, 0),
     )
     r.finish()
 

@@ -35,6 +35,7 @@ from .routing import Router
 from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, PostbackSender, targetKeys
+from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .redis.address import parseRedisURL
 from .redistarget import RedisSender
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
@@ -165,6 +166,9 @@ class WsServer(MultiService):
     httpClient: Any = None
     #: the REST API's auth, which a reload can swap
     restAuth: ReloadableAuthenticator | None = None
+    #: claimed keys (C{Idempotency-Key}, ack tokens): the cluster's with
+    #: C{cluster.redis}
+    idempotency: IIdempotency
 
     def reload(self, load: Callable[[], Config], reactor: Any) -> None:
         """
@@ -295,11 +299,14 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
             store = MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
         pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
+    top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
+    messages = MessageFactory(reactor, config.server.tz)
+
     journal = StatsJournal() if node is not None else None
     router = top.router = Router(
         chat.message,
         reactor,
-        MessageFactory(reactor, config.server.tz),
+        messages,
         store=store,
         notify=notifier.notify if notifier is not None else None,
         prepare=prepareFrame,
@@ -342,7 +349,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         operations = Operations(collector, makeRegistry(collector), readiness,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
-                                         operations=operations),
+                                         operations=operations, idempotency=top.idempotency,
+                                         idempotencySeconds=config.restApi.idempotencySeconds),
                         maxBody=chat.message.maxSize)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
