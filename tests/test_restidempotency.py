@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from wsserver.auth import buildAuthenticator
-from wsserver.config import AuthConfig
+from wsserver.config import AuthConfig, ConfigError, parseConfig
 from wsserver.idempotency import IIdempotency, MemoryIdempotency
 from wsserver.rest import makeRestResource
 
@@ -37,6 +37,29 @@ class _Broken:
 
     def claim(self, key: bytes, value: bytes, ttlSeconds: float) -> Deferred[bytes | None]:
         return fail(ConnectionError("Redis unreachable"))
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    C{restApi.idempotencySeconds}.
+    """
+
+    def test_default(self) -> None:
+        """
+        300 by default; any number of 0 or more.
+        """
+        self.assertEqual(parseConfig({}).restApi.idempotencySeconds, 300)
+        self.assertEqual(parseConfig({"restApi": {"idempotencySeconds": 0}}).restApi.idempotencySeconds, 0)
+        self.assertEqual(parseConfig({"restApi": {"idempotencySeconds": 1.5}}).restApi.idempotencySeconds, 1.5)
+
+    def test_bad(self) -> None:
+        """
+        A negative or non-number value is refused, naming the key.
+        """
+        e = self.assertRaises(ConfigError, parseConfig, {"restApi": {"idempotencySeconds": -1}}, False)
+        self.assertEqual(e.problems, ["restApi.idempotencySeconds: -1 must be at least 0"])
+        e = self.assertRaises(ConfigError, parseConfig, {"restApi": {"idempotencySeconds": "5"}}, False)
+        self.assertEqual(e.problems, ['restApi.idempotencySeconds: must be a number, not string "5"'])
 
 
 class IdempotencyKeyTests(RestMixin, SynchronousTestCase):
