@@ -25,7 +25,7 @@ from zope.interface import Attribute, Interface, implementer
 from .config import MessageConfig
 from .messages import BOT, InvalidPayload, Message, MessageFactory
 from .metrics import Counters
-from .peers import IInbound, IPeers, IStatsListener, NoPeers, NoStatsListener
+from .peers import IInbound, IPeers, IPresenceListener, IStatsListener, NoPeers, NoPresenceListener, NoStatsListener
 from .stats import UserStats, emptyStatItem
 from .storage import IUndeliveredStore
 
@@ -89,6 +89,8 @@ class Router:
     @param peers: the other nodes of a cluster (L{NoPeers}: none); the
         router binds itself to them as their L{IInbound}.
     @param statsListener: told which users' statistics change.
+    @param presenceListener: told when a user comes online or goes offline
+        on this node.
     """
 
     log = Logger()
@@ -103,6 +105,7 @@ class Router:
         prepare: Callable[[bytes], Any] = _identity,
         peers: IPeers | None = None,
         statsListener: IStatsListener | None = None,
+        presenceListener: IPresenceListener | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -116,6 +119,7 @@ class Router:
         #: called on every change of a user's statistics (bound once: it is
         #: on every message's path)
         self._changed = listener.changed
+        self._presence: IPresenceListener = NoPresenceListener() if presenceListener is None else presenceListener
         self._users: dict[int, _User] = {}
         self.connectionCount = 0
         #: plain counters for the metrics (L{wsserver.metrics})
@@ -155,6 +159,7 @@ class Router:
             self.counters.usersOnline += 1
         self._peers.connected(connection.userId, stats, len(user.connections))
         if len(user.connections) == 1:
+            self._presence.online(connection.userId)
             # when a drain is still in flight (the user went offline and came
             # back before the store answered), it delivers to this connection
             if self._store is not None and user.backlog is None:
@@ -179,6 +184,7 @@ class Router:
         self._peers.disconnected(connection.userId, user.stats, len(user.connections))
         if not user.connections:
             self._statsListener.wentOffline(connection.userId)
+            self._presence.offline(connection.userId)
 
     def isOnline(self, userId: int) -> bool:
         """
