@@ -218,6 +218,10 @@ class EventConfig:
     maxParallelWorkers: int = 16
     ignoreTypes: frozenset[str] = frozenset()
     targets: tuple[TargetConfig, ...] = ()
+    #: C{user_online} / C{user_offline} events to the targets
+    presence: bool = False
+    #: seconds a presence change must last before it is sent
+    presenceDebounceSeconds: float = 3
 
 
 @dataclass(frozen=True)
@@ -863,6 +867,8 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         maxParallelWorkers=e.int("maxParallelWorkers", 16, 1),
         ignoreTypes=frozenset(e.strings("ignoreTypes")),
         targets=_parseTargets(e, "targets"),
+        presence=e.bool("presence", False),
+        presenceDebounceSeconds=e.number("presenceDebounceSeconds", 3, 0),
     )
     e.finish()
 

@@ -28,6 +28,7 @@ from .config import (Config, ConfigError, defaultConfig, endpointProblems, liste
                      withOverrides)
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
+from .peers import NoPeers
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
@@ -36,6 +37,7 @@ from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, PostbackSender, targetKeys
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
+from .presenceevents import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
 from .redis.address import parseRedisURL
 from .redistarget import RedisSender
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
@@ -169,6 +171,8 @@ class WsServer(MultiService):
     #: claimed keys (C{Idempotency-Key}, ack tokens): the cluster's with
     #: C{cluster.redis}
     idempotency: IIdempotency
+    #: the presence events' debouncer, when C{event.presence} is on
+    presence: PresenceDebouncer | None = None
 
     def reload(self, load: Callable[[], Config], reactor: Any) -> None:
         """
@@ -301,6 +305,15 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
 
     top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
     messages = MessageFactory(reactor, config.server.tz)
+    presence = None
+    if notifier is not None and events is not None and events.presence:
+        ledger = RedisPresenceLedger(node.bulk) if node is not None else MemoryPresenceLedger()
+        presenceEvents = PresenceEvents(ledger, node if node is not None else NoPeers(), messages,
+                                        notifier.notifyServerEvent)
+        presence = top.presence = PresenceDebouncer(reactor, events.presenceDebounceSeconds, presenceEvents.settled)
+        # stops after the WebSocket service (added later): the closes of the
+        # shutdown start no timer
+        _AtStop(presence.stop).setServiceParent(top)
 
     journal = StatsJournal() if node is not None else None
     router = top.router = Router(
@@ -312,6 +325,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         prepare=prepareFrame,
         peers=node,
         statsListener=journal,
+        presenceListener=presence,
     )
     clusterStats = None
     if node is not None:
