@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import Site
 from zope.interface.verify import verifyObject
 
-from wsserver.config import ConfigError, EventConfig, MessageConfig, parseConfig
+from wsserver.config import ConfigError, EventConfig, MessageConfig, parseConfig, startWarnings
 from wsserver.eventstore import MemoryEventStore
 from wsserver.events import EventNotifier
 from wsserver.messages import MessageFactory
@@ -56,6 +56,16 @@ class ConfigTests(SynchronousTestCase):
                               {"event": {"presence": 1, "presenceDebounceSeconds": -2}}, False)
         self.assertEqual(e.problems, ["event.presence: must be true or false, not number 1",
                                       "event.presenceDebounceSeconds: -2 must be at least 0"])
+
+
+    def test_warnedWithoutEvents(self) -> None:
+        """
+        C{event.presence} without C{event.enabled} is a start warning.
+        """
+        self.assertEqual(startWarnings(parseConfig({"event": {"presence": True}})), [
+            "event.presence: true, but event.enabled is false: no presence event is sent; "
+            "set event.enabled and a target"])
+        self.assertEqual(startWarnings(parseConfig({})), [])
 
 
 class DebouncerTests(SynchronousTestCase):
@@ -437,6 +447,28 @@ class EndToEndTests(TestCase):
         self.addCleanup(closeClient, client)
         yield _pause(DEBOUNCE * 4)
         self.assertEqual(_presence(sink), [("user_online", 4)])
+
+    @inlineCallbacks
+    def test_retriedThenFallback(self) -> Any:
+        """
+        A presence event that its target refuses is retried, then handed to
+        the target's fallback, and counted by C{GET /events} as a message is.
+        """
+        sink, url = yield _sink(self)
+        closed = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(JSONSink()))
+        deadPort = closed.getHost().port
+        yield closed.stopListening()
+        events = _events(url)
+        events["retryCount"] = 1
+        events["targets"] = [{"type": "postback", "url": f"http://127.0.0.1:{deadPort}/hook",
+                              "fallback": [{"type": "postback", "url": url}]}]
+        server = yield startServer(self, {"event": events, "server": {"dataDir": os.path.abspath(self.mktemp())}})
+        client = yield openClient(server, userId=4)
+        self.addCleanup(closeClient, client)
+        self.assertTrue((yield _until(lambda: _presence(sink) == [("user_online", 4)])))
+        counts = yield server.service.notifier.counts()
+        byTarget = {c["target"]: c for c in counts}
+        self.assertEqual(byTarget["targets[0].fallback[0]"]["succeeded"], 1)
 
     @inlineCallbacks
     def test_offByDefault(self) -> Any:

@@ -934,6 +934,9 @@ def startWarnings(config: Config) -> list[str]:
                 f"{key}: the REST API listens on {where} with noauth: anyone "
                 f"who reaches it can send messages as anyone; set restApi.auth, or listen on 127.0.0.1"
             )
+    if config.event.presence and not config.event.enabled:
+        warnings.append("event.presence: true, but event.enabled is false: no presence event is sent; "
+                        "set event.enabled and a target")
     return warnings
 
 
