@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import orjson
+from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, inlineCallbacks
 from twisted.internet.task import deferLater
@@ -24,7 +25,6 @@ from wsserver.rest import makeRestResource
 from .redis import RedisTestCase
 from .support import closeClient, openClient, restRequest, startServer
 from .test_rest import JSON, RestMixin
-from treq.testing import StubTreq
 
 MESSAGE = {"type": "text", "text": "hi", "recipients": [5]}
 
