@@ -200,6 +200,9 @@ class RestConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     #: as L{ServerConfig.listenSource} (C{"--rest"} for the option)
     listenSource: str = "listen"
+    #: how long an C{Idempotency-Key} (and a message's ack token) is
+    #: remembered; 0: not at all
+    idempotencySeconds: float = 300
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,10 @@ class EventConfig:
     maxParallelWorkers: int = 16
     ignoreTypes: frozenset[str] = frozenset()
     targets: tuple[TargetConfig, ...] = ()
+    #: C{user_online} / C{user_offline} events to the targets
+    presence: bool = False
+    #: seconds a presence change must last before it is sent
+    presenceDebounceSeconds: float = 3
 
 
 @dataclass(frozen=True)
@@ -894,6 +901,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         listen=restListen,
         auth=_parseAuth(r, "auth"),
         listenSource=restSource,
+        idempotencySeconds=r.number("idempotencySeconds", 300, 0),
     )
     r.finish()
 
@@ -941,6 +949,8 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         maxParallelWorkers=e.int("maxParallelWorkers", 16, 1),
         ignoreTypes=frozenset(e.strings("ignoreTypes")),
         targets=_parseTargets(e, "targets"),
+        presence=e.bool("presence", False),
+        presenceDebounceSeconds=e.number("presenceDebounceSeconds", 3, 0),
     )
     e.finish()
 
@@ -1006,6 +1016,9 @@ def startWarnings(config: Config) -> list[str]:
                 f"{key}: the REST API listens on {where} with noauth: anyone "
                 f"who reaches it can send messages as anyone; set restApi.auth, or listen on 127.0.0.1"
             )
+    if config.event.presence and not config.event.enabled:
+        warnings.append("event.presence: true, but event.enabled is false: no presence event is sent; "
+                        "set event.enabled and a target")
     return warnings
 
 

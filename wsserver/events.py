@@ -186,6 +186,20 @@ class EventNotifier(Service):
         if self._flushCall is None:
             self._flushCall = self._clock.callLater(0, self._flush)
 
+    def notifyServerEvent(self, kind: str, payload: bytes) -> None:
+        """
+        Queue a delivery of a server event (a presence change, of type
+        C{kind}) for every target, unless C{ignoreTypes} has its type: like
+        a message, without the C{sendBotMessages} filter.
+        """
+        if kind in self._config.ignoreTypes:
+            return
+        batch = self._batch
+        for primary in self._primaries:
+            batch.append((primary, payload))
+        if self._flushCall is None:
+            self._flushCall = self._clock.callLater(0, self._flush)
+
     def _flush(self) -> None:
         self._flushCall = None
         batch, self._batch = self._batch, []

@@ -15,6 +15,9 @@ one node and for many.
   - L{IStatsListener}: told which users' statistics changed, to write them
     somewhere (the cluster's L{wsserver.cluster.stats.StatsJournal}).
     L{NoStatsListener}: nobody listens.
+  - L{IPresenceListener}: told when a user's first connection on this node
+    opens and its last one closes (the presence events,
+    L{wsserver.presenceevents}).  L{NoPresenceListener}: nobody listens.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from zope.interface import Attribute, Interface, implementer
 
 from .stats import UserStats
 
-__all__ = ["IInbound", "IPeers", "IStatsListener", "NoPeers", "NoStatsListener"]
+__all__ = ["IInbound", "IPeers", "IPresenceListener", "IStatsListener", "NoPeers", "NoPresenceListener",
+           "NoStatsListener"]
 
 
 class IInbound(Interface):
@@ -127,6 +131,23 @@ class IStatsListener(Interface):
         """
 
 
+class IPresenceListener(Interface):
+    """
+    Told when a user comes online or goes offline on this node (not on
+    every connection: on the first one and after the last one).
+    """
+
+    def online(userId: int) -> None:
+        """
+        The first connection of C{userId} on this node opened.
+        """
+
+    def offline(userId: int) -> None:
+        """
+        The last connection of C{userId} on this node closed.
+        """
+
+
 @implementer(IPeers)
 class NoPeers:
     """
@@ -168,4 +189,17 @@ class NoStatsListener:
         pass
 
     def wentOffline(self, userId: int) -> None:
+        pass
+
+
+@implementer(IPresenceListener)
+class NoPresenceListener:
+    """
+    Nobody listens.
+    """
+
+    def online(self, userId: int) -> None:
+        pass
+
+    def offline(self, userId: int) -> None:
         pass

@@ -62,6 +62,7 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
         ("server.watchdog", old.server.watchdog, new.server.watchdog),
         ("restApi.enabled", old.restApi.enabled, new.restApi.enabled),
         ("restApi.listen", old.restApi.listen, new.restApi.listen),
+        ("restApi.idempotencySeconds", old.restApi.idempotencySeconds, new.restApi.idempotencySeconds),
         ("chat.enableUndeliveredQueue", old.chat.enableUndeliveredQueue, new.chat.enableUndeliveredQueue),
         ("chat.undelivered", old.chat.undelivered, new.chat.undelivered),
         ("event", old.event, new.event),
@@ -107,7 +108,7 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
                        workers=old.server.workers, dataDir=old.server.dataDir, timezone=old.server.timezone,
                        watchdog=old.server.watchdog),
         restApi=replace(new.restApi, enabled=old.restApi.enabled, listen=old.restApi.listen,
-                        listenSource=old.restApi.listenSource,
+                        listenSource=old.restApi.listenSource, idempotencySeconds=old.restApi.idempotencySeconds,
                         auth=old.restApi.auth if any(k.startswith("restApi.auth") for k, _, _ in restart)
                         else new.restApi.auth),
         chat=replace(new.chat, enableUndeliveredQueue=old.chat.enableUndeliveredQueue,

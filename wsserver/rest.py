@@ -11,6 +11,11 @@ they arrive: past it the answer is 413 and the connection is closed, the rest
 of the body never read.  With C{server.limits}: a request (headers and body)
 that has not arrived whole within C{requestTimeoutSeconds} is dropped; a client
 address over C{authFailuresPerMinute} gets 429 without an auth check.
+
+C{POST /send-message} with an C{Idempotency-Key} header routes once per key
+within C{restApi.idempotencySeconds}: a repeat answers 202 again (with
+C{Idempotent-Replayed: true}) and routes nothing.  The keys of every REST
+caller share one namespace (and, in a cluster, one for every node).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from twisted.web.resource import Resource
 from .auth import Authenticator, Credentials
 from .events import EventNotifier
 from .limits import Limits
+from .idempotency import IIdempotency
 from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing import Router
@@ -40,6 +46,9 @@ from .routing import Router
 __all__ = ["Operations", "RestSite", "makeRestResource"]
 
 log = Logger()
+
+#: The longest C{Idempotency-Key}, in characters.
+MAX_IDEMPOTENCY_KEY = 200
 
 #: A handler's answer: an HTTP status and a JSON-able body (L{None}: empty).
 Answer = tuple[int, Any]
@@ -330,12 +339,16 @@ class _Api:
         clusterStats: Any = None,
         operations: Operations | None = None,
         limits: Limits | None = None,
+        idempotency: IIdempotency | None = None,
+        idempotencySeconds: float = 0,
     ) -> None:
         self.limits = limits
         if operations is None:
             collector = ServerCollector(router, notifier)
             operations = Operations(collector, makeRegistry(collector))
         self.operations = operations
+        self.idempotency = idempotency if idempotencySeconds > 0 else None
+        self.idempotencySeconds = idempotencySeconds
         self.notifier = notifier
         self.clusterStats = clusterStats
         self.router = router
@@ -461,7 +474,7 @@ class _Api:
             return uid
         return _ok({"isOnline": self.router.isOnline(uid)})
 
-    def sendMessage(self, request: IRequest) -> Answer:
+    def sendMessage(self, request: IRequest) -> Answer | Deferred[Answer]:
         if getattr(request, "tooLarge", False):
             limit = getattr(request.channel.site, "maxBody", 0)
             return _error(413, f"Payload too large: the limit is {limit} bytes")
@@ -475,6 +488,34 @@ class _Api:
             return _error(400, "Invalid payload. " + e.reason)
         if message.isForBot():
             return _error(400, "Can't send message to bot through the api")
+        key = request.getHeader(b"idempotency-key") if self.idempotency is not None else None
+        if key is None:
+            return self._route(message)
+        if len(key.decode("utf-8", "replace")) > MAX_IDEMPOTENCY_KEY:
+            return _error(400, f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY} characters")
+        if not key:
+            return _error(400, "Idempotency-Key must not be empty")
+        try:
+            # before the claim: a message that cannot be routed must not use up its key
+            message.serialize()
+        except (TypeError, orjson.JSONEncodeError) as e:
+            return _error(400, f"Invalid payload. $.data cannot be carried: {e}")
+        assert self.idempotency is not None
+
+        def claimed(earlier: bytes | None) -> Answer:
+            if earlier is None:
+                return self._route(message)
+            request.setHeader(b"Idempotent-Replayed", b"true")
+            return 202, None
+
+        def unchecked(f: Failure) -> Answer:
+            log.warn("Idempotency-Key could not be checked: {why}", why=f.getErrorMessage())
+            return _error(503, "Idempotency-Key could not be checked; nothing was sent, try again")
+
+        d = self.idempotency.claim(b"rest:" + key, message.id.encode(), self.idempotencySeconds)
+        return d.addCallbacks(claimed, unchecked)
+
+    def _route(self, message: Any) -> Answer:
         try:
             self.router.route(message)
         except InvalidPayload as e:
@@ -550,6 +591,8 @@ def makeRestResource(
     stats: Any = None,
     operations: Operations | None = None,
     limits: Limits | None = None,
+    idempotency: IIdempotency | None = None,
+    idempotencySeconds: float = 0,
 ) -> Resource:
     """
     The REST API's resource tree.
@@ -564,9 +607,11 @@ def makeRestResource(
         L{None}: metrics of C{router} and C{notifier}, always ready.
     @param limits: the server's limits (C{authFailuresPerMinute}, shared with
         the WebSocket side), or L{None}.
+    @param idempotency: where C{Idempotency-Key}s are claimed, for
+        C{idempotencySeconds} (0 or no store: the header is ignored).
     """
     api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats, operations,
-               limits)
+               limits, idempotency, idempotencySeconds)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))

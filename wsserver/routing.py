@@ -26,7 +26,7 @@ from zope.interface import Attribute, Interface, implementer
 from .config import MessageConfig
 from .messages import BOT, InvalidPayload, Message, MessageFactory, dumpJSON, parsePayload
 from .metrics import Counters
-from .peers import IInbound, IPeers, IStatsListener, NoPeers, NoStatsListener
+from .peers import IInbound, IPeers, IPresenceListener, IStatsListener, NoPeers, NoPresenceListener, NoStatsListener
 from .stats import UserStats, emptyStatItem
 from .storage import IUndeliveredStore
 
@@ -93,6 +93,8 @@ class Router:
     @param maxTrackedUsers: the most users with no connection whose
         statistics are kept; beyond it the least recently seen are
         forgotten (0: no limit).
+    @param presenceListener: told when a user comes online or goes offline
+        on this node.
     """
 
     log = Logger()
@@ -108,6 +110,7 @@ class Router:
         peers: IPeers | None = None,
         statsListener: IStatsListener | None = None,
         maxTrackedUsers: int = 0,
+        presenceListener: IPresenceListener | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -121,6 +124,7 @@ class Router:
         #: called on every change of a user's statistics (bound once: it is
         #: on every message's path)
         self._changed = listener.changed
+        self._presence: IPresenceListener = NoPresenceListener() if presenceListener is None else presenceListener
         self._users: dict[int, _User] = {}
         #: the users in C{_users} with no connection, least recently seen first
         self._offline: OrderedDict[int, None] = OrderedDict()
@@ -185,6 +189,7 @@ class Router:
             self.counters.usersOnline += 1
         self._peers.connected(connection.userId, stats, len(user.connections))
         if len(user.connections) == 1:
+            self._presence.online(connection.userId)
             # when a drain is still in flight (the user went offline and came
             # back before the store answered), it delivers to this connection
             if self._store is not None and user.backlog is None:
@@ -213,6 +218,7 @@ class Router:
         self._peers.disconnected(connection.userId, user.stats, len(user.connections))
         if not user.connections:
             self._statsListener.wentOffline(connection.userId)
+            self._presence.offline(connection.userId)
 
     def isOnline(self, userId: int) -> bool:
         """

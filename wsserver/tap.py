@@ -28,6 +28,7 @@ from .config import (Config, ConfigError, defaultConfig, endpointProblems, liste
                      withOverrides)
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
+from .peers import NoPeers
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
@@ -35,6 +36,8 @@ from .routing import Router
 from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, PostbackSender, targetKeys
+from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
+from .presenceevents import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
 from .redis.address import parseRedisURL
 from .limits import Limits
 from .redistarget import RedisSender
@@ -167,6 +170,11 @@ class WsServer(MultiService):
     httpClient: Any = None
     #: the REST API's auth, which a reload can swap
     restAuth: ReloadableAuthenticator | None = None
+    #: claimed keys (C{Idempotency-Key}, ack tokens): the cluster's with
+    #: C{cluster.redis}
+    idempotency: IIdempotency
+    #: the presence events' debouncer, when C{event.presence} is on
+    presence: PresenceDebouncer | None = None
 
     def reload(self, load: Callable[[], Config], reactor: Any) -> None:
         """
@@ -297,18 +305,31 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
             store = MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
         pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
-    journal = StatsJournal() if node is not None else None
+    top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
     limits = top.limits = Limits(config.server.limits, reactor)
+    messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
+    presence = None
+    if notifier is not None and events is not None and events.presence:
+        ledger = RedisPresenceLedger(node.bulk) if node is not None else MemoryPresenceLedger()
+        presenceEvents = PresenceEvents(ledger, node if node is not None else NoPeers(), messages,
+                                        notifier.notifyServerEvent)
+        presence = top.presence = PresenceDebouncer(reactor, events.presenceDebounceSeconds, presenceEvents.settled)
+        # stops after the WebSocket service (added later): the closes of the
+        # shutdown start no timer
+        _AtStop(presence.stop).setServiceParent(top)
+
+    journal = StatsJournal() if node is not None else None
     router = top.router = Router(
         chat.message,
         reactor,
-        MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients),
+        messages,
         store=store,
         notify=notifier.notify if notifier is not None else None,
         prepare=prepareFrame,
         peers=node,
         statsListener=journal,
         maxTrackedUsers=limits.config.maxTrackedUsers,
+        presenceListener=presence,
     )
     clusterStats = None
     if node is not None:
@@ -347,7 +368,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         operations = Operations(collector, makeRegistry(collector), readiness,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
-                                         operations=operations, limits=limits),
+                                         operations=operations, limits=limits, idempotency=top.idempotency,
+                                         idempotencySeconds=config.restApi.idempotencySeconds),
                         maxBody=chat.message.maxSize, limits=limits)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
