@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
+
 from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.web.server import Site
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
@@ -15,7 +20,18 @@ from twisted.trial.unittest import TestCase
 from wsserver.config import ConfigError, parseConfig
 from wsserver.reload import restartKeys
 
-from .support import closeClient, loopbackConfig, openClient, restRequest, startServer
+from .support import JSONSink, closeClient, loopbackConfig, openClient, restRequest, startServer
+
+
+async def _until(condition, seconds: float = 5.0) -> bool:
+    """
+    Poll C{condition} every 20 ms until it holds, for at most C{seconds}.
+    """
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        await deferLater(reactor, 0.02, lambda: None)
+    return False
 
 
 class ReloadTests(TestCase):
@@ -75,6 +91,37 @@ class ReloadTests(TestCase):
         owner = yield openClient(server, userId=5, headers={"Authorization": f"Bearer {token}"})
         self.addCleanup(closeClient, owner)
         self.assertFalse(owner.closed.called)
+
+    @inlineCallbacks
+    def test_eventTargets(self):
+        """
+        New event targets apply to the next messages: after the reload the
+        webhook is the new one, and the old one gets nothing more.
+        """
+        old, new = JSONSink(), JSONSink()
+        ports = []
+        for sink in (old, new):
+            port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(sink))
+            self.addCleanup(port.stopListening)
+            ports.append(port.getHost().port)
+
+        def events(port):
+            return {"event": {"enabled": True, "targets": [
+                {"type": "postback", "url": f"http://127.0.0.1:{port}/hook"}]},
+                "server": {"dataDir": os.path.abspath(self.dataDir)}}
+
+        self.dataDir = self.mktemp()
+        server = yield startServer(self, events(ports[0]))
+        alice = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, alice)
+        alice.send({"type": "text", "text": "before", "recipients": [2]})
+        yield _until(lambda: len(old.bodies) == 1)
+        lines = self.reload(server, events(ports[1]))
+        self.assertEqual(lines[-1], "reload done: event applied")
+        alice.send({"type": "text", "text": "after", "recipients": [2]})
+        yield _until(lambda: len(new.bodies) == 1)
+        self.assertEqual([b["text"] for b in old.bodies], ["before"])
+        self.assertEqual([b["text"] for b in new.bodies], ["after"])
 
     @inlineCallbacks
     def test_restAuthAndMessages(self):

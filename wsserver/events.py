@@ -140,6 +140,23 @@ def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]
     return {f"targets[{i}]": chain(f"targets[{i}]", t) for i, t in enumerate(config.targets)}
 
 
+def makeSenders(config: EventConfig, httpClient: Any, reactor: Any) -> dict[str, ISender]:
+    """
+    A sender for every target key of L{targetKeys}: webhooks through
+    C{httpClient}, Redis targets with a connection each.
+    """
+    from .redistarget import RedisSender
+
+    senders: dict[str, ISender] = {}
+    for chain in targetKeys(config).values():
+        for key, target in chain:
+            if target.type == "postback":
+                senders[key] = PostbackSender(target, httpClient, reactor)
+            else:
+                senders[key] = RedisSender(target, reactor)
+    return senders
+
+
 class EventNotifier(Service):
     """
     Hands routed messages to the event targets.
@@ -169,6 +186,24 @@ class EventNotifier(Service):
         self._pumpAgain = False
         self._wakeCall: IDelayedCall | None = None
         self._stopping = False
+
+    def reconfigure(self, config: EventConfig, senders: dict[str, ISender]) -> None:
+        """
+        Deliver with C{config} and C{senders} from now on (a reload).  The
+        deliveries that wait go to the target now at the same place
+        (C{targets[0]} ...); those of a place that no longer exists end as
+        failed.  The old senders are closed: a delivery in flight on one of
+        them that fails is retried on the new one.
+        """
+        old = self._senders
+        self._config = config
+        self._senders = senders
+        self._chains = {primary: [key for key, _ in chain] for primary, chain in targetKeys(config).items()}
+        self._primaries = list(self._chains)
+        for sender in old.values():
+            maybeDeferred(sender.close).addErrback(
+                lambda f: self.log.failure("could not close a replaced event sender", f))
+        self._pump()
 
     # intake
 

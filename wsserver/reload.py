@@ -9,10 +9,12 @@ C{server.allowedOrigins}, C{server.endpoint}, and the message settings
 (C{chat.message}: C{maxSize}, delivery status, send-back, C{enforceSender}),
 and C{server.limits} (new connections and requests; what was counted so far,
 connections per address and auth failures, is kept).
-The keys that need a restart (listen addresses, workers, storage, the
-cluster, events, the watchdog) are logged as such and keep their running
-value.  A file with errors is refused: its problems are logged and the
-running config stays.
+The event settings and targets apply too (while events stay on: turning
+them on or off, and the presence events' settings, need a restart); a
+delivery that waits goes to the target now at its place in C{targets}.  The
+keys that need a restart (listen addresses, workers, storage, the cluster,
+the watchdog) are logged as such and keep their running value.  A file with
+errors is refused: its problems are logged and the running config stays.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from twisted.logger import Logger
 
 from .auth import Authenticator, Credentials, buildAuthenticator
 from .config import Config, ConfigError, LimitsConfig
+from .events import makeSenders
 
 __all__ = ["ReloadableAuthenticator", "reload", "restartKeys"]
 
@@ -65,7 +68,9 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
         ("restApi.idempotencySeconds", old.restApi.idempotencySeconds, new.restApi.idempotencySeconds),
         ("chat.enableUndeliveredQueue", old.chat.enableUndeliveredQueue, new.chat.enableUndeliveredQueue),
         ("chat.undelivered", old.chat.undelivered, new.chat.undelivered),
-        ("event", old.event, new.event),
+        ("event.enabled", old.event.enabled, new.event.enabled),
+        ("event.presence", old.event.presence, new.event.presence),
+        ("event.presenceDebounceSeconds", old.event.presenceDebounceSeconds, new.event.presenceDebounceSeconds),
         ("cluster", old.cluster, new.cluster),
     ]
     # a REST auth that starts or stops being basic changes the 401's header
@@ -113,7 +118,9 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
                         else new.restApi.auth),
         chat=replace(new.chat, enableUndeliveredQueue=old.chat.enableUndeliveredQueue,
                      undelivered=old.chat.undelivered),
-        event=old.event,
+        event=(replace(new.event, presence=old.event.presence,
+                       presenceDebounceSeconds=old.event.presenceDebounceSeconds)
+               if old.event.enabled and new.event.enabled else old.event),
         cluster=old.cluster,
     )
     httpClient = getattr(server, "httpClient", None)
@@ -143,6 +150,10 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
     if running.server.limits != old.server.limits:
         _applyLimits(server, running.server.limits)
         applied.append("server.limits")
+    notifier = getattr(server, "notifier", None)
+    if notifier is not None and running.event != old.event:
+        notifier.reconfigure(running.event, makeSenders(running.event, httpClient, reactor))
+        applied.append("event")
     restAuth = getattr(server, "restAuth", None)
     if restAuth is not None and running.restApi.auth != old.restApi.auth:
         restAuth.current = buildAuthenticator(running.restApi.auth, httpClient, reactor)

@@ -35,12 +35,11 @@ from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
-from .events import EventNotifier, PostbackSender, targetKeys
+from .events import EventNotifier, makeSenders
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .presenceevents import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
 from .redis.address import parseRedisURL
 from .limits import Limits
-from .redistarget import RedisSender
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
 from .watchdog import Watchdog
 from .workers import WorkerPool, parseAdopt
@@ -273,14 +272,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     notifier = None
     if events is not None:
         assert database is not None
-        senders: dict[str, Any] = {}
-        for chain in targetKeys(events).values():
-            for key, target in chain:
-                if target.type == "postback":
-                    senders[key] = PostbackSender(target, httpClient, reactor)
-                else:
-                    senders[key] = RedisSender(target, reactor)
-        notifier = top.notifier = EventNotifier(events, database.events(), senders, reactor)
+        notifier = top.notifier = EventNotifier(events, database.events(), makeSenders(events, httpClient, reactor),
+                                                reactor)
         notifier.setServiceParent(top)
 
     node = None
