@@ -1,7 +1,7 @@
 """
 The pages in a real browser (SPEC section 9): the demo chat page on the
 WebSocket port, the dashboard on the REST API, and the original C++ server's
-example client (C{tests/original/}) against this server.
+example client's way of talking (C{tests/legacy/}) against this server.
 
 The server runs in the test's reactor (L{tests.support.startServer});
 headless Chromium is driven through Selenium, whose calls block, so every
@@ -367,8 +367,8 @@ class DashboardTests(BrowserMixin, TestCase):
 
 class OriginalClientTests(BrowserMixin, TestCase):
     """
-    The original C++ server's C{javascript_client_example.html}, unchanged
-    but for a local jQuery, talks to this server.
+    A client written the way the original C++ server's browser example
+    works (C{tests/legacy/client.html}) talks to this server.
     """
 
     timeout = 120
@@ -376,18 +376,18 @@ class OriginalClientTests(BrowserMixin, TestCase):
     @inlineCallbacks
     def test_exampleClientsTalk(self) -> Any:
         """
-        Two copies of the original example, as users 1 and 2: a text from 1
-        shows in 2's list, and 1 sees the delivery notification.
+        Two such clients, as users 1 and 2: a text from 1 shows in 2's list,
+        and 1 sees the delivery notification.
         """
         server = yield startServer(self, {"chat": {"message": {"enableDeliveryStatus": True}}})
-        port = reactor.listenTCP(0, Site(File(os.path.join(HERE, "original"))), interface="127.0.0.1")
+        port = reactor.listenTCP(0, Site(File(os.path.join(HERE, "legacy"))), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         browser = yield self.browser()
 
         def page(me: int, friend: int) -> str:
             # the page appends ":8085/chat?id=<me>": that lands in "_"
             addr = f"127.0.0.1:{server.wsPort}/chat?id={me}&_="
-            return (f"http://127.0.0.1:{port.getHost().port}/javascript_client_example.html"
+            return (f"http://127.0.0.1:{port.getHost().port}/client.html"
                     f"?id={me}&friendId={friend}&addr={quote(addr, safe='')}")
 
         def steps() -> tuple[str, str]:
