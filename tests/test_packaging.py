@@ -38,9 +38,10 @@ for name in sorted(os.listdir(prefix)):
 site.addsitedir(prefix)
 sys.path[:] = added + [p for p in sys.path if p not in added]
 import twisted.plugins
+ours = {os.path.normpath(os.path.join(a, "twisted", "plugins")) for a in added}
 twisted.plugins.__path__[:] = [
     d for d in twisted.plugins.__path__
-    if any(d.startswith(a) for a in added) or not os.path.exists(os.path.join(d, "wsserver_plugin.py"))]
+    if os.path.normpath(d) in ours or not os.path.exists(os.path.join(d, "wsserver_plugin.py"))]
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 found = [p for p in getPlugins(IServiceMaker) if p.tapname == "wsserver"]
