@@ -229,10 +229,19 @@ def spawnServer(test: TestCase, *args: str) -> ServerProcess:
     )
 
     def kill() -> Deferred[object] | None:
+        # SIGTERM first, so that a worker pool's parent stops its workers
+        # (a SIGKILL would leave them running); SIGKILL after 10 s
         if process.ended.called:
             return None
-        transport.signalProcess("KILL")
-        return process.ended
+        transport.signalProcess("TERM")
+        timer = reactor.callLater(10, lambda: process.ended.called or transport.signalProcess("KILL"))
+
+        def ended(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return process.ended.addBoth(ended)
 
     test.addCleanup(kill)
     return process
