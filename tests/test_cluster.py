@@ -89,6 +89,20 @@ class ClusterCase(RedisTestCase):
     def seen(self, server, userId):
         return lambda: server.service.router.isOnline(userId)
 
+    @inlineCallbacks
+    def spawnNode(self, raw):
+        """
+        A node in a process of its own (to be killed), with the config
+        C{raw}: its process, and where it listens.
+        """
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump(raw, f)
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        return process, Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+
 
 class ClusterTests(ClusterCase):
     """
@@ -391,13 +405,7 @@ class EdgeTests(ClusterCase):
         """
         queue = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"}}}
         a = yield startServer(self, self.raw(**queue))
-        config = os.path.abspath(self.mktemp())
-        with open(config, "w") as f:
-            json.dump(self.raw(**queue), f)
-        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
-                              "--rest", "tcp:0:interface=127.0.0.1")
-        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
-        b = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        process, b = yield self.spawnNode(self.raw(**queue))
         bob = yield openClient(b, userId=2)
         self.assertTrue((yield _until(self.seen(a, 2))))
         alice = yield self.open(a, 1)
@@ -433,13 +441,7 @@ class EdgeTests(ClusterCase):
         """
         timing = {"cluster": {"heartbeatSeconds": 0.9, "nodeTimeoutSeconds": 1.0}}
         a = yield startServer(self, self.raw(**timing))
-        config = os.path.abspath(self.mktemp())
-        with open(config, "w") as f:
-            json.dump(self.raw(**timing), f)
-        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
-                              "--rest", "tcp:0:interface=127.0.0.1")
-        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
-        b = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        process, b = yield self.spawnNode(self.raw(**timing))
         bob = yield openClient(b, userId=2)
         self.assertTrue((yield _until(self.seen(a, 2))))
         process.transport.signalProcess("KILL")
