@@ -1280,13 +1280,14 @@ class MigrationTests(DatabaseMixin, TestCase):
 
         path = self.makeVersion1()
         before = self.contents(path)
-        migrate = sqlitestore._MIGRATIONS[1]
+        migrations = sqlitestore._MIGRATIONS
+        migrate = migrations[1]
 
         def failing(connection: sqlite3.Connection) -> None:
             migrate(connection)
             raise sqlite3.OperationalError("disk full")
 
-        self.patch(sqlitestore, "_MIGRATIONS", {1: failing})
+        self.patch(sqlitestore, "_MIGRATIONS", {**migrations, 1: failing})
         error = self.assertRaises(StorageError, openDatabase, path)
         self.assertEqual(str(error), f"cannot open wsserver database {path}: disk full")
         self.assertEqual(self.contents(path), before)
@@ -1294,7 +1295,7 @@ class MigrationTests(DatabaseMixin, TestCase):
         connection = sqlite3.connect(path)
         self.assertIn("payload", [row[1] for row in connection.execute("PRAGMA table_info(undelivered)")])
         connection.close()
-        self.patch(sqlitestore, "_MIGRATIONS", {1: migrate})
+        self.patch(sqlitestore, "_MIGRATIONS", migrations)
         self.openDatabase()
         self.assertEqual(self.contents(path)[0], SCHEMA_VERSION)
 

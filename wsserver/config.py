@@ -33,6 +33,7 @@ __all__ = [
     "ServerConfig",
     "TargetConfig",
     "UndeliveredConfig",
+    "HistoryConfig",
     "WatchdogConfig",
     "defaultConfig",
     "endpointProblems",
@@ -213,6 +214,18 @@ class UndeliveredConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    """
+    C{chat.history}: the per-user inbox and resumable connections.
+    """
+
+    enabled: bool = False
+    storage: str = "sqlite"
+    maxPerUser: int = 1000
+    ttlSeconds: float = 604800
+
+
+@dataclass(frozen=True)
 class MessageConfig:
     #: bytes, after reassembly of fragmented messages
     maxSize: int = 10 * 1024 * 1024
@@ -227,6 +240,7 @@ class ChatConfig:
     enableUndeliveredQueue: bool = False
     undelivered: UndeliveredConfig = field(default_factory=UndeliveredConfig)
     message: MessageConfig = field(default_factory=MessageConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 @dataclass(frozen=True)
@@ -935,8 +949,20 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         enforceSender=m.bool("enforceSender", True),
     )
     m.finish()
+    h = c.section("history")
+    historyStorage = h.str("storage", "sqlite")
+    if historyStorage not in STORAGES:
+        h.error("storage", f"unknown storage {json.dumps(historyStorage)} (use one of: {', '.join(STORAGES)})")
+        historyStorage = "memory"
+    history = HistoryConfig(
+        enabled=h.bool("enabled", False),
+        storage=historyStorage,
+        maxPerUser=h.int("maxPerUser", 1000, 1),
+        ttlSeconds=h.number("ttlSeconds", 604800, 0),
+    )
+    h.finish()
     c.finish()
-    chat = ChatConfig(enableUndeliveredQueue=queueOn, undelivered=undelivered, message=message)
+    chat = ChatConfig(enableUndeliveredQueue=queueOn, undelivered=undelivered, message=message, history=history)
 
     # event
     e = top.section("event")
@@ -1051,6 +1077,11 @@ def _crossChecks(config: Config) -> list[str]:
         )
     if config.chat.enableUndeliveredQueue and not clustered and config.chat.undelivered.storage == "redis":
         problems.append('chat.undelivered.storage: "redis" needs cluster.redis; use "sqlite" or "memory"')
+    history = config.chat.history
+    if history.enabled and clustered and history.storage != "redis":
+        problems.append('chat.history.storage: with cluster.redis the inbox is shared by the nodes: use "redis"')
+    if history.enabled and not clustered and history.storage == "redis":
+        problems.append('chat.history.storage: "redis" needs cluster.redis; use "sqlite" or "memory"')
     if clustered and config.cluster.nodeTimeoutSeconds <= config.cluster.heartbeatSeconds:
         problems.append("cluster.nodeTimeoutSeconds: must be longer than cluster.heartbeatSeconds")
     if config.event.enabled and not config.event.targets:

@@ -71,6 +71,7 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
         ("event.enabled", old.event.enabled, new.event.enabled),
         ("event.presence", old.event.presence, new.event.presence),
         ("event.presenceDebounceSeconds", old.event.presenceDebounceSeconds, new.event.presenceDebounceSeconds),
+        ("chat.history", old.chat.history, new.chat.history),
         ("cluster", old.cluster, new.cluster),
     ]
     # a REST auth that starts or stops being basic changes the 401's header

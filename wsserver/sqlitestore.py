@@ -36,11 +36,18 @@ APPLICATION_ID} and C{PRAGMA user_version}):
       state)}: C{state} is C{"pending"} or C{"failed"}; a delivery that
       succeeded is deleted and counted;
     - C{counters(name, value)}: C{"dropped"} (the undelivered messages
-      dropped for their age or C{maxPerUser}) and C{"succeeded:<target>"}.
+      dropped for their age or C{maxPerUser}) and C{"succeeded:<target>"};
+    - the inbox (C{chat.history}, version 3; see L{wsserver.history.sqlite}):
+      C{inbox_messages(id, payload)} each payload once, C{inbox(user, seq,
+      created, message)} one row per entry of a user's inbox, and
+      C{inbox_seq(user, seq)} the newest seq assigned to each user, so that
+      a seq is never reused, even after its entries were dropped.  The
+      trigger C{inbox_release} deletes a payload with its last entry.
 
 Version 1 (before C{messages}: C{undelivered} held a copy of the payload per
-user) is migrated in place when opened, in one transaction: a crash or an
-error during it leaves the file as it was.
+user) and version 2 (before the inbox) are migrated in place when opened,
+one version after the other, in one transaction: a crash or an error during
+it leaves the file as it was.
 """
 
 from __future__ import annotations
@@ -78,7 +85,7 @@ DATABASE_FILENAME = "wsserver.sqlite3"
 APPLICATION_ID = 0x77737376
 
 #: C{PRAGMA user_version}: the version of the schema below.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -89,6 +96,9 @@ _NAMES = {
         "messages", "undelivered", "events", "counters",
         "undelivered_user", "undelivered_created", "undelivered_message", "undelivered_release", "events_due",
     }),
+}
+_NAMES[3] = _NAMES[2] | {
+    "inbox_messages", "inbox", "inbox_seq", "inbox_created", "inbox_message", "inbox_release",
 }
 
 _UNDELIVERED = [
@@ -113,7 +123,32 @@ BEGIN
 END""",
 ]
 
-_SCHEMA = _UNDELIVERED + [
+_INBOX = [
+    """CREATE TABLE IF NOT EXISTS inbox_messages (
+    id INTEGER PRIMARY KEY,
+    payload BLOB NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS inbox (
+    user INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    created REAL NOT NULL,
+    message INTEGER NOT NULL REFERENCES inbox_messages (id),
+    PRIMARY KEY (user, seq)
+) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS inbox_created ON inbox (created)",
+    "CREATE INDEX IF NOT EXISTS inbox_message ON inbox (message)",
+    """CREATE TRIGGER IF NOT EXISTS inbox_release AFTER DELETE ON inbox
+WHEN NOT EXISTS (SELECT 1 FROM inbox WHERE message = OLD.message)
+BEGIN
+    DELETE FROM inbox_messages WHERE id = OLD.message;
+END""",
+    """CREATE TABLE IF NOT EXISTS inbox_seq (
+    user INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL
+)""",
+]
+
+_SCHEMA = _UNDELIVERED + _INBOX + [
     """CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     primary_target TEXT NOT NULL,
@@ -264,17 +299,21 @@ def _prepare(path: str, new: bool) -> int:
                     for statement in _creation():
                         connection.execute(statement)
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
-                migrate = _MIGRATIONS.get(version)
-                if migrate is not None:
-                    migrate(connection)
+                old = version
+                while version in _MIGRATIONS:
+                    # one version at a time: each migration ends by setting
+                    # the next version
+                    _MIGRATIONS[version](connection)
+                    version = connection.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    raise StorageError(f"wsserver database {path} has unknown schema version {version}")
+                if old != version:
                     log.info(
                         "wsserver database {path}: schema version {old} migrated to {new}",
                         path=path,
-                        old=version,
+                        old=old,
                         new=SCHEMA_VERSION,
                     )
-                elif version != SCHEMA_VERSION:
-                    raise StorageError(f"wsserver database {path} has unknown schema version {version}")
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -324,11 +363,21 @@ def _migrateFrom1(connection: sqlite3.Connection) -> None:
     (highest,) = connection.execute("SELECT COALESCE(MAX(key), 0) FROM undelivered").fetchone()
     connection.execute("DELETE FROM sqlite_sequence WHERE name IN ('undelivered', 'undelivered_v1')")
     connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('undelivered', ?)", (max(sequence, highest),))
-    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    connection.execute("PRAGMA user_version = 2")
 
 
-#: For each older schema version, what brings it to L{SCHEMA_VERSION}.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrateFrom1}
+def _migrateFrom2(connection: sqlite3.Connection) -> None:
+    """
+    Migrate a database of schema version 2, in the caller's transaction:
+    add the (empty) inbox tables.
+    """
+    for statement in _INBOX:
+        connection.execute(statement)
+    connection.execute("PRAGMA user_version = 3")
+
+
+#: For each older schema version, what brings it to the next version.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrateFrom1, 2: _migrateFrom2}
 
 
 def _configure(connection: sqlite3.Connection) -> None:
@@ -375,6 +424,15 @@ class Database:
         The event notifier's queue in this database.
         """
         return SqliteEventStore(self)
+
+    def inbox(self, clock: Any, ttlSeconds: float, maxPerUser: int) -> Any:
+        """
+        The per-user inboxes (C{chat.history}) in this database; reads the
+        newest seq of every user (start-up only: blocks the calling thread).
+        """
+        from .history.sqlite import SqliteInbox
+
+        return SqliteInbox(self, clock, ttlSeconds, maxPerUser)
 
     def run(self, interaction: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """
