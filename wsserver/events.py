@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -181,6 +181,8 @@ class EventNotifier(Service):
         self._batch: list[tuple[str, bytes]] = []
         self._flushCall: IDelayedCall | None = None
         self._writing: list[Deferred[Any]] = []
+        #: fired when the batch of this turn is stored (L{committed})
+        self._commitWaiters: list[Deferred[None]] = []
         self._inflight: dict[int, Deferred[Any]] = {}
         self._pumping = False
         self._pumpAgain = False
@@ -234,17 +236,36 @@ class EventNotifier(Service):
             batch.append((primary, payload))
         if self._flushCall is None:
             self._flushCall = self._clock.callLater(0, self._flush)
+    def committed(self) -> Deferred[None]:
+        """
+        Fires once every delivery queued so far is stored (for acks).
+        """
+        if self._flushCall is not None:
+            waiter: Deferred[None] = Deferred()
+            self._commitWaiters.append(waiter)
+            return waiter
+        if not self._writing:
+            return succeed(None)
+        return gatherResults([_copy(d) for d in self._writing], consumeErrors=True).addCallback(lambda _: None)
 
     def _flush(self) -> None:
         self._flushCall = None
         batch, self._batch = self._batch, []
+        waiters, self._commitWaiters = self._commitWaiters, []
         if not batch:
+            for waiter in waiters:
+                waiter.callback(None)
             return
         d = self._store.add(batch, self._clock.seconds())
         self._writing.append(d)
 
         def written(result: Any) -> Any:
             self._writing.remove(d)
+            for waiter in waiters:
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(None)
             return result
 
         d.addBoth(written)
@@ -404,3 +425,20 @@ class EventNotifier(Service):
             return DeferredList([maybeDeferred(s.close) for s in self._senders.values()], consumeErrors=True)
 
         return done.addCallback(close).addCallback(lambda _: None)
+
+
+def _copy(d: Deferred[Any]) -> Deferred[None]:
+    """
+    A L{Deferred} that fires when C{d} does, without taking its result.
+    """
+    copy: Deferred[None] = Deferred()
+
+    def fired(result: Any) -> Any:
+        if isinstance(result, Failure):
+            copy.errback(result)
+        else:
+            copy.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return copy

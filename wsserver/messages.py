@@ -39,7 +39,12 @@ __all__ = [
     "InvalidUserId",
     "dumpJSON",
     "parsePayload",
+    "InvalidSince",
+    "parseSince",
 ]
+
+#: The longest ack token a client may send.
+MAX_ACK = 64
 
 #: The user id of the server itself (the "bot"): no client connects as it.
 BOT = 0
@@ -217,6 +222,24 @@ def dumpJSON(obj: Any) -> bytes:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except (RecursionError, ValueError) as e:
         raise TypeError(str(e)) from None
+class InvalidSince(ValueError):
+    """
+    A C{since} query parameter that is not a non-negative integer.
+    """
+
+
+def parseSince(values: list[str] | None) -> int | None:
+    """
+    Parse the C{since} query parameter: the last inbox seq a resuming
+    client has, or L{None} when the query has none.
+
+    @raise InvalidSince: saying what is wrong with it.
+    """
+    if values is None:
+        return None
+    if len(values) != 1 or not (values[0].isascii() and values[0].isdigit()) or len(values[0]) > 20:
+        raise InvalidSince("Invalid since in query parameter: ?since={seq} must be a non-negative integer")
+    return int(values[0])
 
 
 def _isUserId(value: object) -> bool:
@@ -236,6 +259,11 @@ class Message:
     sender: int
     recipients: list[int]
     data: Any
+    #: the sender's ack token (C{"ack"}), not delivered
+    ack: str | None = None
+    #: the recipient's inbox seq of a delivered copy (ignored: each
+    #: recipient's copy gets its own)
+    seq: int | None = None
 
     def toDict(self) -> dict[str, Any]:
         """
@@ -358,8 +386,11 @@ class MessageFactory:
             timestamp = self.timestamp()
         elif type(timestamp) is not str:
             raise InvalidPayload("$.timestamp must be string")
+        ack = obj.get("ack")
+        if ack is not None and (type(ack) is not str or len(ack) > MAX_ACK):
+            raise InvalidPayload(f"$.ack must be a string of at most {MAX_ACK} characters")
         assert sender is not None
-        return Message(self.newId(), kind, text, timestamp, sender, recipients, obj.get("data"))
+        return Message(self.newId(), kind, text, timestamp, sender, recipients, obj.get("data"), ack)
 
     def notification(self, message: Message, recipient: int, timestamp: str | None = None) -> Message:
         """
@@ -378,3 +409,10 @@ class MessageFactory:
             [message.sender],
             {"id": message.id, "recipient": recipient},
         )
+
+    def system(self, kind: str, userId: int, data: Any) -> Message:
+        """
+        A message from the server to C{userId} only (C{message_ack},
+        C{history_gap}).
+        """
+        return Message(self.newId(), kind, "", self.timestamp(), BOT, [userId], data)

@@ -18,7 +18,9 @@ Wire protocol, as the original server's:
     "timestamp"}}; an invalid one closes with 4001 C{Invalid payload. ...},
     one over C{maxSize} with 1009;
   - recipients get C{{"id", "type", "text", "timestamp", "sender",
-    "recipients", "data"}} as a text frame;
+    "recipients", "data"}} as a text frame (with C{"seq"} when the inbox is
+    on); C{?since=N} resumes: the inbox after N first (C{?since} malformed:
+    4000); a message with C{"ack"} is answered C{message_ack} once committed;
   - the watchdog closes with 4010; a server shutdown with 1001;
   - a plain HTTP GET (no Upgrade) of C{/} gets the demo chat page (when
     C{server.demoPage}), any other one 404;
@@ -52,7 +54,7 @@ from zope.interface import implementer
 from .auth import Authenticator, Credentials, Grant
 from .config import LimitsConfig, MessageConfig, ServerConfig
 from .limits import Limits, TokenBucket
-from .messages import InvalidPayload, InvalidUserId, parseUserId
+from .messages import InvalidPayload, InvalidSince, InvalidUserId, parseSince, parseUserId
 from .metrics import ROUTING_SAMPLE_MASK
 from .routing import IConnection, Router
 
@@ -203,6 +205,8 @@ class ChatServerProtocol(WebSocketServerProtocol):
     lastActivity = 0.0
     pingOutstanding = False
     _refusal: tuple[int, str] | None = None
+    #: C{?since=N}: the connection resumes from seq N (see L{Router.attach})
+    _since: int | None = None
     _auth: Deferred[Grant | None] | None = None
     _expiry: IDelayedCall | None = None
     _early: list[tuple[bytes, bool]] | None = None
@@ -416,6 +420,11 @@ class ChatServerProtocol(WebSocketServerProtocol):
             except InvalidUserId as e:
                 self._refusal = (CLOSE_CODES["badId"], str(e))
                 return
+        try:
+            self._since = parseSince(request.params.get("since"))
+        except InvalidSince as e:
+            self._refusal = (CLOSE_CODES["badId"], str(e))
+            return
         if not factory.authenticator.isNoAuth:
             self._early = []
             self._auth = factory.authenticator.identify(Credentials.fromDict(request.headers, request.params))
@@ -494,7 +503,7 @@ class ChatServerProtocol(WebSocketServerProtocol):
         self.attached = True
         self.factory.counters.connects += 1
         self.lastActivity = self.factory.clock.seconds()
-        self.factory.router.attach(self)
+        self.factory.router.attach(self, self._since)
         self._log.info("user {uid} connected from {peer}", uid=self.userId, peer=self.peer)
 
     def _expired(self) -> None:

@@ -111,6 +111,27 @@ class Operations:
 def _address(request: IRequest) -> str:
     peer = request.getClientAddress()
     return getattr(peer, "host", None) or str(peer)
+#: C{GET /history}: entries answered when the query gives no C{limit}, and
+#: the most it may ask for.
+HISTORY_LIMIT = 100
+HISTORY_MAX = 1000
+
+
+def _count(request: IRequest, name: bytes, default: int, high: int | None) -> int | str:
+    """
+    A non-negative integer query parameter (at most C{high}), or what is
+    wrong with it.
+    """
+    values = request.args.get(name)
+    if values is None:
+        return default
+    raw = values[0]
+    if len(values) != 1 or not raw.isdigit() or len(raw) > 20:
+        return "must be a non-negative integer"
+    value = int(raw)
+    if high is not None and value > high:
+        return f"must be from 1 to {high}"
+    return value
 
 
 class _BoundedRequest(server.Request):
@@ -523,6 +544,24 @@ class _Api:
         self.router.counters.receivedRest += 1
         return 202, None
 
+    def history(self, request: IRequest) -> Answer | Deferred[Answer]:
+        uid = self._userId(request)
+        if isinstance(uid, tuple):
+            return uid
+        inbox = self.router.inbox
+        if inbox is None:
+            return _error(404, "History is not enabled (chat.history.enabled)")
+        since = _count(request, b"since", 0, None)
+        if isinstance(since, str):
+            return _error(400, f"Invalid since: {since}")
+        limit = _count(request, b"limit", HISTORY_LIMIT, HISTORY_MAX)
+        if isinstance(limit, str):
+            return _error(400, f"Invalid limit: {limit}")
+        if limit == 0:
+            return _error(400, "Invalid limit: must be from 1 to 1000")
+        d = inbox.read(uid, since, limit, self.router.clock.seconds())
+        return d.addCallback(lambda page: _ok([orjson.Fragment(payload) for _, payload in page.entries]))
+
     def status(self, request: IRequest) -> Answer:
         return 200, {"success": True}
 
@@ -624,4 +663,5 @@ def makeRestResource(
     root.putChild(b"ready", _Endpoint(api, {b"GET": api.ready}, public=True))
     root.putChild(b"overview", _Endpoint(api, {b"GET": api.overview}))
     root.putChild(b"dashboard", _Endpoint(api, {b"GET": api.dashboard}))
+    root.putChild(b"history", _Endpoint(api, {b"GET": api.history}))
     return root

@@ -38,6 +38,7 @@ from .storage import MemoryUndeliveredStore, pruneService
 from .events import EventNotifier, makeSenders
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .presenceevents import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
+from .history import MemoryInbox, inboxPruneService
 from .redis.address import parseRedisURL
 from .limits import Limits
 from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
@@ -265,7 +266,12 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         _AtStop(pool.closeCachedConnections).setServiceParent(top)
 
     database = None
-    if (chat.enableUndeliveredQueue and chat.undelivered.storage == "sqlite") or events is not None:
+    history = chat.history
+    if (
+        (chat.enableUndeliveredQueue and chat.undelivered.storage == "sqlite")
+        or events is not None
+        or (history.enabled and history.storage == "sqlite")
+    ):
         database = openDatabase(os.path.join(config.server.dataDir, DATABASE_FILENAME), reactor)
         _AtStop(database.close).setServiceParent(top)
 
@@ -299,6 +305,21 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
     top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
+
+    inbox: Any = None
+    if history.enabled:
+        if history.storage == "redis":
+            from .history.redis import RedisInbox
+
+            assert node is not None
+            inbox = RedisInbox(node.bulk, reactor, history.ttlSeconds, history.maxPerUser)
+        elif history.storage == "sqlite":
+            assert database is not None
+            inbox = database.inbox(reactor, history.ttlSeconds, history.maxPerUser)
+        else:
+            inbox = MemoryInbox(history.ttlSeconds, history.maxPerUser)
+        inboxPruneService(inbox, reactor, PRUNE_INTERVAL).setServiceParent(top)
+
     limits = top.limits = Limits(config.server.limits, reactor)
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
     presence = None
@@ -323,6 +344,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         statsListener=journal,
         maxTrackedUsers=limits.config.maxTrackedUsers,
         presenceListener=presence,
+        inbox=inbox,
+        replayLimit=history.maxPerUser,
+        notifyCommitted=notifier.committed if notifier is not None else None,
+        ackSeconds=config.restApi.idempotencySeconds,
+        idempotency=top.idempotency,
     )
     clusterStats = None
     if node is not None:
