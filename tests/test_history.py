@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 import orjson
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -754,3 +754,38 @@ class HistoryConfigTests(SynchronousTestCase):
         self.assertIn('chat.history.storage: unknown storage "disk"', text)
         self.assertIn("chat.history.enabled", text)
         self.assertIn("chat.history.maxPerUser", text)
+
+
+class AckResendTests(SynchronousTestCase):
+    """
+    A resend while the first copy is not committed yet, or could not be.
+    """
+
+    setUp = AckTests.setUp
+    acks = AckTests.acks
+
+    def test_resendBeforeCommit(self) -> None:
+        """
+        A resend that comes before the first copy is committed is acked only
+        once it is, with the first id, and not routed again.
+        """
+        first = self.router.receive(self.sender, text(0, ack="t"))
+        self.router.receive(self.sender, text(0, ack="t"))
+        self.assertEqual(self.acks(), [])
+        self.commits.pop().callback(None)
+        self.assertEqual([a["data"] for a in self.acks()], [{"ack": "t", "id": first.id}] * 2)
+        self.assertEqual(self.recipient.texts(), ["m0"])
+
+    def test_resendAfterFailedWrite(self) -> None:
+        """
+        When the first copy could not be written, nothing is acked, and a
+        resend is routed again (and acked once written).
+        """
+        self.router.receive(self.sender, text(0, ack="t"))
+        self.commits.pop().errback(RuntimeError("disk full"))
+        self.assertEqual(self.acks(), [])
+        second = self.router.receive(self.sender, text(0, ack="t"))
+        self.commits.pop().callback(None)
+        self.assertEqual([a["data"] for a in self.acks()], [{"ack": "t", "id": second.id}])
+        self.assertEqual(self.recipient.texts(), ["m0", "m0"])
+        self.flushLoggedErrors(RuntimeError, defer.FirstError)

@@ -198,6 +198,11 @@ class Router:
         self._notifyCommitted = notifyCommitted
         self._idempotency: IIdempotency = MemoryIdempotency(clock) if idempotency is None else idempotency
         self._ackSeconds = ackSeconds
+        #: per ack key whose message is not committed yet, the acks of its
+        #: resends, sent once it is
+        self._uncommitted: dict[bytes, list[Callable[[], None]]] = {}
+        #: ack keys whose message could not be written: a resend is routed
+        self._unwritten: set[bytes] = set()
         self._peers.bind(self)
 
     def setMessageConfig(self, config: MessageConfig) -> None:
@@ -392,7 +397,9 @@ class Router:
         Route a message that carries an ack token and answer C{message_ack}
         once everything written for it is committed; a token that the user
         sent before (within C{ackSeconds}) is acked again with the first id,
-        and the message is not routed again.
+        and the message is not routed again: at once when the first is
+        committed, else when it is; when the first could not be written, the
+        resend is routed as a new message.
         """
         token = message.ack
         assert token is not None
@@ -404,13 +411,29 @@ class Router:
         claimed = self._idempotency.claim(key, message.id.encode(), self._ackSeconds)
 
         def route(earlier: bytes | None) -> Deferred[Any] | None:
-            if earlier is not None:
-                self._sendAck(connection, token, earlier.decode())
+            if earlier is not None and key not in self._unwritten:
+                waiting = self._uncommitted.get(key)
+                if waiting is None:
+                    self._sendAck(connection, token, earlier.decode())
+                else:
+                    waiting.append(lambda: self._sendAck(connection, token, earlier.decode()))
                 return None
+            self._unwritten.discard(key)
+            waiting = self._uncommitted[key] = []
             writes: list[Deferred[Any]] = []
             self.route(message, user, writes)
-            done = gatherResults(writes, consumeErrors=True)
-            return done.addCallback(lambda _: self._sendAck(connection, token, message.id))
+
+            def committed(_: Any) -> None:
+                for ack in self._uncommitted.pop(key, ()):
+                    ack()
+                self._sendAck(connection, token, message.id)
+
+            def unwritten(f: Any) -> Any:
+                self._uncommitted.pop(key, None)
+                self._unwritten.add(key)
+                return f
+
+            return gatherResults(writes, consumeErrors=True).addCallbacks(committed, unwritten)
 
         claimed.addCallback(route).addErrback(
             lambda f: self.log.failure("could not ack message {id} of user {uid}", f,
