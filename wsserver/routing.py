@@ -689,6 +689,7 @@ class Router:
                 stats.bytesTransferred += len(framed)
                 last = seq
             if page.entries:
+                self.counters.delivered += len(page.entries)
                 self._changed(userId)
             # (a since beyond the newest seq: seqs of a memory inbox
             # restarted; they count from there)
