@@ -134,6 +134,8 @@ class ConformanceTests(TestCase):
         """
         port = yield listenTestee(reactor, 0)
         self.addCleanup(port.stopListening)
+        # then the connections kosoku left closing, with their timers
+        self.addCleanup(lambda: port.factory.closeAll(1001, "done", 2.0))
         outdir = os.path.abspath(self.mktemp())
         args = [f"ws://127.0.0.1:{port.getHost().port}{TESTEE_PATH}?id=1", "-o", outdir]
         for case in CASES:

@@ -5,7 +5,6 @@ Tests for L{wsserver.history} (the per-user inbox), its use by the router
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo

@@ -349,14 +349,18 @@ class NodeTests(SynchronousTestCase):
     def test_connectionAnnounced(self) -> None:
         """
         Each connection change is announced with the user's count and the
-        two counters an online user's statistics need.
+        two counters an online user's statistics need, while the node is
+        subscribed (being heard means being able to hear).
         """
         stats = UserStats(4, 0.0)
         stats.connectedTimes, stats.lastConnection = 3, 1234.5
+        self.node.connected(4, stats, 1)  # not subscribed: not announced (the beat will)
+        self.node._subscribed()
         self.node.connected(4, stats, 2)
         self.node.disconnected(4, stats, 0)
         published = [data for data, _ in self.link.published(PRESENCE)]
-        self.assertEqual(published, [b"conn me 4 2 3 1234", b"conn me 4 0 3 1234"])
+        self.assertEqual(published, [b"hello me", b"beat me 4:1:3:1234", b"conn me 4 2 3 1234",
+                                     b"conn me 4 0 3 1234"])
 
     def test_batchPerNodePerTurn(self) -> None:
         """

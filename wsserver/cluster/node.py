@@ -191,8 +191,11 @@ class ClusterNode(Service):
         self._announce(userId, seat)
 
     def _announce(self, userId: int, seat: Seat) -> None:
-        self._publish(PRESENCE, b"conn %s %d %d %d %d" % (
-            self._id, userId, seat.connections, seat.connectedTimes, int(seat.lastConnection)))
+        # only while subscribed: being heard means being able to hear (a
+        # change made while cut off is in the beat that follows the hello)
+        if self.subscribed:
+            self._publish(PRESENCE, b"conn %s %d %d %d %d" % (
+                self._id, userId, seat.connections, seat.connectedTimes, int(seat.lastConnection)))
 
     def connectionsElsewhere(self, userId: int) -> int:
         return self.presence.connectionsOf(userId)
@@ -391,6 +394,13 @@ class ClusterNode(Service):
         nodeId = node.decode()
         if nodeId == self.nodeId:
             return
+        if kind == b"queued":
+            # not a sign of life: a node cut off from its subscription may
+            # still queue (its presence messages wait for its subscription)
+            uid = int(rest[0])
+            if uid in self._local and self._inbound is not None:
+                self._inbound.drainAgain(uid)
+            return
         self._heard[nodeId] = self._reactor.seconds()
         presence = self.presence
         if kind == b"conn":
@@ -405,11 +415,6 @@ class ClusterNode(Service):
             self._beat()
         elif kind == b"bye":
             presence.goodbye(nodeId)
-        elif kind == b"queued":
-            presence.heard(nodeId)
-            uid = int(rest[0])
-            if uid in self._local and self._inbound is not None:
-                self._inbound.drainAgain(uid)
         else:
             raise ValueError(f"unknown kind {kind!r}")
 
