@@ -308,6 +308,42 @@ class DemoPageTests(BrowserMixin, TestCase):
         self.assertEqual(server.service.router.statItem(1)["connectedTimes"], 2)
 
     @inlineCallbacks
+    def test_resumesWithSince(self) -> Any:
+        """
+        With the inbox on, a page whose connection died (no close frame: a
+        network loss) reconnects with C{since} = the newest seq it saw, and
+        shows what was sent meanwhile, once each, in order.
+        """
+        server = yield startServer(self, {"chat": {"history": {"enabled": True, "storage": "memory"}}})
+        browser = yield self.browser()
+        peer = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, peer)
+
+        def send(text: str) -> None:
+            peer.send({"type": "text", "text": text, "recipients": [1]})
+
+        def cutAndSend() -> None:
+            for connection in server.service.router.allConnections():
+                if connection.userId == 1:
+                    connection.transport.abortConnection()
+            send("missed 1")
+            send("missed 2")
+
+        def steps() -> list[str]:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "connected")
+            inReactor(lambda: send("first"))
+            browser.until(lambda d: browser.texts("#log li.in .text") == ["first"], "the first message")
+            inReactor(cutAndSend)
+            browser.until(lambda d: browser.text("#state").startswith("connected (resumed after 1)"),
+                          "resumed after seq 1")
+            browser.until(lambda d: len(browser.texts("#log li.in .text")) >= 3, "the missed messages")
+            return browser.texts("#log li.in .text")
+
+        texts = yield self.inThread(steps)
+        self.assertEqual(texts, ["first", "missed 1", "missed 2"])
+
+    @inlineCallbacks
     def test_unauthorizedNotRetried(self) -> Any:
         """
         A refusal (4050 here; 4000 alike) is shown, and not tried again

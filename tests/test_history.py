@@ -21,6 +21,7 @@ from wsserver.config import MessageConfig
 from wsserver.history import IInbox, MemoryInbox, Page, seqOf, withSeq
 from wsserver.idempotency import IIdempotency, MemoryIdempotency
 from wsserver.messages import InvalidPayload, InvalidSince, MessageFactory, parseSince
+from wsserver.peers import IPeers, NoPeers
 from wsserver.routing import Router
 from wsserver.sqlitestore import SCHEMA_VERSION
 from wsserver.storage import MemoryUndeliveredStore
@@ -788,3 +789,77 @@ class AckResendTests(SynchronousTestCase):
         self.assertEqual([a["data"] for a in self.acks()], [{"ack": "t", "id": second.id}])
         self.assertEqual(self.recipient.texts(), ["m0", "m0"])
         self.flushLoggedErrors(RuntimeError, defer.FirstError)
+
+
+@implementer(IPeers)
+class TwoNodes(NoPeers):
+    """
+    This node ("a") and another ("b"), alive or dead as the test says.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodeId = "a"
+        self.alive = {"a", "b"}
+
+    def isAlive(self, nodeId: str) -> bool:
+        return nodeId in self.alive
+
+
+class AckClusterTests(SynchronousTestCase):
+    """
+    Ack tokens claimed in a store that another node shares: the claim is
+    pending until the first copy is committed, and a resend acts on whose
+    claim it finds.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.claims = MemoryIdempotency(self.clock)
+        self.peers = TwoNodes()
+        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")),
+                             inbox=MemoryInbox(3600, 100), ackSeconds=300, idempotency=self.claims,
+                             peers=self.peers)
+        self.sender = FakeConnection(1)
+        self.router.attach(self.sender)
+        self.recipient = FakeConnection(2)
+        self.router.attach(self.recipient)
+
+    acks = AckTests.acks
+
+    def claimedElsewhere(self, messageId: bytes) -> None:
+        """
+        Node "b" claimed token C{t} of user 1 and did not commit it (yet).
+        """
+        self.successResultOf(self.claims.claim(b"ack:1:t", b"p:b:" + messageId, 300))
+
+    def test_settledAfterCommit(self) -> None:
+        """
+        The claim names this node while pending, and the message id once
+        committed: a resend on any node is then acked with it.
+        """
+        first = self.router.receive(self.sender, text(0, ack="t"))
+        self.assertEqual(self.successResultOf(self.claims.claim(b"ack:1:t", b"x", 300)), first.id.encode())
+
+    def test_pendingOnLiveNode(self) -> None:
+        """
+        A resend whose first copy is still being written on another live
+        node is neither acked nor routed: the client resends later.
+        """
+        self.claimedElsewhere(b"first")
+        self.router.receive(self.sender, text(0, ack="t"))
+        self.assertEqual((self.acks(), self.recipient.texts()), ([], []))
+
+    def test_pendingOnDeadNode(self) -> None:
+        """
+        A resend whose first copy was claimed by a node that died before
+        committing it is routed again and acked with its own id: an acked
+        message is never one that may be lost.
+        """
+        self.claimedElsewhere(b"first")
+        self.peers.alive.discard("b")
+        second = self.router.receive(self.sender, text(0, ack="t"))
+        self.assertEqual(self.recipient.texts(), ["m0"])
+        self.assertEqual([a["data"] for a in self.acks()], [{"ack": "t", "id": second.id}])
+        self.assertEqual(self.successResultOf(self.claims.claim(b"ack:1:t", b"x", 300)), second.id.encode())

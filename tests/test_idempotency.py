@@ -57,6 +57,20 @@ class MemoryIdempotencyTests(SynchronousTestCase):
         self.assertIsNone(self.claim(b"k", b"again", 10))
         self.assertEqual(self.claim(b"k"), b"again")
 
+    def test_settle(self) -> None:
+        """
+        C{settle} replaces a claimed key's value and keeps its expiry; a key
+        that is gone stays gone.
+        """
+        self.assertIsNone(self.successResultOf(self.store.claim(b"k", b"pending", 10)))
+        self.clock.advance(4)
+        self.successResultOf(self.store.settle(b"k", b"done"))
+        self.assertEqual(self.successResultOf(self.store.claim(b"k", b"x", 10)), b"done")
+        self.clock.advance(6)
+        self.assertIsNone(self.successResultOf(self.store.claim(b"k", b"new", 10)))
+        self.successResultOf(self.store.settle(b"gone", b"v"))
+        self.assertIsNone(self.successResultOf(self.store.claim(b"gone", b"v2", 10)))
+
     def test_keysApart(self) -> None:
         """
         Different keys are claimed independently.
@@ -124,6 +138,20 @@ class RedisIdempotencyTests(RedisTestCase):
         self.assertEqual((yield self.redis.command("GET", "wsserver:idem:rest:k")), b"id-1")
         ttl = int((yield self.redis.command("PTTL", "wsserver:idem:rest:k")))
         self.assertTrue(29000 < ttl <= 30000, ttl)
+
+    @inlineCallbacks
+    def test_settle(self) -> Any:
+        """
+        C{settle} replaces the value and keeps the TTL; it does not create a
+        key that is gone.
+        """
+        self.assertIsNone((yield self.store.claim(b"k", b"pending", 30)))
+        yield self.store.settle(b"k", b"done")
+        self.assertEqual((yield self.store.claim(b"k", b"x", 30)), b"done")
+        ttl = int((yield self.redis.command("PTTL", "wsserver:idem:k")))
+        self.assertTrue(28000 < ttl <= 30000, ttl)
+        yield self.store.settle(b"gone", b"v")
+        self.assertIsNone((yield self.redis.command("GET", "wsserver:idem:gone")))
 
     @inlineCallbacks
     def test_expires(self) -> Any:

@@ -38,6 +38,9 @@ class _Broken:
     def claim(self, key: bytes, value: bytes, ttlSeconds: float) -> Deferred[bytes | None]:
         return fail(ConnectionError("Redis unreachable"))
 
+    def settle(self, key: bytes, value: bytes) -> Deferred[None]:
+        return fail(ConnectionError("Redis unreachable"))
+
 
 class ConfigTests(SynchronousTestCase):
     """

@@ -31,6 +31,9 @@ class IIdempotency(Interface):
     def claim(key: bytes, value: bytes, ttlSeconds: float) -> Deferred[bytes | None]:
         "Store value under key if absent, for ttlSeconds; fire with None if this call stored it, or with the value stored earlier (within its ttl)."
 
+    def settle(key: bytes, value: bytes) -> Deferred[None]:
+        "Replace the value of a claimed key (its expiry stays); nothing when the key is gone."
+
 
 @implementer(IIdempotency)
 class MemoryIdempotency:
@@ -68,6 +71,12 @@ class MemoryIdempotency:
             heapq.heappush(expiry, (until, key))
         return succeed(None)
 
+    def settle(self, key: bytes, value: bytes) -> Deferred[None]:
+        held = self._entries.get(key)
+        if held is not None and held[0] > self._clock.seconds():
+            self._entries[key] = (held[0], value)
+        return succeed(None)
+
 
 #: KEYS[1] the key; ARGV the value and the TTL in milliseconds: the value
 #: stored earlier, or nil once this call stored ARGV[1] (one step: two nodes
@@ -100,3 +109,8 @@ class RedisIdempotency:
         ms = max(1, int(ttlSeconds * 1000))
         d = self._link.execute(b"EVAL", _CLAIM, b"1", self._prefix + key, value, b"%d" % ms)
         return d.addCallback(lambda held: None if held is None else bytes(held))
+
+    def settle(self, key: bytes, value: bytes) -> Deferred[None]:
+        # XX: only a key still there; KEEPTTL: its expiry stays (Redis 6.0)
+        d = self._link.execute(b"SET", self._prefix + key, value, b"XX", b"KEEPTTL")
+        return d.addCallback(lambda _: None)

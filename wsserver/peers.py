@@ -68,6 +68,8 @@ class IPeers(Interface):
     The other nodes of the cluster, as the router sees them.
     """
 
+    nodeId = Attribute("This node's name in the cluster (C{\"\"} for one node alone).")
+
     remoteUsers = Attribute(
         "A read-only mapping: user id -> the nodes where the user is online "
         "(not this one). The router tests membership on every recipient, so "
@@ -113,6 +115,11 @@ class IPeers(Interface):
         How many nodes are known to be alive, this one included.
         """
 
+    def isAlive(nodeId: str) -> bool:
+        """
+        Whether the node C{nodeId} (this one, or another) is alive.
+        """
+
 
 class IStatsListener(Interface):
     """
@@ -155,7 +162,11 @@ class NoPeers:
     """
 
     def __init__(self) -> None:
+        self.nodeId = ""
         self.remoteUsers: Mapping[int, object] = {}
+
+    def isAlive(self, nodeId: str) -> bool:
+        return nodeId == self.nodeId
 
     def bind(self, inbound: IInbound) -> None:
         pass

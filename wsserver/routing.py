@@ -408,25 +408,51 @@ class Router:
         except (TypeError, orjson.JSONEncodeError) as e:
             raise InvalidPayload(f"$.data cannot be carried: {e}") from None
         key = b"ack:%d:%s" % (connection.userId, token.encode())
-        claimed = self._idempotency.claim(key, message.id.encode(), self._ackSeconds)
+        # claimed as pending (with this node's name) until everything written
+        # for it is committed, then settled with the message id: a resend
+        # that finds the claim pending on a node that died meanwhile is
+        # routed again rather than acked for a message that may be lost
+        pending = b"p:%s:%s" % (self._peers.nodeId.encode(), message.id.encode())
+        idempotency = self._idempotency
+        claimed = idempotency.claim(key, pending, self._ackSeconds)
 
         def route(earlier: bytes | None) -> Deferred[Any] | None:
             if earlier is not None and key not in self._unwritten:
                 waiting = self._uncommitted.get(key)
-                if waiting is None:
+                if earlier.startswith(b"p:"):
+                    _, node, firstId = earlier.split(b":", 2)
+                    if waiting is not None:
+                        # written here, not committed yet: acked once it is
+                        waiting.append(lambda: self._sendAck(connection, token, firstId.decode()))
+                        return None
+                    if node.decode() != self._peers.nodeId and self._peers.isAlive(node.decode()):
+                        return None  # being written on another node: not acked yet, the client resends
+                    # its node died (or forgot it) before committing: route it again, claimed anew
+                    idempotency.settle(key, pending).addErrback(
+                        lambda f: self.log.failure("could not claim ack token of user {uid}", f,
+                                                   uid=connection.userId))
+                elif waiting is None:
                     self._sendAck(connection, token, earlier.decode())
+                    return None
                 else:
                     waiting.append(lambda: self._sendAck(connection, token, earlier.decode()))
-                return None
+                    return None
             self._unwritten.discard(key)
             waiting = self._uncommitted[key] = []
             writes: list[Deferred[Any]] = []
             self.route(message, user, writes)
 
-            def committed(_: Any) -> None:
-                for ack in self._uncommitted.pop(key, ()):
-                    ack()
-                self._sendAck(connection, token, message.id)
+            def committed(_: Any) -> Deferred[None]:
+                settled = idempotency.settle(key, message.id.encode())
+                settled.addErrback(lambda f: self.log.failure("could not settle ack token of user {uid}", f,
+                                                              uid=connection.userId))
+
+                def ack(_: Any) -> None:
+                    for later in self._uncommitted.pop(key, ()):
+                        later()
+                    self._sendAck(connection, token, message.id)
+
+                return settled.addCallback(ack)
 
             def unwritten(f: Any) -> Any:
                 self._uncommitted.pop(key, None)

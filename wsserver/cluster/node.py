@@ -228,6 +228,9 @@ class ClusterNode(Service):
     def nodeCount(self) -> int:
         return len(self.presence.nodes()) + 1
 
+    def isAlive(self, nodeId: str) -> bool:
+        return nodeId == self.nodeId or nodeId in self.presence.nodes()
+
     # joining
 
     def whenJoined(self) -> Deferred[None]:
