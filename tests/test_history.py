@@ -863,3 +863,74 @@ class AckClusterTests(SynchronousTestCase):
         self.assertEqual(self.recipient.texts(), ["m0"])
         self.assertEqual([a["data"] for a in self.acks()], [{"ack": "t", "id": second.id}])
         self.assertEqual(self.successResultOf(self.claims.claim(b"ack:1:t", b"x", 300)), second.id.encode())
+
+
+@implementer(IIdempotency)
+class SlowClaims(MemoryIdempotency):
+    """
+    Claims answered when the test says (a Redis round trip).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.answers: list[tuple[Deferred[bytes | None], bytes | None]] = []
+
+    def claim(self, key: bytes, value: bytes, ttlSeconds: float) -> Deferred[bytes | None]:
+        d: Deferred[bytes | None] = Deferred()
+        self.answers.append((d, self.successResultOf(super().claim(key, value, ttlSeconds))))
+        return d
+
+    def successResultOf(self, d: Deferred[Any]) -> Any:
+        result: list[Any] = []
+        d.addCallback(result.append)
+        return result[0]
+
+    def answer(self) -> None:
+        d, value = self.answers.pop(0)
+        d.callback(value)
+
+
+class AckOrderTests(SynchronousTestCase):
+    """
+    A sender's messages keep their order while an ack token is claimed.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.claims = SlowClaims(self.clock)
+        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")),
+                             inbox=MemoryInbox(3600, 100), ackSeconds=300, idempotency=self.claims)
+        self.sender = FakeConnection(1)
+        self.router.attach(self.sender)
+        self.recipient = FakeConnection(2)
+        self.router.attach(self.recipient)
+
+    def test_orderKept(self) -> None:
+        """
+        Messages sent after one with an ack token wait for its claim, and
+        then go in the order sent, acked or not.
+        """
+        self.router.receive(self.sender, text(0, ack="a"))
+        self.router.receive(self.sender, text(1))
+        self.router.receive(self.sender, text(2, ack="b"))
+        self.router.receive(self.sender, text(3))
+        self.assertEqual(self.recipient.texts(), [])
+        self.claims.answer()
+        self.assertEqual(self.recipient.texts(), ["m0", "m1"])
+        self.claims.answer()
+        self.assertEqual(self.recipient.texts(), ["m0", "m1", "m2", "m3"])
+        self.router.receive(self.sender, text(4))
+        self.assertEqual(self.recipient.texts()[-1], "m4")
+
+    def test_failedClaim(self) -> None:
+        """
+        A claim that fails (Redis down) routes nothing for it, and lets the
+        messages behind it go.
+        """
+        self.router.receive(self.sender, text(0, ack="a"))
+        self.router.receive(self.sender, text(1))
+        d, _ = self.claims.answers.pop(0)
+        d.errback(ConnectionError("Redis unreachable"))
+        self.assertEqual(self.recipient.texts(), ["m1"])
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 1)

@@ -65,7 +65,7 @@ class _User:
     undelivered queue is drained (so that stored ones go first).
     """
 
-    __slots__ = ("connections", "backlog", "stats", "resuming", "catchUp")
+    __slots__ = ("connections", "backlog", "stats", "resuming", "catchUp", "claims")
 
     def __init__(self, stats: UserStats) -> None:
         self.connections: list[Any] = []
@@ -77,6 +77,10 @@ class _User:
         #: another node appended to the user's inbox while a replay was
         #: being read: read the inbox again after it (L{Router._catchUp})
         self.catchUp = False
+        #: while an ack token of the user is being claimed (a Redis round
+        #: trip in a cluster), the user's next messages wait here, in order:
+        #: C{(connection, message)}; L{None}: no claim in flight
+        self.claims: list[tuple[Any, Message]] | None = None
 
 
 class _Resumed:
@@ -384,11 +388,30 @@ class Router:
         message = self.messages.fromPayload(payload, connection.userId if enforce else None, enforce)
         user = self._users[connection.userId]
         user.stats.bytesTransferred += len(payload)
-        if message.ack is None:
+        if user.claims is not None:
+            # behind a message whose ack token is being claimed: in order
+            user.claims.append((connection, message))
+        elif message.ack is None:
             self.route(message, user)
         else:
             self._routeAcked(connection, message, user)
         return message
+
+    def _claimDone(self, user: _User) -> None:
+        """
+        The claim in flight of C{user} is decided: route what waited behind
+        it, in order, up to the next message that needs a claim of its own.
+        """
+        waiting, user.claims = user.claims or [], None
+        while waiting:
+            connection, message = waiting.pop(0)
+            if message.ack is None:
+                self.route(message, user)
+                continue
+            self._routeAcked(connection, message, user)
+            if user.claims is not None:  # its claim is in flight: the rest waits behind it
+                user.claims.extend(waiting)
+                return
 
     # acks
 
@@ -414,7 +437,14 @@ class Router:
         # routed again rather than acked for a message that may be lost
         pending = b"p:%s:%s" % (self._peers.nodeId.encode(), message.id.encode())
         idempotency = self._idempotency
+        user.claims = []  # the user's next messages wait for this claim
         claimed = idempotency.claim(key, pending, self._ackSeconds)
+
+        def decided(earlier: bytes | None) -> Deferred[Any] | None:
+            try:
+                return route(earlier)
+            finally:
+                self._claimDone(user)
 
         def route(earlier: bytes | None) -> Deferred[Any] | None:
             if earlier is not None and key not in self._unwritten:
@@ -461,7 +491,12 @@ class Router:
 
             return gatherResults(writes, consumeErrors=True).addCallbacks(committed, unwritten)
 
-        claimed.addCallback(route).addErrback(
+        def unclaimed(f: Any) -> None:
+            self.log.failure("could not claim the ack token of message {id} of user {uid}", f,
+                             id=message.id, uid=connection.userId)
+            self._claimDone(user)  # not routed, not acked: the client resends
+
+        claimed.addCallbacks(decided, unclaimed).addErrback(
             lambda f: self.log.failure("could not ack message {id} of user {uid}", f,
                                        id=message.id, uid=connection.userId)
         )
