@@ -139,6 +139,36 @@ def standardLoads(duration: str) -> dict[str, list[str]]:
             "latency": ["latency", "--clients", "100", "--rate", "2000", "--duration", duration]}
 
 
+def alternate(cases: dict[str, dict], loads: dict[str, list[str]], repeat: int, serverCore: str = "0",
+              benchCore: str = "1") -> dict[tuple[str, str], list[dict]]:
+    """
+    Run every load against wsserver with every config of C{cases}, the cases
+    alternating within each of C{repeat} rounds, each run with a data
+    directory of its own; every result also gets C{server_us_per_msg}, the
+    server's CPU per delivered message (steadier than the rates on a shared
+    machine).
+    """
+    figures: dict[tuple[str, str], list[dict]] = {(name, kind): [] for name in cases for kind in loads}
+    for _ in range(repeat):
+        for name, config in cases.items():
+            for kind, load in loads.items():
+                config = dict(config)
+                config["server"] = {**config.get("server", {}), "dataDir": tempfile.mkdtemp()}
+                server = Server("wsserver", serverCore, config)
+                try:
+                    before = cpuSeconds(server.proc.pid)
+                    result = bench(server, benchCore, load)
+                    used = cpuSeconds(server.proc.pid) - before
+                    result["server_us_per_msg"] = round(used / max(1, result["received"]) * 1e6, 2)
+                finally:
+                    server.stop()
+                figures[(name, kind)].append(result)
+                print(f"{name} / {kind}: {result['delivered_per_s']} msg/s p99 {result['latency_ms']['p99']} ms "
+                      f"server {result['server_cpu']} bench {result['bench_cpu']} "
+                      f"server us/msg {result['server_us_per_msg']}", file=sys.stderr, flush=True)
+    return figures
+
+
 def median(results: list[dict], path: str) -> float:
     values = []
     for r in results:

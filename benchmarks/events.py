@@ -14,13 +14,11 @@ other; medians of --repeat runs, as ratios to the baseline.
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import standardLoads, Server, bench, freePort  # noqa: E402
+from compare import alternate, freePort, median as resultMedian, standardLoads  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,32 +51,14 @@ def main() -> None:
         "webhook answering after 5 s": events(slow),
         "webhook refusing connections": events(dead),
     }
-    figures = {(name, kind): [] for name in cases for kind in loads}
     try:
-        for _ in range(args.repeat):
-            for name, config in cases.items():
-                for kind, load in loads.items():
-                    config = dict(config)
-                    config["server"] = {"dataDir": tempfile.mkdtemp()}
-                    server = Server("wsserver", "0", config)
-                    try:
-                        result = bench(server, "1", load)
-                    finally:
-                        server.stop()
-                    figures[(name, kind)].append(result)
-                    print(f"{name} / {kind}: {result['delivered_per_s']} msg/s p99 {result['latency_ms']['p99']} ms "
-                          f"server {result['server_cpu']} bench {result['bench_cpu']}", file=sys.stderr, flush=True)
+        figures = alternate(cases, loads, args.repeat)
     finally:
         for s in sinks:
             s.terminate()
 
     def median(name: str, kind: str, path: str) -> float:
-        values = []
-        for r in figures[(name, kind)]:
-            for part in path.split("."):
-                r = r[part]
-            values.append(r)
-        return statistics.median(values)
+        return resultMedian(figures[(name, kind)], path)
 
     base = median("baseline (queue and events off)", "throughput", "delivered_per_s")
     print(f"{'case':<36} {'throughput msg/s':>16} {'ratio':>6} {'p99 ms at 2,000 msg/s':>22}")

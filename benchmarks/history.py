@@ -17,10 +17,9 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import Server, bench, freePort, standardLoads  # noqa: E402
+from compare import alternate, freePort, median as resultMedian, standardLoads  # noqa: E402
 from cluster import redisServer, start, stop  # noqa: E402
 
 
@@ -45,32 +44,14 @@ def main() -> None:
         cases["cluster node, inbox off"] = {"cluster": cluster}
         cases["cluster node, inbox in redis"] = {"cluster": cluster,
                                                  "chat": {"history": {"enabled": True, "storage": "redis"}}}
-    figures = {(name, kind): [] for name in cases for kind in loads}
     try:
-        for _ in range(args.repeat):
-            for name, config in cases.items():
-                for kind, load in loads.items():
-                    config = dict(config)
-                    config["server"] = {"dataDir": tempfile.mkdtemp()}
-                    server = Server("wsserver", "0", config)
-                    try:
-                        result = bench(server, "1", load)
-                    finally:
-                        server.stop()
-                    figures[(name, kind)].append(result)
-                    print(f"{name} / {kind}: {result['delivered_per_s']} msg/s p99 {result['latency_ms']['p99']} "
-                          f"ms server {result['server_cpu']} bench {result['bench_cpu']}", file=sys.stderr, flush=True)
+        figures = alternate(cases, loads, args.repeat)
     finally:
         if redis is not None:
             stop(redis)
 
     def median(name: str, kind: str, path: str) -> float:
-        values = []
-        for r in figures[(name, kind)]:
-            for part in path.split("."):
-                r = r[part]
-            values.append(r)
-        return statistics.median(values)
+        return resultMedian(figures[(name, kind)], path)
 
     base = median("inbox off (baseline)", "throughput", "delivered_per_s")
     def cpu(name: str) -> float:

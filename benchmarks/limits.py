@@ -16,12 +16,10 @@ message (read from /proc) moves much less, and is printed too.
 
 import argparse
 import os
-import statistics
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import Server, bench, cpuSeconds, standardLoads  # noqa: E402
+from compare import alternate, median as resultMedian, standardLoads  # noqa: E402
 
 OFF = {name: 0 for name in (
     "maxConnections", "maxConnectionsPerIp", "maxConnectionsPerUser", "messagesPerSecond", "burst",
@@ -41,31 +39,11 @@ def main() -> None:
         "default limits": {},
         "defaults + messagesPerSecond": {"messagesPerSecond": 1000000, "burst": 1000000},
     }
-    figures: dict[tuple[str, str], list[dict]] = {(name, kind): [] for name in cases for kind in loads}
-    for _ in range(args.repeat):
-        for name, limits in cases.items():
-            for kind, load in loads.items():
-                config = {"server": {"dataDir": tempfile.mkdtemp(), "limits": limits}}
-                server = Server("wsserver", "0", config)
-                try:
-                    before = cpuSeconds(server.proc.pid)
-                    result = bench(server, "1", load)
-                    used = cpuSeconds(server.proc.pid) - before
-                    result["server_us_per_msg"] = round(used / max(1, result["received"]) * 1e6, 2)
-                finally:
-                    server.stop()
-                figures[(name, kind)].append(result)
-                print(f"{name} / {kind}: {result['delivered_per_s']} msg/s p99 {result['latency_ms']['p99']} ms "
-                      f"server {result['server_cpu']} bench {result['bench_cpu']} "
-                      f"server us/msg {result['server_us_per_msg']}", file=sys.stderr, flush=True)
+    figures = alternate({name: {"server": {"limits": limits}} for name, limits in cases.items()}, loads,
+                        args.repeat)
 
     def median(name: str, kind: str, path: str) -> float:
-        values = []
-        for r in figures[(name, kind)]:
-            for part in path.split("."):
-                r = r[part]
-            values.append(r)
-        return statistics.median(values)
+        return resultMedian(figures[(name, kind)], path)
 
     base = median("all limits off", "throughput", "delivered_per_s")
     baseCPU = median("all limits off", "throughput", "server_us_per_msg")
