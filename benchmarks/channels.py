@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import redisServer, start, stop  # noqa: E402
+from cluster import startRedis, stop  # noqa: E402
 from compare import freePort  # noqa: E402
 
 
@@ -74,8 +74,7 @@ def main():
     parser.add_argument("--users", type=int, default=5000)
     args = parser.parse_args()
     port = freePort()
-    redis = start([redisServer(), "--port", str(port), "--save", "", "--appendonly", "no"],
-                  r"(?i)ready to accept connections")
+    redis = startRedis(port)
     try:
         from twisted.internet.defer import ensureDeferred
         from twisted.internet.task import react

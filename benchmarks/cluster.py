@@ -67,6 +67,15 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def startRedis(port: int, core: str | None = None) -> subprocess.Popen:
+    """
+    A redis-server on C{port} that keeps nothing on disk (pinned to C{core}).
+    """
+    pin = ["taskset", "-c", core] if core is not None else []
+    return start([*pin, redisServer(), "--port", str(port), "--save", "", "--appendonly", "no"],
+                 r"(?i)ready to accept connections")
+
+
 def wsserver(redisPort: int, workers: int) -> tuple[subprocess.Popen, str]:
     port = freePort()
     config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
@@ -99,8 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     loads = standardLoads(args.duration)
     redisPort = freePort()
-    redis = start([redisServer(), "--port", str(redisPort), "--save", "", "--appendonly", "no"],
-                  r"(?i)ready to accept connections")
+    redis = startRedis(redisPort)
     figures: dict[str, list[dict]] = {}
     try:
         for _ in range(args.repeat):

@@ -31,7 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster import redisServer, start, stop  # noqa: E402
+from cluster import start, startRedis, stop  # noqa: E402
 from compare import TWISTD, cpuSeconds, freePort, standardLoads  # noqa: E402
 
 #: twistd with txredisapi's Python reply parser (hiredis made unimportable)
@@ -84,8 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     loads = standardLoads(args.duration)
     redisPort = freePort()
-    redis = start(["taskset", "-c", SERVER_CORE, redisServer(), "--port", str(redisPort), "--save", "",
-                   "--appendonly", "no"], r"(?i)ready to accept connections")
+    redis = startRedis(redisPort, SERVER_CORE)
     cases = {"one node": (1, True), "two nodes, all crossing": (2, True),
              "two nodes, no hiredis": (2, False)}
     figures: dict[str, list[dict]] = {}

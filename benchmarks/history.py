@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import alternate, freePort, median as resultMedian, standardLoads  # noqa: E402
-from cluster import redisServer, start, stop  # noqa: E402
+from cluster import startRedis, stop  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +38,7 @@ def main() -> None:
     redis = None
     if not args.no_redis:
         redisPort = freePort()
-        redis = start([redisServer(), "--port", str(redisPort), "--save", "", "--appendonly", "no"],
-                      r"(?i)ready to accept connections")
+        redis = startRedis(redisPort)
         cluster = {"redis": f"redis://127.0.0.1:{redisPort}/0"}
         cases["cluster node, inbox off"] = {"cluster": cluster}
         cases["cluster node, inbox in redis"] = {"cluster": cluster,

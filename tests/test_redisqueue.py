@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import orjson
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
@@ -18,29 +17,13 @@ from zope.interface.verify import verifyObject
 from wsserver.cluster import RedisUndeliveredStore
 from wsserver.redis.address import parseRedisURL
 from wsserver.redis.link import RedisLink
-from wsserver.messages import Message
 from wsserver.storage import IUndeliveredStore
 
 from .redis import RedisTestCase
 from .support import closeClient, openClient, startServer
+from .test_sqlitestore import copyFor, message
 
 LARGEST = 2**64 - 1
-
-
-def message(recipients: list[int], text: str = "hi") -> bytes:
-    """
-    A message for C{recipients}, serialized as the router does.
-    """
-    return Message("ID-1", "text", text, "2026-01-01T00:00:00.000000+00:00", 1, recipients, {"n": 1}).serialize()
-
-
-def copyFor(payload: bytes, userId: int) -> bytes:
-    """
-    The copy of C{payload} for C{userId}, made by a full parse.
-    """
-    obj = orjson.loads(payload)
-    obj["recipients"] = [userId]
-    return orjson.dumps(obj)
 
 
 class RedisUndeliveredStoreTests(RedisTestCase):

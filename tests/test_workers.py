@@ -62,6 +62,25 @@ class StartErrorTests(TestCase):
         self.assertEqual(str(e), f"server.listen: cannot listen on 127.0.0.1:{port}: address already in use")
 
 
+@inlineCallbacks
+def startWorkers(test: TestCase, heartbeat: float, timeout: float):
+    """
+    C{server.workers: 2} on a redis-server of its own, as a twistd child:
+    the process, and the match of its line saying where it listens.
+    """
+    redis = RedisServer(test)
+    yield redis.start()
+    config = os.path.abspath(test.mktemp())
+    with open(config, "w") as f:
+        json.dump({"server": {"workers": 2, "dataDir": os.path.abspath(test.mktemp())},
+                   "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0",
+                               "heartbeatSeconds": heartbeat, "nodeTimeoutSeconds": timeout}}, f)
+    process = spawnServer(test, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                          "--rest", "tcp:0:interface=127.0.0.1")
+    ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
+    return process, ws
+
+
 class WorkersTests(TestCase):
     """
     The real process tree.
@@ -76,16 +95,7 @@ class WorkersTests(TestCase):
         them arrives (across the workers through Redis), both workers take
         connections, a killed worker is restarted, and SIGTERM stops all.
         """
-        redis = RedisServer(self)
-        yield redis.start()
-        config = os.path.abspath(self.mktemp())
-        with open(config, "w") as f:
-            json.dump({"server": {"workers": 2, "dataDir": os.path.abspath(self.mktemp())},
-                       "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0",
-                                   "heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 2}}, f)
-        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
-                              "--rest", "tcp:0:interface=127.0.0.1")
-        ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
+        process, ws = yield startWorkers(self, 0.2, 2)
         rest = yield process.waitFor(rb"REST API listening on 127\.0\.0\.1:(\d+) for 2 workers")
         yield process.waitFor(rb"\[worker 0\].*REST API listening")
         yield process.waitFor(rb"\[worker 1\].*REST API listening")
@@ -148,16 +158,7 @@ class WorkersJoinTests(TestCase):
         message to all twenty reaches all twenty at once.  The second worker
         did not serve before it knew who is online on the first.
         """
-        redis = RedisServer(self)
-        yield redis.start()
-        config = os.path.abspath(self.mktemp())
-        with open(config, "w") as f:
-            json.dump({"server": {"workers": 2, "dataDir": os.path.abspath(self.mktemp())},
-                       "cluster": {"redis": f"redis://127.0.0.1:{redis.port}/0",
-                                   "heartbeatSeconds": 10, "nodeTimeoutSeconds": 30}}, f)
-        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
-                              "--rest", "tcp:0:interface=127.0.0.1")
-        ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+) for 2 workers")
+        process, ws = yield startWorkers(self, 10, 30)
         server = Running(None, int(ws.group(1)), None, False)  # type: ignore[arg-type]
 
         @inlineCallbacks
