@@ -423,7 +423,7 @@ class ClusterNode(Service):
 
     def _died(self, node: str, users: list[int]) -> None:
         self.log.info("cluster node {node} not heard for {s:g} s: its {n} users are offline",
-                      node=node, s=self.presence._timeout, n=len(users))
+                      node=node, s=self.presence.timeout, n=len(users))
         self._heard.pop(node, None)
         _, batches = self._outbox.pop(node, (0.0, []))
         for entries in batches:

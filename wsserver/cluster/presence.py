@@ -76,7 +76,8 @@ class Presence:
     def __init__(self, clock: IReactorTime, timeout: float,
                  died: Callable[[str, list[int]], None] = lambda node, users: None) -> None:
         self._clock = clock
-        self._timeout = timeout
+        #: seconds of silence after which a node is dead
+        self.timeout = timeout
         self._died = died
         self._nodes: dict[str, _Node] = {}
         #: user id -> {node id: Seat}, for the nodes where the user counts as online
@@ -98,13 +99,6 @@ class Presence:
         """
         n = self._nodes.get(node)
         return n is not None and n.suspect
-
-    def usersOf(self, node: str) -> dict[int, Seat]:
-        """
-        The users a live node announced (a copy; empty for an unknown node).
-        """
-        n = self._nodes.get(node)
-        return dict(n.users) if n is not None else {}
 
     def connectionsOf(self, userId: int) -> int:
         """
@@ -229,7 +223,7 @@ class Presence:
         if self._cutOff or not self._nodes:
             return
         earliest = min(n.heard for n in self._nodes.values())
-        delay = max(0.0, earliest + self._timeout - self._clock.seconds())
+        delay = max(0.0, earliest + self.timeout - self._clock.seconds())
         self._timer = self._clock.callLater(delay, self._expire)
 
     def _expire(self) -> None:
@@ -239,7 +233,7 @@ class Presence:
         """
         self._timer = None
         now = self._clock.seconds()
-        dead = [node for node, n in self._nodes.items() if now - n.heard >= self._timeout]
+        dead = [node for node, n in self._nodes.items() if now - n.heard >= self.timeout]
         for node in dead:
             n = self._nodes.pop(node)
             for userId in n.users:
