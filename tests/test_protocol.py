@@ -12,9 +12,11 @@ import orjson
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
@@ -481,3 +483,29 @@ class PlainHTTPTests(SynchronousTestCase):
 
 
 txaio.use_twisted()
+
+
+
+class CloseTimerTests(Harness):
+    """
+    No timer outlives its connection.
+    """
+
+    def test_closeWaitCancelledWithConnection(self) -> None:
+        """
+        A connection that drops while the server waits for the answer to its
+        close frame leaves no close-handshake timer behind (Autobahn's own
+        clean-up forgets that one).
+        """
+        factory = self.makeFactory()
+        client = self.connect(factory, "id=1")
+        self.flush()
+        server = client.serverSide
+        server.close(4000, "bye")  # the close frame is written; no answer is read
+        call = server.closeHandshakeTimeoutCall
+        self.assertIsNotNone(call)
+        # the network goes before the client could answer
+        server.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(server.closeHandshakeTimeoutCall)
+        self.clock.advance(60)  # nothing fires for the gone connection
+        self.assertEqual(self.clock.getDelayedCalls(), [])

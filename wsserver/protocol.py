@@ -351,6 +351,12 @@ class ChatServerProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         super().connectionLost(reason)
+        # Autobahn cancels its other timers here, but not the wait for the
+        # answer to a close frame it sent: gone with the connection
+        call = getattr(self, "closeHandshakeTimeoutCall", None)
+        if call is not None:
+            call.cancel()
+            self.closeHandshakeTimeoutCall = None
         self._handBack()
         if self._authTimer is not None and self._authTimer.active():
             self._authTimer.cancel()
