@@ -1,0 +1,181 @@
+"""
+Tests for the documentation: the Sphinx site in C{docs/} builds with
+warnings as errors (so a broken internal reference fails), its configuration
+reference lists every key the code reads, and README stays a front page.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(ROOT, "docs")
+README = os.path.join(ROOT, "README.rst")
+
+#: The first lines of README, which C{.ci/run} takes its two commands from.
+README_HEAD = """\
+wsserver
+========
+
+Install and run the server on its built-in defaults (WebSocket on port 8085,
+REST API on 127.0.0.1:8092)::
+
+    python3 -m venv .venv && . .venv/bin/activate && pip install . && twistd -n wsserver
+
+Install the test extras and run the tests::
+
+    python3 -m venv .venv && . .venv/bin/activate && pip install '.[test]' && python -m twisted.trial tests
+"""
+
+
+def _extension():
+    """
+    The docs' local Sphinx extension, loaded from its file (C{docs/_ext} is
+    no package).
+    """
+    path = os.path.join(DOCS, "_ext", "wsserver_config.py")
+    spec = importlib.util.spec_from_file_location("wsserver_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildTests(SynchronousTestCase):
+    """
+    The site builds as CI builds it.
+    """
+
+    def build(self) -> str:
+        """
+        Build the site into a new directory with C{-W --keep-going -b html};
+        fail with Sphinx's output on a non-zero exit.  Return the directory.
+        """
+        out = self.mktemp()
+        result = subprocess.run(
+            [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+             "-d", out + ".doctrees", DOCS, out],
+            capture_output=True, text=True, timeout=300,
+        )
+        if result.returncode != 0:
+            self.fail(f"sphinx-build exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        return out
+
+    def test_buildsWithoutWarnings(self) -> None:
+        """
+        C{sphinx-build -W} succeeds, writes a page for every document, and
+        the configuration page names every key of the generated reference
+        with its default.
+        """
+        out = self.build()
+        for page in ("index", "configuration", "protocol", "rest", "auth", "limits", "events",
+                     "inbox", "cluster", "client", "operations", "benchmarks", "migration",
+                     "changelog", "layout"):
+            self.assertTrue(os.path.exists(os.path.join(out, page + ".html")), page)
+        with open(os.path.join(out, "configuration.html"), encoding="utf-8") as f:
+            text = html.unescape(re.sub(r"<[^>]+>", "", f.read()))
+        keys = _extension().configKeys()
+        self.assertGreater(len(keys), 40)
+        for key in keys:
+            self.assertIn(key.key, text)
+            self.assertIn(key.default, text)
+
+
+class ConfigKeysTests(SynchronousTestCase):
+    """
+    The rows of the generated configuration reference.
+    """
+
+    def test_limitsWithDefaults(self) -> None:
+        """
+        A key is listed by its JSON path, with its type and its default as
+        the code has them.
+        """
+        keys = {k.key: k for k in _extension().configKeys()}
+        self.assertEqual(keys["server.limits.maxConnectionsPerUser"].default, "100")
+        self.assertEqual(keys["server.limits.maxConnectionsPerUser"].type, "integer")
+        self.assertEqual(keys["server.endpoint"].default, '"/chat"')
+        self.assertEqual(keys["chat.message.enableDeliveryStatus"].default, "false")
+        self.assertIn("cluster.nodeTimeoutSeconds", keys)
+
+
+class ReadmeTests(SynchronousTestCase):
+    """
+    README.rst is the front page: short, its two commands first, its links
+    into C{docs/} alive.
+    """
+
+    def readme(self) -> str:
+        with open(README, encoding="utf-8") as f:
+            return f.read()
+
+    def test_beginsWithTheTwoCommands(self) -> None:
+        """
+        README begins with the two commands that C{.ci/run} runs.
+        """
+        self.assertEqual(self.readme()[: len(README_HEAD)], README_HEAD)
+
+    def test_atMost300Lines(self) -> None:
+        """
+        README stays a front page: at most 300 lines.
+        """
+        lines = self.readme().count("\n")
+        self.assertLessEqual(lines, 300, f"README.rst has {lines} lines")
+
+    def test_relativeLinksExist(self) -> None:
+        """
+        Every relative link of README names a file of the checkout.
+        """
+        targets = re.findall(r"`[^`<]*<([^>`]+)>`_", self.readme())
+        relative = [t for t in targets if "://" not in t and not t.startswith("#")]
+        self.assertTrue(relative)
+        for target in relative:
+            self.assertTrue(os.path.exists(os.path.join(ROOT, target)), target)
+
+
+class ExamplesTests(SynchronousTestCase):
+    """
+    The example configs work the way README and the docs use them.
+    """
+
+    def load(self, name: str):
+        from wsserver.config import loadConfig
+
+        return loadConfig(os.path.join(ROOT, "examples", name))
+
+    def test_demoPageConnects(self) -> None:
+        """
+        With C{examples/config.json}, a browser on the demo page (its own
+        origin, no credentials) passes the origin check and the auth, and a
+        browser can open the dashboard (no REST auth, on loopback only).
+        """
+        config = self.load("config.json")
+        port = 8085
+        self.assertTrue(config.server.listen.startswith(f"tcp:{port}:"), config.server.listen)
+        self.assertIn("interface=127.0.0.1", config.server.listen)
+        self.assertIn(f"http://127.0.0.1:{port}", config.server.allowedOrigins)
+        self.assertIn(f"http://localhost:{port}", config.server.allowedOrigins)
+        self.assertEqual(config.server.auth.type, "noauth")
+        self.assertTrue(config.server.demoPage)
+        self.assertEqual(config.restApi.auth.type, "noauth")
+        self.assertIn("interface=127.0.0.1", config.restApi.listen)
+        self.assertTrue(config.chat.message.enableDeliveryStatus)
+        self.assertTrue(config.chat.history.enabled)
+
+    def test_productionDashboard(self) -> None:
+        """
+        C{examples/production.json} checks who connects, lets only its app's
+        origin in, and has a REST auth a browser can send (basic), so that
+        the dashboard opens.
+        """
+        config = self.load("production.json")
+        self.assertNotEqual(config.server.auth.type, "noauth")
+        self.assertEqual(config.server.allowedOrigins, ("https://app.example.com",))
+        self.assertEqual(config.restApi.auth.type, "basic")
+        self.assertFalse(config.server.demoPage)
