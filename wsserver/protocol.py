@@ -23,7 +23,8 @@ Wire protocol, as the original server's:
     4000); a message with C{"ack"} is answered C{message_ack} once committed;
   - the watchdog closes with 4010; a server shutdown with 1001;
   - a plain HTTP GET (no Upgrade) of C{/} gets the demo chat page (when
-    C{server.demoPage}), any other one 404;
+    C{server.demoPage}), of C{/wsserver.js} the client library (always),
+    any other one 404;
   - C{server.limits} (see L{wsserver.limits}): refused at the handshake with
     HTTP 503 (C{maxConnections}), 429 (C{maxConnectionsPerIp},
     C{authFailuresPerMinute}), 431 (a request over 16 KiB); closed with 4008
@@ -36,9 +37,8 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -51,6 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .assets import CLIENT_LIBRARY_PATH, PlainResponse, clientLibrary
 from .auth import Authenticator, Credentials, Grant
 from .config import LimitsConfig, MessageConfig, ServerConfig
 from .limits import Limits, TokenBucket
@@ -84,26 +85,13 @@ MAX_EARLY_MESSAGES = 100
 _PLAIN_REQUEST_CODES = frozenset((405, 426, 505))
 
 
-@dataclass(frozen=True)
-class PlainResponse:
-    """
-    An answer to a plain HTTP request on the WebSocket port.
-    """
-
-    code: int
-    reason: str
-    contentType: str
-    body: bytes
-    #: more headers, besides the type, the length and C{Connection: close}
-    headers: tuple[tuple[str, str], ...] = ()
-
-
 NOT_FOUND = PlainResponse(404, "Not Found", "text/plain; charset=utf-8", b"Not Found\n")
 
-#: The headers of the demo page: it runs its own inline script and connects
-#: to its own origin only, in no frame.
+#: The headers of the demo page: it runs its own inline script and the
+#: client library from its own origin, connects to its own origin only, in
+#: no frame.
 DEMO_PAGE_HEADERS = (
-    ("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
                                 "connect-src 'self'; frame-ancestors 'none'"),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "no-referrer"),
@@ -376,14 +364,14 @@ class ChatServerProtocol(WebSocketServerProtocol):
         if code in _PLAIN_REQUEST_CODES and headers is not None and "upgrade" not in headers:
             # 405 and 505 come before Autobahn read the path: from the request line
             method, _, rest = (self.http_status_line or "").partition(" ")
-            answer = self.factory.plainResponse(method, urlsplit(rest.rpartition(" ")[0]).path)
+            answer = self.factory.plainResponse(method, urlsplit(rest.rpartition(" ")[0]).path, headers)
             self.wasNotCleanReason = "plain HTTP request"
-            self.sendHttpErrorResponse(answer.code, answer.reason, [
+            # (a 304 has no body, and no length but the 200's)
+            content = [] if answer.code == 304 else [
                 ("Content-Type", answer.contentType),
                 ("Content-Length", str(len(answer.body))),
-                *answer.headers,
-                ("Connection", "close"),
-            ])
+            ]
+            self.sendHttpErrorResponse(answer.code, answer.reason, [*content, *answer.headers, ("Connection", "close")])
             self.sendData(answer.body)
             self.dropConnection(abort=False)
             return
@@ -661,6 +649,8 @@ class ChatServerFactory(WebSocketServerFactory):
         #: the metrics' counters (the router's)
         self.counters = router.counters
         self.setDemoPage(server)
+        #: C{GET /wsserver.js}, whether or not the demo page is on
+        self.clientLibrary = clientLibrary()
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
         self._emptied: Deferred[None] | None = None
@@ -735,13 +725,17 @@ class ChatServerFactory(WebSocketServerFactory):
         #: the demo page, or None when it is off
         self.demoPage = demoPage(server.endpoint) if server.demoPage else None
 
-    def plainResponse(self, method: str, path: str) -> PlainResponse:
+    def plainResponse(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> PlainResponse:
         """
         The answer to a plain HTTP request (no WebSocket upgrade) on the
-        WebSocket port: L{rootPage} for C{GET /}, 404 for everything else.
+        WebSocket port: L{rootPage} for C{GET /}, the client library for
+        C{GET /wsserver.js} (304 when C{headers}' C{if-none-match} names
+        it), 404 for everything else.
         """
         if method == "GET" and path == "/":
             return self.rootPage()
+        if method == "GET" and path == CLIENT_LIBRARY_PATH:
+            return self.clientLibrary.answer((headers or {}).get("if-none-match"))
         return NOT_FOUND
 
     def rootPage(self) -> PlainResponse:
