@@ -1,5 +1,5 @@
 // The state machine of wsserver.js with a fake WebSocket and a manual clock:
-// node --test clients/js/test/  (run by tests/test_jsclient.py as well)
+// node --test clients/js/test/*.test.js  (run by tests/test_jsclient.py as well)
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
