@@ -133,9 +133,12 @@ class ClientLibraryTests(BrowserMixin, TestCase):
 
     def harnessSite(self) -> int:
         """
-        Serve C{tests/fixtures} on another port (another origin); its port.
+        Serve C{tests/fixtures} (and the tests' manual clock) on another
+        port (another origin); its port.
         """
-        port = reactor.listenTCP(0, Site(File(os.path.join(HERE, "fixtures"))), interface="127.0.0.1")
+        root = File(os.path.join(HERE, "fixtures"))
+        root.putChild(b"clock.js", File(os.path.join(ROOT, "clients", "js", "test", "clock.js"), "text/javascript"))
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
 

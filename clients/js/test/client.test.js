@@ -5,37 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { connect, SendError, VERSION } from "../wsserver.js";
-
-/** Timers that fire only when the test advances the time. */
-class Clock {
-  constructor() {
-    this.now = 1000;
-    this.timers = [];
-    this.delays = [];
-  }
-  setTimeout = (f, ms) => {
-    const timer = { at: this.now + ms, f, ms };
-    this.timers.push(timer);
-    this.delays.push(ms);
-    return timer;
-  };
-  clearTimeout = (timer) => {
-    this.timers = this.timers.filter((t) => t !== timer);
-  };
-  advance(ms) {
-    const until = this.now + ms;
-    for (;;) {
-      const due = this.timers.filter((t) => t.at <= until).sort((a, b) => a.at - b.at)[0];
-      if (!due) {
-        break;
-      }
-      this.timers = this.timers.filter((t) => t !== due);
-      this.now = due.at;
-      due.f();
-    }
-    this.now = until;
-  }
-}
+import { ManualClock } from "./clock.js";
 
 /** A WebSocket that the test opens, feeds and closes. */
 function fakeSockets() {
@@ -70,7 +40,7 @@ function fakeSockets() {
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
 function start(options = {}) {
-  const clock = new Clock();
+  const clock = new ManualClock(1000);
   const { made, FakeWebSocket } = fakeSockets();
   const statuses = [];
   const messages = [];
