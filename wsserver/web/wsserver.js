@@ -221,8 +221,14 @@ export class Client {
     return url.toString();
   }
 
-  _open() {
+  _open(fresh = false) {
     if (this._stopped) {
+      return;
+    }
+    // a jwt that expired while offline (a laptop asleep) would get 4050 and
+    // stop: ask for a new one first (once: the server judges the new one)
+    if (!fresh && this.token && this._onTokenExpired && jwtExpired(this.token, this._now())) {
+      this._refresh(TOKEN_EXPIRED, "Token expired (before connecting)");
       return;
     }
     this._status("connecting", null, null, { attempt: this._attempt });
@@ -327,7 +333,7 @@ export class Client {
             return;
           }
           this.token = String(token);
-          this._open();
+          this._open(true);
         },
         (e) => {
           if (!this._stopped) {
@@ -421,6 +427,21 @@ export class Client {
     } catch (e) {
       // storage full or denied: memory still has it
     }
+  }
+}
+
+/** Whether token is a jwt whose exp is at or before nowMs (not one: false). */
+function jwtExpired(token, nowMs) {
+  const part = token.split(".")[1];
+  if (!part || typeof atob !== "function") {
+    return false;
+  }
+  try {
+    const base64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(base64 + "===".slice((base64.length + 3) % 4)));
+    return typeof claims.exp === "number" && claims.exp * 1000 <= nowMs;
+  } catch (e) {
+    return false;
   }
 }
 

@@ -394,3 +394,44 @@ test("off() and the function on() returns remove a listener", async () => {
   made[0].receive({ type: "text", text: "b", sender: "bob" });
   assert.equal(got.length, 1);
 });
+
+function jwtWith(claims) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString("base64url");
+  return part({ alg: "HS256", typ: "JWT" }) + "." + part(claims) + ".signature";
+}
+
+test("a jwt already expired is refreshed before connecting, once", async () => {
+  let asked = 0;
+  // the clock says 1000 ms: exp 1 is now, exp 0 past, exp 2 ahead
+  const tokens = [jwtWith({ sub: "alice", exp: 0 })];
+  const { made, statuses } = start({
+    token: jwtWith({ sub: "alice", exp: 1 }),
+    onTokenExpired: () => {
+      asked += 1;
+      return tokens.shift();
+    },
+  });
+  await tick();
+  assert.equal(asked, 1);
+  assert.deepEqual(statuses.slice(0, 1), [
+    { state: "offline", code: 4051, reason: "Token expired (before connecting)", delay: null, refused: false },
+  ]);
+  // the new one is expired too by this clock: the server decides
+  assert.equal(made.length, 1);
+  assert.equal(made[0].url.searchParams.get("token"), jwtWith({ sub: "alice", exp: 0 }));
+});
+
+test("a jwt not expired, a token that is no jwt, or no callback: connect as it is", async () => {
+  for (const [token, onTokenExpired] of [
+    [jwtWith({ sub: "alice", exp: 2 }), () => "other"],
+    [jwtWith({ sub: "alice" }), () => "other"],
+    ["opaque-token", () => "other"],
+    ["a.%%%.b", () => "other"],
+    [jwtWith({ sub: "alice", exp: 0 }), null],
+  ]) {
+    const { made } = start({ token, onTokenExpired });
+    await tick();
+    assert.equal(made.length, 1, token);
+    assert.equal(made[0].url.searchParams.get("token"), token);
+  }
+});
