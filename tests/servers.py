@@ -2,10 +2,10 @@
 Real PostgreSQL, MariaDB and RabbitMQ servers for the event target tests,
 each in a temporary directory on a free loopback port, with a password set.
 
-They take seconds to start (RabbitMQ several), so a test class starts one in
-C{setUpClass} and stops it in C{tearDownClass}; L{stop} and L{start} in the
-middle of a test play the server going away and coming back (same port, same
-data).  Starting and stopping wait for the server outside the reactor: they
+They take seconds to start (RabbitMQ several), so the tests of a class share
+one (L{SharedServer}: started by the first test, destroyed after the last,
+or at exit when only some ran); L{stop} and L{start} in the middle of a
+test play the server going away and coming back (same port, same data).  Starting and stopping wait for the server outside the reactor: they
 are the test's setup, not code under test.
 
 Tests are skipped when a server is not installed (C{.ci/run} installs all
@@ -14,9 +14,11 @@ three with apt-get).
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +26,7 @@ import time
 
 from twisted.trial.unittest import SkipTest
 
-__all__ = ["MariaDBServer", "PostgresServer", "RabbitMQServer", "freePort"]
+__all__ = ["MariaDBServer", "PostgresServer", "RabbitMQServer", "SharedServer", "freePort"]
 
 #: seconds a server gets to start, or to end after SIGTERM
 START_TIMEOUT = 60
@@ -144,6 +146,16 @@ class PostgresServer(_Server):
         subprocess.run(
             [f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database],
             check=True, env={**os.environ, "PGPASSWORD": PASSWORD}, stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        """
+        Fast shutdown (SIGINT: sessions are ended; SIGTERM would wait for
+        every client to leave) and wait; its data stays.
+        """
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+        _end(self._process)
+        self._process = None
 
     def _as(self, argv: list[str]) -> list[str]:
         uid, gid = self._ids
@@ -331,3 +343,43 @@ class RabbitMQServer(_Server):
             if len(parts) == 2 and parts[0] == queue:
                 return int(parts[1])
         return 0
+
+
+class SharedServer:
+    """
+    One server for the tests of a class (trial has no C{setUpClass}).
+
+    @param factory: makes the server (L{PostgresServer} ...).
+    @param tests: how many tests share it: destroyed after the last.
+    """
+
+    def __init__(self, factory: type[_Server], tests: int) -> None:
+        self._factory = factory
+        self._tests = tests
+        self._done = 0
+        self._server: _Server | None = None
+
+    def get(self, test: object) -> _Server:
+        """
+        The server (started now when it is not), for C{test}.
+        """
+        if self._server is None:
+            self._server = self._factory()
+            atexit.register(self._server.destroy)
+        addCleanup = getattr(test, "addCleanup")
+        addCleanup(self._finished)
+        return self._server
+
+    def _finished(self) -> None:
+        self._done += 1
+        if self._done >= self._tests and self._server is not None:
+            self._server.destroy()
+            self._server = None
+            self._done = 0
+
+    @classmethod
+    def of(cls, testClass: type, factory: type[_Server]) -> SharedServer:
+        """
+        A shared server for the C{test_} methods of C{testClass}.
+        """
+        return cls(factory, len([n for n in dir(testClass) if n.startswith("test_")]))

@@ -32,6 +32,7 @@ from .config import EventConfig, TargetConfig
 from .eventstore import Delivery, IEventStore, emptyCounts, moved
 from .httpbody import readBody
 from .messages import BOT, Message
+from .targets import TARGET_TYPES, TargetUnreachable
 
 __all__ = ["DeliveryRefused", "EventNotifier", "ISender", "PostbackSender", "targetKeys"]
 
@@ -143,7 +144,8 @@ def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]
 def makeSenders(config: EventConfig, httpClient: Any, reactor: Any) -> dict[str, ISender]:
     """
     A sender for every target key of L{targetKeys}: webhooks through
-    C{httpClient}, Redis targets with a connection each.
+    C{httpClient}, Redis targets with a connection each, the types of
+    L{wsserver.targets} by their own C{sender}.
     """
     from .redistarget import RedisSender
 
@@ -152,6 +154,9 @@ def makeSenders(config: EventConfig, httpClient: Any, reactor: Any) -> dict[str,
         for key, target in chain:
             if target.type == "postback":
                 senders[key] = PostbackSender(target, httpClient, reactor)
+            elif target.type in TARGET_TYPES:
+                senders[key] = TARGET_TYPES[target.type].sender(key, target.options, target.connectionTimeoutSeconds,
+                                                                reactor)
             else:
                 senders[key] = RedisSender(target, reactor)
     return senders
@@ -357,6 +362,9 @@ class EventNotifier(Service):
             return succeed(None)
         config = self._config
         now = self._clock.seconds()
+        if failure.check(TargetUnreachable):
+            # not tried (not connected): it waits, spending no retry
+            return self._store.update(moved(delivery, notBefore=now + failure.value.retryAfter))
         attempts = delivery.attempts + 1
         reason = failure.getErrorMessage() or failure.type.__name__
         if config.enableRetry and attempts <= config.retryCount:
@@ -387,8 +395,13 @@ class EventNotifier(Service):
         def report(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
             out = []
             for key, target in described:
-                where = target.url if target.type == "postback" else (
-                    f"{target.modeType} {target.modeName}")
+                if target.type == "postback":
+                    where = target.url
+                elif target.options is not None:
+                    # its password hidden
+                    where = getattr(target.options, "destination", target.type)
+                else:
+                    where = f"{target.modeType} {target.modeName}"
                 out.append({"target": key, "type": target.type, "destination": where,
                             **counts.get(key, emptyCounts())})
             return out
