@@ -317,6 +317,7 @@ class RabbitMQServer(_Server):
                                          start_new_session=True, cwd=self.directory)
         logf.close()
         _waitFor(lambda: _listening(self.port), "rabbitmq-server", self._process, self.log)
+        self.ctl("await_startup")
 
     def stop(self) -> None:
         """
