@@ -31,10 +31,11 @@ from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from ._internals import HTTPChannelHooks, requestLine, stopReading
 from .auth import Authenticator, Credentials
 from .events import EventNotifier
 from .limits import Limits
@@ -183,12 +184,9 @@ class _BoundedRequest(server.Request):
         # nothing more is read from this connection: not the rest of the
         # body, not a next request
         channel.persistent = False
-        channel.dataReceived = channel.rawDataReceived = channel.lineReceived = _ignore
-        decoder = getattr(channel, "_transferDecoder", None)
-        if decoder is not None:
-            decoder.dataCallback = decoder.finishCallback = _ignore
+        stopReading(channel)
         # the request line, which the channel has not handed over yet
-        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.method, self.uri, self.clientproto = requestLine(channel)
         self.path = self.uri.split(b"?", 1)[0]
         body = orjson.dumps(_error(413, f"Payload too large: the limit is {self._limit()} bytes")[1])
         self.setResponseCode(413)
@@ -199,11 +197,7 @@ class _BoundedRequest(server.Request):
         self.finish()
 
 
-def _ignore(*args: Any) -> None:
-    pass
-
-
-class _TimedChannel(http.HTTPChannel):
+class _TimedChannel(HTTPChannelHooks):
     """
     An HTTP/1.1 channel on which each request (its headers and its body)
     must arrive whole within C{site.requestTimeout} seconds from its first
@@ -219,9 +213,8 @@ class _TimedChannel(http.HTTPChannel):
             self._deadline = self.callLater(self.site.requestTimeout, self._timedOut)
         super().dataReceived(data)
 
-    def allContentReceived(self) -> None:
+    def onAllContentReceived(self) -> None:
         self.stopDeadline()
-        super().allContentReceived()
 
     def connectionLost(self, reason: Failure) -> None:
         self.stopDeadline()

@@ -3,7 +3,7 @@
 C{twistd wsserver}: the command line, and the wiring of the services.
 
 This module only wires: the logic lives in L{wsserver.routing}, the
-WebSocket adapter in L{wsserver.protocol}, the REST API in L{wsserver.rest}.
+WebSocket adapter in L{wsserver.connection}, the REST API in L{wsserver.rest}.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .config import (Config, ConfigError, defaultConfig, endpointProblems, liste
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .peers import NoPeers
-from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
+from .connection import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
@@ -414,7 +414,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     """
     twistd's entry point: the server for the parsed command line.
     """
-    from ._autobahn import makeDebugArgumentsLazy
+    from ._internals import makeDebugArgumentsLazy
 
     makeDebugArgumentsLazy()
     _quietStartErrors()

@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTim
 from .auth import buildAuthenticator
 from .config import AuthConfig, MessageConfig, ServerConfig
 from .messages import InvalidPayload, MessageFactory
-from .protocol import ChatServerFactory
+from .connection import ChatServerFactory
 from .routing import Router
 
 __all__ = ["EchoRouter", "TESTEE_MAX_SIZE", "TESTEE_PATH", "makeTesteeFactory", "listenTestee", "main"]
@@ -63,9 +63,7 @@ class EchoRouter(Router):
 
         @raise InvalidPayload: for a text message that is not UTF-8.
         """
-        # still the current message's kind: the protocol hands the message
-        # over before Autobahn resets its state for the next one
-        binary = connection.message_is_binary
+        binary = connection.isBinary
         if not binary:
             try:
                 payload.decode("utf-8")
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
 
-    from ._autobahn import makeDebugArgumentsLazy
+    from ._internals import makeDebugArgumentsLazy
 
     makeDebugArgumentsLazy()
 
