@@ -377,3 +377,60 @@ class TwistedWebTests(SynchronousTestCase):
         self.assertEqual(_Hooked.arrived, 1)
         self.assertIsInstance(channel, http.HTTPChannel)
         self.assertIn("allContentReceived", vars(http.HTTPChannel))
+
+
+class _Watched(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def onFrameLength(self, length: int) -> None:
+        self.lengths.append(length)
+        if sum(self.lengths) > 100:
+            self.sendClose(1000)
+
+
+class WatchFramesTests(AutobahnTests):
+    """
+    Use 11: Autobahn's frame hooks, per instance while watched.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory.protocol = _Watched
+
+    def test_lengthsBeforePayload(self) -> None:
+        """
+        Watched, each data frame's length is told as its header arrives
+        (Autobahn's own checks still run); after a close frame no frame data
+        is kept; unwatched, Autobahn's own hooks are back.
+        """
+        server, client, pump = self.connect()
+        server.watchFrames(True)
+        client.beginMessage()
+        client.sendMessageFrame(b"x" * 50)
+        client.beginMessageFrame(1000)
+        client.sendMessageFrameData(b"y" * 1000)
+        pump.flush()
+        self.assertEqual(server.lengths, [50, 1000])
+        self.assertNotEqual(server.state, WebSocketProtocol.STATE_OPEN)
+        self.assertEqual(server.message_data_total_length, 1050)
+        # the first frame was kept, the second one's payload was not
+        self.assertEqual(b"".join(server.message_data), b"x" * 50)
+        server.watchFrames(False)
+        self.assertNotIn("onMessageFrameBegin", vars(server))
+        self.assertNotIn("onMessageFrameData", vars(server))
+
+    def test_calledThroughInstance(self) -> None:
+        """
+        Autobahn calls the hooks through the instance (so a per-instance one
+        takes their place).
+        """
+        source = inspect.getsource(autobahnProtocol.WebSocketProtocol.onFrameBegin)
+        source += inspect.getsource(autobahnProtocol.WebSocketProtocol.onFrameData)
+        self.assertIn("self._onMessageFrameBegin(", source)
+        self.assertIn("self._onMessageFrameData(", source)
+        from autobahn.twisted.websocket import WebSocketAdapterProtocol
+
+        self.assertIn("self.onMessageFrameBegin(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameBegin))
+        self.assertIn("self.onMessageFrameData(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameData))

@@ -444,3 +444,124 @@ class SlowConsumerTests(Harness):
             self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2]})
         self.assertEqual(self.bob.closedWith, (4011, "Slow consumer"))
         self.assertEqual([m["text"].rstrip("x") for m in bob2.received], [f"m{i}" for i in range(10)])
+
+
+class WhileArrivingTests(Harness):
+    """
+    C{preAuthBytes} and C{maxSize} are enforced as frames arrive, before
+    their payload: a connection never holds more than the limit.
+    """
+
+    def held(self, client: Any) -> int:
+        """
+        The bytes of the message under way that the server keeps.
+        """
+        server = client.serverSide
+        frames = sum(len(f) for f in server.frame_data or ())
+        return frames + sum(len(f) for f in server.message_data or ())
+
+    def test_preAuthFrameAnnounced(self) -> None:
+        """
+        Before the auth check answered, a frame that announces more than
+        C{preAuthBytes} closes the connection with 1008 at its header; what
+        arrives after is not kept.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, server=limited(preAuthBytes=64 * 1024))
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.beginMessage()
+        alice.beginMessageFrame(10 * 1024 * 1024)
+        alice.sendMessageFrameData(b"x" * 1000)
+        self.flush()
+        self.assertEqual(factory.limits.limitCloses["preAuthBytes"], 1)
+        for _ in range(100):
+            alice.sendMessageFrameData(b"x" * 1000)
+        self.flush()
+        self.assertLess(self.held(alice), 2000)
+        # (the client, mid-frame, cannot answer the close frame: dropped)
+        self.clock.advance(3)
+        self.flush()
+        self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_preAuthFragments(self) -> None:
+        """
+        A message sent in fragments that never ends is closed once its
+        fragments pass C{preAuthBytes}.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, server=limited(preAuthBytes=64 * 1024))
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.beginMessage()
+        for _ in range(6):
+            alice.sendMessageFrame(b"x" * 10000)
+        self.flush()
+        self.assertIsNone(alice.closedWith)
+        alice.sendMessageFrame(b"x" * 10000)
+        self.flush()
+        self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_authPassedNotWatched(self) -> None:
+        """
+        Once the check passed, big messages (up to C{maxSize}) are routed.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, server=limited(preAuthBytes=1000))
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        auth.pending.pop()[1].callback(True)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        auth.pending.pop()[1].callback(True)
+        self.flush()
+        self.send(alice, {"type": "text", "text": "x" * 5000, "recipients": [2]})
+        self.assertEqual([len(m["text"]) for m in bob.received], [5000])
+
+    def test_maxSizeAnnounced(self) -> None:
+        """
+        A frame that announces more than C{maxSize} closes with 1009 at its
+        header; its payload is not kept.
+        """
+        factory = self.makeFactory(maxSize=1000)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.beginMessage()
+        alice.beginMessageFrame(10 * 1024 * 1024)
+        for _ in range(100):
+            alice.sendMessageFrameData(b"x" * 1000)
+        self.flush()
+        self.assertEqual(self.held(alice), 0)
+        self.clock.advance(3)
+        self.flush()
+        self.assertEqual(alice.closedWith[0], 1009)
+
+
+class PingTests(Harness):
+    """
+    Pings and pongs count toward C{sendBufferBytes} like every other frame.
+    """
+
+    def test_pongsWhilePaused(self) -> None:
+        """
+        A client that pings and does not read is closed as a slow consumer
+        once the pongs kept for it pass C{sendBufferBytes}; before, its
+        pings are answered.
+        """
+        factory = self.makeFactory(server=limited(sendBufferBytes=1000))
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        pongs = []
+        alice.onPong = pongs.append
+        alice.sendPing(b"a")
+        self.flush()
+        self.assertEqual(pongs, [b"a"])
+        alice.serverSide.session.pauseProducing()
+        for _ in range(7):
+            alice.sendPing(b"p" * 125)
+        self.flush()
+        self.assertIsNone(alice.closedWith)
+        alice.sendPing(b"p" * 125)
+        self.flush()
+        self.assertEqual(alice.closedWith, (4011, "Slow consumer"))
+        self.assertEqual(pongs, [b"a"])

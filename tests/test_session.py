@@ -44,7 +44,7 @@ class FakeWire:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.closes: list[tuple[int, str]] = []
-        self.pings = 0
+        self.watched: list[bool] = []
         self.dropped = False
 
     def write(self, data: bytes) -> None:
@@ -53,8 +53,8 @@ class FakeWire:
     def sendAnyClose(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
 
-    def sendPing(self) -> None:
-        self.pings += 1
+    def watchFrames(self, on: bool) -> None:
+        self.watched.append(on)
 
     def drop(self) -> None:
         self.dropped = True
@@ -399,13 +399,66 @@ class SessionTests(SynchronousTestCase):
 
     def test_watchdog(self) -> None:
         """
-        A ping is outstanding until the pong.
+        A ping (an empty ping frame) is outstanding until the pong.
         """
         session, wire = self.open(self.makeHub())
         session.ping()
-        self.assertEqual((wire.pings, session.pingOutstanding), (1, True))
+        self.assertEqual((wire.written, session.pingOutstanding), ([b"\x89\x00"], True))
         session.pong()
         self.assertFalse(session.pingOutstanding)
+
+    def test_pongs(self) -> None:
+        """
+        A ping is answered with a pong of its payload at once; while the
+        transport is paused the pongs wait with the frames, in order, count
+        toward C{sendBufferBytes} (past it: 4011), and are never kept for
+        the user.
+        """
+        hub = self.makeHub(sendBufferBytes=1000)
+        session, wire = self.open(hub)
+        session.pinged(b"abc")
+        self.assertEqual(wire.written, [b"\x8a\x03abc"])
+        del wire.written[:]
+        session.pauseProducing()
+        session.sendPrepared(prepareFrame(self.message("m", 1)))
+        session.pinged(b"x")
+        session.ping()
+        session.resumeProducing()
+        self.assertEqual(wire.written[1:], [b"\x8a\x01x", b"\x89\x00"])
+        session.pauseProducing()
+        for _ in range(7):
+            session.pinged(b"p" * 125)
+        self.assertEqual(wire.closes, [])
+        session.pinged(b"p" * 125)
+        self.assertEqual(wire.closes, [(4011, "Slow consumer")])
+        self.assertEqual(self.successResultOf(self.store.fetch(1, self.clock.seconds())), [])
+
+    def test_preAuthBytesWhileArriving(self) -> None:
+        """
+        While the auth check runs, frames are watched: what their headers
+        announce counts toward C{preAuthBytes} before the payload arrives
+        (fragments of one message too); past it, 1008.  The watch ends when
+        the check passed.
+        """
+        auth = _Answers()
+        hub = self.makeHub(auth, preAuthBytes=1000)
+        session, wire = self.open(hub)
+        self.assertEqual(wire.watched, [True])
+        session.frameArriving(600)
+        session.received(b"x" * 600, False)
+        session.frameArriving(300)
+        session.frameArriving(100)
+        self.assertEqual(wire.closes, [])
+        session.frameArriving(1)
+        self.assertEqual(wire.closes, [(1008, "Too many messages before authentication")])
+        self.assertEqual(hub.limits.limitCloses["preAuthBytes"], 1)
+        other, wire = self.open(hub)
+        session.frameArriving(10**9)  # (closed: nothing more counted)
+        auth.pending.pop().callback(Grant())
+        self.assertEqual(wire.watched, [True, False])
+        other.frameArriving(10**9)
+        self.assertEqual(wire.closes, [])
+        self.assertTrue(other.attached)
 
     # back-pressure
 

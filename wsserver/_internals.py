@@ -37,6 +37,14 @@ Autobahn (L{AutobahnServerProtocol}, a base for the server's adapter):
      C{Timings._timings}): Autobahn formats its debug-log arguments even
      when debug logging is off.
 
+  11. L{AutobahnServerProtocol.watchFrames}: C{onMessageFrameBegin} and
+      C{onMessageFrameData} are documented hooks, but Autobahn's own
+      versions keep the message's state (C{frame_data}, its size checks):
+      while watched, per-instance versions call Autobahn's, tell the length
+      of each data frame as it begins (L{AutobahnServerProtocol.onFrameLength})
+      and buffer nothing once not open.  Only while watched: the hot path
+      pays nothing.
+
 twisted.web (for C{wsserver.rest}):
 
   8. L{stopReading}: a request refused with 413 before its body arrived
@@ -115,6 +123,35 @@ class AutobahnServerProtocol(WebSocketServerProtocol):
         read).
         """
         return False
+
+    def onFrameLength(self, length: int) -> None:
+        """
+        While watched (L{watchFrames}): a data frame of C{length} bytes
+        begins; its payload has not arrived.
+        """
+
+    # use 11
+    def watchFrames(self, on: bool) -> None:
+        """
+        Tell L{onFrameLength} of each data frame from now on (C{on}), or no
+        longer; while watched, frame data that arrives once the connection
+        is no longer open (a close frame was sent) is not kept.
+        """
+        if on:
+            self.onMessageFrameBegin = self._watchedFrameBegin  # type: ignore[method-assign]
+            self.onMessageFrameData = self._watchedFrameData  # type: ignore[method-assign]
+        else:
+            vars(self).pop("onMessageFrameBegin", None)
+            vars(self).pop("onMessageFrameData", None)
+
+    def _watchedFrameBegin(self, length: int) -> None:
+        type(self).onMessageFrameBegin(self, length)
+        if self.state == _OPEN and not self.failedByMe:
+            self.onFrameLength(length)
+
+    def _watchedFrameData(self, payload: bytes) -> None:
+        if self.state == _OPEN:
+            type(self).onMessageFrameData(self, payload)
 
     def onClosing(self) -> None:
         """

@@ -104,12 +104,18 @@ class ChatServerProtocol(AutobahnServerProtocol):
         if refusal is not None:
             raise ConnectionDeny(refusal.code, refusal.reason)
 
+    def onFrameLength(self, length: int) -> None:
+        self.session.frameArriving(length)
+
     def onOpen(self) -> None:
         self.shedHandshake()
         self.session.opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.received(payload, isBinary)
+
+    def onPing(self, payload: bytes) -> None:
+        self.session.pinged(payload)
 
     def onPong(self, payload: bytes) -> None:
         self.session.pong()
@@ -124,7 +130,7 @@ class ChatServerProtocol(AutobahnServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.closed(code)
 
-    # IWire (sendAnyClose: AutobahnServerProtocol's; sendPing: Autobahn's)
+    # IWire (sendAnyClose, watchFrames: AutobahnServerProtocol's)
 
     def drop(self) -> None:
         if self.transport is not None:

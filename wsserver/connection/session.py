@@ -61,9 +61,10 @@ CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
 class IWire(Interface):
     """
-    The network side of a L{Session}: what it asks of its adapter.  (Frames
-    are written with the transport's own C{write}, handed to
-    L{Session.connected}: nothing in between on the hot path.)
+    The network side of a L{Session}: what it asks of its adapter.  (Frames,
+    pings and pongs included, are written with the transport's own
+    C{write}, handed to L{Session.connected}: nothing in between on the hot
+    path.)
     """
 
     def sendAnyClose(code: int, reason: str) -> None:
@@ -72,14 +73,16 @@ class IWire(Interface):
         a close frame.
         """
 
-    def sendPing() -> None:
-        """
-        Send a WebSocket ping.
-        """
-
     def drop() -> None:
         """
         Drop the connection before its opening handshake is done.
+        """
+
+    def watchFrames(on: bool) -> None:
+        """
+        Tell L{Session.frameArriving} the length of each data frame as it
+        begins (C{on}), or no longer; while watched, keep no frame data that
+        arrives after a close frame was sent.
         """
 
 
@@ -160,6 +163,30 @@ def _noWrite(data: bytes) -> None:
     pass
 
 
+def _controlFrame(opcode: int, payload: bytes) -> bytes:
+    """
+    An unmasked control frame (its payload at most 125 bytes, RFC 6455
+    section 5.5).
+    """
+    return bytes((0x80 | opcode, len(payload))) + payload
+
+
+_PING = _controlFrame(0x9, b"")
+
+
+class _Control:
+    """
+    A ping or pong kept while the transport is paused, with the frames: it
+    is written in its turn, and never handed back to the router.
+    """
+
+    __slots__ = ("payloadHybi",)
+    payload = None
+
+    def __init__(self, frame: bytes) -> None:
+        self.payloadHybi = frame
+
+
 @implementer(IConnection, IPushProducer)
 class Session:
     """
@@ -175,7 +202,7 @@ class Session:
 
     __slots__ = (
         "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity", "pingOutstanding",
-        "_refusal", "_refusalKind", "_since", "_auth", "_authTimer", "_expiry", "_early", "_earlyBytes",
+        "_refusal", "_refusalKind", "_since", "_auth", "_authTimer", "_expiry", "_early", "_earlyBytes", "_arriving",
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
     )
 
@@ -207,6 +234,9 @@ class Session:
         #: messages that arrived before the auth check passed
         self._early: list[tuple[bytes, bool]] | None = None
         self._earlyBytes = 0
+        #: bytes announced by the frames of the message under way (counted
+        #: while the auth check runs, see L{frameArriving})
+        self._arriving = 0
         #: the client's address (for the per-address limits)
         self._address = ""
         #: the client, as logged
@@ -215,7 +245,7 @@ class Session:
         self._connectedAt = 0.0
         self._bucket: TokenBucket | None = None
         #: frames waiting while the transport is paused (L{None}: not paused)
-        self._held: deque[PreparedMessage] | None = None
+        self._held: deque[PreparedMessage | _Control] | None = None
         self._heldBytes = 0
         #: of those, bytes of a replay of the undelivered queue (see L{sendStored})
         self._replayBytes = 0
@@ -329,6 +359,8 @@ class Session:
                 clock = self._clock
                 left = max(0.0, timeout - (clock.seconds() - self._connectedAt))
                 self._authTimer = clock.callLater(left, self._authTimedOut)
+            if self._hub.limits.config.preAuthBytes and not self._auth.called:
+                self._wire.watchFrames(True)
             self._auth.addCallback(self._authDone)
             self._auth.addErrback(lambda f: self._log.failure("auth check failed", f))
 
@@ -341,11 +373,13 @@ class Session:
 
     def _authDone(self, grant: Grant | None) -> None:
         early, self._early = self._early or [], None
+        self._arriving = 0
         if self._authTimer is not None:
             self._authTimer.cancel()
             self._authTimer = None
         if self.state != OPEN:
             return
+        self._wire.watchFrames(False)
         try:
             userId = None if grant is None else _grantedUser(grant, self.userId)
         except InvalidUserId as e:
@@ -407,12 +441,30 @@ class Session:
                 self._overRate()
                 return
             self._earlyBytes += len(payload)
+            self._arriving = 0
             limit = self._hub.limits.config.preAuthBytes
             if len(self._early) >= MAX_EARLY_MESSAGES or (limit and self._earlyBytes > limit):
-                self._hub.limits.closed("preAuthBytes")
-                self.close(CLOSE_CODES["policy"], "Too many messages before authentication")
+                self._overPreAuth()
             else:
                 self._early.append((payload, isBinary))
+
+    def frameArriving(self, length: int) -> None:
+        """
+        While the auth check runs: a data frame of C{length} bytes begins.
+        What it announces counts toward C{preAuthBytes} before its payload
+        arrives, so a connection never holds more than the limit (a message
+        in fragments included).
+        """
+        if self._early is None:
+            return
+        self._arriving += length
+        limit = self._hub.limits.config.preAuthBytes
+        if limit and self._earlyBytes + self._arriving > limit:
+            self._overPreAuth()
+
+    def _overPreAuth(self) -> None:
+        self._hub.limits.closed("preAuthBytes")
+        self.close(CLOSE_CODES["policy"], "Too many messages before authentication")
 
     def _overRate(self) -> None:
         self._hub.limits.closed("messagesPerSecond")
@@ -441,6 +493,22 @@ class Session:
         if not counters.receivedWebsocket & ROUTING_SAMPLE_MASK:
             # every copy was handed to its transport by now
             counters.observeRouting(clock.seconds() - received)
+
+    def pinged(self, payload: bytes) -> None:
+        """
+        A ping arrived: the pong answers it like every other frame, kept
+        while the transport is paused and counted toward
+        C{sendBufferBytes} (a client that pings and never reads is a slow
+        consumer).
+        """
+        if self.state == OPEN:
+            self._sendControl(_controlFrame(0xA, payload))
+
+    def _sendControl(self, frame: bytes) -> None:
+        if self._held is None:
+            self._write(frame)
+        else:
+            self._hold(_Control(frame), False)
 
     def pong(self) -> None:
         """
@@ -526,7 +594,7 @@ class Session:
             else:
                 self._hold(prepared, True)
 
-    def _hold(self, prepared: PreparedMessage, replay: bool) -> None:
+    def _hold(self, prepared: PreparedMessage | _Control, replay: bool) -> None:
         """
         Keep a frame while the transport is paused; past C{sendBufferBytes}
         (not counting a replay) close the connection as a slow consumer.
@@ -562,7 +630,8 @@ class Session:
         by the pong.
         """
         self.pingOutstanding = True
-        self._wire.sendPing()
+        if self.state == OPEN:
+            self._sendControl(_PING)
 
     # IPushProducer: the transport's signals (registered with
     # sendBufferBytes only)
@@ -616,4 +685,6 @@ class Session:
         held, self._held = self._held, None
         self._heldBytes = self._replayBytes = 0
         if held:
-            self._hub.router.keepUnsent(self.userId, [p.payload for p in held])
+            payloads = [p.payload for p in held if p.payload is not None]
+            if payloads:
+                self._hub.router.keepUnsent(self.userId, payloads)
