@@ -21,7 +21,7 @@ from wsserver.config import MessageConfig
 from wsserver.history import IInbox, MemoryInbox, Page, seqOf, withSeq
 from wsserver.idempotency import IIdempotency, MemoryIdempotency
 from wsserver.messages import InvalidPayload, InvalidSince, MessageFactory, parseSince
-from wsserver.peers import IPeers, NoPeers
+from wsserver.routing.interfaces import IPeers, NoPeers
 from wsserver.routing import Router
 from wsserver.sqlitestore import SCHEMA_VERSION
 from wsserver.storage import MemoryUndeliveredStore

@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from wsserver.cluster.node import PRESENCE, ClusterNode, formatBatch, nodeChannel, parseBatch
 from wsserver.cluster.presence import Presence, Seat, formatSeat, parseSeats
-from wsserver.peers import IInbound, IPeers, NoPeers
+from wsserver.routing.interfaces import IInbound, IPeers, NoPeers
 from wsserver.redis.address import RedisAddress
 from wsserver.stats import UserStats
 

@@ -23,7 +23,7 @@ from wsserver.config import ConfigError, EventConfig, MessageConfig, parseConfig
 from wsserver.eventstore import MemoryEventStore
 from wsserver.events import EventNotifier
 from wsserver.messages import MessageFactory
-from wsserver.peers import IPresenceListener, NoPeers
+from wsserver.routing.interfaces import IPresenceListener, NoPeers
 from wsserver.presenceevents import (IPresenceLedger, MemoryPresenceLedger, PresenceDebouncer, PresenceEvents,
                                      RedisPresenceLedger)
 from wsserver.redis.address import parseRedisURL

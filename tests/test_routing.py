@@ -41,6 +41,9 @@ class FakeConnection:
     def sendPrepared(self, prepared: Any) -> None:
         self.sent.append(prepared)
 
+    def sendStored(self, prepared: Any) -> None:
+        self.sent.append(prepared)
+
     def close(self, code: int, reason: str) -> None:
         self.closed.append((code, reason))
 

@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from .messages import BOT, MessageFactory
-from .peers import IPeers, IPresenceListener
+from .routing.interfaces import IPeers, IPresenceListener
 from .redis.link import RedisLink
 
 __all__ = [

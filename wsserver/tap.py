@@ -28,7 +28,7 @@ from .config import (Config, ConfigError, defaultConfig, endpointProblems, liste
                      withOverrides)
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
-from .peers import NoPeers
+from .routing.interfaces import NoPeers
 from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
@@ -388,7 +388,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
                                          operations=operations, limits=limits, idempotency=top.idempotency,
-                                         idempotencySeconds=config.restApi.idempotencySeconds),
+                                         idempotencySeconds=config.restApi.idempotencySeconds,
+                                         messages=messages, clock=reactor, inbox=inbox),
                         maxBody=chat.message.maxSize, limits=limits)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))

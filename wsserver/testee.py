@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTim
 from .auth import buildAuthenticator
 from .config import AuthConfig, MessageConfig, ServerConfig
 from .messages import InvalidPayload, MessageFactory
-from .protocol import ChatServerFactory
+from .protocol import ChatServerFactory, ChatServerProtocol
 from .routing import Router
 
 __all__ = ["EchoRouter", "TESTEE_MAX_SIZE", "TESTEE_PATH", "makeTesteeFactory", "listenTestee", "main"]
@@ -57,7 +57,7 @@ class EchoRouter(Router):
     this does the same check, so that the protocol's own error path answers.
     """
 
-    def receive(self, connection: Any, payload: bytes) -> None:  # type: ignore[override]
+    def receive(self, connection: ChatServerProtocol, payload: bytes) -> None:  # type: ignore[override]
         """
         Echo C{payload} to C{connection}, as a frame of its own kind.
 

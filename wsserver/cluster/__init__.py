@@ -5,7 +5,7 @@ server.
   - L{wsserver.cluster.presence}: who is online where, as a pure state
     machine (join, beats, suspect, death by timeout);
   - L{wsserver.cluster.node}: this node's membership, the router's
-    L{wsserver.peers.IPeers}: presence messages, batched crossing;
+    L{wsserver.routing.interfaces.IPeers}: presence messages, batched crossing;
   - L{wsserver.cluster.stats}: C{/stat} and C{/stats} for the whole cluster;
   - L{wsserver.cluster.queue}: the shared undelivered queue.
 """

@@ -55,7 +55,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..peers import IInbound, IPeers
+from ..routing.interfaces import IInbound, IPeers
 from ..redis.address import RedisAddress
 from ..redis.link import RedisLink, RedisSubscriber
 from ..stats import UserStats

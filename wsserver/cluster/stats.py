@@ -18,8 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..peers import IStatsListener
-from ..routing import Router
+from ..routing.interfaces import IStatsListener, IUserDirectory
 from ..stats import mergeStatRecords
 from .node import ClusterNode
 from .presence import Seat
@@ -89,7 +88,7 @@ class ClusterStats(Service):
     Each node writes the counters of its users to Redis: a hash per user,
     C{wsserver:stats:<id>}, whose field C{<node id>} holds the JSON of that
     node's L{UserStats.record<wsserver.stats.UserStats.record>}.  The router
-    marks the users whose counters change (L{Router.statsDirty}: a set, no
+    marks the users whose counters change (through its L{IStatsListener}, this journal: a set, no
     Redis work per message); every C{heartbeatSeconds} this service writes
     theirs (C{HSET} and C{EXPIRE}), and a user's at once when the user's last
     connection on this node closes.  The hash expires C{ttlSeconds} (30 days)
@@ -103,7 +102,7 @@ class ClusterStats(Service):
     online on that node; after the node died it stops at its last write.
     The record of a node that stopped or died stays (until the hash
     expires): its users' counts survive it.  C{isOnline} is the live
-    presence (L{Router.isOnline}).
+    presence (L{IUserDirectory.isOnline}).
 
     When Redis cannot be reached the answers hold this node's figures only
     (and a warning is logged).
@@ -117,14 +116,14 @@ class ClusterStats(Service):
 
     @param node: this node's membership of the cluster (its C{bulk} link
         carries the commands, its presence says who is online where).
-    @param router: the router whose statistics are this node's.
+    @param router: the users of this node and their statistics (the router).
     @param journal: the router's L{IStatsListener}: which users changed.
     @param clock: the time source (the router's).
     """
 
     log = Logger()
 
-    def __init__(self, node: ClusterNode, router: Router, journal: StatsJournal, clock: IReactorTime,
+    def __init__(self, node: ClusterNode, router: IUserDirectory, journal: StatsJournal, clock: IReactorTime,
                  ttlSeconds: float = 30 * 86400, refreshSeconds: float = 86400) -> None:
         self._node = node
         self._router = router
