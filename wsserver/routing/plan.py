@@ -27,26 +27,7 @@ from ..config import MessageConfig
 from ..messages import BOT, Message
 from .delivery import User
 
-__all__ = ["Plan", "planFanOut", "sendsBack", "targetsOf"]
-
-
-class Plan:
-    """
-    Where the copies of one message go (see the module's docstring).
-
-    @ivar local: the users here who get a copy written (or held).
-    @ivar remote: the targets online on other nodes (L{None}: none).
-    @ivar offline: the recipients online nowhere (L{None}: none).
-    @ivar reached: the recipients that got a live copy.
-    """
-
-    __slots__ = ("local", "remote", "offline", "reached")
-
-    def __init__(self) -> None:
-        self.local: list[User] = []
-        self.remote: list[int] | None = None
-        self.offline: list[int] | None = None
-        self.reached: list[int] = []
+__all__ = ["Plan", "sendsBack", "targetsOf"]
 
 
 def sendsBack(config: MessageConfig, message: Message) -> bool:
@@ -79,63 +60,75 @@ def targetsOf(recipients: Sequence[int], sender: int, sendBack: bool) -> list[in
     return targets
 
 
-def planFanOut(
-    users: Mapping[int, User],
-    remoteUsers: Collection[int],
-    recipients: Sequence[int],
-    sender: int,
-    sendBack: User | None,
-) -> Plan:
+class Plan:
     """
-    Plan the copies of a message for C{recipients}, given the users here and
-    those online elsewhere.
+    Where the copies of one message go (see the module's docstring):
+    planned when made, from the users here and those online elsewhere.
 
-    @param sendBack: the user here who sent the message, when it gets a
-        copy too (its copy also goes to the other nodes where C{sender} is
-        online); L{None}: no send-back.
+    @ivar local: the users here who get a copy written (or held).
+    @ivar remote: the targets online on other nodes (L{None}: none).
+    @ivar offline: the recipients online nowhere (L{None}: none).
+    @ivar reached: the recipients that got a live copy.
     """
-    plan = Plan()
-    local = plan.local
-    reached = plan.reached
-    remote = None
-    offline = None
-    seen: set[int] | None = None if len(recipients) == 1 else set()
-    for r in recipients:
-        if r == BOT:
-            continue
-        if seen is not None:
-            if r in seen:
+
+    __slots__ = ("local", "remote", "offline", "reached")
+
+    def __init__(
+        self,
+        users: Mapping[int, User],
+        remoteUsers: Collection[int],
+        recipients: Sequence[int],
+        sender: int,
+        sendBack: User | None,
+    ) -> None:
+        """
+        @param recipients: the message's recipients (0 and repeats skipped).
+        @param sendBack: the user here who sent the message, when it gets a
+            copy too (its copy also goes to the other nodes where C{sender}
+            is online); L{None}: no send-back.
+        """
+        self.local: list[User] = []
+        self.reached: list[int] = []
+        local = self.local
+        reached = self.reached
+        remote: list[int] | None = None
+        offline: list[int] | None = None
+        seen: set[int] | None = None if len(recipients) == 1 else set()
+        for r in recipients:
+            if r == BOT:
                 continue
-            seen.add(r)
-        user = users.get(r)
-        if r in remoteUsers:
-            if remote is None:
-                remote = [r]
+            if seen is not None:
+                if r in seen:
+                    continue
+                seen.add(r)
+            user = users.get(r)
+            if r in remoteUsers:
+                if remote is None:
+                    remote = [r]
+                else:
+                    remote.append(r)
+                if user is None or not user.connections:
+                    # its copy is there (not held here, where it left)
+                    reached.append(r)
+                    continue
+            if user is not None and (user.connections or user.draining):
+                local.append(user)
+                if user.connections:
+                    reached.append(r)
+            elif offline is None:
+                offline = [r]
             else:
-                remote.append(r)
-            if user is None or not user.connections:
-                # its copy is there (not held here, where it left)
-                reached.append(r)
-                continue
-        if user is not None and (user.connections or user.draining):
-            local.append(user)
-            if user.connections:
-                reached.append(r)
-        elif offline is None:
-            offline = [r]
-        else:
-            offline.append(r)
-    if sendBack is not None:
-        user: User | None = sendBack
-        if sender in remoteUsers:
-            if remote is None:
-                remote = [sender]
-            else:
-                remote.append(sender)
-            if user is not None and not user.connections:
-                user = None
-        if user is not None and (user.connections or user.draining):
-            local.append(user)
-    plan.remote = remote
-    plan.offline = offline
-    return plan
+                offline.append(r)
+        if sendBack is not None:
+            own: User | None = sendBack
+            if sender in remoteUsers:
+                if remote is None:
+                    remote = [sender]
+                else:
+                    remote.append(sender)
+                if not sendBack.connections:
+                    own = None
+            if own is not None and (own.connections or own.draining):
+                local.append(own)
+        self.remote = remote
+        self.offline = offline

@@ -3,7 +3,7 @@
 The router: the transport-free core of wsserver (SPEC section 3, "Routing").
 
 It knows the live connections of every user (L{Registry}), routes each
-message to all of them by one fan-out plan (L{planFanOut}), hands messages
+message to all of them by one fan-out plan (L{Plan}), hands messages
 for offline users to the undelivered queue and every routed message to the
 event notifier, acks messages that carry a token (L{AckLedger}), delivers
 what a connecting user missed (L{CatchUp}), and keeps the statistics.  It
@@ -49,7 +49,7 @@ from .interfaces import (
     NoPresenceListener,
     NoStatsListener,
 )
-from .plan import Plan, planFanOut, sendsBack, targetsOf
+from .plan import Plan, sendsBack, targetsOf
 from .registry import Registry
 
 __all__ = ["Router"]
@@ -331,12 +331,17 @@ class Router:
         if senderUser is None and sender != BOT:
             senderUser = self._registry.user(sender, now)
         if senderUser is not None:
-            self._registry.seen(senderUser)
-            senderUser.stats.sentMessages += 1
-            senderUser.stats.lastMessageTime = now
+            if not senderUser.connections:
+                self._registry.seen(senderUser)
+            stats = senderUser.stats
+            stats.sentMessages += 1
+            stats.lastMessageTime = now
             self._changed(sender)
-        if not message.isForBot():
-            sendBack = senderUser if senderUser is not None and sendsBack(self._config, message) else None
+        if message.recipients != [BOT]:  # (not for the bot)
+            config = self._config
+            sendBack = (
+                senderUser if config.enableSendBack and senderUser is not None and sendsBack(config, message) else None
+            )
             if self.inbox is None:
                 self._fanOut(message, payload, senderUser, sendBack, now, writes)
             else:
@@ -353,12 +358,24 @@ class Router:
         frame for all the connections here, one crossing to each node, one
         write to the undelivered queue.
         """
-        plan = planFanOut(self._users, self._peers.remoteUsers, message.recipients, message.sender, sendBack)
+        plan = Plan(self._users, self._peers.remoteUsers, message.recipients, message.sender, sendBack)
         local = plan.local
         if local:
+            # (L{_deliver}, inlined: this is every message's path)
             prepared = self._prepare(payload)
+            size = len(payload)
+            changed = self._changed
             for user in local:
-                self._deliver(user, payload, prepared, None)
+                stats = user.stats
+                stats.receivedMessages += 1
+                stats.bytesTransferred += size
+                changed(user.userId)
+                if user.held is None:
+                    for connection in user.connections:
+                        connection.sendPrepared(prepared)
+                else:
+                    user.write(payload, prepared, None)
+            self.counters.delivered += len(local)
         offline = plan.offline
         if offline is not None:
             queue = self._queue
@@ -420,7 +437,7 @@ class Router:
         """
         copies = {r: (payload if seq is None else withSeq(payload, seq), seq) for r, seq in zip(targets, seqs)}
         sender = message.sender
-        plan = planFanOut(self._users, self._peers.remoteUsers, message.recipients, sender, sendBack)
+        plan = Plan(self._users, self._peers.remoteUsers, message.recipients, sender, sendBack)
         for user in plan.local:
             framed, seq = copies[sender if user is sendBack else user.userId]
             self._deliver(user, framed, self._prepare(framed), seq)
@@ -473,7 +490,7 @@ class Router:
         each user's copy carries its seq); a user who left meanwhile is
         offline for it: it is kept in the (shared) queue rather than lost.
         """
-        plan = planFanOut(self._users, (), userIds, BOT, None)
+        plan = Plan(self._users, (), userIds, BOT, None)
         if plan.local:
             prepared = self._prepare(payload)
             seq = None if self.inbox is None else seqOf(payload)
