@@ -284,7 +284,18 @@ class Message:
         """
         The delivered object as UTF-8 JSON, ready for a text frame.
         """
-        return dumpJSON(self.toDict())
+        try:  # (L{dumpJSON} of L{toDict}, inlined: every message's path)
+            return orjson.dumps({
+                "id": self.id,
+                "type": self.type,
+                "text": self.text,
+                "timestamp": self.timestamp,
+                "sender": self.sender,
+                "recipients": self.recipients,
+                "data": self.data,
+            })
+        except TypeError:
+            return dumpJSON(self.toDict())
 
     def isForBot(self) -> bool:
         """

@@ -129,14 +129,14 @@ class Router:
         listener = NoStatsListener() if statsListener is None else statsListener
         self._statsListener = listener
         #: called on every change of a user's statistics (bound once: it is
-        #: on every message's path)
-        self._changed = listener.changed
+        #: on every message's path; L{None} when nobody listens)
+        self._changed: Callable[[int], None] | None = None if statsListener is None else listener.changed
         self._presence: IPresenceListener = NoPresenceListener() if presenceListener is None else presenceListener
         self._registry = Registry(maxTrackedUsers)
         #: (the registry's own dict: read on every message)
         self._users = self._registry.users
         self._queue = None if store is None else OfflineQueue(store, self.counters)
-        self._catchUp = CatchUp(clock, self._queue, inbox, prepare, messages, self.counters, self._changed,
+        self._catchUp = CatchUp(clock, self._queue, inbox, prepare, messages, self.counters, listener.changed,
                                 replayLimit)
         self._acks = AckLedger(MemoryIdempotency(clock) if idempotency is None else idempotency, ackSeconds,
                                self._peers, self._routeFrom, self._sendAck)
@@ -189,7 +189,8 @@ class Router:
             # the inbox is read: nothing falls between the two
             self._registry.user(userId, now).resume(connection)
         user = self._registry.add(connection, now)
-        self._changed(userId)
+        if self._changed is not None:
+            self._changed(userId)
         count = len(user.connections)
         if count == 1:
             self.counters.usersOnline += 1
@@ -216,7 +217,8 @@ class Router:
         if user is None:
             return
         userId = connection.userId
-        self._changed(userId)
+        if self._changed is not None:
+            self._changed(userId)
         if not user.connections:
             self.counters.usersOnline -= 1
         self._peers.disconnected(userId, user.stats, len(user.connections))
@@ -336,8 +338,10 @@ class Router:
             stats = senderUser.stats
             stats.sentMessages += 1
             stats.lastMessageTime = now
-            self._changed(sender)
-        if message.recipients != [BOT]:  # (not for the bot)
+            if self._changed is not None:
+                self._changed(sender)
+        recipients = message.recipients
+        if len(recipients) != 1 or recipients[0] != BOT:  # (not for the bot)
             config = self._config
             sendBack = (
                 senderUser if config.enableSendBack and senderUser is not None and sendsBack(config, message) else None
@@ -369,7 +373,8 @@ class Router:
                 stats = user.stats
                 stats.receivedMessages += 1
                 stats.bytesTransferred += size
-                changed(user.userId)
+                if changed is not None:
+                    changed(user.userId)
                 if user.held is None:
                     for connection in user.connections:
                         connection.sendPrepared(prepared)
@@ -478,7 +483,8 @@ class Router:
         stats.receivedMessages += 1
         stats.bytesTransferred += len(payload)
         self.counters.delivered += 1
-        self._changed(user.userId)
+        if self._changed is not None:
+            self._changed(user.userId)
         user.write(payload, prepared, seq)
 
     # what other nodes hand back (IInbound)
