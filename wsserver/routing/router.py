@@ -118,7 +118,6 @@ class Router:
     ) -> None:
         self._config = config
         self._clock = clock
-        self.clock = clock
         self.messages = messages
         self.inbox = inbox
         self.counters = Counters()
