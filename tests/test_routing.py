@@ -13,11 +13,12 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
-from zope.interface.verify import verifyObject
+from zope.interface.verify import verifyClass, verifyObject
 
 from wsserver.config import MessageConfig
 from wsserver.messages import InvalidPayload, Message, MessageFactory
-from wsserver.routing import IConnection, Router
+from wsserver.protocol import ChatServerProtocol
+from wsserver.routing import IConnection, IInbound, IUserDirectory, Router
 from wsserver.stats import emptyStatItem
 from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
 
@@ -179,6 +180,16 @@ class RoutingTests(RouterTestMixin, SynchronousTestCase):
         The fake connection of these tests provides L{IConnection}.
         """
         self.assertTrue(verifyObject(IConnection, FakeConnection(1)))
+
+    def test_interfaces(self) -> None:
+        """
+        The WebSocket protocol provides everything the router calls on a
+        connection (L{IConnection}); the router is its node's L{IInbound}
+        and the cluster's statistics' L{IUserDirectory}.
+        """
+        self.assertTrue(verifyClass(IConnection, ChatServerProtocol))
+        self.assertTrue(verifyObject(IInbound, self.router))
+        self.assertTrue(verifyObject(IUserDirectory, self.router))
 
     def test_deliveredObject(self) -> None:
         """
