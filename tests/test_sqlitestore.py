@@ -22,7 +22,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from wsserver.eventstore import Delivery, IEventStore, MemoryEventStore, emptyCounts, moved
+from wsserver.events.store import Delivery, IEventStore, MemoryEventStore, emptyCounts, moved
 from wsserver.sqlitestore import (
     APPLICATION_ID,
     DATABASE_FILENAME,

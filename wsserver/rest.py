@@ -36,7 +36,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from .auth import Authenticator, Credentials
-from .events import EventNotifier
+from .events.notifier import EventNotifier
 from .limits import Limits
 from .idempotency import IIdempotency
 from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId

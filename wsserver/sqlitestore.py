@@ -62,7 +62,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .eventstore import Delivery, IEventStore, emptyCounts
+from .events.store import Delivery, IEventStore, emptyCounts
 from .storage import IUndeliveredStore, forRecipient
 
 __all__ = [
@@ -586,7 +586,7 @@ class SqliteEventStore:
     """
     The event notifier's queue in SQLite: pending and failed deliveries and
     the per-target success counters survive restarts.  Behaves like
-    L{wsserver.eventstore.MemoryEventStore}.
+    L{wsserver.events.store.MemoryEventStore}.
     """
 
     def __init__(self, database: Database) -> None:

@@ -35,9 +35,10 @@ from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService, StartError
 from .storage import MemoryUndeliveredStore, pruneService
-from .events import EventNotifier, makeSenders
+from .events.notifier import EventNotifier
+from .events.targets import makeSenders
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
-from .presenceevents import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
+from .events.presence import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
 from .history import MemoryInbox, inboxPruneService
 from .redis.address import parseRedisURL
 from .limits import Limits

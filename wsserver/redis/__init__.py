@@ -4,7 +4,7 @@ one command connection with reconnects (L{wsserver.redis.link}), and the
 pub/sub connection of the cluster (L{wsserver.redis.link.RedisSubscriber}).
 
 The cluster (L{wsserver.cluster}) and the Redis event target
-(L{wsserver.redistarget}) both connect through these.  Nothing is imported
+(L{wsserver.events.targets.redis}) both connect through these.  Nothing is imported
 here: L{wsserver.config} imports L{wsserver.redis.address} only, which needs
 no Twisted networking.
 """
