@@ -19,7 +19,8 @@ from wsserver.config import MessageConfig
 from wsserver.messages import InvalidPayload, Message, MessageFactory
 from wsserver.routing import IConnection, Router
 from wsserver.stats import emptyStatItem
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
+from wsserver.queue import IUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 KEYS = ["id", "type", "text", "timestamp", "sender", "recipients", "data"]
 NODE = 0x1234ABCD

@@ -31,7 +31,7 @@ from .messages import BOT, InvalidPayload, Message, MessageFactory, dumpJSON, pa
 from .metrics import Counters
 from .peers import IInbound, IPeers, IPresenceListener, IStatsListener, NoPeers, NoPresenceListener, NoStatsListener
 from .stats import UserStats, emptyStatItem
-from .storage import IUndeliveredStore, forRecipient
+from .queue import IUndeliveredStore, forRecipient
 
 __all__ = ["IConnection", "Router"]
 

@@ -23,7 +23,7 @@ from twisted.python import usage
 
 from . import __version__
 from .auth import buildAuthenticator
-from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, StatsJournal
+from .cluster import ClusterNode, ClusterStats, StatsJournal
 from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
                      withOverrides)
 from .messages import MessageFactory
@@ -34,15 +34,23 @@ from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService, StartError
-from .storage import MemoryUndeliveredStore, pruneService
+from .database import DATABASE_FILENAME, Database, StorageError, openDatabase
 from .events.notifier import EventNotifier
-from .events.targets import makeSenders
-from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .events.presence import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
-from .history import MemoryInbox, inboxPruneService
-from .redis.address import parseRedisURL
+from .events.sqlite import SqliteEventStore
+from .events.targets import makeSenders
+from .history import IInbox
+from .history.memory import MemoryInbox
+from .history.redis import RedisInbox
+from .history.sqlite import SqliteInbox
+from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .limits import Limits
-from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
+from .prune import IPrunable, pruneService
+from .queue import IUndeliveredStore
+from .queue.memory import MemoryUndeliveredStore
+from .queue.redis import RedisUndeliveredStore
+from .queue.sqlite import SqliteUndeliveredStore
+from .redis.address import parseRedisURL
 from .watchdog import Watchdog
 from .workers import WorkerPool, parseAdopt
 
@@ -52,7 +60,7 @@ log = Logger()
 
 #: Seconds that clients get to answer the shutdown's close frame.
 SHUTDOWN_GRACE = 5.0
-#: Seconds between two prunings of expired undelivered messages.
+#: Seconds between two prunings of the expired entries of the stores.
 PRUNE_INTERVAL = 60.0
 
 
@@ -266,60 +274,29 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         httpClient = HTTPClient(Agent(reactor, pool=pool))
         _AtStop(pool.closeCachedConnections).setServiceParent(top)
 
-    database = None
     history = chat.history
-    if (
-        (chat.enableUndeliveredQueue and chat.undelivered.storage == "sqlite")
-        or events is not None
-        or (history.enabled and history.storage == "sqlite")
-    ):
-        database = openDatabase(os.path.join(config.server.dataDir, DATABASE_FILENAME), reactor)
+    database = _database(config, reactor)
+    if database is not None:
         _AtStop(database.close).setServiceParent(top)
 
-    notifier = None
-    if events is not None:
-        assert database is not None
-        notifier = top.notifier = EventNotifier(events, database.events(), makeSenders(events, httpClient, reactor),
-                                                reactor)
+    notifier = top.notifier = _notifier(config, database, httpClient, reactor)
+    if notifier is not None:
         notifier.setServiceParent(top)
 
-    node = None
-    if config.cluster.redis is not None:
-        node = top.cluster = ClusterNode(
-            parseRedisURL(config.cluster.redis), reactor,
-            config.cluster.heartbeatSeconds, config.cluster.nodeTimeoutSeconds,
-        )
+    node = top.cluster = _cluster(config, reactor)
+    if node is not None:
         node.setServiceParent(top)
 
-    store: Any = None
-    if chat.enableUndeliveredQueue:
-        undelivered = chat.undelivered
-        if undelivered.storage == "redis":
-            assert node is not None
-            store = RedisUndeliveredStore(node.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
-                                          announce=node.announceQueued)
-        elif undelivered.storage == "sqlite":
-            assert database is not None
-            store = database.undelivered(undelivered.ttlSeconds, undelivered.maxPerUser)
-        else:
-            store = MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
-        pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
-
+    store = _undeliveredStore(config, database, node)
+    inbox = _inbox(config, database, node, reactor)
+    pruned: list[tuple[str, IPrunable]] = []
+    if store is not None:
+        pruned.append(("undelivered messages", store))
+    if inbox is not None:
+        pruned.append(("inbox entries", inbox))
+    if pruned:
+        pruneService(pruned, reactor, PRUNE_INTERVAL).setServiceParent(top)
     top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
-
-    inbox: Any = None
-    if history.enabled:
-        if history.storage == "redis":
-            from .history.redis import RedisInbox
-
-            assert node is not None
-            inbox = RedisInbox(node.bulk, reactor, history.ttlSeconds, history.maxPerUser)
-        elif history.storage == "sqlite":
-            assert database is not None
-            inbox = database.inbox(reactor, history.ttlSeconds, history.maxPerUser)
-        else:
-            inbox = MemoryInbox(history.ttlSeconds, history.maxPerUser)
-        inboxPruneService(inbox, reactor, PRUNE_INTERVAL).setServiceParent(top)
 
     limits = top.limits = Limits(config.server.limits, reactor)
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
@@ -409,6 +386,79 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
             'server.allowedOrigins, or ["*"] to allow every one'
         )
     return top
+
+
+def _database(config: Config, reactor: Any) -> Database | None:
+    """
+    The database in the data directory, opened (start-up only: it blocks)
+    when a store or the event notifier keeps its data there.
+    """
+    chat = config.chat
+    if (
+        (chat.enableUndeliveredQueue and chat.undelivered.storage == "sqlite")
+        or config.event.enabled
+        or (chat.history.enabled and chat.history.storage == "sqlite")
+    ):
+        return openDatabase(os.path.join(config.server.dataDir, DATABASE_FILENAME), reactor)
+    return None
+
+
+def _notifier(config: Config, database: Database | None, httpClient: Any, reactor: Any) -> EventNotifier | None:
+    """
+    The event notifier, its deliveries in the database, or L{None} when
+    C{event} is off.
+    """
+    if not config.event.enabled:
+        return None
+    assert database is not None
+    return EventNotifier(config.event, SqliteEventStore(database), makeSenders(config.event, httpClient, reactor),
+                         reactor)
+
+
+def _cluster(config: Config, reactor: Any) -> ClusterNode | None:
+    """
+    This node of the cluster, or L{None} without C{cluster.redis}.
+    """
+    if config.cluster.redis is None:
+        return None
+    cluster = config.cluster
+    return ClusterNode(parseRedisURL(config.cluster.redis), reactor, cluster.heartbeatSeconds,
+                       cluster.nodeTimeoutSeconds)
+
+
+def _undeliveredStore(config: Config, database: Database | None,
+                      node: ClusterNode | None) -> IUndeliveredStore | None:
+    """
+    The undelivered queue of C{chat.undelivered.storage}, or L{None} when
+    it is off.
+    """
+    if not config.chat.enableUndeliveredQueue:
+        return None
+    undelivered = config.chat.undelivered
+    if undelivered.storage == "redis":
+        assert node is not None
+        return RedisUndeliveredStore(node.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
+                                     announce=node.announceQueued)
+    if undelivered.storage == "sqlite":
+        assert database is not None
+        return SqliteUndeliveredStore(database, undelivered.ttlSeconds, undelivered.maxPerUser)
+    return MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
+
+
+def _inbox(config: Config, database: Database | None, node: ClusterNode | None, reactor: Any) -> IInbox | None:
+    """
+    The inboxes of C{chat.history.storage}, or L{None} when they are off.
+    """
+    history = config.chat.history
+    if not history.enabled:
+        return None
+    if history.storage == "redis":
+        assert node is not None
+        return RedisInbox(node.bulk, reactor, history.ttlSeconds, history.maxPerUser)
+    if history.storage == "sqlite":
+        assert database is not None
+        return SqliteInbox(database, reactor, history.ttlSeconds, history.maxPerUser)
+    return MemoryInbox(history.ttlSeconds, history.maxPerUser)
 
 
 def makeService(options: Options, reactor: Any = None) -> WsServer:

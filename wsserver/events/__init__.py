@@ -5,7 +5,7 @@ changes, delivered to the configured targets, at least once.
   - L{wsserver.events.notifier}: the L{EventNotifier} (batching, retries,
     fallbacks, the parallel workers);
   - L{wsserver.events.store}: where deliveries wait (L{IEventStore}) and its
-    memory store (the SQLite one is in L{wsserver.sqlitestore});
+    memory store; L{wsserver.events.sqlite}: the one in the data file;
   - L{wsserver.events.targets}: the senders, one per target type, and
     L{makeSenders}, the one place that turns target configs into senders;
   - L{wsserver.events.presence}: C{user_online} / C{user_offline} events.

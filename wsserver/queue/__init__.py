@@ -1,7 +1,12 @@
-# -*- test-case-name: tests.test_storage -*-
+# -*- test-case-name: tests.test_queue -*-
 """
 The undelivered queue (SPEC section 6): messages kept for users who are
 offline, delivered oldest first when they next connect.
+
+This module is the contract (L{IUndeliveredStore}, L{forRecipient}); the
+stores are L{wsserver.queue.memory} (RAM only), L{wsserver.queue.sqlite}
+(the data file: survives restarts) and L{wsserver.queue.redis} (shared by
+the nodes of a cluster).
 
 A store hands messages out with L{IUndeliveredStore.fetch} and forgets them
 only on L{IUndeliveredStore.ack}, after they were written to the user's
@@ -19,18 +24,12 @@ and 20,000 small references, not 20,000 payloads.
 from __future__ import annotations
 
 import json
-from collections import deque
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from zope.interface import Attribute, Interface, implementer
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
 
-__all__ = ["IUndeliveredStore", "MemoryUndeliveredStore", "forRecipient", "pruneService"]
-
-log = Logger()
+__all__ = ["IUndeliveredStore", "forRecipient"]
 
 #: What comes before the recipients in a message serialized by
 #: L{wsserver.messages.Message.serialize} (compact JSON, fixed field order).
@@ -64,22 +63,6 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
     obj = json.loads(payload)
     obj["recipients"] = [userId]
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def pruneService(store: IUndeliveredStore, clock: IReactorTime, interval: float) -> TimerService:
-    """
-    A service that drops the expired messages of C{store} every C{interval}
-    seconds.  A prune that fails (the disk, Redis) is logged and the next
-    one runs on time: a L{TimerService} whose call fails stops for good.
-    """
-
-    def prune() -> Deferred[Any]:
-        d = maybeDeferred(store.prune, clock.seconds())
-        return d.addErrback(lambda f: log.failure("could not drop expired undelivered messages", f))
-
-    service = TimerService(interval, prune)
-    service.clock = clock
-    return service
 
 
 class IUndeliveredStore(Interface):
@@ -126,79 +109,3 @@ class IUndeliveredStore(Interface):
         """
         How many messages wait for C{userId}.
         """
-
-
-@implementer(IUndeliveredStore)
-class MemoryUndeliveredStore:
-    """
-    The undelivered queue in RAM only: fast, and gone at a restart.  A
-    message kept by L{putMany} is one L{bytes} object that every user's queue
-    refers to; it is freed when the last of them lets go.
-
-    @param ttlSeconds: messages older than this are dropped.
-    @param maxPerUser: over this many for one user, the oldest are dropped.
-    """
-
-    def __init__(self, ttlSeconds: float, maxPerUser: int) -> None:
-        self._ttl = ttlSeconds
-        self._max = maxPerUser
-        #: per user, C{(key, created, payload, shared)}: C{shared} when the
-        #: payload came from L{putMany} (rewritten for the user when fetched)
-        self._queues: dict[int, deque[tuple[int, float, bytes, bool]]] = {}
-        self._key = 0
-        self.dropped = 0
-
-    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
-        self._add(userId, payload, now, False)
-        return succeed(None)
-
-    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
-        for userId in userIds:
-            self._add(userId, payload, now, True)
-        return succeed(None)
-
-    def _add(self, userId: int, payload: bytes, now: float, shared: bool) -> None:
-        queue = self._queues.get(userId)
-        if queue is None:
-            queue = self._queues[userId] = deque()
-        self._key += 1
-        queue.append((self._key, now, payload, shared))
-        while len(queue) > self._max:
-            queue.popleft()
-            self.dropped += 1
-
-    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
-        queue = self._queues.get(userId)
-        if not queue:
-            return succeed([])
-        self._expire(userId, queue, now)
-        return succeed([
-            (key, forRecipient(payload, userId) if shared else payload) for key, _, payload, shared in queue
-        ])
-
-    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
-        queue = self._queues.get(userId)
-        if queue:
-            done = set(keys)
-            kept = deque(item for item in queue if item[0] not in done)
-            if kept:
-                self._queues[userId] = kept
-            else:
-                del self._queues[userId]
-        return succeed(None)
-
-    def prune(self, now: float) -> Deferred[int]:
-        before = self.dropped
-        for userId, queue in list(self._queues.items()):
-            self._expire(userId, queue, now)
-        return succeed(self.dropped - before)
-
-    def pending(self, userId: int) -> Deferred[int]:
-        return succeed(len(self._queues.get(userId, ())))
-
-    def _expire(self, userId: int, queue: deque[tuple[int, float, bytes, bool]], now: float) -> None:
-        while queue and now - queue[0][1] > self._ttl:
-            queue.popleft()
-            self.dropped += 1
-        if not queue:
-            del self._queues[userId]
