@@ -51,6 +51,7 @@ from .queue.memory import MemoryUndeliveredStore
 from .queue.redis import RedisUndeliveredStore
 from .queue.sqlite import SqliteUndeliveredStore
 from .redis.address import parseRedisURL
+from .redis.links import RedisLinks
 from .watchdog import Watchdog
 from .workers import WorkerPool, parseAdopt
 
@@ -283,12 +284,16 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     if notifier is not None:
         notifier.setServiceParent(top)
 
-    node = top.cluster = _cluster(config, reactor)
-    if node is not None:
+    links, node = _cluster(config, reactor)
+    if links is not None and node is not None:
+        # the links before the node: closed after it, and after the stores
+        # that use them (the WebSocket service stops first)
+        links.setServiceParent(top)
         node.setServiceParent(top)
+        top.cluster = node
 
-    store = _undeliveredStore(config, database, node)
-    inbox = _inbox(config, database, node, reactor)
+    store = _undeliveredStore(config, database, links, node)
+    inbox = _inbox(config, database, links, reactor)
     pruned: list[tuple[str, IPrunable]] = []
     if store is not None:
         pruned.append(("undelivered messages", store))
@@ -296,13 +301,13 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         pruned.append(("inbox entries", inbox))
     if pruned:
         pruneService(pruned, reactor, PRUNE_INTERVAL).setServiceParent(top)
-    top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
+    top.idempotency = RedisIdempotency(links.bulk) if links is not None else MemoryIdempotency(reactor)
 
     limits = top.limits = Limits(config.server.limits, reactor)
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
     presence = None
     if notifier is not None and events is not None and events.presence:
-        ledger = RedisPresenceLedger(node.bulk) if node is not None else MemoryPresenceLedger()
+        ledger = RedisPresenceLedger(links.bulk) if links is not None else MemoryPresenceLedger()
         presenceEvents = PresenceEvents(ledger, node if node is not None else NoPeers(), messages,
                                         notifier.notifyServerEvent)
         presence = top.presence = PresenceDebouncer(reactor, events.presenceDebounceSeconds, presenceEvents.settled)
@@ -330,11 +335,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     )
     clusterStats = None
     if node is not None:
-        assert journal is not None
+        assert journal is not None and links is not None
         # after the node and before the WebSocket service: it stops once the
         # clients are closed (their last counts written), before the node's
         # link closes
-        clusterStats = top.clusterStats = ClusterStats(node, router, journal, reactor)
+        clusterStats = top.clusterStats = ClusterStats(node, links.bulk, router, journal, reactor)
         clusterStats.setServiceParent(top)
 
     # on the WebSocket, a token's sub is the user: tokens must have one
@@ -415,18 +420,19 @@ def _notifier(config: Config, database: Database | None, httpClient: Any, reacto
                          reactor)
 
 
-def _cluster(config: Config, reactor: Any) -> ClusterNode | None:
+def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNode | None]:
     """
-    This node of the cluster, or L{None} without C{cluster.redis}.
+    The Redis links and this node of the cluster, or L{None}s without
+    C{cluster.redis}.
     """
     if config.cluster.redis is None:
-        return None
+        return None, None
+    links = RedisLinks(parseRedisURL(config.cluster.redis), reactor)
     cluster = config.cluster
-    return ClusterNode(parseRedisURL(config.cluster.redis), reactor, cluster.heartbeatSeconds,
-                       cluster.nodeTimeoutSeconds)
+    return links, ClusterNode(links, reactor, cluster.heartbeatSeconds, cluster.nodeTimeoutSeconds)
 
 
-def _undeliveredStore(config: Config, database: Database | None,
+def _undeliveredStore(config: Config, database: Database | None, links: RedisLinks | None,
                       node: ClusterNode | None) -> IUndeliveredStore | None:
     """
     The undelivered queue of C{chat.undelivered.storage}, or L{None} when
@@ -436,8 +442,8 @@ def _undeliveredStore(config: Config, database: Database | None,
         return None
     undelivered = config.chat.undelivered
     if undelivered.storage == "redis":
-        assert node is not None
-        return RedisUndeliveredStore(node.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
+        assert links is not None and node is not None
+        return RedisUndeliveredStore(links.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
                                      announce=node.announceQueued)
     if undelivered.storage == "sqlite":
         assert database is not None
@@ -445,7 +451,7 @@ def _undeliveredStore(config: Config, database: Database | None,
     return MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
 
 
-def _inbox(config: Config, database: Database | None, node: ClusterNode | None, reactor: Any) -> IInbox | None:
+def _inbox(config: Config, database: Database | None, links: RedisLinks | None, reactor: Any) -> IInbox | None:
     """
     The inboxes of C{chat.history.storage}, or L{None} when they are off.
     """
@@ -453,8 +459,8 @@ def _inbox(config: Config, database: Database | None, node: ClusterNode | None, 
     if not history.enabled:
         return None
     if history.storage == "redis":
-        assert node is not None
-        return RedisInbox(node.bulk, reactor, history.ttlSeconds, history.maxPerUser)
+        assert links is not None
+        return RedisInbox(links.bulk, reactor, history.ttlSeconds, history.maxPerUser)
     if history.storage == "sqlite":
         assert database is not None
         return SqliteInbox(database, reactor, history.ttlSeconds, history.maxPerUser)

@@ -9,7 +9,8 @@ server.
   - L{wsserver.cluster.stats}: C{/stat} and C{/stats} for the whole cluster.
 
 The shared stores are with their concerns (L{wsserver.queue.redis},
-L{wsserver.history.redis}).
+L{wsserver.history.redis}); their Redis link comes from
+L{wsserver.redis.links.RedisLinks}, as the node's do.
 """
 
 from .node import ClusterNode
