@@ -16,8 +16,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from wsserver.history.memory import MemoryInbox
 from wsserver.messages import Message
-from wsserver.prune import pruneService
+from wsserver.prune import IPrunable, pruneService
 from wsserver.queue import IUndeliveredStore, forRecipient
 from wsserver.queue.memory import MemoryUndeliveredStore
 
@@ -440,3 +441,11 @@ class PruneServiceTests(SynchronousTestCase):
         self.assertEqual([formatEvent(e) for e in logged if "log_failure" in e],
                          ["could not drop expired inbox entries"])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_storesArePrunable(self) -> None:
+        """
+        The undelivered queue and the inbox are L{IPrunable}: the service
+        takes every store whose entries expire.
+        """
+        verifyObject(IPrunable, MemoryUndeliveredStore(10, 10))
+        verifyObject(IPrunable, MemoryInbox(10, 10))

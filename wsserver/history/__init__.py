@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+
+from ..prune import IPrunable
 
 __all__ = ["IInbox", "Page", "seqOf", "withSeq"]
 
@@ -77,7 +78,7 @@ class Page:
         return since + 1 < self.first
 
 
-class IInbox(Interface):
+class IInbox(IPrunable):
     """
     The per-user inboxes.
     """

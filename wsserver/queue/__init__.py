@@ -27,7 +27,9 @@ import json
 from typing import Iterable, Sequence
 
 from twisted.internet.defer import Deferred
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute
+
+from ..prune import IPrunable
 
 __all__ = ["IUndeliveredStore", "forRecipient"]
 
@@ -65,7 +67,7 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class IUndeliveredStore(Interface):
+class IUndeliveredStore(IPrunable):
     """
     Where messages for offline users wait.
     """
