@@ -337,8 +337,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     if node is not None:
         assert journal is not None and links is not None
         # after the node and before the WebSocket service: it stops once the
-        # clients are closed (their last counts written), before the node's
-        # link closes
+        # clients are closed (their last counts written), before the Redis
+        # links close
         clusterStats = top.clusterStats = ClusterStats(node, links.bulk, router, journal, reactor)
         clusterStats.setServiceParent(top)
 
