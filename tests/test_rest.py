@@ -31,7 +31,7 @@ from wsserver.messages import MessageFactory
 from wsserver.metrics import Readiness, ServerCollector, makeRegistry
 from wsserver.rest import Operations, RestSite, makeRestResource
 from wsserver.routing import Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 BASE = "http://rest.example.com"
 

@@ -20,7 +20,8 @@ from wsserver.messages import InvalidPayload, Message, MessageFactory
 from wsserver.protocol import ChatServerProtocol
 from wsserver.routing import IConnection, IInbound, IUserDirectory, Router
 from wsserver.stats import emptyStatItem
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
+from wsserver.queue import IUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 KEYS = ["id", "type", "text", "timestamp", "sender", "recipients", "data"]
 NODE = 0x1234ABCD

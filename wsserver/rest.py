@@ -37,7 +37,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from .auth import Authenticator, Credentials
-from .events import EventNotifier
+from .events.notifier import EventNotifier
 from .limits import Limits
 from .history import IInbox
 from .idempotency import IIdempotency

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from ..history import IInbox, Page, seqOf
 from ..messages import MessageFactory
 from ..metrics import Counters
-from ..storage import IUndeliveredStore, forRecipient
+from ..queue import IUndeliveredStore, forRecipient
 from .delivery import User
 from .interfaces import IConnection
 

@@ -22,7 +22,7 @@ many.
     L{NoStatsListener}: nobody listens.
   - L{IPresenceListener}: told when a user's first connection on this node
     opens and its last one closes (the presence events,
-    L{wsserver.presenceevents}).  L{NoPresenceListener}: nobody listens.
+    L{wsserver.events.presence}).  L{NoPresenceListener}: nobody listens.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from ..idempotency import IIdempotency, MemoryIdempotency
 from ..messages import BOT, InvalidPayload, Message, MessageFactory
 from ..metrics import Counters
 from ..stats import UserStats
-from ..storage import IUndeliveredStore, forRecipient
+from ..queue import IUndeliveredStore, forRecipient
 from .acks import AckLedger
 from .catchup import CatchUp, OfflineQueue
 from .delivery import User
