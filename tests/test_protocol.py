@@ -27,7 +27,7 @@ from wsserver.messages import MessageFactory
 from wsserver.metrics import ROUTING_BUCKETS, ROUTING_SAMPLE_MASK
 from wsserver.connection import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
 from wsserver.routing import Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 from wsserver.watchdog import Watchdog
 
 

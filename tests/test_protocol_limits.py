@@ -12,7 +12,7 @@ import orjson
 from twisted.internet.testing import StringTransport
 
 from wsserver.config import AuthConfig, LimitsConfig, ServerConfig
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 from .test_protocol import Harness, _ControlledAuth
 

@@ -32,7 +32,7 @@ from wsserver.connection.session import (
 from wsserver.limits import Limits
 from wsserver.messages import MessageFactory
 from wsserver.routing import IConnection, Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 
 @implementer(IWire)

@@ -29,6 +29,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -37,10 +38,11 @@ from twisted.web.resource import Resource
 
 from ._internals import HTTPChannelHooks, requestLine, stopReading
 from .auth import Authenticator, Credentials
-from .events import EventNotifier
+from .events.notifier import EventNotifier
 from .limits import Limits
+from .history import IInbox
 from .idempotency import IIdempotency
-from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
+from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing import Router
 
@@ -355,7 +357,14 @@ class _Api:
         limits: Limits | None = None,
         idempotency: IIdempotency | None = None,
         idempotencySeconds: float = 0,
+        *,
+        messages: MessageFactory,
+        clock: IReactorTime,
+        inbox: IInbox | None = None,
     ) -> None:
+        self.messages = messages
+        self.clock = clock
+        self.inbox = inbox
         self.limits = limits
         if operations is None:
             collector = ServerCollector(router, notifier)
@@ -497,7 +506,7 @@ class _Api:
             return _error(400, "Content-Type must be application/json")
         body = request.content.read()
         try:
-            message = self.router.messages.fromPayload(body, BOT, enforceSender=False)
+            message = self.messages.fromPayload(body, BOT, enforceSender=False)
         except InvalidPayload as e:
             return _error(400, "Invalid payload. " + e.reason)
         if message.isForBot():
@@ -541,7 +550,7 @@ class _Api:
         uid = self._userId(request)
         if isinstance(uid, tuple):
             return uid
-        inbox = self.router.inbox
+        inbox = self.inbox
         if inbox is None:
             return _error(404, "History is not enabled (chat.history.enabled)")
         since = _count(request, b"since", 0, None)
@@ -552,7 +561,7 @@ class _Api:
             return _error(400, f"Invalid limit: {limit}")
         if limit == 0:
             return _error(400, "Invalid limit: must be from 1 to 1000")
-        d = inbox.read(uid, since, limit, self.router.clock.seconds())
+        d = inbox.read(uid, since, limit, self.clock.seconds())
         return d.addCallback(lambda page: _ok([orjson.Fragment(payload) for _, payload in page.entries]))
 
     def status(self, request: IRequest) -> Answer:
@@ -625,6 +634,10 @@ def makeRestResource(
     limits: Limits | None = None,
     idempotency: IIdempotency | None = None,
     idempotencySeconds: float = 0,
+    *,
+    messages: MessageFactory,
+    clock: IReactorTime,
+    inbox: IInbox | None = None,
 ) -> Resource:
     """
     The REST API's resource tree.
@@ -641,9 +654,13 @@ def makeRestResource(
         the WebSocket side), or L{None}.
     @param idempotency: where C{Idempotency-Key}s are claimed, for
         C{idempotencySeconds} (0 or no store: the header is ignored).
+    @param messages: makes the messages of C{/send-message} (the router's).
+    @param clock: the time source (the router's).
+    @param inbox: the per-user inboxes that C{/history} reads (L{None}:
+        C{chat.history} is off).
     """
     api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats, operations,
-               limits, idempotency, idempotencySeconds)
+               limits, idempotency, idempotencySeconds, messages=messages, clock=clock, inbox=inbox)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))

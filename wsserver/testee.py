@@ -33,6 +33,7 @@ from .auth import buildAuthenticator
 from .config import AuthConfig, MessageConfig, ServerConfig
 from .messages import InvalidPayload, MessageFactory
 from .connection import ChatServerFactory
+from .connection.session import Session
 from .routing import Router
 
 __all__ = ["EchoRouter", "TESTEE_MAX_SIZE", "TESTEE_PATH", "makeTesteeFactory", "listenTestee", "main"]
@@ -57,7 +58,7 @@ class EchoRouter(Router):
     this does the same check, so that the protocol's own error path answers.
     """
 
-    def receive(self, connection: Any, payload: bytes) -> None:  # type: ignore[override]
+    def receive(self, connection: Session, payload: bytes) -> None:  # type: ignore[override]
         """
         Echo C{payload} to C{connection}, as a frame of its own kind.
 

@@ -258,6 +258,14 @@ class Session:
         """
         return self._address
 
+    @property
+    def wire(self) -> IWire:
+        """
+        The network side of this connection (its adapter), for tests and
+        tools that must cut it as a network fault would.
+        """
+        return self._wire
+
     # the handshake
 
     def connected(self, address: str, peer: str, write: Callable[[bytes], None]) -> bool:
