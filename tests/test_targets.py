@@ -1,5 +1,5 @@
 """
-The event target types of L{wsserver.targets}: their config keys (errors
+The event target types of L{wsserver.events.targets}: their config keys (errors
 naming the key, passwords hidden), the notifier's "not connected" outcome,
 and the C{socket} and C{udp} targets against real Twisted listeners.
 """
@@ -20,13 +20,14 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsserver.config import ConfigError, parseConfig
-from wsserver.events import EventNotifier, makeSenders
-from wsserver.eventstore import MemoryEventStore
+from wsserver.events.notifier import EventNotifier
+from wsserver.events.targets.senders import makeSenders
+from wsserver.events.store import MemoryEventStore
 from wsserver.messages import Message
-from wsserver.targets import TargetUnreachable
-from wsserver.targets.base import NextTurn
-from wsserver.targets.socket import SocketRefused
-from wsserver.targets.udp import MAX_DATAGRAM, UdpRefused
+from wsserver.events.targets.base import TargetUnreachable
+from wsserver.events.targets.base import NextTurn
+from wsserver.events.targets.socket import SocketRefused
+from wsserver.events.targets.udp import MAX_DATAGRAM, UdpRefused
 
 from .test_targets_sql import event, eventConfig
 

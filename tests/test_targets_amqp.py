@@ -14,11 +14,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 
-from wsserver.events import EventNotifier, makeSenders
-from wsserver.eventstore import MemoryEventStore
+from wsserver.events.notifier import EventNotifier
+from wsserver.events.targets.senders import makeSenders
+from wsserver.events.store import MemoryEventStore
 from wsserver.messages import Message
-from wsserver.targets import TargetUnreachable
-from wsserver.targets.amqp import AmqpRefused
+from wsserver.events.targets.base import TargetUnreachable
+from wsserver.events.targets.amqp import AmqpRefused
 
 from .servers import PASSWORD, RabbitMQServer, SharedServer
 from .test_targets_sql import event, eventConfig, targetLog, until

@@ -16,10 +16,11 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from wsserver.config import parseConfig
-from wsserver.events import EventNotifier, makeSenders
-from wsserver.eventstore import MemoryEventStore
-from wsserver.targets import TargetUnreachable
-from wsserver.targets.sql import SqlRefused
+from wsserver.events.notifier import EventNotifier
+from wsserver.events.targets.senders import makeSenders
+from wsserver.events.store import MemoryEventStore
+from wsserver.events.targets.base import TargetUnreachable
+from wsserver.events.targets.sql import SqlRefused
 
 from .servers import PASSWORD, MariaDBServer, PostgresServer, SharedServer
 

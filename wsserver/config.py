@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .targets import TARGET_TYPES
+from .events.targets.types import TARGET_TYPES
 
 __all__ = [
     "AuthConfig",
@@ -249,7 +249,7 @@ class ChatConfig:
 class TargetConfig:
     """
     One event target: C{postback} (a webhook), C{redis}, or a type of
-    L{wsserver.targets} (whose keys are in C{options}).
+    L{wsserver.events.targets.types} (whose keys are in C{options}).
     """
 
     type: str
@@ -265,7 +265,7 @@ class TargetConfig:
     modeType: str = "queue"
     modeName: str = "wsserver_events_queue"
     fallback: tuple[TargetConfig, ...] = ()
-    #: the keys of a L{wsserver.targets} type, as its parser read them
+    #: the keys of a L{wsserver.events.targets.types} type, as its parser read them
     options: object | None = None
 
 

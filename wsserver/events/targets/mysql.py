@@ -4,7 +4,7 @@ The C{mysql} event target (SPEC section 12), for MySQL and MariaDB: each
 event a row of C{table} (created when missing, C{payload} as C{JSON}),
 through a pool of kept PyMySQL connections (L{twisted.enterprise.adbapi});
 a resend changes nothing (C{INSERT IGNORE}).  The shared machinery is
-L{wsserver.targets.sql}.
+L{wsserver.events.targets.sql}.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The C{postgresql} event target (SPEC section 12): each event a row of
 C{table} (created when missing), through a pool of kept psycopg 3
 connections (L{twisted.enterprise.adbapi}); a resend changes nothing
-(C{ON CONFLICT DO NOTHING}).  The shared machinery is L{wsserver.targets.sql}.
+(C{ON CONFLICT DO NOTHING}).  The shared machinery is L{wsserver.events.targets.sql}.
 """
 
 from __future__ import annotations

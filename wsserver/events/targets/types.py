@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_targets -*-
 """
-The event target types of SPEC section 12, beside C{postback} and C{redis}:
-C{postgresql}, C{mysql}, C{amqp}, C{socket} and C{udp}.
+The event target types beside C{postback} and C{redis}: C{postgresql},
+C{mysql}, C{amqp}, C{socket} and C{udp}.
 
 Each type owns its keys: its module's C{parse} reads them from the target's
 config section (reporting problems under the key's name) into an options
