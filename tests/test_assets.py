@@ -1,5 +1,5 @@
 """
-The client library as the package ships it (L{wsserver.assets}): one source
+The client library as the package ships it (L{wsserver.connection.pages}): one source
 (C{clients/js/wsserver.js}, the npm package's), the same bytes in the Python
 package, one version everywhere.
 """
@@ -12,7 +12,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.assets import StaticFile, clientLibrary
+from wsserver.connection.pages import StaticFile, clientLibrary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "clients", "js")

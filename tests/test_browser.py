@@ -325,7 +325,7 @@ class DemoPageTests(BrowserMixin, TestCase):
         def cutAndSend() -> None:
             for connection in server.service.router.allConnections():
                 if connection.userId == 1:
-                    connection.transport.abortConnection()
+                    connection.wire.transport.abortConnection()
             send("missed 1")
             send("missed 2")
 

@@ -268,7 +268,7 @@ class ClientLibraryTests(BrowserMixin, TestCase):
         def drop() -> None:
             for connection in server.service.router.allConnections():
                 if connection.userId == 1:
-                    connection.transport.abortConnection()
+                    connection.wire.transport.abortConnection()
 
         def steps() -> tuple[list[int], dict[str, str]]:
             page.start({"url": server.wsURL(), "id": 1}, manual=True)

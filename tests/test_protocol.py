@@ -1,5 +1,5 @@
 """
-Tests for L{wsserver.protocol}: the Autobahn adapter, driven in memory with
+Tests for L{wsserver.connection}: the Autobahn adapter, driven in memory with
 L{twisted.test.iosim} and a L{task.Clock} for every timer.
 """
 
@@ -27,9 +27,9 @@ from wsserver.auth import Authenticator, Credentials
 from wsserver.config import LimitsConfig, MessageConfig, ServerConfig, WatchdogConfig
 from wsserver.messages import MessageFactory
 from wsserver.metrics import ROUTING_BUCKETS, ROUTING_SAMPLE_MASK
-from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
+from wsserver.connection import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
 from wsserver.routing import Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 from wsserver.watchdog import Watchdog
 
 
@@ -236,7 +236,7 @@ class ProtocolTests(Harness):
         alice = self.connect(factory, "id=1")
         bob = self.connect(factory, "id=2")
         self.flush()
-        bob.serverSide.close(4010, "Inactive connection")
+        bob.serverSide.session.close(4010, "Inactive connection")
         alice.serverSide.onMessage(orjson.dumps({"type": "text", "text": "late", "recipients": [2]}), False)
         self.flush()
         self.assertEqual(bob.received, [])
@@ -559,7 +559,7 @@ class CloseTimerTests(Harness):
         client = self.connect(factory, "id=1")
         self.flush()
         server = client.serverSide
-        server.close(4000, "bye")  # the close frame is written; no answer is read
+        server.session.close(4000, "bye")  # the close frame is written; no answer is read
         call = server.closeHandshakeTimeoutCall
         self.assertIsNotNone(call)
         # the network goes before the client could answer

@@ -1,8 +1,9 @@
-# -*- test-case-name: tests.test_assets -*-
+# -*- test-case-name: tests.test_protocol -*-
 """
-What a plain HTTP GET of the WebSocket port may get besides the demo page:
-the client library at C{/wsserver.js}, a package data file answered with an
-ETag (and 304 when the browser already has it).
+The answers to a plain HTTP request (no WebSocket upgrade) on the WebSocket
+port: the demo chat page at C{/} (when C{server.demoPage}), the client
+library at C{/wsserver.js} (always; with an ETag, and 304 when the browser
+already has it), 404 elsewhere.
 
 C{wsserver/web/wsserver.js} is a copy of C{clients/js/wsserver.js} (the
 npm package's, where it is edited and tested): a wheel carries no symlink,
@@ -12,12 +13,14 @@ an editable install. C{tests/test_assets.py} fails when the two differ.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from hashlib import sha256
 from importlib.resources import files
 
-__all__ = ["CLIENT_LIBRARY_PATH", "PlainResponse", "StaticFile", "clientLibrary"]
+__all__ = ["CLIENT_LIBRARY_PATH", "DEMO_PAGE_HEADERS", "NOT_FOUND", "PlainResponse", "StaticFile", "clientLibrary",
+           "demoPage"]
 
 #: Where the WebSocket port serves the client library.
 CLIENT_LIBRARY_PATH = "/wsserver.js"
@@ -35,6 +38,43 @@ class PlainResponse:
     body: bytes
     #: more headers, besides the type, the length and C{Connection: close}
     headers: tuple[tuple[str, str], ...] = ()
+
+    def allHeaders(self) -> list[tuple[str, str]]:
+        """
+        Every header of the answer, in order; the connection closes after it.
+        (A 304 has no body, and no length but the 200's: neither is sent.)
+        """
+        content = [] if self.code == 304 else [
+            ("Content-Type", self.contentType),
+            ("Content-Length", str(len(self.body))),
+        ]
+        return [*content, *self.headers, ("Connection", "close")]
+
+
+NOT_FOUND = PlainResponse(404, "Not Found", "text/plain; charset=utf-8", b"Not Found\n")
+
+#: The headers of the demo page: it runs its own inline script and the
+#: client library from its own origin, connects to its own origin only, in
+#: no frame.
+DEMO_PAGE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                "connect-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+
+
+def demoPage(endpoint: str) -> PlainResponse:
+    """
+    The demo chat page (a package data file) for the WebSocket path
+    C{endpoint}.
+    """
+    # in a <script>, JSON is JavaScript; "<" escaped so no "</script>" ends it
+    literal = json.dumps(endpoint).replace("<", "\\u003c")
+    page = files("wsserver").joinpath("web", "demo.html").read_text("utf-8")
+    body = page.replace("__WSSERVER_ENDPOINT__", literal).encode("utf-8")
+    return PlainResponse(200, "OK", "text/html; charset=utf-8", body, DEMO_PAGE_HEADERS)
 
 
 #: The client library's headers besides its ETag: any site may import it
