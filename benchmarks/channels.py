@@ -34,7 +34,7 @@ async def measure(reactor, port, messages, users):
     from txredisapi import SubscriberProtocol
 
     from wsserver.bench import LOREM
-    from wsserver.redistarget import RedisLink
+    from wsserver.redis.link import RedisLink
 
     payload = LOREM.encode()
     results = {}

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from wsserver.auth import buildAuthenticator  # noqa: E402
 from wsserver.config import AuthConfig, LimitsConfig, MessageConfig, ServerConfig  # noqa: E402
 from wsserver.messages import MessageFactory  # noqa: E402
-from wsserver.protocol import ChatServerFactory, prepareFrame  # noqa: E402
+from wsserver.connection import ChatServerFactory, prepareFrame  # noqa: E402
 from wsserver.routing import Router  # noqa: E402
 
 HANDSHAKE = (
@@ -51,7 +51,7 @@ def measure(limits, frames, count):
     factory = ChatServerFactory(router, ServerConfig(limits=limits), message, buildAuthenticator(AuthConfig()), clock)
     alice, _ = connect(factory, 1)
     bob, bobTransport = connect(factory, 2)
-    assert alice.attached and bob.attached
+    assert alice.session.attached and bob.session.attached
     started = time.process_time()
     for chunk in frames:
         alice.dataReceived(chunk)

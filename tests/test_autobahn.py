@@ -1,5 +1,5 @@
 """
-Tests for L{wsserver._autobahn}.
+Tests for L{wsserver._internals}.
 """
 
 import pprint
@@ -8,7 +8,7 @@ from autobahn.util import hltype
 from autobahn.websocket import protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver._autobahn import Lazy, makeDebugArgumentsLazy
+from wsserver._internals import Lazy, makeDebugArgumentsLazy
 
 
 class LazyTests(SynchronousTestCase):

@@ -22,7 +22,7 @@ from twisted.web.server import Site
 from wsserver.config import MessageConfig
 from wsserver.messages import InvalidPayload, MessageFactory, dumpJSON, parsePayload
 from wsserver.routing import Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 from .support import ChatClient, closeClient, openClient, restRequest, startServer
 from .test_routing import FakeConnection

@@ -325,7 +325,7 @@ class DemoPageTests(BrowserMixin, TestCase):
         def cutAndSend() -> None:
             for connection in server.service.router.allConnections():
                 if connection.userId == 1:
-                    connection.transport.abortConnection()
+                    connection.wire.transport.abortConnection()
             send("missed 1")
             send("missed 2")
 
@@ -359,6 +359,27 @@ class DemoPageTests(BrowserMixin, TestCase):
 
         state = yield self.inThread(steps)
         self.assertEqual(state, "closed: 4050 Unauthorized")
+
+    @inlineCallbacks
+    def test_refusedHandshakeExplained(self) -> Any:
+        """
+        A handshake refused with HTTP 403 (an origin not allowed): the page
+        cannot see the status, and says what it may be and where to look,
+        rather than only "disconnected".
+        """
+        server = yield startServer(self, {"server": {"allowedOrigins": ["https://app.example.com"]}})
+        browser = yield self.browser()
+
+        def steps() -> tuple[str, list[str]]:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state").startswith("cannot connect"), "the refusal")
+            browser.until(lambda d: browser.texts("#log li.note"), "the hint")
+            return browser.text("#state"), browser.texts("#log li.note")
+
+        state, notes = yield self.inThread(steps)
+        self.assertTrue(state.startswith("cannot connect: refused at the handshake (HTTP 403 or 401?)"), state)
+        self.assertIn("server.allowedOrigins", notes[0])
+        self.assertIn(f"http://127.0.0.1:{server.wsPort}", notes[0])
 
 
 class DashboardTests(BrowserMixin, TestCase):

@@ -310,7 +310,7 @@ class ClusterTests(ClusterCase):
         Two nodes reading one user's queue at once both deliver what they
         read, and their acks leave a newer message in place.
         """
-        from wsserver.cluster import RedisUndeliveredStore
+        from wsserver.queue.redis import RedisUndeliveredStore
 
         a = RedisUndeliveredStore(RedisLink(parseRedisURL(self.url), reactor, 5, "a"), 3600, 100)
         b = RedisUndeliveredStore(RedisLink(parseRedisURL(self.url), reactor, 5, "b"), 3600, 100)

@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.cluster import StatsJournal
-from wsserver.peers import NoStatsListener
+from wsserver.routing.interfaces import NoStatsListener
 from wsserver.routing import Router
 from wsserver.stats import UserStats, emptyStatItem, mergeStatRecords
 

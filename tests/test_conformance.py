@@ -18,7 +18,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from wsserver.protocol import ChatServerProtocol
+from wsserver.connection import ChatServerProtocol
 from wsserver.routing import Router
 from wsserver.testee import TESTEE_MAX_SIZE, TESTEE_PATH, EchoRouter, listenTestee, makeTesteeFactory
 

@@ -406,7 +406,7 @@ class PlainHTTPTests(TestCase):
         What the factory's C{rootPage} answers is what C{GET /} gets; other
         paths stay 404.
         """
-        from wsserver.protocol import PlainResponse
+        from wsserver.connection import PlainResponse
 
         server = yield startServer(self)
         page = PlainResponse(200, "OK", "text/html; charset=utf-8", b"<p>hello</p>")

@@ -18,9 +18,11 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
 from wsserver.config import parseConfig
-from wsserver.eventstore import IEventStore, MemoryEventStore
+from wsserver.events.store import IEventStore, MemoryEventStore
 from wsserver.httpbody import MAX_ANSWER_BYTES
-from wsserver.events import DeliveryRefused, EventNotifier, PostbackSender, targetKeys
+from wsserver.events import DeliveryRefused
+from wsserver.events.notifier import EventNotifier, targetKeys
+from wsserver.events.targets.postback import PostbackSender
 from wsserver.messages import Message
 
 

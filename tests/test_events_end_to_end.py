@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from wsserver.config import parseConfig
-from wsserver.sqlitestore import DATABASE_FILENAME, StorageError
+from wsserver.database import DATABASE_FILENAME, StorageError
 from wsserver.tap import buildService
 
 from .redis import RedisServer

@@ -18,16 +18,19 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from wsserver.config import MessageConfig
-from wsserver.history import IInbox, MemoryInbox, Page, seqOf, withSeq
+from wsserver.history import IInbox, Page, seqOf, withSeq
+from wsserver.history.memory import MemoryInbox
+from wsserver.history.sqlite import SqliteInbox
 from wsserver.idempotency import IIdempotency, MemoryIdempotency
 from wsserver.messages import InvalidPayload, InvalidSince, MessageFactory, parseSince
-from wsserver.peers import IPeers, NoPeers
+from wsserver.routing.interfaces import IPeers, NoPeers
 from wsserver.routing import Router
-from wsserver.sqlitestore import SCHEMA_VERSION
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.database import SCHEMA_VERSION
+from wsserver.queue.memory import MemoryUndeliveredStore
+from wsserver.queue.sqlite import SqliteUndeliveredStore
 
 from .test_routing import FakeConnection
-from .test_sqlitestore import DatabaseMixin, asyncTest
+from .test_database import DatabaseMixin, asyncTest
 
 START = 1000.0
 
@@ -180,7 +183,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
     """
 
     def makeInbox(self) -> Any:
-        return self.openDatabase().inbox(reactor, ttlSeconds=100, maxPerUser=3)
+        return SqliteInbox(self.openDatabase(), reactor, ttlSeconds=100, maxPerUser=3)
 
     for _name in [n for n in dir(InboxTestsMixin) if n.startswith("test_")]:
         locals()[_name] = asyncTest(getattr(InboxTestsMixin, _name))
@@ -193,7 +196,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         never reused, even after every entry of the user was dropped.
         """
         db = self.openDatabase()
-        inbox = db.inbox(reactor, ttlSeconds=100, maxPerUser=3)
+        inbox = SqliteInbox(db, reactor, ttlSeconds=100, maxPerUser=3)
         for n in range(5):
             inbox.append([1, 2**64 - 1], b'{"m":%d}' % n, 10.0)
         await inbox.committed()
@@ -201,7 +204,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         inbox.append([2**64 - 1], b'{"m":"x"}', 500.0)
         await inbox.committed()
         await db.close()
-        inbox = self.openDatabase().inbox(reactor, ttlSeconds=100, maxPerUser=3)
+        inbox = SqliteInbox(self.openDatabase(), reactor, ttlSeconds=100, maxPerUser=3)
         self.assertEqual(inbox.append([1], b'{"m":5}', 600.0), [6])
         self.assertEqual(inbox.append([2**64 - 1], b'{"m":5}', 600.0), [7])
         page = await inbox.read(2**64 - 1, 0, 10, 600.0)
@@ -214,7 +217,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         is written once for all of them), and do not wait for it.
         """
         db = self.openDatabase()
-        inbox = db.inbox(reactor, ttlSeconds=100, maxPerUser=1000)
+        inbox = SqliteInbox(db, reactor, ttlSeconds=100, maxPerUser=1000)
         runs = []
         original = db.run
 
@@ -235,7 +238,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         """
         A read right after an append (same turn) sees it.
         """
-        inbox = self.openDatabase().inbox(reactor, ttlSeconds=100, maxPerUser=10)
+        inbox = SqliteInbox(self.openDatabase(), reactor, ttlSeconds=100, maxPerUser=10)
         inbox.append([1], b'{"m":1}', 10.0)
         self.assertEqual([s for s, _ in (await inbox.read(1, 0, 10, 10.0)).entries], [1])
 
@@ -246,7 +249,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         version, its undelivered messages kept, and the inbox works.
         """
         db = self.openDatabase()
-        await db.undelivered(100, 10).put(1, b"kept", 10.0)
+        await SqliteUndeliveredStore(db, 100, 10).put(1, b"kept", 10.0)
         await db.close()
         connection = sqlite3.connect(self.databasePath(), isolation_level=None)
         for name in ("inbox_release", "inbox_created", "inbox_message"):
@@ -260,8 +263,8 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         self.assertEqual(connection.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
         connection.close()
         self.assertEqual(SCHEMA_VERSION, 3)
-        self.assertEqual(await db.undelivered(100, 10).fetch(1, 10.0), [(1, b"kept")])
-        inbox = db.inbox(reactor, 100, 10)
+        self.assertEqual(await SqliteUndeliveredStore(db, 100, 10).fetch(1, 10.0), [(1, b"kept")])
+        inbox = SqliteInbox(db, reactor, 100, 10)
         self.assertEqual(inbox.append([1], b'{"m":1}', 10.0), [1])
         self.assertEqual(len((await inbox.read(1, 0, 10, 10.0)).entries), 1)
 

@@ -31,7 +31,7 @@ from txaio.testutil import replace_loop
 from wsserver.auth import Authenticator, Credentials, Grant, buildAuthenticator
 from wsserver.config import AuthConfig, ConfigError, MessageConfig, ServerConfig, parseConfig
 from wsserver.messages import MessageFactory
-from wsserver.protocol import ChatServerFactory, prepareFrame
+from wsserver.connection import ChatServerFactory, prepareFrame
 from wsserver.routing import Router
 
 from .test_protocol import _Client
@@ -660,7 +660,7 @@ class WebSocketTests(ConfigMixin, SynchronousTestCase):
         """
         client = self.connect("", hsToken())
         self.assertIsNone(client.closedWith)
-        self.assertEqual(client.serverSide.userId, 42)
+        self.assertEqual(client.serverSide.session.userId, 42)
         self.assertTrue(self.factory.router.isOnline(42))
         self.connect("since=0", hsToken(sub="7"))
         self.assertTrue(self.factory.router.isOnline(7))
@@ -684,7 +684,7 @@ class WebSocketTests(ConfigMixin, SynchronousTestCase):
         client = self.connect("id=0", hsToken())
         self.assertEqual(client.closedWith, (4000, "Invalid id 0: reserved for the server"))
         client = self.connect("id=", hsToken())
-        self.assertEqual((client.closedWith, client.serverSide.userId), (None, 42))
+        self.assertEqual((client.closedWith, client.serverSide.session.userId), (None, 42))
 
     def test_noToken(self) -> None:
         """
@@ -741,12 +741,12 @@ class WebSocketTests(ConfigMixin, SynchronousTestCase):
         timer behind.
         """
         client = self.connect("id=42", hsToken(exp=NOW + 30))
-        timer = client.serverSide._expiry
+        timer = client.serverSide.session._expiry
         self.assertTrue(timer.active())
         client.sendClose(1000)
         self.flush()
         self.assertFalse(timer.active())
-        self.assertIsNone(client.serverSide._expiry)
+        self.assertIsNone(client.serverSide.session._expiry)
         self.assertNotIn(timer, self.clock.getDelayedCalls())
 
     def test_cookie(self) -> None:
@@ -756,7 +756,7 @@ class WebSocketTests(ConfigMixin, SynchronousTestCase):
         self.factory = self.makeFactory(hs256(source={"type": "cookie", "name": "token"}))
         client = self.connect("", headers={"Cookie": f"token={hsToken()}"})
         self.assertIsNone(client.closedWith)
-        self.assertEqual(client.serverSide.userId, 42)
+        self.assertEqual(client.serverSide.session.userId, 42)
 
     def test_query(self) -> None:
         """

@@ -217,9 +217,9 @@ class SlowConsumerTests(TestCase):
         """
         total = 0
         for protocol in server.service.ws.factory.live:
-            if protocol.userId == userId:
+            if protocol.session.userId == userId:
                 transport = protocol.transport
-                total += protocol._heldBytes + len(transport.dataBuffer) - transport.offset
+                total += protocol.session._heldBytes + len(transport.dataBuffer) - transport.offset
                 total += transport._tempDataLen
         return total
 

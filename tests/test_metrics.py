@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.metrics import ROUTING_BUCKETS, Counters, Readiness, ServerCollector, makeRegistry
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 from .test_routing import RouterTestMixin
 

@@ -97,5 +97,7 @@ class InstallTests(SynchronousTestCase):
         installed = os.path.join(sitePackages, "twisted", "plugins", "wsserver_plugin.py")
         self.assertTrue(os.path.isfile(installed))
         self.assertTrue(os.path.isfile(os.path.join(sitePackages, "wsserver", "tap.py")))
+        # the client library that GET /wsserver.js serves
+        self.assertTrue(os.path.isfile(os.path.join(sitePackages, "wsserver", "web", "wsserver.js")))
         found = self.pluginFile(sitePackages)
         self.assertTrue(found.startswith(os.path.join(sitePackages, "twisted", "plugins")), found)

@@ -16,8 +16,9 @@ from zope.interface.verify import verifyObject
 
 from wsserver.cluster.node import PRESENCE, ClusterNode, formatBatch, nodeChannel, parseBatch
 from wsserver.cluster.presence import Presence, Seat, formatSeat, parseSeats
-from wsserver.peers import IInbound, IPeers, NoPeers
+from wsserver.routing.interfaces import IInbound, IPeers, NoPeers
 from wsserver.redis.address import RedisAddress
+from wsserver.redis.links import IRedisLinks
 from wsserver.stats import UserStats
 
 
@@ -225,6 +226,25 @@ class FakeLink:
         return d
 
 
+@implementer(IRedisLinks)
+class FakeLinks:
+    """
+    Stands for a L{wsserver.redis.links.RedisLinks}: L{FakeLink}s, the
+    pub/sub one recording what it listens to.
+    """
+
+    def __init__(self) -> None:
+        self.address = RedisAddress()
+        self.hot = FakeLink()
+        self.bulk = FakeLink()
+        self.subscriber = FakeLink()
+        self.channels: list[bytes] = []
+
+    def subscribe(self, channels: list[bytes], received: Any, subscribed: Any, lost: Any) -> Any:
+        self.channels = channels
+        return self.subscriber
+
+
 @implementer(IInbound)
 class Inbound:
     """
@@ -258,11 +278,10 @@ class NodeTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.node = ClusterNode(RedisAddress(), self.clock, heartbeatSeconds=10, nodeTimeoutSeconds=30,
+        self.links = links = FakeLinks()
+        self.link = links.hot
+        self.node = ClusterNode(links, self.clock, heartbeatSeconds=10, nodeTimeoutSeconds=30,
                                 nodeId="me", joinTimeout=2.0)
-        self.node.link = self.link = FakeLink()  # type: ignore[assignment]
-        self.node.bulk = FakeLink()  # type: ignore[assignment]
-        self.node._subscriber = FakeLink()  # type: ignore[assignment]
         self.inbound = Inbound()
         self.node.bind(self.inbound)
         self.node.startService()
@@ -281,6 +300,14 @@ class NodeTests(SynchronousTestCase):
         """
         verifyObject(IPeers, self.node)
         verifyObject(IPeers, NoPeers())
+
+    def test_listensOnItsChannels(self) -> None:
+        """
+        The node asks the links it was handed for the pub/sub connection,
+        on the presence channel and its own; it builds no link itself.
+        """
+        self.assertEqual(self.links.channels, [PRESENCE, nodeChannel("me")])
+        self.assertIs(self.node.link, self.links.hot)
 
     def test_joinWaitsForBeats(self) -> None:
         """

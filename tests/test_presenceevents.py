@@ -1,5 +1,5 @@
 """
-Tests for L{wsserver.presenceevents}: the debouncer on a L{task.Clock}, the
+Tests for L{wsserver.events.presence}: the debouncer on a L{task.Clock}, the
 ledgers, the cluster rule with fake peers, the router's hook; then end to
 end with a webhook, on one node and on two nodes of one Redis.
 """
@@ -20,11 +20,11 @@ from twisted.web.server import Site
 from zope.interface.verify import verifyObject
 
 from wsserver.config import ConfigError, EventConfig, MessageConfig, parseConfig, startWarnings
-from wsserver.eventstore import MemoryEventStore
-from wsserver.events import EventNotifier
+from wsserver.events.store import MemoryEventStore
+from wsserver.events.notifier import EventNotifier
 from wsserver.messages import MessageFactory
-from wsserver.peers import IPresenceListener, NoPeers
-from wsserver.presenceevents import (IPresenceLedger, MemoryPresenceLedger, PresenceDebouncer, PresenceEvents,
+from wsserver.routing.interfaces import IPresenceListener, NoPeers
+from wsserver.events.presence import (IPresenceLedger, MemoryPresenceLedger, PresenceDebouncer, PresenceEvents,
                                      RedisPresenceLedger)
 from wsserver.redis.address import parseRedisURL
 from wsserver.redis.link import RedisLink

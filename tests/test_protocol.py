@@ -1,10 +1,12 @@
 """
-Tests for L{wsserver.protocol}: the Autobahn adapter, driven in memory with
+Tests for L{wsserver.connection}: the Autobahn adapter, driven in memory with
 L{twisted.test.iosim} and a L{task.Clock} for every timer.
 """
 
 from __future__ import annotations
 
+from hashlib import sha256
+from importlib.resources import files
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,9 +27,9 @@ from wsserver.auth import Authenticator, Credentials
 from wsserver.config import LimitsConfig, MessageConfig, ServerConfig, WatchdogConfig
 from wsserver.messages import MessageFactory
 from wsserver.metrics import ROUTING_BUCKETS, ROUTING_SAMPLE_MASK
-from wsserver.protocol import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
+from wsserver.connection import MAX_EARLY_MESSAGES, ChatServerFactory, prepareFrame
 from wsserver.routing import Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 from wsserver.watchdog import Watchdog
 
 
@@ -234,7 +236,7 @@ class ProtocolTests(Harness):
         alice = self.connect(factory, "id=1")
         bob = self.connect(factory, "id=2")
         self.flush()
-        bob.serverSide.close(4010, "Inactive connection")
+        bob.serverSide.session.close(4010, "Inactive connection")
         alice.serverSide.onMessage(orjson.dumps({"type": "text", "text": "late", "recipients": [2]}), False)
         self.flush()
         self.assertEqual(bob.received, [])
@@ -410,17 +412,18 @@ class PlainHTTPTests(SynchronousTestCase):
         self._loop.__enter__()
         self.addCleanup(self._loop.__exit__, None, None, None)
 
-    def answer(self, target: str, **server: Any) -> tuple[bytes, bool]:
+    def answer(self, target: str, requestHeaders: str = "", **server: Any) -> tuple[bytes, bool]:
         """
-        The raw answer to C{GET target}, and whether the server closed the
-        connection after it.
+        The raw answer to C{GET target} (with the header lines
+        C{requestHeaders} too), and whether the server closed the connection
+        after it.
         """
         router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")))
         factory = ChatServerFactory(router, ServerConfig(**server), MessageConfig(), _NoAuth(), self.clock)
         protocol = factory.buildProtocol(None)
         transport = _TCPLikeTransport()
         protocol.makeConnection(transport)
-        protocol.dataReceived(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8085\r\n\r\n".encode())
+        protocol.dataReceived(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:8085\r\n{requestHeaders}\r\n".encode())
         return transport.value(), transport.disconnecting
 
     def test_demoPage(self) -> None:
@@ -471,6 +474,61 @@ class PlainHTTPTests(SynchronousTestCase):
         raw, _ = self.answer("/", demoPage=False)
         self.assertTrue(raw.startswith(b"HTTP/1.1 404 Not Found\r\n"), raw)
 
+    def library(self, target: str = "/wsserver.js", requestHeaders: str = "", **server: Any) -> tuple[bytes, list[bytes], bytes]:
+        """
+        The status line, the header lines and the body of the answer to
+        C{GET target}.
+        """
+        raw, closed = self.answer(target, requestHeaders, **server)
+        self.assertTrue(closed)
+        head, body = raw.split(b"\r\n\r\n", 1)
+        status, *lines = head.split(b"\r\n")
+        return status, lines, body
+
+    def test_clientLibrary(self) -> None:
+        """
+        C{GET /wsserver.js} answers the client library (the package's copy)
+        as JavaScript, with its ETag, revalidated on each use, importable
+        from any origin; with the demo page off too, and with a query.
+        """
+        expected = files("wsserver").joinpath("web", "wsserver.js").read_bytes()
+        etag = b'"' + sha256(expected).hexdigest()[:32].encode() + b'"'
+        for target, server in (("/wsserver.js", {}), ("/wsserver.js", {"demoPage": False}), ("/wsserver.js?v=2", {})):
+            status, lines, body = self.library(target, **server)
+            self.assertEqual(status, b"HTTP/1.1 200 OK")
+            self.assertEqual(body, expected)
+            for line in (b"Content-Type: text/javascript", b"Content-Length: %d" % len(expected), b"ETag: " + etag,
+                         b"Cache-Control: no-cache", b"Access-Control-Allow-Origin: *",
+                         b"X-Content-Type-Options: nosniff"):
+                self.assertIn(line, lines, (target, server))
+
+    def test_clientLibraryNotModified(self) -> None:
+        """
+        An C{If-None-Match} that names the library's ETag (weak or not,
+        alone or in a list, or C{*}) gets 304 with no body and no length;
+        another ETag gets the file.
+        """
+        _, lines, _ = self.library()
+        etag = next(line for line in lines if line.startswith(b"ETag: "))[6:].decode()
+        for given in (etag, "W/" + etag, f'"other", {etag}', "*"):
+            status, lines, body = self.library(requestHeaders=f"If-None-Match: {given}\r\n")
+            self.assertEqual((status, body), (b"HTTP/1.1 304 Not Modified", b""), given)
+            self.assertIn(b"ETag: " + etag.encode(), lines)
+            self.assertFalse([line for line in lines if line.lower().startswith(b"content-length")], lines)
+        status, _, body = self.library(requestHeaders='If-None-Match: "other"\r\n')
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertTrue(body)
+
+    def test_demoPageMayLoadTheLibrary(self) -> None:
+        """
+        The demo page's content security policy lets it load scripts from
+        its own origin (the library), and still no other.
+        """
+        _, lines, _ = self.library("/")
+        policy = next(line for line in lines if line.startswith(b"Content-Security-Policy: "))
+        self.assertIn(b"script-src 'self' 'unsafe-inline';", policy)
+        self.assertIn(b"default-src 'none';", policy)
+
     def test_namesNoLibrary(self) -> None:
         """
         Neither answer has a C{Server} header or names Autobahn.
@@ -501,7 +559,7 @@ class CloseTimerTests(Harness):
         client = self.connect(factory, "id=1")
         self.flush()
         server = client.serverSide
-        server.close(4000, "bye")  # the close frame is written; no answer is read
+        server.session.close(4000, "bye")  # the close frame is written; no answer is read
         call = server.closeHandshakeTimeoutCall
         self.assertIsNotNone(call)
         # the network goes before the client could answer

@@ -1,5 +1,5 @@
 """
-Tests for C{server.limits} in L{wsserver.protocol}, in memory (L{iosim},
+Tests for C{server.limits} in L{wsserver.connection}, in memory (L{iosim},
 a L{task.Clock} for every timer, Autobahn's included): each limit with its
 exact code and reason, and the other users served meanwhile.
 """
@@ -12,7 +12,7 @@ import orjson
 from twisted.internet.testing import StringTransport
 
 from wsserver.config import AuthConfig, LimitsConfig, ServerConfig
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 from .test_protocol import Harness, _ControlledAuth
 
@@ -27,12 +27,12 @@ class HandshakeLimitTests(Harness):
     """
 
     def assertRefused(self, client: Any, status: int, reason: str) -> None:
-        self.assertFalse(client.serverSide.attached)
+        self.assertFalse(client.serverSide.session.attached)
         self.assertEqual(client.wasNotCleanReason, f"WebSocket connection upgrade failed [{status}]: {reason}")
 
     def chatWorks(self, factory: Any, sender: Any, recipient: Any, text: str = "still here") -> None:
         recipient.received.clear()
-        self.send(sender, {"type": "text", "text": text, "recipients": [recipient.serverSide.userId]})
+        self.send(sender, {"type": "text", "text": text, "recipients": [recipient.serverSide.session.userId]})
         self.assertEqual([m["text"] for m in recipient.received], [text])
 
     def test_maxConnections(self) -> None:
@@ -93,13 +93,13 @@ class HandshakeLimitTests(Harness):
         self.flush()
         auth.pending.pop()[1].callback(True)
         self.flush()
-        self.assertTrue(other.serverSide.attached)
+        self.assertTrue(other.serverSide.session.attached)
         self.clock.advance(60)
         again = self.connect(factory, "id=3")
         self.flush()
         auth.pending.pop()[1].callback(True)
         self.flush()
-        self.assertTrue(again.serverSide.attached)
+        self.assertTrue(again.serverSide.session.attached)
 
     def test_requestTooLarge(self) -> None:
         """
@@ -176,7 +176,7 @@ class HandshakeLimitTests(Harness):
         self.clock.advance(20)
         self.flush()
         self.assertIsNone(alice.closedWith)
-        self.assertTrue(alice.serverSide.attached)
+        self.assertTrue(alice.serverSide.session.attached)
 
 
 class OriginTests(Harness):
@@ -200,7 +200,7 @@ class OriginTests(Harness):
         app = self.connect(factory, "id=2", headers={"Cookie": "sid=s3cret"})
         self.flush()
         self.assertEqual(browser.wasNotCleanReason, "WebSocket connection upgrade failed [403]: Origin not allowed")
-        self.assertTrue(app.serverSide.attached)
+        self.assertTrue(app.serverSide.session.attached)
 
     def test_starAllowsAll(self) -> None:
         """
@@ -212,7 +212,7 @@ class OriginTests(Harness):
         factory = self.makeFactory(buildAuthenticator(self.cookie), server=server)
         browser = self.connect(factory, "id=1", headers={"Origin": "https://app.example", "Cookie": "sid=s3cret"})
         self.flush()
-        self.assertTrue(browser.serverSide.attached)
+        self.assertTrue(browser.serverSide.session.attached)
 
     def test_remoteCookieSource(self) -> None:
         """
@@ -307,26 +307,26 @@ class SlowConsumerTests(Harness):
         While paused, frames wait; on resume they are written in order, then
         the fast path is back.
         """
-        self.bob.serverSide.pauseProducing()
+        self.bob.serverSide.session.pauseProducing()
         for i in range(3):
             self.send(self.alice, {"type": "text", "text": f"m{i}", "recipients": [2]})
         self.assertEqual(self.bob.received, [])
-        self.bob.serverSide.resumeProducing()
+        self.bob.serverSide.session.resumeProducing()
         self.flush()
         self.send(self.alice, {"type": "text", "text": "m3", "recipients": [2]})
         self.assertEqual([m["text"] for m in self.bob.received], ["m0", "m1", "m2", "m3"])
-        self.assertIsNone(self.bob.serverSide._held)
+        self.assertIsNone(self.bob.serverSide.session._held)
 
     def test_pausedAgainWhileResuming(self) -> None:
         """
         When the transport is full again while the kept frames are written,
         the rest wait, in order.
         """
-        server = self.bob.serverSide
+        server = self.bob.serverSide.session
         server.pauseProducing()
         for i in range(4):
             self.send(self.alice, {"type": "text", "text": f"m{i}", "recipients": [2]})
-        write = server.transport.write
+        write = server._write
         writes = []
 
         def full(data: bytes) -> None:
@@ -335,11 +335,11 @@ class SlowConsumerTests(Harness):
             if len(writes) == 2:
                 server.pauseProducing()
 
-        server.transport.write = full
+        server._write = full
         server.resumeProducing()
         self.assertEqual(len(writes), 2)
         self.assertEqual(len(server._held), 2)
-        server.transport.write = write
+        server._write = write
         server.resumeProducing()
         self.flush()
         self.assertEqual([m["text"] for m in self.bob.received], ["m0", "m1", "m2", "m3"])
@@ -351,7 +351,7 @@ class SlowConsumerTests(Harness):
         user (one copy per message, for that user); the other recipient got
         everything.
         """
-        self.bob.serverSide.pauseProducing()
+        self.bob.serverSide.session.pauseProducing()
         for i in range(10):
             self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2, 3]})
         self.assertEqual(self.bob.closedWith, (4011, "Slow consumer"))
@@ -368,7 +368,7 @@ class SlowConsumerTests(Harness):
         A connection lost while frames wait (a stalled client that then
         drops) hands them to the undelivered queue.
         """
-        self.bob.serverSide.pauseProducing()
+        self.bob.serverSide.session.pauseProducing()
         for i in range(3):
             self.send(self.alice, {"type": "text", "text": f"m{i}", "recipients": [2]})
         self.bob.serverSide.transport.abortConnection()
@@ -380,11 +380,11 @@ class SlowConsumerTests(Harness):
         Nothing is written after the close frame: frames kept when the
         client closes are handed to the queue, not sent.
         """
-        self.bob.serverSide.pauseProducing()
+        self.bob.serverSide.session.pauseProducing()
         self.send(self.alice, {"type": "text", "text": "m0", "recipients": [2]})
         self.bob.sendClose(1000)
         self.flush()
-        self.bob.serverSide.resumeProducing()
+        self.bob.serverSide.session.resumeProducing()
         self.flush()
         self.assertEqual(self.bob.received, [])
         self.assertEqual([m["text"] for m in self.stored(2)], ["m0"])
@@ -401,12 +401,12 @@ class SlowConsumerTests(Harness):
             self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2]})
         self.assertEqual(len(self.stored(2)), 20)
         server = self.factory.buildProtocol(None)
-        server.pauseProducing()
+        server.session.pauseProducing()
         original = server.connectionMade
 
         def madePaused() -> None:
             original()
-            server.pauseProducing()
+            server.session.pauseProducing()
 
         server.connectionMade = madePaused
         from autobahn.twisted.websocket import WebSocketClientFactory
@@ -420,13 +420,13 @@ class SlowConsumerTests(Harness):
         self.pumps.append(iosim.connect(server, iosim.FakeTransport(server, isServer=True), bob,
                                         iosim.FakeTransport(bob, isServer=False)))
         self.flush()
-        self.assertTrue(server.attached)
-        self.assertGreater(server._heldBytes, 1000)
-        server.resumeProducing()
+        self.assertTrue(server.session.attached)
+        self.assertGreater(server.session._heldBytes, 1000)
+        server.session.resumeProducing()
         self.flush()
         self.assertEqual([m["text"].rstrip("x") for m in bob.received], [f"m{i}" for i in range(20)])
         self.assertIsNone(bob.closedWith)
-        server.pauseProducing()
+        server.session.pauseProducing()
         for i in range(10):
             self.send(self.alice, {"type": "text", "text": "live" + "x" * 200, "recipients": [2]})
         self.assertEqual(bob.closedWith, (4011, "Slow consumer"))
@@ -439,8 +439,129 @@ class SlowConsumerTests(Harness):
         """
         bob2 = self.connect(self.factory, "id=2")
         self.flush()
-        self.bob.serverSide.pauseProducing()
+        self.bob.serverSide.session.pauseProducing()
         for i in range(10):
             self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2]})
         self.assertEqual(self.bob.closedWith, (4011, "Slow consumer"))
         self.assertEqual([m["text"].rstrip("x") for m in bob2.received], [f"m{i}" for i in range(10)])
+
+
+class WhileArrivingTests(Harness):
+    """
+    C{preAuthBytes} and C{maxSize} are enforced as frames arrive, before
+    their payload: a connection never holds more than the limit.
+    """
+
+    def held(self, client: Any) -> int:
+        """
+        The bytes of the message under way that the server keeps.
+        """
+        server = client.serverSide
+        frames = sum(len(f) for f in server.frame_data or ())
+        return frames + sum(len(f) for f in server.message_data or ())
+
+    def test_preAuthFrameAnnounced(self) -> None:
+        """
+        Before the auth check answered, a frame that announces more than
+        C{preAuthBytes} closes the connection with 1008 at its header; what
+        arrives after is not kept.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, server=limited(preAuthBytes=64 * 1024))
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.beginMessage()
+        alice.beginMessageFrame(10 * 1024 * 1024)
+        alice.sendMessageFrameData(b"x" * 1000)
+        self.flush()
+        self.assertEqual(factory.limits.limitCloses["preAuthBytes"], 1)
+        for _ in range(100):
+            alice.sendMessageFrameData(b"x" * 1000)
+        self.flush()
+        self.assertLess(self.held(alice), 2000)
+        # (the client, mid-frame, cannot answer the close frame: dropped)
+        self.clock.advance(3)
+        self.flush()
+        self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_preAuthFragments(self) -> None:
+        """
+        A message sent in fragments that never ends is closed once its
+        fragments pass C{preAuthBytes}.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, server=limited(preAuthBytes=64 * 1024))
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.beginMessage()
+        for _ in range(6):
+            alice.sendMessageFrame(b"x" * 10000)
+        self.flush()
+        self.assertIsNone(alice.closedWith)
+        alice.sendMessageFrame(b"x" * 10000)
+        self.flush()
+        self.assertEqual(alice.closedWith, (1008, "Too many messages before authentication"))
+
+    def test_authPassedNotWatched(self) -> None:
+        """
+        Once the check passed, big messages (up to C{maxSize}) are routed.
+        """
+        auth = _ControlledAuth()
+        factory = self.makeFactory(auth, server=limited(preAuthBytes=1000))
+        bob = self.connect(factory, "id=2")
+        self.flush()
+        auth.pending.pop()[1].callback(True)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        auth.pending.pop()[1].callback(True)
+        self.flush()
+        self.send(alice, {"type": "text", "text": "x" * 5000, "recipients": [2]})
+        self.assertEqual([len(m["text"]) for m in bob.received], [5000])
+
+    def test_maxSizeAnnounced(self) -> None:
+        """
+        A frame that announces more than C{maxSize} closes with 1009 at its
+        header; its payload is not kept.
+        """
+        factory = self.makeFactory(maxSize=1000)
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        alice.beginMessage()
+        alice.beginMessageFrame(10 * 1024 * 1024)
+        for _ in range(100):
+            alice.sendMessageFrameData(b"x" * 1000)
+        self.flush()
+        self.assertEqual(self.held(alice), 0)
+        self.clock.advance(3)
+        self.flush()
+        self.assertEqual(alice.closedWith[0], 1009)
+
+
+class PingTests(Harness):
+    """
+    Pings and pongs count toward C{sendBufferBytes} like every other frame.
+    """
+
+    def test_pongsWhilePaused(self) -> None:
+        """
+        A client that pings and does not read is closed as a slow consumer
+        once the pongs kept for it pass C{sendBufferBytes}; before, its
+        pings are answered.
+        """
+        factory = self.makeFactory(server=limited(sendBufferBytes=1000))
+        alice = self.connect(factory, "id=1")
+        self.flush()
+        pongs = []
+        alice.onPong = pongs.append
+        alice.sendPing(b"a")
+        self.flush()
+        self.assertEqual(pongs, [b"a"])
+        alice.serverSide.session.pauseProducing()
+        for _ in range(7):
+            alice.sendPing(b"p" * 125)
+        self.flush()
+        self.assertIsNone(alice.closedWith)
+        alice.sendPing(b"p" * 125)
+        self.flush()
+        self.assertEqual(alice.closedWith, (4011, "Slow consumer"))
+        self.assertEqual(pongs, [b"a"])

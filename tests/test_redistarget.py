@@ -1,5 +1,5 @@
 """
-Tests for L{wsserver.redistarget}, against a real redis-server
+Tests for L{wsserver.events.targets.redis}, against a real redis-server
 (L{tests.redis.RedisServer}).
 """
 
@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from wsserver.config import TargetConfig, parseConfig
-from wsserver.redistarget import RedisSender, RedisSenderClosed
+from wsserver.events.targets.redis import RedisSender, RedisSenderClosed
 
 from .redis import RedisServer
 
@@ -73,7 +73,7 @@ class RedisSenderTests(TestCase):
         events: list[dict[str, Any]] = []
 
         def observe(event: dict[str, Any]) -> None:
-            if event.get("log_namespace", "").startswith(("wsserver.redistarget", "wsserver.redis.")):
+            if event.get("log_namespace", "").startswith(("wsserver.events.targets.redis", "wsserver.redis.")):
                 events.append(event)
 
         globalLogPublisher.addObserver(observe)

@@ -31,7 +31,7 @@ from wsserver.messages import MessageFactory
 from wsserver.metrics import Readiness, ServerCollector, makeRegistry
 from wsserver.rest import Operations, RestSite, makeRestResource
 from wsserver.routing import Router
-from wsserver.storage import MemoryUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 BASE = "http://rest.example.com"
 
@@ -78,6 +78,9 @@ class FakeConnection:
         # the router's default C{prepare} is the identity: serialized JSON
         self.sent.append(orjson.loads(prepared))
 
+    def sendStored(self, prepared: Any) -> None:
+        self.sendPrepared(prepared)
+
     def close(self, code: int, reason: str) -> None:
         self.closed.append((code, reason))
 
@@ -111,7 +114,8 @@ class RestMixin:
         self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")))
         if authenticator is None:
             authenticator = buildAuthenticator(AuthConfig())
-        self.resource = makeRestResource(self.router, authenticator, realm)
+        self.resource = makeRestResource(self.router, authenticator, realm, messages=self.router.messages,
+                                         clock=self.clock)
         self.client = StubTreq(self.resource)
 
     def connect(self, userId: int) -> FakeConnection:
@@ -678,7 +682,8 @@ class RestSiteTests(SynchronousTestCase):
 
     def site(self) -> RestSite:
         resource: Resource = makeRestResource(self.router, self.authenticator, "wsserver",
-                                               limits=getattr(self, "limits", None))
+                                               limits=getattr(self, "limits", None),
+                                               messages=self.router.messages, clock=self.clock)
         self.reactor = MemoryReactorClock()
         return RestSite(resource, self.maxBody, limits=getattr(self, "limits", None), reactor=self.reactor)
 
@@ -945,7 +950,8 @@ class OperationsTests(RestMixin, SynchronousTestCase):
         collector = ServerCollector(self.router, self.notifier, self.store)
         self.operations = Operations(collector, makeRegistry(collector), self.readiness, "memory")
         self.resource = makeRestResource(self.router, auth, "wsserver", notifier=self.notifier,
-                                         operations=self.operations)
+                                         operations=self.operations, messages=self.router.messages,
+                                         clock=self.clock)
         self.client = StubTreq(self.resource)
 
     def test_metrics(self) -> None:

@@ -78,7 +78,8 @@ class IdempotencyKeyTests(RestMixin, SynchronousTestCase):
 
     def useStore(self, store: Any, seconds: float) -> None:
         self.resource = makeRestResource(self.router, buildAuthenticator(AuthConfig()), "wsserver",
-                                         idempotency=store, idempotencySeconds=seconds)
+                                         idempotency=store, idempotencySeconds=seconds,
+                                         messages=self.router.messages, clock=self.clock)
         self.client = StubTreq(self.resource)
 
     def post(self, key: str | None, payload: Any = MESSAGE) -> tuple[Any, bytes]:

@@ -13,13 +13,15 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
-from zope.interface.verify import verifyObject
+from zope.interface.verify import verifyClass, verifyObject
 
 from wsserver.config import MessageConfig
 from wsserver.messages import InvalidPayload, Message, MessageFactory
-from wsserver.routing import IConnection, Router
+from wsserver.connection.session import Session
+from wsserver.routing import IConnection, IInbound, IUserDirectory, Router
 from wsserver.stats import emptyStatItem
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
+from wsserver.queue import IUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 KEYS = ["id", "type", "text", "timestamp", "sender", "recipients", "data"]
 NODE = 0x1234ABCD
@@ -39,6 +41,9 @@ class FakeConnection:
         self.closed: list[tuple[int, str]] = []
 
     def sendPrepared(self, prepared: Any) -> None:
+        self.sent.append(prepared)
+
+    def sendStored(self, prepared: Any) -> None:
         self.sent.append(prepared)
 
     def close(self, code: int, reason: str) -> None:
@@ -176,6 +181,16 @@ class RoutingTests(RouterTestMixin, SynchronousTestCase):
         The fake connection of these tests provides L{IConnection}.
         """
         self.assertTrue(verifyObject(IConnection, FakeConnection(1)))
+
+    def test_interfaces(self) -> None:
+        """
+        The connection's session provides everything the router calls on a
+        connection (L{IConnection}); the router is its node's L{IInbound}
+        and the cluster's statistics' L{IUserDirectory}.
+        """
+        self.assertTrue(verifyClass(IConnection, Session))
+        self.assertTrue(verifyObject(IInbound, self.router))
+        self.assertTrue(verifyObject(IUserDirectory, self.router))
 
     def test_deliveredObject(self) -> None:
         """
@@ -1005,6 +1020,22 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(again.texts(), ["s1", "s2", "b1", "b2"])
         self.assertEqual(self.pending(self.store, 2), 0)
 
+    def test_forwardedWhileWaitingKeptAsBytes(self) -> None:
+        """
+        A message that another node forwarded while the user's queue is
+        read, and that is stored because the user left meanwhile, is kept as
+        it came (its bytes, with C{recipients} C{[R]}): never parsed back
+        into a message to be rewritten.
+        """
+        bob = self.connect(2)
+        forwarded = (b'{"id":"f","type":"t","text":"","timestamp":"x","sender":1,"recipients":[2,3],'
+                     b'"data":{"big":123456789012345678901234567890},"seq":7}')
+        self.router.deliverForwarded([2], forwarded)
+        self.router.detach(bob)
+        self.store.answer()
+        stored = [p for _, p in self.successResultOf(self.store.memory.fetch(2, START))]
+        self.assertEqual(stored[-1], forwarded.replace(b"[2,3]", b"[2]"))
+
     def test_deliveryStatusOfflineWhileWaiting(self) -> None:
         """
         With C{enableDeliveryStatus}, a message for a user who went offline
@@ -1059,72 +1090,6 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(bob.texts(), ["live"])
         self.assertEqual(self.pending(store, 2), 1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
-
-
-class TrackedUsersTests(SynchronousTestCase):
-    """
-    C{maxTrackedUsers}: statistics of users with no connection are dropped,
-    least recently seen first.
-    """
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")),
-                             maxTrackedUsers=500)
-
-    def test_manyIdsBounded(self) -> None:
-        """
-        10,000 distinct ids that connect and leave keep at most 500 offline
-        users tracked, plus the online ones; the online keep their statistics.
-        """
-        online = [FakeConnection(i) for i in range(1, 4)]
-        for c in online:
-            self.router.attach(c)
-        for uid in range(100, 10100):
-            c = FakeConnection(uid)
-            self.router.attach(c)
-            self.router.detach(c)
-            self.clock.advance(1)
-        self.assertLessEqual(len(self.router.userIds()), 500 + len(online))
-        for c in online:
-            self.assertEqual(self.router.statItem(c.userId)["connectedTimes"], 1)
-        # the most recently seen are kept
-        self.assertEqual(self.router.statItem(10099)["connectedTimes"], 1)
-        self.assertEqual(self.router.statItem(100), emptyStatItem(100))
-
-    def test_restSendersBounded(self) -> None:
-        """
-        Senders through the REST API that never connect count too.
-        """
-        for uid in range(1, 2001):
-            self.router.route(self.router.messages.fromObject(
-                {"type": "text", "text": "x", "sender": uid, "recipients": [7]}, None))
-        self.assertLessEqual(len(self.router.userIds()), 500)
-
-    def test_seenAgainKept(self) -> None:
-        """
-        A user seen again (a new message from it) is forgotten last.
-        """
-        self.router.route(self.router.messages.fromObject(
-            {"type": "text", "text": "x", "sender": 1, "recipients": [7]}, None))
-        for uid in range(2, 1000):
-            self.router.route(self.router.messages.fromObject(
-                {"type": "text", "text": "x", "sender": uid, "recipients": [7]}, None))
-            if uid % 100 == 0:
-                self.router.route(self.router.messages.fromObject(
-                    {"type": "text", "text": "x", "sender": 1, "recipients": [7]}, None))
-        self.assertIn(1, self.router.userIds())
-
-    def test_off(self) -> None:
-        """
-        With 0, every user is kept.
-        """
-        router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")))
-        for uid in range(1, 1001):
-            c = FakeConnection(uid)
-            router.attach(c)
-            router.detach(c)
-        self.assertEqual(len(router.userIds()), 1000)
 
 
 class KeepUnsentTests(SynchronousTestCase):

@@ -255,7 +255,7 @@ def _protocolClass() -> type:
 
         def connectionMade(self) -> None:
             super().connectionMade()
-            # Autobahn's own attempt fails silently (see wsserver.protocol)
+            # Autobahn's own attempt fails silently (see wsserver.connection.protocol)
             self.transport.setTcpNoDelay(True)
 
         def onOpen(self) -> None:
@@ -837,7 +837,7 @@ async def run(reactor: Any, argv: list[str]) -> Results | None:
     Run the bench for C{argv}; prints the summary (or JSON) and returns the
     merged results.
     """
-    from ._autobahn import makeDebugArgumentsLazy
+    from ._internals import makeDebugArgumentsLazy
 
     args = parseArgs(argv)
     makeDebugArgumentsLazy()

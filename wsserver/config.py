@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .events.targets.types import TARGET_TYPES
+
 __all__ = [
     "AuthConfig",
     "ChatConfig",
@@ -246,7 +248,8 @@ class ChatConfig:
 @dataclass(frozen=True)
 class TargetConfig:
     """
-    One event target: C{postback} (a webhook) or C{redis}.
+    One event target: C{postback} (a webhook), C{redis}, or a type of
+    L{wsserver.events.targets.types} (whose keys are in C{options}).
     """
 
     type: str
@@ -262,6 +265,8 @@ class TargetConfig:
     modeType: str = "queue"
     modeName: str = "wsserver_events_queue"
     fallback: tuple[TargetConfig, ...] = ()
+    #: the keys of a L{wsserver.events.targets.types} type, as its parser read them
+    options: object | None = None
 
 
 @dataclass(frozen=True)
@@ -763,11 +768,16 @@ class _IndexSection(_Section):
 def _parseTarget(sect: _Section, index: int) -> TargetConfig | None:
     t = _Section(sect.raw, sect.path, sect.problems, sect.warnings)
     kind = t.str("type", "")
-    if kind not in ("postback", "redis"):
-        t.error("type", f"unknown event target type {json.dumps(kind)} (use postback or redis)")
+    if kind not in ("postback", "redis") and kind not in TARGET_TYPES:
+        known = ", ".join(["postback", "redis", *TARGET_TYPES])
+        t.error("type", f"unknown event target type {json.dumps(kind)} (use one of: {known})")
         return None
     target = TargetConfig(type=kind)
-    if kind == "postback":
+    if kind in TARGET_TYPES:
+        # each of these types owns its keys
+        target = replace(target, options=TARGET_TYPES[kind].parse(t),
+                         connectionTimeoutSeconds=t.number("connectionTimeoutSeconds", 10))
+    elif kind == "postback":
         url = t.str("url", "")
         if not re.match(r"^https?://", url):
             t.error("url", f"must be an http:// or https:// URL, not {json.dumps(url)}")

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from .auth import Authenticator, Credentials, buildAuthenticator
 from .config import Config, ConfigError, LimitsConfig
-from .events import makeSenders
+from .events.targets.senders import makeSenders
 
 __all__ = ["ReloadableAuthenticator", "reload", "restartKeys"]
 

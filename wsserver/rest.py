@@ -29,17 +29,20 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
+from ._internals import HTTPChannelHooks, requestLine, stopReading
 from .auth import Authenticator, Credentials
-from .events import EventNotifier
+from .events.notifier import EventNotifier
 from .limits import Limits
+from .history import IInbox
 from .idempotency import IIdempotency
-from .messages import BOT, InvalidPayload, InvalidUserId, parseUserId
+from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing import Router
 
@@ -183,12 +186,9 @@ class _BoundedRequest(server.Request):
         # nothing more is read from this connection: not the rest of the
         # body, not a next request
         channel.persistent = False
-        channel.dataReceived = channel.rawDataReceived = channel.lineReceived = _ignore
-        decoder = getattr(channel, "_transferDecoder", None)
-        if decoder is not None:
-            decoder.dataCallback = decoder.finishCallback = _ignore
+        stopReading(channel)
         # the request line, which the channel has not handed over yet
-        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        self.method, self.uri, self.clientproto = requestLine(channel)
         self.path = self.uri.split(b"?", 1)[0]
         body = orjson.dumps(_error(413, f"Payload too large: the limit is {self._limit()} bytes")[1])
         self.setResponseCode(413)
@@ -199,11 +199,7 @@ class _BoundedRequest(server.Request):
         self.finish()
 
 
-def _ignore(*args: Any) -> None:
-    pass
-
-
-class _TimedChannel(http.HTTPChannel):
+class _TimedChannel(HTTPChannelHooks):
     """
     An HTTP/1.1 channel on which each request (its headers and its body)
     must arrive whole within C{site.requestTimeout} seconds from its first
@@ -219,9 +215,8 @@ class _TimedChannel(http.HTTPChannel):
             self._deadline = self.callLater(self.site.requestTimeout, self._timedOut)
         super().dataReceived(data)
 
-    def allContentReceived(self) -> None:
+    def onAllContentReceived(self) -> None:
         self.stopDeadline()
-        super().allContentReceived()
 
     def connectionLost(self, reason: Failure) -> None:
         self.stopDeadline()
@@ -362,7 +357,14 @@ class _Api:
         limits: Limits | None = None,
         idempotency: IIdempotency | None = None,
         idempotencySeconds: float = 0,
+        *,
+        messages: MessageFactory,
+        clock: IReactorTime,
+        inbox: IInbox | None = None,
     ) -> None:
+        self.messages = messages
+        self.clock = clock
+        self.inbox = inbox
         self.limits = limits
         if operations is None:
             collector = ServerCollector(router, notifier)
@@ -504,7 +506,7 @@ class _Api:
             return _error(400, "Content-Type must be application/json")
         body = request.content.read()
         try:
-            message = self.router.messages.fromPayload(body, BOT, enforceSender=False)
+            message = self.messages.fromPayload(body, BOT, enforceSender=False)
         except InvalidPayload as e:
             return _error(400, "Invalid payload. " + e.reason)
         if message.isForBot():
@@ -548,7 +550,7 @@ class _Api:
         uid = self._userId(request)
         if isinstance(uid, tuple):
             return uid
-        inbox = self.router.inbox
+        inbox = self.inbox
         if inbox is None:
             return _error(404, "History is not enabled (chat.history.enabled)")
         since = _count(request, b"since", 0, None)
@@ -559,7 +561,7 @@ class _Api:
             return _error(400, f"Invalid limit: {limit}")
         if limit == 0:
             return _error(400, "Invalid limit: must be from 1 to 1000")
-        d = inbox.read(uid, since, limit, self.router.clock.seconds())
+        d = inbox.read(uid, since, limit, self.clock.seconds())
         return d.addCallback(lambda page: _ok([orjson.Fragment(payload) for _, payload in page.entries]))
 
     def status(self, request: IRequest) -> Answer:
@@ -632,6 +634,10 @@ def makeRestResource(
     limits: Limits | None = None,
     idempotency: IIdempotency | None = None,
     idempotencySeconds: float = 0,
+    *,
+    messages: MessageFactory,
+    clock: IReactorTime,
+    inbox: IInbox | None = None,
 ) -> Resource:
     """
     The REST API's resource tree.
@@ -648,9 +654,13 @@ def makeRestResource(
         the WebSocket side), or L{None}.
     @param idempotency: where C{Idempotency-Key}s are claimed, for
         C{idempotencySeconds} (0 or no store: the header is ignored).
+    @param messages: makes the messages of C{/send-message} (the router's).
+    @param clock: the time source (the router's).
+    @param inbox: the per-user inboxes that C{/history} reads (L{None}:
+        C{chat.history} is off).
     """
     api = _Api(router, authenticator, basicRealm.encode() if basicRealm else None, notifier, stats, operations,
-               limits, idempotency, idempotencySeconds)
+               limits, idempotency, idempotencySeconds, messages=messages, clock=clock, inbox=inbox)
     root = _Root(api)
     root.putChild(b"stats", _Endpoint(api, {b"GET": api.stats}))
     root.putChild(b"stat", _Endpoint(api, {b"GET": api.stat}))

@@ -3,7 +3,7 @@
 C{twistd wsserver}: the command line, and the wiring of the services.
 
 This module only wires: the logic lives in L{wsserver.routing}, the
-WebSocket adapter in L{wsserver.protocol}, the REST API in L{wsserver.rest}.
+WebSocket adapter in L{wsserver.connection}, the REST API in L{wsserver.rest}.
 """
 
 from __future__ import annotations
@@ -23,25 +23,35 @@ from twisted.python import usage
 
 from . import __version__
 from .auth import buildAuthenticator
-from .cluster import ClusterNode, ClusterStats, RedisUndeliveredStore, StatsJournal
+from .cluster import ClusterNode, ClusterStats, StatsJournal
 from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
                      withOverrides)
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
-from .peers import NoPeers
-from .protocol import CLOSE_CODES, ChatServerFactory, prepareFrame
+from .routing.interfaces import NoPeers
+from .connection import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
 from .service import ListeningService, StartError
-from .storage import MemoryUndeliveredStore, pruneService
-from .events import EventNotifier, makeSenders
+from .database import DATABASE_FILENAME, Database, StorageError, openDatabase
+from .events.notifier import EventNotifier
+from .events.presence import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
+from .events.sqlite import SqliteEventStore
+from .events.targets.senders import makeSenders
+from .history import IInbox
+from .history.memory import MemoryInbox
+from .history.redis import RedisInbox
+from .history.sqlite import SqliteInbox
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
-from .presenceevents import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
-from .history import MemoryInbox, inboxPruneService
-from .redis.address import parseRedisURL
 from .limits import Limits
-from .sqlitestore import DATABASE_FILENAME, StorageError, openDatabase
+from .prune import IPrunable, pruneService
+from .queue import IUndeliveredStore
+from .queue.memory import MemoryUndeliveredStore
+from .queue.redis import RedisUndeliveredStore
+from .queue.sqlite import SqliteUndeliveredStore
+from .redis.address import parseRedisURL
+from .redis.links import RedisLinks
 from .watchdog import Watchdog
 from .workers import WorkerPool, parseAdopt
 
@@ -51,7 +61,7 @@ log = Logger()
 
 #: Seconds that clients get to answer the shutdown's close frame.
 SHUTDOWN_GRACE = 5.0
-#: Seconds between two prunings of expired undelivered messages.
+#: Seconds between two prunings of the expired entries of the stores.
 PRUNE_INTERVAL = 60.0
 
 
@@ -265,66 +275,39 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         httpClient = HTTPClient(Agent(reactor, pool=pool))
         _AtStop(pool.closeCachedConnections).setServiceParent(top)
 
-    database = None
     history = chat.history
-    if (
-        (chat.enableUndeliveredQueue and chat.undelivered.storage == "sqlite")
-        or events is not None
-        or (history.enabled and history.storage == "sqlite")
-    ):
-        database = openDatabase(os.path.join(config.server.dataDir, DATABASE_FILENAME), reactor)
+    database = _database(config, reactor)
+    if database is not None:
         _AtStop(database.close).setServiceParent(top)
 
-    notifier = None
-    if events is not None:
-        assert database is not None
-        notifier = top.notifier = EventNotifier(events, database.events(), makeSenders(events, httpClient, reactor),
-                                                reactor)
+    notifier = top.notifier = _notifier(config, database, httpClient, reactor)
+    if notifier is not None:
         notifier.setServiceParent(top)
 
-    node = None
-    if config.cluster.redis is not None:
-        node = top.cluster = ClusterNode(
-            parseRedisURL(config.cluster.redis), reactor,
-            config.cluster.heartbeatSeconds, config.cluster.nodeTimeoutSeconds,
-        )
+    links, node = _cluster(config, reactor)
+    if links is not None and node is not None:
+        # the links before the node: closed after it, and after the stores
+        # that use them (the WebSocket service stops first)
+        links.setServiceParent(top)
         node.setServiceParent(top)
+        top.cluster = node
 
-    store: Any = None
-    if chat.enableUndeliveredQueue:
-        undelivered = chat.undelivered
-        if undelivered.storage == "redis":
-            assert node is not None
-            store = RedisUndeliveredStore(node.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
-                                          announce=node.announceQueued)
-        elif undelivered.storage == "sqlite":
-            assert database is not None
-            store = database.undelivered(undelivered.ttlSeconds, undelivered.maxPerUser)
-        else:
-            store = MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
-        pruneService(store, reactor, PRUNE_INTERVAL).setServiceParent(top)
-
-    top.idempotency = RedisIdempotency(node.bulk) if node is not None else MemoryIdempotency(reactor)
-
-    inbox: Any = None
-    if history.enabled:
-        if history.storage == "redis":
-            from .history.redis import RedisInbox
-
-            assert node is not None
-            inbox = RedisInbox(node.bulk, reactor, history.ttlSeconds, history.maxPerUser)
-        elif history.storage == "sqlite":
-            assert database is not None
-            inbox = database.inbox(reactor, history.ttlSeconds, history.maxPerUser)
-        else:
-            inbox = MemoryInbox(history.ttlSeconds, history.maxPerUser)
-        inboxPruneService(inbox, reactor, PRUNE_INTERVAL).setServiceParent(top)
+    store = _undeliveredStore(config, database, links, node)
+    inbox = _inbox(config, database, links, reactor)
+    pruned: list[tuple[str, IPrunable]] = []
+    if store is not None:
+        pruned.append(("undelivered messages", store))
+    if inbox is not None:
+        pruned.append(("inbox entries", inbox))
+    if pruned:
+        pruneService(pruned, reactor, PRUNE_INTERVAL).setServiceParent(top)
+    top.idempotency = RedisIdempotency(links.bulk) if links is not None else MemoryIdempotency(reactor)
 
     limits = top.limits = Limits(config.server.limits, reactor)
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
     presence = None
     if notifier is not None and events is not None and events.presence:
-        ledger = RedisPresenceLedger(node.bulk) if node is not None else MemoryPresenceLedger()
+        ledger = RedisPresenceLedger(links.bulk) if links is not None else MemoryPresenceLedger()
         presenceEvents = PresenceEvents(ledger, node if node is not None else NoPeers(), messages,
                                         notifier.notifyServerEvent)
         presence = top.presence = PresenceDebouncer(reactor, events.presenceDebounceSeconds, presenceEvents.settled)
@@ -352,11 +335,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     )
     clusterStats = None
     if node is not None:
-        assert journal is not None
+        assert journal is not None and links is not None
         # after the node and before the WebSocket service: it stops once the
-        # clients are closed (their last counts written), before the node's
-        # link closes
-        clusterStats = top.clusterStats = ClusterStats(node, router, journal, reactor)
+        # clients are closed (their last counts written), before the Redis
+        # links close
+        clusterStats = top.clusterStats = ClusterStats(node, links.bulk, router, journal, reactor)
         clusterStats.setServiceParent(top)
 
     # on the WebSocket, a token's sub is the user: tokens must have one
@@ -388,7 +371,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
                                 chat.undelivered.storage if chat.enableUndeliveredQueue else None)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
                                          operations=operations, limits=limits, idempotency=top.idempotency,
-                                         idempotencySeconds=config.restApi.idempotencySeconds),
+                                         idempotencySeconds=config.restApi.idempotencySeconds,
+                                         messages=messages, clock=reactor, inbox=inbox),
                         maxBody=chat.message.maxSize, limits=limits)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
@@ -410,11 +394,85 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     return top
 
 
+def _database(config: Config, reactor: Any) -> Database | None:
+    """
+    The database in the data directory, opened (start-up only: it blocks)
+    when a store or the event notifier keeps its data there.
+    """
+    chat = config.chat
+    if (
+        (chat.enableUndeliveredQueue and chat.undelivered.storage == "sqlite")
+        or config.event.enabled
+        or (chat.history.enabled and chat.history.storage == "sqlite")
+    ):
+        return openDatabase(os.path.join(config.server.dataDir, DATABASE_FILENAME), reactor)
+    return None
+
+
+def _notifier(config: Config, database: Database | None, httpClient: Any, reactor: Any) -> EventNotifier | None:
+    """
+    The event notifier, its deliveries in the database, or L{None} when
+    C{event} is off.
+    """
+    if not config.event.enabled:
+        return None
+    assert database is not None
+    return EventNotifier(config.event, SqliteEventStore(database), makeSenders(config.event, httpClient, reactor),
+                         reactor)
+
+
+def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNode | None]:
+    """
+    The Redis links and this node of the cluster, or L{None}s without
+    C{cluster.redis}.
+    """
+    if config.cluster.redis is None:
+        return None, None
+    links = RedisLinks(parseRedisURL(config.cluster.redis), reactor)
+    cluster = config.cluster
+    return links, ClusterNode(links, reactor, cluster.heartbeatSeconds, cluster.nodeTimeoutSeconds)
+
+
+def _undeliveredStore(config: Config, database: Database | None, links: RedisLinks | None,
+                      node: ClusterNode | None) -> IUndeliveredStore | None:
+    """
+    The undelivered queue of C{chat.undelivered.storage}, or L{None} when
+    it is off.
+    """
+    if not config.chat.enableUndeliveredQueue:
+        return None
+    undelivered = config.chat.undelivered
+    if undelivered.storage == "redis":
+        assert links is not None and node is not None
+        return RedisUndeliveredStore(links.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
+                                     announce=node.announceQueued)
+    if undelivered.storage == "sqlite":
+        assert database is not None
+        return SqliteUndeliveredStore(database, undelivered.ttlSeconds, undelivered.maxPerUser)
+    return MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
+
+
+def _inbox(config: Config, database: Database | None, links: RedisLinks | None, reactor: Any) -> IInbox | None:
+    """
+    The inboxes of C{chat.history.storage}, or L{None} when they are off.
+    """
+    history = config.chat.history
+    if not history.enabled:
+        return None
+    if history.storage == "redis":
+        assert links is not None
+        return RedisInbox(links.bulk, reactor, history.ttlSeconds, history.maxPerUser)
+    if history.storage == "sqlite":
+        assert database is not None
+        return SqliteInbox(database, reactor, history.ttlSeconds, history.maxPerUser)
+    return MemoryInbox(history.ttlSeconds, history.maxPerUser)
+
+
 def makeService(options: Options, reactor: Any = None) -> WsServer:
     """
     twistd's entry point: the server for the parsed command line.
     """
-    from ._autobahn import makeDebugArgumentsLazy
+    from ._internals import makeDebugArgumentsLazy
 
     makeDebugArgumentsLazy()
     _quietStartErrors()

@@ -32,7 +32,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTim
 from .auth import buildAuthenticator
 from .config import AuthConfig, MessageConfig, ServerConfig
 from .messages import InvalidPayload, MessageFactory
-from .protocol import ChatServerFactory
+from .connection import ChatServerFactory
+from .connection.session import Session
 from .routing import Router
 
 __all__ = ["EchoRouter", "TESTEE_MAX_SIZE", "TESTEE_PATH", "makeTesteeFactory", "listenTestee", "main"]
@@ -57,15 +58,13 @@ class EchoRouter(Router):
     this does the same check, so that the protocol's own error path answers.
     """
 
-    def receive(self, connection: Any, payload: bytes) -> None:  # type: ignore[override]
+    def receive(self, connection: Session, payload: bytes) -> None:  # type: ignore[override]
         """
         Echo C{payload} to C{connection}, as a frame of its own kind.
 
         @raise InvalidPayload: for a text message that is not UTF-8.
         """
-        # still the current message's kind: the protocol hands the message
-        # over before Autobahn resets its state for the next one
-        binary = connection.message_is_binary
+        binary = connection.isBinary
         if not binary:
             try:
                 payload.decode("utf-8")
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
 
-    from ._autobahn import makeDebugArgumentsLazy
+    from ._internals import makeDebugArgumentsLazy
 
     makeDebugArgumentsLazy()
 

@@ -5,14 +5,16 @@ server.
   - L{wsserver.cluster.presence}: who is online where, as a pure state
     machine (join, beats, suspect, death by timeout);
   - L{wsserver.cluster.node}: this node's membership, the router's
-    L{wsserver.peers.IPeers}: presence messages, batched crossing;
-  - L{wsserver.cluster.stats}: C{/stat} and C{/stats} for the whole cluster;
-  - L{wsserver.cluster.queue}: the shared undelivered queue.
+    L{wsserver.routing.interfaces.IPeers}: presence messages, batched crossing;
+  - L{wsserver.cluster.stats}: C{/stat} and C{/stats} for the whole cluster.
+
+The shared stores are with their concerns (L{wsserver.queue.redis},
+L{wsserver.history.redis}); their Redis link comes from
+L{wsserver.redis.links.RedisLinks}, as the node's do.
 """
 
 from .node import ClusterNode
 from .presence import Presence, Seat
-from .queue import RedisUndeliveredStore
 from .stats import ClusterStats, StatsJournal
 
-__all__ = ["ClusterNode", "ClusterStats", "Presence", "RedisUndeliveredStore", "Seat", "StatsJournal"]
+__all__ = ["ClusterNode", "ClusterStats", "Presence", "Seat", "StatsJournal"]

@@ -39,9 +39,9 @@ per node, in order, and go out once that node was heard again after the
 outage (pub/sub keeps nothing for absent subscribers); the batches of a node
 that died meanwhile are handed back as undeliverable.
 
-Connections: the hot one carries the batches and presence; the bulk one
-(L{ClusterNode.bulk}) the statistics and the shared queue, so a slow
-C{/stats} scan never delays a message; the pub/sub one listens.
+Connections: the node is handed them (L{wsserver.redis.links.IRedisLinks},
+whose service makes and stops them); the hot one carries the batches and
+presence, the pub/sub one listens on the node's channels.
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..peers import IInbound, IPeers
-from ..redis.address import RedisAddress
-from ..redis.link import RedisLink, RedisSubscriber
+from ..routing.interfaces import IInbound, IPeers
+from ..redis.links import IRedisLinks
 from ..stats import UserStats
 from .presence import Presence, Seat, formatSeat, parseSeats
 
@@ -66,8 +65,6 @@ __all__ = ["ClusterNode", "PRESENCE", "nodeChannel", "parseBatch"]
 PRESENCE = b"wsserver:presence"
 #: seconds a joining node waits for the beats of the nodes already there
 JOIN_TIMEOUT = 2.0
-#: seconds a Redis command may take before its connection is dropped
-COMMAND_TIMEOUT = 10.0
 
 
 def nodeChannel(node: str) -> bytes:
@@ -114,7 +111,7 @@ class ClusterNode(Service):
     """
     This node of the cluster (see the module docstring).
 
-    @param address: where Redis is.
+    @param links: the Redis connections (started and stopped by their owner).
     @param reactor: the reactor (connections, timers and the clock).
     @param heartbeatSeconds: how often this node announces its users.
     @param nodeTimeoutSeconds: a node not heard for this long is dead.
@@ -124,12 +121,12 @@ class ClusterNode(Service):
 
     log = Logger()
 
-    def __init__(self, address: RedisAddress, reactor: Any, heartbeatSeconds: float = 10,
+    def __init__(self, links: IRedisLinks, reactor: Any, heartbeatSeconds: float = 10,
                  nodeTimeoutSeconds: float = 30, nodeId: str | None = None,
                  joinTimeout: float = JOIN_TIMEOUT) -> None:
         self.nodeId = nodeId or os.urandom(6).hex()
         self._id = self.nodeId.encode()
-        self._address = address
+        self._address = links.address
         self._reactor = reactor
         self.heartbeatSeconds = heartbeatSeconds
         self._joinTimeout = joinTimeout
@@ -166,12 +163,8 @@ class ClusterNode(Service):
         self._stopped = False
         self.malformed = 0
         #: the hot connection: batches and presence
-        self.link = RedisLink(address, reactor, COMMAND_TIMEOUT, "cluster Redis", start=False)
-        #: the bulk connection: statistics and the shared queue
-        self.bulk = RedisLink(address, reactor, COMMAND_TIMEOUT, "cluster Redis (bulk)", start=False)
-        self._subscriber = RedisSubscriber(address, reactor, COMMAND_TIMEOUT, [PRESENCE, self._channel],
-                                           self._received, self._subscribed, self._unsubscribed,
-                                           name="cluster Redis pub/sub", start=False)
+        self.link = links.hot
+        links.subscribe([PRESENCE, self._channel], self._received, self._subscribed, self._unsubscribed)
 
     # IPeers
 
@@ -470,8 +463,6 @@ class ClusterNode(Service):
     def startService(self) -> None:
         super().startService()
         address, reactor = self._address, self._reactor
-        for link in (self._subscriber, self.link, self.bulk):
-            link.start()
         self._startTimer = reactor.callLater(self._joinTimeout, self._joinDone, "timeout")
         self._loop = LoopingCall(self._beat)
         self._loop.clock = reactor
@@ -492,13 +483,5 @@ class ClusterNode(Service):
         self.presence.stop()
         if self._batches:
             self._flush()
-        bye = self._publish(PRESENCE, b"bye %s" % self._id) if self.subscribed else succeed(None)
-        link, bulk, subscriber = self.link, self.bulk, self._subscriber
-
-        async def close() -> None:
-            await bye
-            await subscriber.close()
-            await link.close()
-            await bulk.close()
-
-        return Deferred.fromCoroutine(close())
+        # the links close after this (their owner stops later)
+        return self._publish(PRESENCE, b"bye %s" % self._id) if self.subscribed else succeed(None)

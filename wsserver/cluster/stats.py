@@ -18,8 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..peers import IStatsListener
-from ..routing import Router
+from ..routing.interfaces import IStatsListener, IUserDirectory
+from ..redis.link import RedisLink
 from ..stats import mergeStatRecords
 from .node import ClusterNode
 from .presence import Seat
@@ -89,7 +89,7 @@ class ClusterStats(Service):
     Each node writes the counters of its users to Redis: a hash per user,
     C{wsserver:stats:<id>}, whose field C{<node id>} holds the JSON of that
     node's L{UserStats.record<wsserver.stats.UserStats.record>}.  The router
-    marks the users whose counters change (L{Router.statsDirty}: a set, no
+    marks the users whose counters change (through its L{IStatsListener}, this journal: a set, no
     Redis work per message); every C{heartbeatSeconds} this service writes
     theirs (C{HSET} and C{EXPIRE}), and a user's at once when the user's last
     connection on this node closes.  The hash expires C{ttlSeconds} (30 days)
@@ -103,7 +103,7 @@ class ClusterStats(Service):
     online on that node; after the node died it stops at its last write.
     The record of a node that stopped or died stays (until the hash
     expires): its users' counts survive it.  C{isOnline} is the live
-    presence (L{Router.isOnline}).
+    presence (L{IUserDirectory.isOnline}).
 
     When Redis cannot be reached the answers hold this node's figures only
     (and a warning is logged).
@@ -115,18 +115,21 @@ class ClusterStats(Service):
     C{lastConnection} set, even before that node's next heartbeat wrote
     its record.
 
-    @param node: this node's membership of the cluster (its C{bulk} link
-        carries the commands, its presence says who is online where).
-    @param router: the router whose statistics are this node's.
+    @param node: this node's membership of the cluster (its presence says
+        who is online where).
+    @param link: the Redis connection of the commands (the bulk one of
+        L{wsserver.redis.links.RedisLinks}).
+    @param router: the users of this node and their statistics (the router).
     @param journal: the router's L{IStatsListener}: which users changed.
     @param clock: the time source (the router's).
     """
 
     log = Logger()
 
-    def __init__(self, node: ClusterNode, router: Router, journal: StatsJournal, clock: IReactorTime,
-                 ttlSeconds: float = 30 * 86400, refreshSeconds: float = 86400) -> None:
+    def __init__(self, node: ClusterNode, link: RedisLink, router: IUserDirectory, journal: StatsJournal,
+                 clock: IReactorTime, ttlSeconds: float = 30 * 86400, refreshSeconds: float = 86400) -> None:
         self._node = node
+        self._link = link
         self._router = router
         self._clock = clock
         self._ttl = b"%d" % int(max(1, ttlSeconds))
@@ -157,7 +160,7 @@ class ClusterStats(Service):
         if stats is None:
             return succeed(None)
         key = STATS_PREFIX + b"%d" % userId
-        link = self._node.bulk
+        link = self._link
         # both go out at once on the one connection, in this order
         hset = link.execute(b"HSET", key, self._field, orjson.dumps(stats.record(self._clock.seconds())))
         expire = link.execute(b"EXPIRE", key, self._ttl)
@@ -241,7 +244,7 @@ class ClusterStats(Service):
         The statistics of one user in the whole cluster; zeros for a user
         never seen.
         """
-        d = self._node.bulk.execute(b"HGETALL", STATS_PREFIX + b"%d" % userId)
+        d = self._link.execute(b"HGETALL", STATS_PREFIX + b"%d" % userId)
         d.addCallback(_hash)
 
         def failed(f: Any) -> dict[bytes, bytes]:
@@ -259,7 +262,7 @@ class ClusterStats(Service):
         return Deferred.fromCoroutine(self._items())
 
     async def _items(self) -> list[dict[str, Any]]:
-        link = self._node.bulk
+        link = self._link
         # at most READS_IN_FLIGHT reads wait for Redis at once: a /stats of
         # many users neither floods the connection nor holds all replies
         limit = DeferredSemaphore(READS_IN_FLIGHT)

@@ -5,7 +5,9 @@ appended to the user's inbox with a C{seq} that only grows for that user and
 is never reused, so that a device that was away can resume with C{?since=N}
 and get exactly what it missed.
 
-Three stores: L{MemoryInbox} (RAM only), L{wsserver.history.sqlite.SqliteInbox}
+This module is the contract (L{IInbox}, L{Page}, L{withSeq}); three stores
+implement it: L{wsserver.history.memory.MemoryInbox} (RAM only),
+L{wsserver.history.sqlite.SqliteInbox}
 (the data file: survives restarts), L{wsserver.history.redis.RedisInbox}
 (shared by the nodes of a cluster).  The memory and SQLite stores assign the
 seqs themselves, at once (C{append} answers a list): a per-user counter in
@@ -25,19 +27,14 @@ it is delivered, live or replayed, with C{"seq"} added as its last field
 from __future__ import annotations
 
 import re
-from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from zope.interface import Interface, implementer
+from twisted.internet.defer import Deferred
 
-__all__ = ["IInbox", "MemoryInbox", "Page", "inboxPruneService", "seqOf", "withSeq"]
+from ..prune import IPrunable
 
-log = Logger()
+__all__ = ["IInbox", "Page", "seqOf", "withSeq"]
 
 _SEQ_TAIL = re.compile(rb',"seq":([0-9]+)\}\s*$')
 
@@ -81,7 +78,7 @@ class Page:
         return since + 1 < self.first
 
 
-class IInbox(Interface):
+class IInbox(IPrunable):
     """
     The per-user inboxes.
     """
@@ -110,74 +107,3 @@ class IInbox(Interface):
         """
         Drop the entries older than C{ttlSeconds}; the result is how many.
         """
-
-
-def inboxPruneService(inbox: IInbox, clock: IReactorTime, interval: float) -> TimerService:
-    """
-    A service that drops the inbox entries older than C{ttlSeconds} every
-    C{interval} seconds (a failure is logged, the next one runs on time).
-    """
-
-    def prune() -> Deferred[Any]:
-        d = maybeDeferred(inbox.prune, clock.seconds())
-        return d.addErrback(lambda f: log.failure("could not drop expired inbox entries", f))
-
-    service = TimerService(interval, prune)
-    service.clock = clock
-    return service
-
-
-@implementer(IInbox)
-class MemoryInbox:
-    """
-    The inboxes in RAM only: fast, and gone (seqs included) at a restart.
-
-    @param ttlSeconds: entries older than this are dropped.
-    @param maxPerUser: over this many for one user, the oldest are dropped.
-    """
-
-    def __init__(self, ttlSeconds: float, maxPerUser: int) -> None:
-        self._ttl = ttlSeconds
-        self._max = maxPerUser
-        #: per user, the newest seq assigned
-        self._last: dict[int, int] = {}
-        #: per user, C{(seq, created, payload)} oldest first
-        self._entries: dict[int, deque[tuple[int, float, bytes]]] = {}
-
-    def append(self, userIds: Sequence[int], payload: bytes, now: float) -> list[int]:
-        last = self._last
-        entries = self._entries
-        seqs = []
-        for userId in userIds:
-            seq = last.get(userId, 0) + 1
-            last[userId] = seq
-            kept = entries.get(userId)
-            if kept is None:
-                kept = entries[userId] = deque(maxlen=self._max)
-            kept.append((seq, now, payload))
-            seqs.append(seq)
-        return seqs
-
-    def committed(self) -> Deferred[None]:
-        return succeed(None)
-
-    def read(self, userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
-        last = self._last.get(userId, 0)
-        oldest = now - self._ttl
-        live = [entry for entry in self._entries.get(userId, ()) if entry[1] >= oldest]
-        first = live[0][0] if live else last + 1
-        entries = [(seq, withSeq(payload, seq)) for seq, _, payload in live if seq > since][:limit]
-        return succeed(Page(entries, first, last))
-
-    def prune(self, now: float) -> Deferred[int]:
-        n = 0
-        for kept in self._entries.values():
-            n += self._expire(kept, now)
-        return succeed(n)
-
-    def _expire(self, kept: deque[tuple[int, float, bytes]], now: float) -> int:
-        n = 0
-        while kept and now - kept[0][1] > self._ttl:
-            kept.popleft()
-            n += 1
-        return n

@@ -7,33 +7,34 @@ Seqs are assigned in memory, at once, from a per-user counter read from
 C{inbox_seq} at start; the entries of one reactor turn are written in one
 transaction (with the counters), so routing never waits for the disk.  One
 write is in flight at a time: what is appended meanwhile waits for it and
-goes in the next transaction, so batches grow with the load (group commit)
-instead of queueing a transaction per turn behind a slow disk.  A read first hands the pending batch to
-the database thread, whose queries run in order: a read sees every append
-made before it.
+goes in the next transaction, so batches grow with the load (group commit,
+L{wsserver.database.BatchWriter}) instead of queueing a transaction per turn
+behind a slow disk.  A read first hands the pending batch to the database
+thread, whose queries run in order: a read sees every append made before it.
+
+Tables (see L{wsserver.database} for the schema): C{inbox_messages(id,
+payload)} each payload once, C{inbox(user, seq, created, message)} one row
+per entry of a user's inbox, and C{inbox_seq(user, seq)} the newest seq
+assigned to each user, so that a seq is never reused, even after its
+entries were dropped.  The trigger C{inbox_release} deletes a payload with
+its last entry.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from ..sqlitestore import Database, _signed
+from ..database import BatchWriter, Database, signed, unsigned
 from . import IInbox, Page, withSeq
 
 __all__ = ["SqliteInbox"]
 
-_log = Logger()
-
-
-def _unsigned(user: int) -> int:
-    return user + (1 << 64) if user < 0 else user
+#: what L{BatchWriter} writes: C{(payload, now, [(user, seq)])}
+_Entry = tuple[bytes, float, list[tuple[int, int]]]
 
 
 @implementer(IInbox)
@@ -49,22 +50,12 @@ class SqliteInbox:
 
     def __init__(self, database: Database, clock: IReactorTime, ttlSeconds: float, maxPerUser: int) -> None:
         self._db = database
-        self._clock = clock
         self._ttl = ttlSeconds
         self._max = maxPerUser
-        connection = sqlite3.connect(database.path)
-        try:
-            self._last: dict[int, int] = {
-                _unsigned(user): seq for user, seq in connection.execute("SELECT user, seq FROM inbox_seq")
-            }
-        finally:
-            connection.close()
-        #: the appends of this turn: C{(payload, now, [(user, seq)])}
-        self._batch: list[tuple[bytes, float, list[tuple[int, int]]]] = []
-        self._waiters: list[Deferred[None]] = []
-        self._flushCall: IDelayedCall | None = None
-        #: transactions handed to the database thread and not finished
-        self._inflight = 0
+        self._last: dict[int, int] = {
+            unsigned(user): seq for user, seq in database.readNow("SELECT user, seq FROM inbox_seq")
+        }
+        self._writer: BatchWriter[_Entry] = BatchWriter(database, clock, _append, "inbox entries", maxPerUser)
 
     def append(self, userIds: Sequence[int], payload: bytes, now: float) -> list[int]:
         last = self._last
@@ -73,64 +64,23 @@ class SqliteInbox:
         for userId in userIds:
             seq = last[userId] = last.get(userId, 0) + 1
             seqs.append(seq)
-            rows.append((_signed(userId), seq))
-        self._batch.append((payload, now, rows))
-        if self._flushCall is None and not self._inflight:
-            self._flushCall = self._clock.callLater(0, self._flush)
+            rows.append((signed(userId), seq))
+        self._writer.add((payload, now, rows))
         return seqs
 
-    def _flush(self) -> Deferred[None]:
-        """
-        Hand the batch of this turn to the database thread (one transaction).
-        """
-        if self._flushCall is not None:
-            if self._flushCall.active():
-                self._flushCall.cancel()
-            self._flushCall = None
-        batch, self._batch = self._batch, []
-        waiters, self._waiters = self._waiters, []
-        self._inflight += 1
-        if batch:
-            d = self._db.run(_append, batch, self._max)
-        else:
-            d = self._db.run(lambda cursor: None)
-
-        def written(_: Any) -> None:
-            for waiter in waiters:
-                waiter.callback(None)
-
-        def failed(f: Failure) -> None:
-            _log.failure("could not write {n} inbox entries", f, n=len(batch))
-            for waiter in waiters:
-                waiter.errback(f)
-
-        def next(_: Any) -> None:
-            self._inflight -= 1
-            if (self._batch or self._waiters) and not self._inflight and self._flushCall is None:
-                self._flush()
-
-        return d.addCallbacks(written, failed).addBoth(next)
-
     def committed(self) -> Deferred[None]:
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        if self._flushCall is None and not self._inflight:
-            # nothing pending: after the writes already handed over
-            self._flush()
-        return waiter
+        return self._writer.committed()
 
     def read(self, userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
-        if self._batch:
-            self._flush()
+        self._writer.handOver()
         last = self._last.get(userId, 0)
-        return self._db.run(_read, _signed(userId), since, limit, now - self._ttl, last)
+        return self._db.run(_read, signed(userId), since, limit, now - self._ttl, last)
 
     def prune(self, now: float) -> Deferred[int]:
         return self._db.run(_prune, now - self._ttl)
 
 
-
-def _append(cursor: Any, batch: list[tuple[bytes, float, list[tuple[int, int]]]], maxPerUser: int) -> None:
+def _append(cursor: Any, batch: list[_Entry], maxPerUser: int) -> None:
     newest: dict[int, int] = {}
     for payload, now, rows in batch:
         cursor.execute("INSERT INTO inbox_messages (payload) VALUES (?)", (payload,))

@@ -1,5 +1,6 @@
 """
-Tests for L{wsserver.sqlitestore}: the SQLite stores behave like the memory
+Tests for L{wsserver.database} and the stores in it (L{wsserver.queue.sqlite},
+L{wsserver.events.sqlite}): the SQLite stores behave like the memory
 ones (the same test mixins run against both), survive a restart (and a crash
 of the process), and L{openDatabase} refuses files that are not ours without
 touching them.
@@ -22,8 +23,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
-from wsserver.eventstore import Delivery, IEventStore, MemoryEventStore, emptyCounts, moved
-from wsserver.sqlitestore import (
+from wsserver.events.store import Delivery, IEventStore, MemoryEventStore, emptyCounts, moved
+from wsserver.database import (
     APPLICATION_ID,
     DATABASE_FILENAME,
     SCHEMA_VERSION,
@@ -32,7 +33,10 @@ from wsserver.sqlitestore import (
     openDatabase,
 )
 from wsserver.messages import Message
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore
+from wsserver.events.sqlite import SqliteEventStore
+from wsserver.queue import IUndeliveredStore
+from wsserver.queue.memory import MemoryUndeliveredStore
+from wsserver.queue.sqlite import SqliteUndeliveredStore
 
 LARGEST = 2**64 - 1
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -438,7 +442,7 @@ class SqliteUndeliveredStoreTests(UndeliveredStoreTestsMixin, DatabaseMixin, Tes
     """
 
     def makeStore(self) -> Any:
-        return self.openDatabase().undelivered(ttlSeconds=100, maxPerUser=3)
+        return SqliteUndeliveredStore(self.openDatabase(), ttlSeconds=100, maxPerUser=3)
 
     async def reopen(self) -> Any:
         """
@@ -511,9 +515,9 @@ class SqliteUndeliveredStoreTests(UndeliveredStoreTestsMixin, DatabaseMixin, Tes
         self.assertEqual((code, err), (17, b""), out)
         self.assertTrue(os.path.exists(path + "-wal"))
         db = self.openDatabase()
-        store = db.undelivered(ttlSeconds=100, maxPerUser=3)
+        store = SqliteUndeliveredStore(db, ttlSeconds=100, maxPerUser=3)
         self.assertEqual([p for _, p in await store.fetch(LARGEST, 3)], [b"a", b"b"])
-        deliveries = await db.events().due(10, 10, frozenset())
+        deliveries = await SqliteEventStore(db).due(10, 10, frozenset())
         self.assertEqual([(d.primary, d.payload) for d in deliveries], [("targets[0]", b"e")])
 
     async def rows(self) -> tuple[int, int, int]:
@@ -603,7 +607,7 @@ class ManyOfflineRecipientsTests(DatabaseMixin, TestCase):
         from .test_routing import FakeConnection
 
         db = self.openDatabase()
-        store = db.undelivered(ttlSeconds=3600, maxPerUser=10)
+        store = SqliteUndeliveredStore(db, ttlSeconds=3600, maxPerUser=10)
         clock = Clock()
         clock.advance(1000)
         router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC")), store)
@@ -651,11 +655,13 @@ class ManyOfflineRecipientsTests(DatabaseMixin, TestCase):
 CRASHER = """
 import os, sys
 from twisted.internet import reactor
-from wsserver.sqlitestore import openDatabase
+from wsserver.database import openDatabase
+from wsserver.events.sqlite import SqliteEventStore
+from wsserver.queue.sqlite import SqliteUndeliveredStore
 
 db = openDatabase(sys.argv[1])
-store = db.undelivered(100, 3)
-events = db.events()
+store = SqliteUndeliveredStore(db, 100, 3)
+events = SqliteEventStore(db)
 
 def run():
     d = store.put(2**64 - 1, b"a", 1)
@@ -867,7 +873,7 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
     """
 
     def makeStore(self) -> Any:
-        return self.openDatabase().events()
+        return SqliteEventStore(self.openDatabase())
 
     @asyncTest
     async def test_survivesRestart(self) -> None:
@@ -993,13 +999,13 @@ class OpenDatabaseTests(DatabaseMixin, TestCase):
         os.makedirs(os.path.dirname(path))
         open(path, "wb").close()
         db = self.openDatabase()
-        await db.undelivered(10, 10).put(1, b"m", 0)
-        await db.events().add([("t", b"e")], 0)
+        await SqliteUndeliveredStore(db, 10, 10).put(1, b"m", 0)
+        await SqliteEventStore(db).add([("t", b"e")], 0)
         await db.close()
         self.assertEqual(os.listdir(os.path.dirname(path)), [DATABASE_FILENAME])
         db = self.openDatabase()
-        self.assertEqual(await db.undelivered(10, 10).pending(1), 1)
-        self.assertEqual(await db.events().counts(), {"t": dict(emptyCounts(), pending=1)})
+        self.assertEqual(await SqliteUndeliveredStore(db, 10, 10).pending(1), 1)
+        self.assertEqual(await SqliteEventStore(db).counts(), {"t": dict(emptyCounts(), pending=1)})
 
     @asyncTest
     async def test_closed(self) -> None:
@@ -1008,14 +1014,14 @@ class OpenDatabaseTests(DatabaseMixin, TestCase):
         for, the stores fail with L{StorageError}; closing again is fine.
         """
         db = self.openDatabase()
-        store = db.undelivered(10, 10)
+        store = SqliteUndeliveredStore(db, 10, 10)
         put = store.put(1, b"m", 0)
         closed = db.close()
         await put
         await closed
         error = await self.failUnlessFailure(store.fetch(1, 0), StorageError)
         self.assertIn("is closed", str(error))
-        await self.failUnlessFailure(db.events().counts(), StorageError)
+        await self.failUnlessFailure(SqliteEventStore(db).counts(), StorageError)
         self.assertIsNone(await db.close())
 
     def test_directoryUnderFile(self) -> None:
@@ -1228,11 +1234,11 @@ class MigrationTests(DatabaseMixin, TestCase):
         path = self.makeVersion1()
         db = self.openDatabase()
         self.assertEqual(self.contents(path)[0], SCHEMA_VERSION)
-        store = db.undelivered(ttlSeconds=100, maxPerUser=10)
+        store = SqliteUndeliveredStore(db, ttlSeconds=100, maxPerUser=10)
         self.assertEqual(store.dropped, 4)
         self.assertEqual(await store.fetch(1, 20), [(1, b"a"), (3, b"b")])
         self.assertEqual(await store.fetch(LARGEST, 20), [(2, b"c")])
-        deliveries = await db.events().due(10, 10, frozenset())
+        deliveries = await SqliteEventStore(db).due(10, 10, frozenset())
         self.assertEqual([(d.primary, d.payload) for d in deliveries], [("t", b"e")])
         await store.put(1, b"new", 20)
         self.assertEqual([key for key, _ in await store.fetch(1, 20)], [1, 3, 5])
@@ -1241,7 +1247,7 @@ class MigrationTests(DatabaseMixin, TestCase):
         self.assertEqual(await db.run(lambda c: c.execute("SELECT COUNT(*) FROM messages").fetchone()[0]), 0)
         await db.close()
         db = self.openDatabase()
-        self.assertEqual(await db.undelivered(100, 10).pending(1), 0)
+        self.assertEqual(await SqliteUndeliveredStore(db, 100, 10).pending(1), 0)
 
     @asyncTest
     async def test_deliveredByRouter(self) -> None:
@@ -1264,7 +1270,7 @@ class MigrationTests(DatabaseMixin, TestCase):
         clock = Clock()
         clock.advance(20)
         router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC")),
-                        db.undelivered(ttlSeconds=100, maxPerUser=10))
+                        SqliteUndeliveredStore(db, ttlSeconds=100, maxPerUser=10))
         connection = FakeConnection(1)
         router.attach(connection)
         await db.run(lambda cursor: None)
@@ -1276,18 +1282,18 @@ class MigrationTests(DatabaseMixin, TestCase):
         rolled back: the database is still version 1 with all its rows, and
         the next start migrates it.
         """
-        from wsserver import sqlitestore
+        from wsserver import database
 
         path = self.makeVersion1()
         before = self.contents(path)
-        migrations = sqlitestore._MIGRATIONS
+        migrations = database._MIGRATIONS
         migrate = migrations[1]
 
         def failing(connection: sqlite3.Connection) -> None:
             migrate(connection)
             raise sqlite3.OperationalError("disk full")
 
-        self.patch(sqlitestore, "_MIGRATIONS", {**migrations, 1: failing})
+        self.patch(database, "_MIGRATIONS", {**migrations, 1: failing})
         error = self.assertRaises(StorageError, openDatabase, path)
         self.assertEqual(str(error), f"cannot open wsserver database {path}: disk full")
         self.assertEqual(self.contents(path), before)
@@ -1295,7 +1301,7 @@ class MigrationTests(DatabaseMixin, TestCase):
         connection = sqlite3.connect(path)
         self.assertIn("payload", [row[1] for row in connection.execute("PRAGMA table_info(undelivered)")])
         connection.close()
-        self.patch(sqlitestore, "_MIGRATIONS", migrations)
+        self.patch(database, "_MIGRATIONS", migrations)
         self.openDatabase()
         self.assertEqual(self.contents(path)[0], SCHEMA_VERSION)
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_redisqueue,tests.test_cluster -*-
+# -*- test-case-name: tests.test_queue_redis,tests.test_cluster -*-
 """
 The undelivered queue shared by the nodes of a cluster, in Redis; a message
 for many offline users is kept once.
@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from zope.interface import implementer
 
 from ..redis.link import RedisLink
-from ..storage import IUndeliveredStore, forRecipient
+from . import IUndeliveredStore, forRecipient
 
 __all__ = ["RedisUndeliveredStore"]
 

@@ -47,9 +47,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from .messages import BOT, MessageFactory
-from .peers import IPeers, IPresenceListener
-from .redis.link import RedisLink
+from ..messages import BOT, MessageFactory
+from ..routing.interfaces import IPeers, IPresenceListener
+from ..redis.link import RedisLink
 
 __all__ = [
     "IPresenceLedger",
@@ -221,7 +221,7 @@ class PresenceEvents:
     @param peers: the other nodes (where else a user is online).
     @param messages: ids and timestamps of the events.
     @param send: called with C{(type, payload)} of each event (the
-        notifier's L{wsserver.events.EventNotifier.notifyServerEvent}).
+        notifier's L{wsserver.events.notifier.EventNotifier.notifyServerEvent}).
     """
 
     log = Logger()

@@ -14,14 +14,14 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from zope.interface.verify import verifyObject
 
-from wsserver.cluster import RedisUndeliveredStore
+from wsserver.queue.redis import RedisUndeliveredStore
 from wsserver.redis.address import parseRedisURL
 from wsserver.redis.link import RedisLink
-from wsserver.storage import IUndeliveredStore
+from wsserver.queue import IUndeliveredStore
 
 from .redis import RedisTestCase
 from .support import closeClient, openClient, startServer
-from .test_sqlitestore import copyFor, message
+from .test_database import copyFor, message
 
 LARGEST = 2**64 - 1
 

@@ -1,10 +1,15 @@
 # -*- test-case-name: tests.test_routing -*-
 """
-What the router (L{wsserver.routing.Router}) needs from the rest of a
-cluster, and what it offers back: small interfaces of the core, each with a
-plain one-node implementation, so that the router's code is the same for
-one node and for many.
+The interfaces of the routing core: what the router (L{wsserver.routing.Router})
+needs from its connections and from the rest of a cluster, and what it
+offers back.  Each interface of a collaborator has a plain one-node
+implementation, so that the router's code is the same for one node and for
+many.
 
+  - L{IConnection}: one live client connection, everything the router calls
+    on it (the WebSocket protocol implements it).
+  - L{IUserDirectory}: the users a node knows and their statistics (the
+    router implements it; the cluster's statistics read it).
   - L{IPeers}: the other nodes.  The router tells them about its users'
     connections, asks where a user is, and forwards messages there.
     L{NoPeers}: nobody elsewhere.  The cluster's implementation is
@@ -17,19 +22,74 @@ one node and for many.
     L{NoStatsListener}: nobody listens.
   - L{IPresenceListener}: told when a user's first connection on this node
     opens and its last one closes (the presence events,
-    L{wsserver.presenceevents}).  L{NoPresenceListener}: nobody listens.
+    L{wsserver.events.presence}).  L{NoPresenceListener}: nobody listens.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from zope.interface import Attribute, Interface, implementer
 
-from .stats import UserStats
+from ..stats import UserStats
 
-__all__ = ["IInbound", "IPeers", "IPresenceListener", "IStatsListener", "NoPeers", "NoPresenceListener",
-           "NoStatsListener"]
+__all__ = ["IConnection", "IInbound", "IPeers", "IPresenceListener", "IStatsListener", "IUserDirectory", "NoPeers",
+           "NoPresenceListener", "NoStatsListener"]
+
+
+class IConnection(Interface):
+    """
+    One live client connection, as the router sees it: everything the router
+    calls on it.
+    """
+
+    userId = Attribute("The id of the user this connection belongs to.")
+
+    def sendPrepared(prepared: Any) -> None:
+        """
+        Send a live message framed by the router's C{prepare} function.
+        """
+
+    def sendStored(prepared: Any) -> None:
+        """
+        Send a message the user missed (from the undelivered queue or an
+        inbox replay), framed as for L{sendPrepared}: a burst bounded by the
+        store's C{maxPerUser} and already in memory, so what of it waits for
+        the network does not count as a slow consumer's backlog.
+        """
+
+    def close(code: int, reason: str) -> None:
+        """
+        Close the connection with a WebSocket close code and reason.
+        """
+
+
+class IUserDirectory(Interface):
+    """
+    The users one node knows (connected here, or seen here lately) and their
+    statistics.
+    """
+
+    def userIds() -> Sequence[int]:
+        """
+        The ids of every user seen on this node.
+        """
+
+    def localUserIds() -> Sequence[int]:
+        """
+        The users with a connection on this node.
+        """
+
+    def userStats(userId: int) -> UserStats | None:
+        """
+        The statistics of one user on this node, or L{None} for a user never
+        seen here.
+        """
+
+    def isOnline(userId: int) -> bool:
+        """
+        Whether C{userId} has a live connection (on any node of a cluster).
+        """
 
 
 class IInbound(Interface):

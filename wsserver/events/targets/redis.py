@@ -21,9 +21,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 
-from .config import TargetConfig
-from .redis.address import RedisAddress
-from .redis.link import RedisClosed, RedisLink
+from zope.interface import implementer
+
+from ...config import TargetConfig
+from ...redis.address import RedisAddress
+from ...redis.link import RedisClosed, RedisLink
+from .. import ISender
 
 __all__ = ["RedisSender", "RedisSenderClosed"]
 
@@ -31,6 +34,7 @@ __all__ = ["RedisSender", "RedisSenderClosed"]
 RedisSenderClosed = RedisClosed
 
 
+@implementer(ISender)
 class RedisSender:
     """
     Sends event payloads to Redis: C{RPUSH} to the list C{modeName} (mode

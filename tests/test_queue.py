@@ -1,5 +1,6 @@
 """
-Tests for L{wsserver.storage}.
+Tests for L{wsserver.queue} (the contract and the memory store) and
+L{wsserver.prune}.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from wsserver.history.memory import MemoryInbox
 from wsserver.messages import Message
-from wsserver.storage import IUndeliveredStore, MemoryUndeliveredStore, forRecipient, pruneService
+from wsserver.prune import IPrunable, pruneService
+from wsserver.queue import IUndeliveredStore, forRecipient
+from wsserver.queue.memory import MemoryUndeliveredStore
 
 
 def serialized(recipients: list[int], text: str = "hi", data: Any = None) -> bytes:
@@ -379,7 +383,7 @@ class PruneServiceTests(SynchronousTestCase):
         """
         store = FlakyStore(failures)
         clock = Clock()
-        service = pruneService(store, clock, 60)
+        service = pruneService([("undelivered messages", store)], clock, 60)
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return store, clock, service
@@ -417,3 +421,31 @@ class PruneServiceTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
         self.assertTrue(service.running)
         self.assertIsNone(self.successResultOf(service.stopService()))
+
+    def test_everyStore(self) -> None:
+        """
+        One service prunes every store it was given, each at the same time;
+        one that fails is logged under its own name and does not keep the
+        others from being pruned.
+        """
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        failing, other = FlakyStore(["raise"]), FlakyStore([])
+        clock = Clock()
+        service = pruneService([("inbox entries", failing), ("undelivered messages", other)], clock, 60)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        other.put(1, b"m", 0)
+        clock.advance(60)
+        self.assertEqual((failing.pruned, other.pruned), ([0, 60], [0, 60]))
+        self.assertEqual(other.dropped, 1)
+        self.assertEqual([formatEvent(e) for e in logged if "log_failure" in e],
+                         ["could not drop expired inbox entries"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_storesArePrunable(self) -> None:
+        """
+        The undelivered queue and the inbox are L{IPrunable}: the service
+        takes every store whose entries expire.
+        """
+        verifyObject(IPrunable, MemoryUndeliveredStore(10, 10))
+        verifyObject(IPrunable, MemoryInbox(10, 10))

@@ -1,22 +1,27 @@
-# -*- test-case-name: tests.test_sqlitestore -*-
+# -*- test-case-name: tests.test_database -*-
 """
-The persistent stores (SPEC section 6, C{storage: "sqlite"}): the undelivered
-queue and the event notifier's queue, in one SQLite file in the data
-directory.
+The wsserver database: one SQLite file in the data directory, under every
+store that survives a restart (the undelivered queue, L{wsserver.queue.sqlite};
+the event deliveries, L{wsserver.events.sqlite}; the inbox,
+L{wsserver.history.sqlite}).  This module owns the file: its schema, its
+versions and their migrations, and the one writer; the stores own their
+queries and use nothing of each other.
 
 L{openDatabase} checks the file once, at start-up, on the calling thread: it
 creates the data directory, refuses a file that is not a wsserver database
 without touching it (a newer schema version too), creates the schema in a
 new one and migrates an older version in place.  From then on every
-query runs in the one thread of an L{adbapi.ConnectionPool}, so that the
-reactor never waits for the disk and writes are serialized; each method of
-the stores is a single short transaction, committed before its L{Deferred}
-fires.
+query runs in the one thread of an L{adbapi.ConnectionPool} with one
+connection (L{Database.run}), so that the reactor never waits for the disk
+and writes are serialized; each method of the stores is a single short
+transaction, committed before its L{Deferred} fires.  L{BatchWriter} groups
+the writes of one reactor turn into one transaction, one in flight at a
+time (the inbox's group commit).
 
 Durability: the file is in WAL mode with C{synchronous=NORMAL}: a commit
 survives a crash of the process (not necessarily a power cut, which may lose
 the last commits but never corrupts the file).  A message is deleted only by
-L{SqliteUndeliveredStore.ack}, after it was written to the user's
+the undelivered queue's C{ack}, after it was written to the user's
 connections, and a delivery only when a target accepted it, so a crash
 between storing and delivering loses nothing (at least once).
 
@@ -54,26 +59,25 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 from urllib.parse import quote
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
-
-from .eventstore import Delivery, IEventStore, emptyCounts
-from .storage import IUndeliveredStore, forRecipient
+from twisted.python.failure import Failure
 
 __all__ = [
     "APPLICATION_ID",
     "DATABASE_FILENAME",
     "SCHEMA_VERSION",
+    "BatchWriter",
     "Database",
-    "SqliteEventStore",
-    "SqliteUndeliveredStore",
     "StorageError",
     "openDatabase",
+    "signed",
+    "unsigned",
 ]
 
 log = Logger()
@@ -166,12 +170,8 @@ _SCHEMA = _UNDELIVERED + _INBOX + [
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0)",
 ]
 
-_DROPPED = "dropped"
-_SUCCEEDED = "succeeded:"
-_PENDING = "pending"
-_FAILED = "failed"
-
 _T = TypeVar("_T")
+_I = TypeVar("_I")
 
 
 class StorageError(Exception):
@@ -181,12 +181,19 @@ class StorageError(Exception):
     """
 
 
-def _signed(userId: int) -> int:
+def signed(userId: int) -> int:
     """
     The signed 64-bit integer with the same bits as the unsigned 64-bit
-    C{userId}: SQLite's integers are signed.
+    C{userId}: SQLite's integers are signed, so user columns hold this.
     """
     return userId - (1 << 64) if userId >= (1 << 63) else userId
+
+
+def unsigned(user: int) -> int:
+    """
+    The user id stored as C{user} (see L{signed}).
+    """
+    return user + (1 << 64) if user < 0 else user
 
 
 def openDatabase(path: str, reactor: Any = None) -> Database:
@@ -209,8 +216,8 @@ def openDatabase(path: str, reactor: Any = None) -> Database:
     path = os.path.abspath(path)
     _makeDirectory(path)
     new = _inspect(path)
-    dropped = _prepare(path, new)
-    return Database(path, dropped, reactor)
+    _prepare(path, new)
+    return Database(path, reactor)
 
 
 def _cannotOpen(path: str, reason: object) -> StorageError:
@@ -278,11 +285,10 @@ def _inspect(path: str) -> bool:
     return False
 
 
-def _prepare(path: str, new: bool) -> int:
+def _prepare(path: str, new: bool) -> None:
     """
     Create the schema (a new database), migrate it (an older version) or
-    check it, switch the file to WAL mode, and read the persisted
-    C{dropped} counter.
+    check it, and switch the file to WAL mode.
     """
     try:
         # the file system's own reason (permissions, ...) rather than
@@ -325,12 +331,10 @@ def _prepare(path: str, new: bool) -> int:
                     path=path,
                     mode=mode,
                 )
-            (dropped,) = connection.execute("SELECT value FROM counters WHERE name = ?", (_DROPPED,)).fetchone()
         finally:
             connection.close()
     except sqlite3.Error as e:
         raise _cannotOpen(path, e) from e
-    return int(dropped)
 
 
 def _creation() -> list[str]:
@@ -396,9 +400,8 @@ class Database:
     @ivar path: the absolute path of the file.
     """
 
-    def __init__(self, path: str, dropped: int, reactor: Any) -> None:
+    def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
-        self._dropped = dropped
         self._closed = False
         self._pool = adbapi.ConnectionPool(
             "sqlite3",
@@ -410,29 +413,17 @@ class Database:
             cp_reactor=reactor,
         )
 
-    def undelivered(self, ttlSeconds: float, maxPerUser: int) -> SqliteUndeliveredStore:
+    def readNow(self, query: str, *parameters: Any) -> list[tuple[Any, ...]]:
         """
-        The undelivered queue in this database.
-
-        @param ttlSeconds: messages older than this are dropped.
-        @param maxPerUser: over this many for one user, the oldest are dropped.
+        The rows of one read-only C{query}, on the calling thread, from a
+        connection of its own: for what a store loads once, at start-up (it
+        blocks the reactor, so never later).
         """
-        return SqliteUndeliveredStore(self, ttlSeconds, maxPerUser)
-
-    def events(self) -> SqliteEventStore:
-        """
-        The event notifier's queue in this database.
-        """
-        return SqliteEventStore(self)
-
-    def inbox(self, clock: Any, ttlSeconds: float, maxPerUser: int) -> Any:
-        """
-        The per-user inboxes (C{chat.history}) in this database; reads the
-        newest seq of every user (start-up only: blocks the calling thread).
-        """
-        from .history.sqlite import SqliteInbox
-
-        return SqliteInbox(self, clock, ttlSeconds, maxPerUser)
+        connection = sqlite3.connect(self.path)
+        try:
+            return connection.execute(query, parameters).fetchall()
+        finally:
+            connection.close()
 
     def run(self, interaction: Callable[..., _T], *args: Any) -> Deferred[_T]:
         """
@@ -465,235 +456,94 @@ class Database:
         return flushed.addBoth(closePool).addCallback(lambda _: None)
 
 
-@implementer(IUndeliveredStore)
-class SqliteUndeliveredStore:
+class BatchWriter(Generic[_I]):
     """
-    The undelivered queue in SQLite: it survives restarts.  Behaves like
-    L{wsserver.storage.MemoryUndeliveredStore}, except that a message is
-    dropped for its age wherever it is in its user's queue (the memory store
-    looks at the oldest ones only; the same when time does not go back).
-    A message for many users is one row of C{messages}; the copies for each
-    user are made when fetched, in the database thread.
+    Group commit for a store that must not make routing wait for the disk:
+    the items added in one turn of the reactor are written in one
+    transaction, C{write(cursor, items, *args)}.  One write is in flight at a time:
+    what is added meanwhile waits for it and goes in the next transaction,
+    so batches grow with the load instead of queueing a transaction per turn
+    behind a slow disk.
 
-    @ivar dropped: how many messages were dropped for C{maxPerUser} or their
-        age, ever (persisted); updated when a method's result fires.
+    @param database: where to write.
+    @param clock: schedules the write at the end of the turn.
+    @param write: writes a batch, in the database thread.
+    @param what: what the items are, for the log line of a failed write.
+    @param args: more arguments of C{write}.
     """
 
-    def __init__(self, database: Database, ttlSeconds: float, maxPerUser: int) -> None:
+    log = Logger()
+
+    def __init__(self, database: Database, clock: IReactorTime, write: Callable[..., None], what: str,
+                 *args: Any) -> None:
         self._db = database
-        self._ttl = ttlSeconds
-        self._max = maxPerUser
-        self.dropped = database._dropped
+        self._clock = clock
+        self._write = write
+        self._what = what
+        self._args = args
+        self._batch: list[_I] = []
+        self._waiters: list[Deferred[None]] = []
+        self._flushCall: IDelayedCall | None = None
+        #: transactions handed to the database thread and not finished
+        self._inflight = 0
 
-    def _counted(self, result: tuple[_T, int | None]) -> _T:
-        value, dropped = result
-        if dropped is not None:
-            self.dropped = self._db._dropped = dropped
-        return value
-
-    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
-        return self._db.run(_put, [_signed(userId)], bytes(payload), False, now, self._max).addCallback(
-            self._counted
-        )
-
-    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
-        if not userIds:
-            return succeed(None)
-        users = [_signed(userId) for userId in userIds]
-        return self._db.run(_put, users, bytes(payload), True, now, self._max).addCallback(self._counted)
-
-    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
-        return self._db.run(_fetch, userId, now, self._ttl).addCallback(self._counted)
-
-    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
-        rows = [(_signed(userId), key) for key in keys]
-        if not rows:
-            return succeed(None)
-        return self._db.run(_ack, rows)
-
-    def prune(self, now: float) -> Deferred[int]:
-        return self._db.run(_prune, now, self._ttl).addCallback(self._counted)
-
-    def pending(self, userId: int) -> Deferred[int]:
-        return self._db.run(_pending, _signed(userId))
-
-
-def _addDropped(cursor: Any, n: int) -> int | None:
-    """
-    Count C{n} more dropped messages; the new total, or L{None} if C{n} is 0.
-    """
-    if not n:
-        return None
-    cursor.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, _DROPPED))
-    cursor.execute("SELECT value FROM counters WHERE name = ?", (_DROPPED,))
-    return int(cursor.fetchone()[0])
-
-
-def _put(
-    cursor: Any, users: list[int], payload: bytes, shared: bool, now: float, maxPerUser: int
-) -> tuple[None, int | None]:
-    cursor.execute("INSERT INTO messages (shared, payload) VALUES (?, ?)", (int(shared), payload))
-    message = cursor.lastrowid
-    cursor.executemany(
-        "INSERT INTO undelivered (user, created, message) VALUES (?, ?, ?)", [(user, now, message) for user in users]
-    )
-    # each user's rows after the newest maxPerUser (usually none)
-    cursor.executemany(
-        "DELETE FROM undelivered WHERE key IN"
-        " (SELECT key FROM undelivered WHERE user = ? ORDER BY key DESC LIMIT -1 OFFSET ?)",
-        [(user, maxPerUser) for user in users],
-    )
-    return None, _addDropped(cursor, cursor.rowcount)
-
-
-def _fetch(cursor: Any, userId: int, now: float, ttl: float) -> tuple[list[tuple[int, bytes]], int | None]:
-    user = _signed(userId)
-    cursor.execute("DELETE FROM undelivered WHERE user = ? AND ? - created > ?", (user, now, ttl))
-    dropped = _addDropped(cursor, cursor.rowcount)
-    cursor.execute(
-        "SELECT undelivered.key, messages.shared, messages.payload FROM undelivered"
-        " JOIN messages ON messages.id = undelivered.message WHERE undelivered.user = ? ORDER BY undelivered.key",
-        (user,),
-    )
-    return [
-        (key, forRecipient(bytes(payload), userId) if shared else bytes(payload))
-        for key, shared, payload in cursor.fetchall()
-    ], dropped
-
-
-def _ack(cursor: Any, rows: list[tuple[int, int]]) -> None:
-    cursor.executemany("DELETE FROM undelivered WHERE user = ? AND key = ?", rows)
-
-
-def _prune(cursor: Any, now: float, ttl: float) -> tuple[int, int | None]:
-    # the first condition lets SQLite use the index on created (the slack
-    # covers rounding), the second is the exact rule of fetch
-    cursor.execute(
-        "DELETE FROM undelivered WHERE created < ? AND ? - created > ?",
-        (now - ttl + 1.0, now, ttl),
-    )
-    n = cursor.rowcount
-    return n, _addDropped(cursor, n)
-
-
-def _pending(cursor: Any, user: int) -> int:
-    cursor.execute("SELECT COUNT(*) FROM undelivered WHERE user = ?", (user,))
-    return int(cursor.fetchone()[0])
-
-
-@implementer(IEventStore)
-class SqliteEventStore:
-    """
-    The event notifier's queue in SQLite: pending and failed deliveries and
-    the per-target success counters survive restarts.  Behaves like
-    L{wsserver.eventstore.MemoryEventStore}.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
-    def add(self, items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
-        rows = [(primary, primary, bytes(payload), 0, now, _PENDING) for primary, payload in items]
-        if not rows:
-            return succeed([])
-        return self._db.run(_add, rows)
-
-    def due(self, now: float, limit: int, skip: frozenset[int]) -> Deferred[list[Delivery]]:
-        if limit <= 0:
-            return succeed([])
-        return self._db.run(_due, now, limit, frozenset(skip))
-
-    def nextDue(self, skip: frozenset[int]) -> Deferred[float | None]:
-        return self._db.run(_nextDue, frozenset(skip))
-
-    def update(self, delivery: Delivery) -> Deferred[None]:
-        return self._db.run(_update, delivery, _PENDING)
-
-    def succeeded(self, delivery: Delivery) -> Deferred[None]:
-        return self._db.run(_succeeded, delivery)
-
-    def failed(self, delivery: Delivery) -> Deferred[None]:
-        return self._db.run(_update, delivery, _FAILED)
-
-    def counts(self) -> Deferred[dict[str, dict[str, int]]]:
-        return self._db.run(_counts)
-
-    def close(self) -> Deferred[None]:
+    def add(self, item: _I) -> None:
         """
-        Wait for the queries already asked for; the database itself is closed
-        by L{Database.close}, as the undelivered queue may still use it.
+        Write C{item} with the others of this turn.
         """
-        return self._db.run(lambda cursor: None)
+        self._batch.append(item)
+        if self._flushCall is None and not self._inflight:
+            self._flushCall = self._clock.callLater(0, self._flush)
 
+    def committed(self) -> Deferred[None]:
+        """
+        Fires once every item added so far is committed; fails if its write
+        failed.
+        """
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        if self._flushCall is None and not self._inflight:
+            # nothing pending: after the writes already handed over
+            self._flush()
+        return waiter
 
-_DELIVERY_COLUMNS = "id, primary_target, target, payload, attempts, not_before"
+    def handOver(self) -> None:
+        """
+        Hand what waits to the database thread now: a query asked for after
+        this runs after it (the thread runs them in order), so it sees every
+        item added before.
+        """
+        if self._batch:
+            self._flush()
 
+    def _flush(self) -> None:
+        """
+        Hand the batch of this turn to the database thread (one transaction).
+        """
+        if self._flushCall is not None:
+            if self._flushCall.active():
+                self._flushCall.cancel()
+            self._flushCall = None
+        batch, self._batch = self._batch, []
+        waiters, self._waiters = self._waiters, []
+        self._inflight += 1
+        if batch:
+            d = self._db.run(self._write, batch, *self._args)
+        else:
+            d = self._db.run(lambda cursor: None)
 
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    id, primary, target, payload, attempts, notBefore = row
-    return Delivery(id, primary, target, bytes(payload), attempts, notBefore)
+        def written(_: Any) -> None:
+            for waiter in waiters:
+                waiter.callback(None)
 
+        def failed(f: Failure) -> None:
+            self.log.failure("could not write {n} {what}", f, n=len(batch), what=self._what)
+            for waiter in waiters:
+                waiter.errback(f)
 
-def _add(cursor: Any, rows: list[tuple[Any, ...]]) -> list[Delivery]:
-    cursor.executemany(
-        "INSERT INTO events (primary_target, target, payload, attempts, not_before, state)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    # the transaction holds the write lock: the newest ids are these rows'
-    cursor.execute("SELECT id FROM events ORDER BY id DESC LIMIT ?", (len(rows),))
-    ids = sorted(id for (id,) in cursor.fetchall())
-    return [Delivery(id, primary, target, payload, attempts, notBefore)
-            for id, (primary, target, payload, attempts, notBefore, _) in zip(ids, rows)]
+        def next(_: Any) -> None:
+            self._inflight -= 1
+            if (self._batch or self._waiters) and not self._inflight and self._flushCall is None:
+                self._flush()
 
-
-def _due(cursor: Any, now: float, limit: int, skip: frozenset[int]) -> list[Delivery]:
-    cursor.execute(
-        f"SELECT {_DELIVERY_COLUMNS} FROM events WHERE state = ? AND not_before <= ? ORDER BY id LIMIT ?",
-        (_PENDING, now, limit + len(skip)),
-    )
-    return [_delivery(row) for row in cursor.fetchall() if row[0] not in skip][:limit]
-
-
-def _nextDue(cursor: Any, skip: frozenset[int]) -> float | None:
-    # of the len(skip) + 1 earliest, at least one is not skipped
-    cursor.execute(
-        "SELECT id, not_before FROM events WHERE state = ? ORDER BY not_before LIMIT ?",
-        (_PENDING, len(skip) + 1),
-    )
-    for id, notBefore in cursor.fetchall():
-        if id not in skip:
-            return float(notBefore)
-    return None
-
-
-def _update(cursor: Any, delivery: Delivery, state: str) -> None:
-    cursor.execute(
-        "UPDATE events SET primary_target = ?, target = ?, payload = ?, attempts = ?, not_before = ?, state = ?"
-        " WHERE id = ? AND state = ?",
-        (delivery.primary, delivery.target, bytes(delivery.payload), delivery.attempts, delivery.notBefore,
-         state, delivery.id, _PENDING),
-    )
-
-
-def _succeeded(cursor: Any, delivery: Delivery) -> None:
-    cursor.execute("DELETE FROM events WHERE id = ? AND state = ?", (delivery.id, _PENDING))
-    if cursor.rowcount:
-        cursor.execute(
-            "INSERT INTO counters (name, value) VALUES (?, 1)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            (_SUCCEEDED + delivery.target,),
-        )
-
-
-def _counts(cursor: Any) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    cursor.execute("SELECT name, value FROM counters")
-    for name, value in cursor.fetchall():
-        if name.startswith(_SUCCEEDED):
-            counts.setdefault(name[len(_SUCCEEDED):], emptyCounts())["succeeded"] += value
-    cursor.execute("SELECT target, state, attempts > 0, COUNT(*) FROM events GROUP BY target, state, attempts > 0")
-    for target, state, retried, n in cursor.fetchall():
-        key = _FAILED if state == _FAILED else "retrying" if retried else _PENDING
-        counts.setdefault(target, emptyCounts())[key] += n
-    return counts
+        d.addCallbacks(written, failed).addBoth(next)

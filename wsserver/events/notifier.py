@@ -4,7 +4,7 @@ The event notifier (SPEC section 6): every routed message, less the ignored
 types and (unless C{sendBotMessages}) the server's own, goes to every
 configured target.
 
-Each delivery is stored (L{wsserver.eventstore}) before it is tried; a failed
+Each delivery is stored (L{wsserver.events.store}) before it is tried; a failed
 one is retried C{retryCount} times, C{retryIntervalSeconds} apart, then each
 target of the target's C{fallback} list is tried in turn with the same
 policy; what every target refused stays stored as failed and is counted.  At
@@ -24,104 +24,17 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeD
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
-from zope.interface import Interface, implementer
 
-from .auth import applyCredential
-from .config import EventConfig, TargetConfig
-from .eventstore import Delivery, IEventStore, emptyCounts, moved
-from .httpbody import readBody
-from .messages import BOT, Message
+from ..config import EventConfig, TargetConfig
+from ..messages import BOT, Message
+from . import ISender
+from .store import Delivery, IEventStore, emptyCounts, moved
+from .targets.base import TargetUnreachable
 
-__all__ = ["DeliveryRefused", "EventNotifier", "ISender", "PostbackSender", "targetKeys"]
+__all__ = ["EventNotifier", "targetKeys"]
 
 #: Seconds that in-flight deliveries get to finish at stop.
 STOP_GRACE = 3.0
-
-
-class DeliveryRefused(Exception):
-    """
-    A target did not accept a delivery; the message says why.
-    """
-
-
-def _reason(failure: Failure) -> str:
-    """
-    Why a response body could not be read, in a few words.
-    """
-    return failure.getErrorMessage() or (failure.type.__name__ if failure.type else "error")
-
-
-class ISender(Interface):
-    """
-    Sends event payloads to one target.
-    """
-
-    def send(payload: bytes) -> Deferred[None]:
-        """
-        Fires when the target accepted C{payload}; fails when it did not.
-        """
-
-    def close() -> Deferred[None]:
-        """
-        Release connections and timers.
-        """
-
-
-@implementer(ISender)
-class PostbackSender:
-    """
-    A webhook: the message JSON as the body of an HTTP request; success is a
-    2xx answer, body included, within C{connectionTimeoutSeconds} (a body
-    still arriving then is cut and the delivery fails).  Redirects are not
-    followed (a redirect is not an acceptance).
-
-    @param target: the target's config.
-    @param httpClient: a treq C{HTTPClient} (or L{treq.testing.StubTreq}).
-    @param reactor: the clock of the timeout.
-    """
-
-    def __init__(self, target: TargetConfig, httpClient: Any, reactor: IReactorTime) -> None:
-        self._target = target
-        self._client = httpClient
-        self._reactor = reactor
-        raw: dict[bytes, list[bytes]] = {b"Content-Type": [b"application/json"]}
-        applyCredential(target.auth, raw)
-        self._headers = raw
-
-    def send(self, payload: bytes) -> Deferred[None]:
-        target = self._target
-        timeout = target.connectionTimeoutSeconds
-        started = self._reactor.seconds()
-        d = self._client.request(
-            target.method,
-            target.url,
-            data=payload,
-            headers=Headers(self._headers),
-            timeout=timeout,
-            reactor=self._reactor,
-            allow_redirects=False,
-            unbuffered=True,
-        )
-
-        def answered(response: Any) -> Deferred[None]:
-            # read the body (so that the connection goes back to the pool),
-            # within what is left of the timeout: the answer is not complete
-            # before it is
-            body = readBody(response, self._reactor, timeout, started)
-
-            def check(result: bytes | Failure) -> None:
-                if not 200 <= response.code < 300:
-                    raise DeliveryRefused(f"HTTP {response.code}")
-                if isinstance(result, Failure):
-                    raise DeliveryRefused(f"HTTP {response.code}, but {_reason(result)}")
-
-            return body.addBoth(check)
-
-        return d.addCallback(answered)
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
 
 
 def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]:
@@ -138,23 +51,6 @@ def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]
         return out
 
     return {f"targets[{i}]": chain(f"targets[{i}]", t) for i, t in enumerate(config.targets)}
-
-
-def makeSenders(config: EventConfig, httpClient: Any, reactor: Any) -> dict[str, ISender]:
-    """
-    A sender for every target key of L{targetKeys}: webhooks through
-    C{httpClient}, Redis targets with a connection each.
-    """
-    from .redistarget import RedisSender
-
-    senders: dict[str, ISender] = {}
-    for chain in targetKeys(config).values():
-        for key, target in chain:
-            if target.type == "postback":
-                senders[key] = PostbackSender(target, httpClient, reactor)
-            else:
-                senders[key] = RedisSender(target, reactor)
-    return senders
 
 
 class EventNotifier(Service):
@@ -357,6 +253,9 @@ class EventNotifier(Service):
             return succeed(None)
         config = self._config
         now = self._clock.seconds()
+        if failure.check(TargetUnreachable):
+            # not tried (not connected): it waits, spending no retry
+            return self._store.update(moved(delivery, notBefore=now + failure.value.retryAfter))
         attempts = delivery.attempts + 1
         reason = failure.getErrorMessage() or failure.type.__name__
         if config.enableRetry and attempts <= config.retryCount:
@@ -387,8 +286,13 @@ class EventNotifier(Service):
         def report(counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
             out = []
             for key, target in described:
-                where = target.url if target.type == "postback" else (
-                    f"{target.modeType} {target.modeName}")
+                if target.type == "postback":
+                    where = target.url
+                elif target.options is not None:
+                    # its password hidden
+                    where = getattr(target.options, "destination", target.type)
+                else:
+                    where = f"{target.modeType} {target.modeName}"
                 out.append({"target": key, "type": target.type, "destination": where,
                             **counts.get(key, emptyCounts())})
             return out

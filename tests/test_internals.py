@@ -1,0 +1,436 @@
+"""
+Tests for L{wsserver._internals}: each use of what Autobahn and twisted.web
+keep to themselves, held against the installed library, so that a release
+that changes it fails here (numbers as in the module's docstring).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections import deque
+from typing import Any
+
+import txaio
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket import protocol as autobahnProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http, server
+from twisted.web.resource import Resource
+from txaio.testutil import replace_loop
+
+from wsserver._internals import (
+    HANDSHAKE_LEFTOVERS,
+    AutobahnServerProtocol,
+    HTTPChannelHooks,
+    requestLine,
+    stopReading,
+)
+
+from .test_protocol import _TCPLikeTransport
+
+txaio.use_twisted()
+
+
+class _Recorder(AutobahnServerProtocol):
+    """
+    The hooks, recorded.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[tuple[bytes, bool]] = []
+        self.requestBytes: list[tuple[bytes, bytes]] = []
+        self.closings = 0
+        self.onWholeMessage = lambda payload, isBinary: self.messages.append((payload, isBinary))
+        self.refuseAt: int | None = None
+        self.failed: list[tuple[int, tuple[str, str] | None]] = []
+
+    def onRequestBytes(self, buffered: bytes, data: bytes) -> bool:
+        self.requestBytes.append((buffered, data))
+        return self.refuseAt is not None and len(buffered) + len(data) > self.refuseAt
+
+    def onClosing(self) -> None:
+        self.closings += 1
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        raise AssertionError("Autobahn's own message path was taken")
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        self.failed.append((code, self.plainRequest()))
+        super().failHandshake(reason, code, responseHeaders)
+
+
+class _Client(WebSocketClientProtocol):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closedWith: tuple[int | None, str | None] | None = None
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closedWith = (code, reason)
+
+
+def _assignments(cls: type, state: str) -> set[str]:
+    """
+    The methods of C{cls} that assign C{self.state = WebSocketProtocol.<state>}.
+    """
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for inner in ast.walk(node):
+                if (isinstance(inner, ast.Assign) and isinstance(inner.value, ast.Attribute)
+                        and inner.value.attr == state
+                        and any(isinstance(t, ast.Attribute) and t.attr == "state" for t in inner.targets)):
+                    found.add(node.name)
+    return found
+
+
+class AutobahnTests(SynchronousTestCase):
+    """
+    Uses 1 to 7: Autobahn.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        loop = replace_loop(self.clock)
+        loop.__enter__()
+        self.addCleanup(loop.__exit__, None, None, None)
+        self.factory = WebSocketServerFactory()
+        self.factory.protocol = _Recorder
+        self.factory.setProtocolOptions(failByDrop=False, closeHandshakeTimeout=2, webStatus=False)
+
+    def connect(self) -> tuple[_Recorder, _Client, iosim.IOPump]:
+        server = self.factory.buildProtocol(None)
+        clientFactory = WebSocketClientFactory("ws://127.0.0.1:8085/chat")
+        clientFactory.protocol = _Client
+        client = clientFactory.buildProtocol(None)
+        pump = iosim.connect(
+            server, iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", "10.0.0.1", 4000)),
+            client, iosim.FakeTransport(client, isServer=False),
+        )
+        pump.flush()
+        return server, client, pump
+
+    def test_requestBuffered(self) -> None:
+        """
+        1: while connecting, C{data} holds what was read of the request;
+        C{_dataReceived} buffers and parses it; a refusal stops the read.
+        """
+        protocol = self.factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        self.assertEqual(protocol.state, WebSocketProtocol.STATE_CONNECTING)
+        protocol.dataReceived(b"GET /chat HTTP/1.1\r\n")
+        protocol.dataReceived(b"Host: x\r\n")
+        self.assertEqual(protocol.requestBytes, [(b"", b"GET /chat HTTP/1.1\r\n"),
+                                                 (b"GET /chat HTTP/1.1\r\n", b"Host: x\r\n")])
+        self.assertEqual(protocol.data, b"GET /chat HTTP/1.1\r\nHost: x\r\n")
+        protocol.refuseAt = 10
+        protocol.dataReceived(b"X: y\r\n")
+        self.assertEqual(protocol.data, b"GET /chat HTTP/1.1\r\nHost: x\r\n")
+
+    def test_wholeMessages(self) -> None:
+        """
+        2: each message, fragmented or not, text or binary, reaches
+        C{onWholeMessage} whole (from C{message_data}), and not Autobahn's
+        C{onMessage}.
+        """
+        server, client, pump = self.connect()
+        self.assertEqual(server.state, WebSocketProtocol.STATE_OPEN)
+        client.sendMessage(b"one")
+        client.sendMessage(b"\x00\x01", isBinary=True)
+        client.beginMessage()
+        client.sendMessageFrame(b"thr")
+        client.sendMessageFrame(b"ee")
+        client.endMessage()
+        pump.flush()
+        self.assertEqual(server.messages, [(b"one", False), (b"\x00\x01", True), (b"three", False)])
+        self.assertIsNone(server.message_data)
+
+    def test_noMessageAfterFailure(self) -> None:
+        """
+        2: a message over C{maxMessagePayloadSize} fails the connection
+        (C{failedByMe}) and is not handed on.
+        """
+        self.factory.setProtocolOptions(maxMessagePayloadSize=10)
+        server, client, pump = self.connect()
+        client.sendMessage(b"x" * 11)
+        pump.flush()
+        self.assertTrue(server.failedByMe)
+        self.assertEqual(server.messages, [])
+        self.assertEqual(client.closedWith[0], 1009)
+
+    def test_onlyWaysOutOfOpen(self) -> None:
+        """
+        3: Autobahn leaves C{STATE_OPEN} only in C{sendCloseFrame}
+        (CLOSING) and C{dropConnection} or C{_connectionLost} (CLOSED).
+        """
+        self.assertEqual(_assignments(WebSocketProtocol, "STATE_CLOSING"), {"sendCloseFrame"})
+        self.assertEqual(_assignments(WebSocketProtocol, "STATE_CLOSED"), {"dropConnection", "_connectionLost"})
+        self.assertIn("isReply", inspect.signature(WebSocketProtocol.sendCloseFrame).parameters)
+
+    def test_closing(self) -> None:
+        """
+        3: our close, the reply to the client's, and a drop each tell
+        C{onClosing} once, while open.
+        """
+        server, client, pump = self.connect()
+        server.sendClose(1000)
+        server.sendClose(1000)
+        self.assertEqual((server.closings, server.state), (1, WebSocketProtocol.STATE_CLOSING))
+        server, client, pump = self.connect()
+        client.sendClose(1000)
+        pump.flush()
+        self.assertEqual(server.closings, 1)
+        server, client, pump = self.connect()
+        server.dropConnection(abort=True)
+        self.assertEqual(server.closings, 1)
+
+    def test_anyClose(self) -> None:
+        """
+        3: C{sendCloseFrame} sends the codes C{sendClose} refuses, with the
+        reason cut to 123 bytes on a character boundary.
+        """
+        server, client, pump = self.connect()
+        self.assertRaises(Exception, WebSocketProtocol.sendClose, server, 1008, "x")
+        server.sendAnyClose(1008, "é" * 100)
+        pump.flush()
+        code, reason = client.closedWith
+        self.assertEqual((code, reason), (1008, "é" * 61))
+
+    def test_closeWaitOutlivesConnection(self) -> None:
+        """
+        4: after a close frame Autobahn waits in C{closeHandshakeTimeoutCall}
+        and its own C{connectionLost} leaves that timer; ours cancels it.
+        """
+        server, client, pump = self.connect()
+        server.sendClose(1000)
+        self.assertIsNotNone(server.closeHandshakeTimeoutCall)
+        WebSocketServerProtocol.connectionLost(server, Failure(ConnectionLost()))
+        call = server.closeHandshakeTimeoutCall
+        self.assertIsNotNone(call)
+        call.cancel()
+        server, client, pump = self.connect()
+        server.sendClose(1000)
+        server.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(server.closeHandshakeTimeoutCall)
+        self.clock.advance(60)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_handshakeLeftovers(self) -> None:
+        """
+        5: once open, the attributes shed exist and the send queue is an
+        empty deque; shed, messages still flow both ways.
+        """
+        server, client, pump = self.connect()
+        for name in HANDSHAKE_LEFTOVERS:
+            self.assertTrue(hasattr(server, name), name)
+        self.assertIsInstance(server.send_queue, deque)
+        self.assertEqual(len(server.send_queue), 0)
+        server.shedHandshake()
+        received = []
+        client.onMessage = lambda payload, isBinary: received.append(payload)
+        server.sendMessage(b"out")
+        client.sendMessage(b"in")
+        pump.flush()
+        self.assertEqual((received, server.messages), ([b"out"], [(b"in", False)]))
+
+    def test_plainRequest(self) -> None:
+        """
+        6: a request without C{Upgrade} fails the handshake with 426 (405
+        for another method) while C{http_headers} and C{http_status_line}
+        tell what it was; an upgrade's refusal is not plain.
+        """
+        for request, code, plain in (
+            (b"GET /x?y=1 HTTP/1.1\r\nHost: a\r\n\r\n", 426, ("GET", "/x?y=1")),
+            (b"POST / HTTP/1.1\r\nHost: a\r\n\r\n", 405, ("POST", "/")),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 400, None),
+        ):
+            protocol = self.factory.buildProtocol(None)
+            transport = _TCPLikeTransport()
+            protocol.makeConnection(transport)
+            protocol.dataReceived(request)
+            self.assertEqual(protocol.failed[:1], [(code, plain)])
+
+    def test_plainResponse(self) -> None:
+        """
+        6: L{AutobahnServerProtocol.sendPlainResponse} and C{refuseHandshake}
+        write the status, the headers and the body, and close.
+        """
+        protocol = self.factory.buildProtocol(None)
+        transport = _TCPLikeTransport()
+        protocol.makeConnection(transport)
+        protocol.sendPlainResponse(404, "Not Found", [("Content-Length", "2")], b"no")
+        self.assertEqual(transport.value(), b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
+        self.assertTrue(transport.disconnecting)
+        protocol = self.factory.buildProtocol(None)
+        transport = _TCPLikeTransport()
+        protocol.makeConnection(transport)
+        protocol.refuseHandshake(429, "Too many")
+        self.assertEqual(transport.value(), b"HTTP/1.1 429 Too many\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_debugNames(self) -> None:
+        """
+        7: the names made lazy are in Autobahn's modules, and C{Timings}
+        keeps its entries in C{_timings}.
+        """
+        from autobahn.twisted import websocket as twistedWebsocket
+
+        for module, names in ((autobahnProtocol, ("pformat", "hltype", "hlval")),
+                              (twistedWebsocket, ("hltype", "hlval"))):
+            for name in names:
+                self.assertTrue(callable(getattr(module, name)), name)
+        timings = autobahnProtocol.Timings()
+        timings.track("x")
+        self.assertIn("x", timings._timings)
+
+
+class _Request(http.Request):
+    lines: list[tuple[bytes, bytes, bytes]] = []
+    chunks: list[bytes] = []
+
+    def gotLength(self, length: int | None) -> None:
+        _Request.lines.append(requestLine(self.channel))
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        _Request.chunks.append(data)
+        super().handleContentChunk(data)
+
+
+class _Hooked(HTTPChannelHooks):
+    arrived = 0
+
+    def onAllContentReceived(self) -> None:
+        _Hooked.arrived += 1
+
+
+class TwistedWebTests(SynchronousTestCase):
+    """
+    Uses 8 to 10: twisted.web's channel.
+    """
+
+    def setUp(self) -> None:
+        _Request.lines = []
+        _Request.chunks = []
+        _Hooked.arrived = 0
+
+    def channel(self, cls: type[http.HTTPChannel] = http.HTTPChannel) -> tuple[http.HTTPChannel, StringTransport]:
+        site = server.Site(Resource())
+        site.requestFactory = _Request
+        channel = cls()
+        channel.site = site
+        channel.requestFactory = _Request
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def test_requestLine(self) -> None:
+        """
+        9: while the headers are read (C{gotLength}), C{_command}, C{_path}
+        and C{_version} hold the request line.
+        """
+        channel, _ = self.channel()
+        channel.dataReceived(b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(_Request.lines, [(b"POST", b"/x?y=1", b"HTTP/1.1")])
+
+    def test_stopReading(self) -> None:
+        """
+        8: the channel has the three read methods and, for a chunked body, a
+        C{_transferDecoder} with C{dataCallback} and C{finishCallback};
+        replaced, nothing more of the body is handed on.
+        """
+        channel, _ = self.channel()
+        for name in ("dataReceived", "rawDataReceived", "lineReceived"):
+            self.assertTrue(callable(getattr(channel, name)), name)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n")
+        self.assertEqual(_Request.chunks, [b"ab"])
+        decoder = channel._transferDecoder
+        self.assertTrue(callable(decoder.dataCallback) and callable(decoder.finishCallback))
+        stopReading(channel)
+        channel.dataReceived(b"2\r\ncd\r\n0\r\n\r\n")
+        decoder.dataCallback(b"ef")
+        self.assertEqual(_Request.chunks, [b"ab"])
+
+    def test_allContentReceived(self) -> None:
+        """
+        10: C{allContentReceived} is called once per request, after its body.
+        """
+        channel, _ = self.channel(_Hooked)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+        self.assertEqual(_Hooked.arrived, 0)
+        channel.dataReceived(b"cd")
+        self.assertEqual(_Hooked.arrived, 1)
+        self.assertIsInstance(channel, http.HTTPChannel)
+        self.assertIn("allContentReceived", vars(http.HTTPChannel))
+
+
+class _Watched(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def onFrameLength(self, length: int) -> None:
+        self.lengths.append(length)
+        if sum(self.lengths) > 100:
+            self.sendClose(1000)
+
+
+class WatchFramesTests(AutobahnTests):
+    """
+    Use 11: Autobahn's frame hooks, per instance while watched.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory.protocol = _Watched
+
+    def test_lengthsBeforePayload(self) -> None:
+        """
+        Watched, each data frame's length is told as its header arrives
+        (Autobahn's own checks still run); after a close frame no frame data
+        is kept; unwatched, Autobahn's own hooks are back.
+        """
+        server, client, pump = self.connect()
+        server.watchFrames(True)
+        client.beginMessage()
+        client.sendMessageFrame(b"x" * 50)
+        client.beginMessageFrame(1000)
+        client.sendMessageFrameData(b"y" * 1000)
+        pump.flush()
+        self.assertEqual(server.lengths, [50, 1000])
+        self.assertNotEqual(server.state, WebSocketProtocol.STATE_OPEN)
+        self.assertEqual(server.message_data_total_length, 1050)
+        # the first frame was kept, the second one's payload was not
+        self.assertEqual(b"".join(server.message_data), b"x" * 50)
+        server.watchFrames(False)
+        self.assertNotIn("onMessageFrameBegin", vars(server))
+        self.assertNotIn("onMessageFrameData", vars(server))
+
+    def test_calledThroughInstance(self) -> None:
+        """
+        Autobahn calls the hooks through the instance (so a per-instance one
+        takes their place).
+        """
+        source = inspect.getsource(autobahnProtocol.WebSocketProtocol.onFrameBegin)
+        source += inspect.getsource(autobahnProtocol.WebSocketProtocol.onFrameData)
+        self.assertIn("self._onMessageFrameBegin(", source)
+        self.assertIn("self._onMessageFrameData(", source)
+        from autobahn.twisted.websocket import WebSocketAdapterProtocol
+
+        self.assertIn("self.onMessageFrameBegin(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameBegin))
+        self.assertIn("self.onMessageFrameData(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameData))

@@ -1,0 +1,380 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The thin Autobahn adapter: Autobahn's callbacks become calls of the
+connection's L{Session}, and the session's decisions Autobahn calls.  What
+the adapter needs of Autobahn beyond its public API comes from
+L{wsserver._internals.AutobahnServerProtocol}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory
+from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory, IReactorTime, ITransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .._internals import AutobahnServerProtocol
+from ..auth import Authenticator
+from ..config import LimitsConfig, MessageConfig, ServerConfig
+from ..limits import Limits
+from ..routing import Router
+from .pages import CLIENT_LIBRARY_PATH, NOT_FOUND, PlainResponse, clientLibrary, demoPage
+from .session import Hub, IWire, Session
+
+__all__ = ["ChatServerFactory", "ChatServerProtocol", "prepareFrame"]
+
+#: Autobahn's refusals of a request without C{Upgrade: websocket} (another
+#: method, HTTP/1.0, no upgrade): a plain HTTP request, answered by the factory
+_PLAIN_REQUEST_CODES = frozenset((405, 426, 505))
+
+
+def _noDelay(transport: ITransport) -> None:
+    try:
+        transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # not TCP (a UNIX socket, a test transport)
+        pass
+
+
+def prepareFrame(payload: bytes) -> PreparedMessage:
+    """
+    Frame a serialized message once, as an unmasked server text frame, for
+    all the connections that receive it.
+    """
+    return PreparedMessage(payload, False, False, False)
+
+
+@implementer(IWire)
+class ChatServerProtocol(AutobahnServerProtocol):
+    """
+    One client connection on the wire; its logic is its L{session}.
+    """
+
+    factory: ChatServerFactory
+    session: Session
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Autobahn means to turn Nagle's algorithm off here, but reads the
+        # option before copying it from the factory, and its bare except
+        # hides the AttributeError: without this, small frames waited for
+        # delayed ACKs (~40 ms p99 latency in the fan-out benchmark).
+        transport = self.transport
+        _noDelay(transport)
+        self.factory.live.add(self)
+        peer: IAddress = transport.getPeer()
+        if self.session.connected(getattr(peer, "host", None) or str(peer), self.peer, transport.write):
+            transport.registerProducer(self.session, True)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)
+        self.session.lost()
+        self.factory.lost(self)
+
+    def onRequestBytes(self, buffered: bytes, data: bytes) -> bool:
+        if self.session.requestTooLarge(buffered, data):
+            self.failHandshake("Request Header Fields Too Large", 431)
+            return True
+        return False
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        """
+        A plain HTTP request (no WebSocket upgrade) is not a failed
+        handshake: the factory answers it (404, or the page at C{/}), with
+        no header that names a library.
+        """
+        plain = self.plainRequest() if code in _PLAIN_REQUEST_CODES else None
+        if plain is not None:
+            method, target = plain
+            answer = self.factory.plainResponse(method, urlsplit(target).path, self.http_headers)
+            self.sendPlainResponse(answer.code, answer.reason, answer.allHeaders(), answer.body)
+            return
+        self.session.refused(code, reason)
+        self.refuseHandshake(code, reason, responseHeaders)
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        refusal = self.session.handshake(request.path, request.headers.get("origin"), request.params,
+                                         request.headers)
+        if refusal is not None:
+            raise ConnectionDeny(refusal.code, refusal.reason)
+
+    def onFrameLength(self, length: int) -> None:
+        self.session.frameArriving(length)
+
+    def onOpen(self) -> None:
+        self.shedHandshake()
+        self.session.opened()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.session.received(payload, isBinary)
+
+    def onPing(self, payload: bytes) -> None:
+        self.session.pinged(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        self.session.pong()
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        self.session.peerClosing(code)
+        return super().onCloseFrame(code, reasonRaw)
+
+    def onClosing(self) -> None:
+        self.session.closing()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.session.closed(code)
+
+    # IWire (sendAnyClose, watchFrames: AutobahnServerProtocol's)
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+@implementer(IProtocolNegotiationFactory)
+class ChatServerFactory(WebSocketServerFactory):
+    """
+    Makes L{ChatServerProtocol}s and their L{Session}s, wired to one router.
+
+    @param router: the routing core.
+    @param server: the C{server} settings (path, allowed origins).
+    @param message: the C{chat.message} settings (C{maxSize}).
+    @param authenticator: checks each connection's credentials.
+    @param clock: the time source for the sessions' timers.
+    @param limits: the state of C{server.limits}, shared with the REST API;
+        by default one for C{server.limits}.
+    """
+
+    protocol = ChatServerProtocol
+    _log = Logger()
+
+    def __init__(
+        self,
+        router: Router,
+        server: ServerConfig,
+        message: MessageConfig,
+        authenticator: Authenticator,
+        clock: IReactorTime,
+        limits: Limits | None = None,
+    ) -> None:
+        self.router = router
+        self.limits = limits if limits is not None else Limits(server.limits, clock)
+        #: what the sessions share
+        self.hub = Hub(router, self.limits, authenticator, clock, cookieAuth=server.auth.usesType("cookie"))
+        # no Server header: it named Autobahn and its version
+        super().__init__(server=None)
+        # (after Autobahn's, which sets both: its URL's path, its own
+        # allowedOrigins option)
+        self.path = server.endpoint
+        self.allowedOrigins = frozenset(server.allowedOrigins)
+        #: the most bytes a message may have
+        self.maxSize = message.maxSize
+        self.clock = clock
+        #: the metrics' counters (the router's)
+        self.counters = router.counters
+        self.setDemoPage(server)
+        #: C{GET /wsserver.js}, whether or not the demo page is on
+        self.clientLibrary = clientLibrary()
+        #: every open TCP connection, authenticated or not (for shutdown)
+        self.live: set[ChatServerProtocol] = set()
+        self._emptied: Deferred[None] | None = None
+        self.setMessageConfig(message)
+        self.setProtocolOptions(
+            # close with a code and reason (1009 ...) rather than dropping TCP
+            failByDrop=False,
+            # one check of the whole message instead (see Session._receive)
+            utf8validateIncoming=False,
+            closeHandshakeTimeout=2,
+            # a plain HTTP request gets plainResponse, not Autobahn's status
+            # page (which names its version, and redirects anywhere with
+            # ?redirect=)
+            webStatus=False,
+        )
+        self.setLimits(self.limits.config)
+
+    def buildProtocol(self, addr: Any) -> ChatServerProtocol:
+        protocol: ChatServerProtocol = super().buildProtocol(addr)
+        session = protocol.session = Session(self.hub, protocol, self.clock)
+        # the hot path: a message goes from Autobahn to the session directly
+        protocol.onWholeMessage = session.received
+        return protocol
+
+    # the settings a reload writes (see wsserver.reload)
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """
+        Checks each new connection's credentials.
+        """
+        return self.hub.authenticator
+
+    @authenticator.setter
+    def authenticator(self, value: Authenticator) -> None:
+        self.hub.authenticator = value
+
+    @property
+    def path(self) -> str:
+        """
+        The WebSocket path (C{server.endpoint}).
+        """
+        return self.hub.path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        self.hub.path = value
+
+    @property
+    def allowedOrigins(self) -> frozenset[str]:
+        """
+        C{server.allowedOrigins}.
+        """
+        return self.hub.allowedOrigins
+
+    @allowedOrigins.setter
+    def allowedOrigins(self, value: frozenset[str]) -> None:
+        self.hub.allowedOrigins = value
+
+    @property
+    def cookieAuth(self) -> bool:
+        """
+        The auth reads a cookie (see L{Hub.refuseAllOrigins}).
+        """
+        return self.hub.cookieAuth
+
+    @cookieAuth.setter
+    def cookieAuth(self, value: bool) -> None:
+        self.hub.cookieAuth = value
+
+    @property
+    def anyOrigin(self) -> bool:
+        """
+        C{["*"]}: every origin is allowed, explicitly.
+        """
+        return self.hub.anyOrigin
+
+    @property
+    def refuseAllOrigins(self) -> bool:
+        """
+        Cookie auth and no allowed origins (see L{Hub.refuseAllOrigins}).
+        """
+        return self.hub.refuseAllOrigins
+
+    @property
+    def maxConnectionsPerUser(self) -> int:
+        """
+        C{server.limits.maxConnectionsPerUser}.
+        """
+        return self.hub.maxConnectionsPerUser
+
+    @property
+    def sendBufferBytes(self) -> int:
+        """
+        C{server.limits.sendBufferBytes}.
+        """
+        return self.hub.sendBufferBytes
+
+    def setLimits(self, config: LimitsConfig) -> None:
+        """
+        Apply the C{server.limits} settings to the connections made from now
+        on.
+        """
+        self.hub.maxConnectionsPerUser = config.maxConnectionsPerUser
+        self.hub.sendBufferBytes = config.sendBufferBytes
+        # the opening handshake: the request must arrive whole within
+        # requestTimeoutSeconds, and be done within handshakeTimeoutSeconds
+        # (Autobahn's timer: it drops the connection)
+        timeouts = [t for t in (config.handshakeTimeoutSeconds, config.requestTimeoutSeconds) if t]
+        self.setProtocolOptions(
+            openHandshakeTimeout=min(timeouts) if timeouts else 0,
+            # HTTP 503 "maximum number of connections reached" past it
+            maxConnections=config.maxConnections,
+        )
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocol over TLS: the handshake is HTTP/1.1.  Without one,
+        Twisted's ALPN callback finds no overlap with what a browser offers
+        and answers an empty name, which OpenSSL turns into an "internal
+        error" alert: browsers could not open C{wss://} at all.
+        """
+        return [b"http/1.1"]
+
+    def setMessageConfig(self, message: MessageConfig) -> None:
+        """
+        Apply the C{chat.message} settings (C{maxSize}) to the connections
+        made from now on.
+        """
+        self.maxSize = message.maxSize
+        self.setProtocolOptions(maxMessagePayloadSize=message.maxSize, maxFramePayloadSize=message.maxSize)
+
+    def setDemoPage(self, server: ServerConfig) -> None:
+        """
+        Serve the demo page for C{server.endpoint} at C{/} when
+        C{server.demoPage} is on.
+        """
+        #: the demo page, or None when it is off
+        self.demoPage = demoPage(server.endpoint) if server.demoPage else None
+
+    def plainResponse(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> PlainResponse:
+        """
+        The answer to a plain HTTP request (no WebSocket upgrade) on the
+        WebSocket port: L{rootPage} for C{GET /}, the client library for
+        C{GET /wsserver.js} (304 when C{headers}' C{if-none-match} names
+        it), 404 for everything else.
+        """
+        if method == "GET" and path == "/":
+            return self.rootPage()
+        if method == "GET" and path == CLIENT_LIBRARY_PATH:
+            return self.clientLibrary.answer((headers or {}).get("if-none-match"))
+        return NOT_FOUND
+
+    def rootPage(self) -> PlainResponse:
+        """
+        C{GET /}: the demo chat page when C{server.demoPage} is on, else 404.
+        """
+        return self.demoPage or NOT_FOUND
+
+    def lost(self, protocol: ChatServerProtocol) -> None:
+        """
+        C{protocol}'s TCP connection is gone.
+        """
+        self.live.discard(protocol)
+        if not self.live and self._emptied is not None:
+            emptied, self._emptied = self._emptied, None
+            emptied.callback(None)
+
+    def closeAll(self, code: int, reason: str, grace: float) -> Deferred[None]:
+        """
+        Close every connection with C{code} and C{reason}; the result fires
+        when all are gone, or after C{grace} seconds, when the rest are
+        aborted.
+        """
+        if not self.live:
+            return succeed(None)
+        emptied = self._emptied = Deferred()
+
+        def abort() -> None:
+            for protocol in list(self.live):
+                if protocol.transport is not None:
+                    protocol.transport.abortConnection()
+            # do not wait for the aborted ones: the grace period is over
+            if self._emptied is emptied:
+                self._emptied = None
+                emptied.callback(None)
+
+        timer = self.clock.callLater(grace, abort)
+
+        def cancelTimer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+
+        emptied.addCallback(cancelTimer)
+        for protocol in list(self.live):
+            protocol.session.close(code, reason)
+        return emptied
