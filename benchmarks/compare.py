@@ -10,7 +10,14 @@ time each side used is read from /proc, so a reader can tell which side was
 the limit (a server near 100 % of its core is the bottleneck; a bench near
 100 % means the figure is the bench's ceiling).
 
+With --baseline-tree DIR and --baseline-python PY an older build is a
+third side, run the same way (DIR first on PY's path, e.g. a worktree of an
+old commit and a venv it was installed into); each round runs relay,
+baseline and wsserver in turn, and the table gives both ratios:
+
     python benchmarks/compare.py [--duration 10] [--repeat 3] [--json results.json]
+    git worktree add /tmp/old a85a95f && python3 -m venv /tmp/venv-old && /tmp/venv-old/bin/pip install /tmp/old
+    python benchmarks/compare.py --baseline-tree /tmp/old --baseline-python /tmp/venv-old/bin/python
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -52,13 +60,22 @@ class Server:
     A server process pinned to a core; started and stopped around one load.
     """
 
-    def __init__(self, kind: str, core: str, config: dict | None = None) -> None:
+    def __init__(self, kind: str, core: str, config: dict | None = None, python: str | None = None,
+                 tree: str | None = None, code: str = TWISTD) -> None:
+        """
+        @param python: the interpreter of a wsserver build (this one's by
+            default), and C{tree} its source tree (put first on its path).
+        @param code: what the interpreter runs with twistd's arguments.
+        """
         self.kind = kind
         self.port = freePort()
+        env = None
+        if tree is not None:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
         if kind == "relay":
             argv = [sys.executable, os.path.join(HERE, "relay.py"), "--port", str(self.port)]
         else:
-            argv = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "wsserver",
+            argv = [python or sys.executable, "-c", code, "--nodaemon", "--pidfile=", "wsserver",
                     "--ws", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
                     "--rest", f"tcp:{freePort()}:interface=127.0.0.1"]
             if config:
@@ -67,7 +84,7 @@ class Server:
                 self.configFile.close()
                 argv += ["--config", self.configFile.name]
         self.proc = subprocess.Popen(["taskset", "-c", core, *argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
+                                     stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(), env=env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().decode("utf-8", "replace")
@@ -108,8 +125,12 @@ def bench(server: Server, core: str, load: list[str]) -> dict:
         raise RuntimeError(f"bench failed: {child.stderr[-2000:]}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
     # shares of one core over the whole bench run (connecting included)
-    result["server_cpu"] = round((cpuSeconds(server.proc.pid) - serverBefore) / wall, 2)
+    serverUsed = cpuSeconds(server.proc.pid) - serverBefore
+    result["server_cpu"] = round(serverUsed / wall, 2)
     result["bench_cpu"] = round((_childrenCPU() - childrenBefore) / wall, 2)
+    # the server's CPU per delivered message: steadier than the rates on a
+    # shared machine
+    result["server_us_per_msg"] = round(serverUsed / max(1, result["received"]) * 1e6, 2)
     return result
 
 
@@ -118,10 +139,19 @@ def _childrenCPU() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(kind: str, load: list[str], repeat: int, config: dict | None, serverCore: str, benchCore: str) -> list[dict]:
+def measure(kind: str, load: list[str], repeat: int, config: dict | None, serverCore: str, benchCore: str,
+            baselinePython: str | None = None, baselineTree: str | None = None) -> list[dict]:
+    """
+    Run C{load} C{repeat} times against a new server of C{kind} each time
+    (C{"relay"}, C{"wsserver"}: this build, C{"baseline"}: the build of
+    C{baselineTree} run by C{baselinePython}).
+    """
     results = []
     for _ in range(repeat):
-        server = Server(kind, serverCore, config)
+        if kind == "baseline":
+            server = Server(kind, serverCore, config, baselinePython, baselineTree)
+        else:
+            server = Server(kind, serverCore, config)
         try:
             time.sleep(0.5)
             results.append(bench(server, benchCore, load))
@@ -183,6 +213,54 @@ FEATURES = {"server": {"watchdog": {"enabled": True, "pingIntervalSeconds": 1, "
             "chat": {"message": {"enableDeliveryStatus": True, "enableSendBack": True}}}
 
 
+def ratio(ours: float, theirs: float | None) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else "-"
+
+
+def table(figures: dict[str, dict[str, list[dict]]], connections: str, baseline: bool) -> list[tuple[str, ...]]:
+    """
+    The rows of the summary: each figure's median for wsserver, the
+    baseline build (when measured) and the relay, the ratios, the goal and
+    whether it is met.
+    """
+    rows: list[tuple[str, ...]] = []
+
+    def row(target: str, figure: str, path: str, load: str, goal: str,
+            met: Callable[[float, float | None, float], bool], relayLoad: str | None = None) -> None:
+        sides = figures[load]
+        ours = median(sides["wsserver"], path)
+        base = median(sides["baseline"], path) if baseline else None
+        relaySides = figures.get(relayLoad or load, sides)
+        theirs = median(relaySides["relay"], path)
+        cells = [target, figure, f"{ours:,.2f}"]
+        if baseline:
+            cells += [f"{base:,.2f}", ratio(ours, base)]
+        cells += [f"{theirs:,.2f}", ratio(ours, theirs), goal, "yes" if met(ours, base, theirs) else "NO"]
+        rows.append(tuple(cells))
+
+    f = figures
+    if "throughput" in f:
+        row("throughput, 50 pairs, 3.3 KB", "delivered msg/s", "delivered_per_s", "throughput",
+            ">= 1.1x base, >= 2.2x relay" if baseline else ">= 2.2x relay",
+            lambda o, b, r: o >= 2.2 * r and (b is None or o >= 1.1 * b))
+        row("throughput, 50 pairs, 3.3 KB", "server CPU us/msg", "server_us_per_msg", "throughput", "-",
+            lambda o, b, r: True)
+    if "fanout" in f:
+        row("fan-out to 100", "delivered msg/s", "delivered_per_s", "fanout",
+            ">= 1.0x base" if baseline else ">= 1.0x relay", lambda o, b, r: o >= (b if b is not None else r))
+    if "latency" in f:
+        row("latency at 2,000 msg/s", "p99 ms", "latency_ms.p99", "latency", "<= 1 ms", lambda o, b, r: o <= 1.0)
+    if "connections" in f:
+        row(f"{connections} idle connections", "server KiB/conn", "server_kib_per_connection", "connections",
+            "<= 7 KiB", lambda o, b, r: o <= 7.0)
+        row(f"{connections} idle connections", "connects/s", "connects_per_s", "connections", ">= 0.9x relay",
+            lambda o, b, r: o >= 0.9 * r)
+    if "features" in f:
+        row("watchdog+status+send-back", "delivered msg/s", "delivered_per_s", "features", ">= 0.8x relay",
+            lambda o, b, r: o >= 0.8 * r, relayLoad="throughput" if "throughput" in f else None)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", default="10", help="seconds per load")
@@ -190,7 +268,11 @@ def main() -> None:
     parser.add_argument("--connections", default="10000")
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--bench-core", default="1")
-    parser.add_argument("--only", help="comma-separated target names")
+    parser.add_argument("--only", help="comma-separated loads: throughput,fanout,latency,connections,features")
+    parser.add_argument("--baseline-tree", metavar="DIR",
+                        help="the source tree of an older build, measured as a third side (first on its path)")
+    parser.add_argument("--baseline-python", metavar="PY",
+                        help="the interpreter of the older build (its own venv; this one's by default)")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
     d = args.duration
@@ -201,47 +283,26 @@ def main() -> None:
         "connections": (["connections", "--clients", args.connections, "--hold", "3"], None),
         "features": (["throughput", "--clients", "100", "--duration", d], FEATURES),
     }
+    baseline = bool(args.baseline_tree or args.baseline_python)
+    sides = ("relay", "baseline", "wsserver") if baseline else ("relay", "wsserver")
     only = set(args.only.split(",")) if args.only else set(loads)
     figures: dict[str, dict[str, list[dict]]] = {}
     for name, (load, config) in loads.items():
         if name not in only:
             continue
-        figures[name] = {"relay": [], "wsserver": []}
+        figures[name] = {kind: [] for kind in sides}
         for _ in range(args.repeat):
-            for kind in ("relay", "wsserver"):
-                r = measure(kind, load, 1, config if kind == "wsserver" else None, args.server_core, args.bench_core)
+            # every round runs each side once, so a change in the machine's
+            # load falls on all of them
+            for kind in sides:
+                r = measure(kind, load, 1, None if kind == "relay" else config, args.server_core,
+                            args.bench_core, args.baseline_python, args.baseline_tree)
                 figures[name][kind] += r
                 print(f"{name:<12} {kind:<9} {json.dumps(r[0])}", file=sys.stderr, flush=True)
 
-    rows = []
-
-    def row(target: str, figure: str, ours: float, theirs: float | None, goal: str, ok: bool) -> None:
-        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
-        rows.append((target, figure, f"{ours:,.2f}", f"{theirs:,.2f}" if theirs is not None else "-", ratio, goal,
-                     "yes" if ok else "NO"))
-
-    f = figures
-    if "throughput" in f:
-        ours, theirs = median(f["throughput"]["wsserver"], "delivered_per_s"), median(f["throughput"]["relay"], "delivered_per_s")
-        row("throughput, 50 pairs, 3.3 KB", "delivered msg/s", ours, theirs, ">= 1.0x", ours >= theirs)
-    if "fanout" in f:
-        ours, theirs = median(f["fanout"]["wsserver"], "delivered_per_s"), median(f["fanout"]["relay"], "delivered_per_s")
-        row("fan-out to 100", "delivered msg/s", ours, theirs, ">= 1.0x", ours >= theirs)
-    if "latency" in f:
-        ours, theirs = median(f["latency"]["wsserver"], "latency_ms.p99"), median(f["latency"]["relay"], "latency_ms.p99")
-        row("latency at 2,000 msg/s", "p99 ms", ours, theirs, "<= 2 ms", ours <= 2.0)
-    if "connections" in f:
-        ours = median(f["connections"]["wsserver"], "server_kib_per_connection")
-        theirs = median(f["connections"]["relay"], "server_kib_per_connection")
-        row(f"{args.connections} idle connections", "server KiB/conn", ours, theirs, "<= 10 KiB", ours <= 10)
-        ours, theirs = median(f["connections"]["wsserver"], "connects_per_s"), median(f["connections"]["relay"], "connects_per_s")
-        row(f"{args.connections} idle connections", "connects/s", ours, theirs, ">= 0.9x", ours >= 0.9 * theirs)
-    if "features" in f:
-        ours = median(f["features"]["wsserver"], "delivered_per_s")
-        theirs = median(f["throughput"]["relay"], "delivered_per_s") if "throughput" in f else median(f["features"]["relay"], "delivered_per_s")
-        row("watchdog+status+send-back", "delivered msg/s", ours, theirs, ">= 0.8x", ours >= 0.8 * theirs)
-
-    headers = ("target", "figure", "wsserver", "relay", "ratio", "goal", "met")
+    rows = table(figures, args.connections, baseline)
+    headers = ("target", "figure", "wsserver") + (("baseline", "vs base") if baseline else ()) + (
+        "relay", "vs relay", "goal", "met")
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
     for r in [headers] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
