@@ -38,6 +38,8 @@ from typing import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TWISTD = "from twisted.scripts.twistd import run; run()"
+#: the relay's script, run by C{python -c RELAY relay.py ARGS}
+RELAY = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
 def freePort() -> int:
@@ -61,11 +63,12 @@ class Server:
     """
 
     def __init__(self, kind: str, core: str, config: dict | None = None, python: str | None = None,
-                 tree: str | None = None, code: str = TWISTD) -> None:
+                 tree: str | None = None, preamble: str = "") -> None:
         """
         @param python: the interpreter of a wsserver build (this one's by
             default), and C{tree} its source tree (put first on its path).
-        @param code: what the interpreter runs with twistd's arguments.
+        @param preamble: Python code run in the server's process before the
+            server (benchmarks/profile.py's profiler).
         """
         self.kind = kind
         self.port = freePort()
@@ -73,9 +76,10 @@ class Server:
         if tree is not None:
             env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
         if kind == "relay":
-            argv = [sys.executable, os.path.join(HERE, "relay.py"), "--port", str(self.port)]
+            relay = [os.path.join(HERE, "relay.py"), "--port", str(self.port)]
+            argv = [sys.executable, "-c", preamble + RELAY, *relay] if preamble else [sys.executable, *relay]
         else:
-            argv = [python or sys.executable, "-c", code, "--nodaemon", "--pidfile=", "wsserver",
+            argv = [python or sys.executable, "-c", preamble + TWISTD, "--nodaemon", "--pidfile=", "wsserver",
                     "--ws", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
                     "--rest", f"tcp:{freePort()}:interface=127.0.0.1"]
             if config:

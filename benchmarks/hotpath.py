@@ -1,0 +1,107 @@
+"""
+A change to the hot path, on and off, in one run: the server's protocol and
+router of each source tree in a process of its own (one after the other,
+alternating, --repeat rounds), fed client frames (the throughput load's
+3.3 KB message, 8 to a read) into one connection, writing to another's
+in-memory transport; CPU time per message (time.process_time), default
+config (--features: with delivery status and send-back too), the best and
+the median of the rounds.  No network and no neighbours' noise: it tells
+apart changes of a few percent that compare.py's rates cannot.
+
+    git archive HEAD~1 | tar -x -C /tmp/before
+    python benchmarks/hotpath.py --tree /tmp/before --tree . [--messages 20000] [--repeat 9]
+
+The trees must have this one's modules (wsserver.connection, wsserver.routing).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+CHILD = r"""
+import sys, time
+from zoneinfo import ZoneInfo
+
+import orjson
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from wsserver.auth import buildAuthenticator
+from wsserver.config import AuthConfig, LimitsConfig, MessageConfig, ServerConfig
+from wsserver.messages import MessageFactory
+from wsserver.connection import ChatServerFactory, prepareFrame
+from wsserver.routing import Router
+
+HANDSHAKE = (
+    "GET /chat?id={uid} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def connect(factory, uid):
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + uid))
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HANDSHAKE.format(uid=uid).encode())
+    transport.clear()
+    return protocol, transport
+
+
+def measure(count, features):
+    clock = Clock()
+    clock.advance(1.8e9)
+    message = MessageConfig(enableDeliveryStatus=features, enableSendBack=features)
+    limits = LimitsConfig()
+    router = Router(message, clock, MessageFactory(clock, ZoneInfo("UTC"), maxRecipients=limits.maxRecipients),
+                    prepare=prepareFrame, maxTrackedUsers=limits.maxTrackedUsers)
+    factory = ChatServerFactory(router, ServerConfig(limits=limits), message, buildAuthenticator(AuthConfig()), clock)
+    alice, aliceTransport = connect(factory, 1)
+    bob, bobTransport = connect(factory, 2)
+    assert alice.session.attached and bob.session.attached
+    payload = orjson.dumps({"type": "text", "text": "x" * 3200, "recipients": [2], "data": {"t": 1.5}})
+    frame = PreparedMessage(payload, False, True, False).payloadHybi
+    frames = [frame * 8] * (count // 8)
+    started = time.process_time()
+    for chunk in frames:
+        alice.dataReceived(chunk)
+        bobTransport.clear()
+        aliceTransport.clear()
+        clock.advance(0.0001)
+    used = time.process_time() - started
+    assert not alice.transport.disconnecting
+    assert router.counters.delivered >= len(frames) * 8
+    return used / (len(frames) * 8) * 1e6
+
+
+print(measure(int(sys.argv[1]), sys.argv[2] == "1"))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", action="append", required=True, help="a source tree (twice or more)")
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--features", action="store_true", help="delivery status and send-back on")
+    args = parser.parse_args()
+    trees = [os.path.abspath(t) for t in args.tree]
+    times: dict[str, list[float]] = {t: [] for t in trees}
+    for _ in range(args.repeat):
+        for tree in trees:
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.messages), "1" if args.features else "0"],
+                                 env=env, capture_output=True, text=True, check=True, cwd=tree)
+            times[tree].append(float(out.stdout.strip().splitlines()[-1]))
+    base = min(times[trees[0]])
+    print(f"{'tree':<40} {'best us/msg':>12} {'median':>8} {'best ratio':>11}")
+    for tree in trees:
+        best = min(times[tree])
+        print(f"{tree:<40} {best:>12.2f} {statistics.median(times[tree]):>8.2f} {best / base:>10.3f}x")
+
+
+if __name__ == "__main__":
+    main()
