@@ -29,7 +29,7 @@ from wsserver.events.targets.base import NextTurn
 from wsserver.events.targets.socket import SocketRefused
 from wsserver.events.targets.udp import MAX_DATAGRAM, UdpRefused
 
-from .test_targets_sql import event, eventConfig
+from .test_targets_sql import ThroughTheServer, WaitsWhileDown, event, eventConfig, until
 
 
 def problems(target: dict[str, Any]) -> str:
@@ -347,3 +347,126 @@ class UdpTargetTests(TestCase):
                 break
             yield deferLater(reactor, 0.02, lambda: None)
         self.assertEqual(listener.received, [event(1), event(2)])
+
+
+class _Listener:
+    """
+    A line peer on a loopback TCP port that can be stopped (its connections
+    dropped) and started again on the same port; it acks every line.
+    """
+
+    def __init__(self) -> None:
+        self.factory = _PeerFactory(ack=True)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.number = self.port.getHost().port
+
+    @property
+    def address(self) -> str:
+        return f"tcp:127.0.0.1:{self.number}"
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.factory.lines]
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        port, self.port = self.port, None
+        if port is not None:
+            yield port.stopListening()
+        for peer in self.factory.peers:
+            peer.transport.abortConnection()
+
+    def start(self) -> None:
+        self.port = reactor.listenTCP(self.number, self.factory, interface="127.0.0.1")
+
+
+class SocketThroughTheServerTests(ThroughTheServer, WaitsWhileDown, TestCase):
+    """
+    The C{socket} target (with C{ack}) in the real server, like C{postback}.
+    """
+
+    kind = "socket"
+    hasPassword = False
+
+    def setUp(self) -> None:
+        self.listeners: dict[str, _Listener] = {}
+        self.place = "main"
+        self.server = self.listener(self.place)
+
+    def listener(self, place: str) -> _Listener:
+        if place not in self.listeners:
+            self.listeners[place] = listener = _Listener()
+            self.addCleanup(listener.stop)
+        return self.listeners[place]
+
+    def targetWith(self, place: str, **keys: Any) -> dict[str, Any]:
+        return {"type": "socket", "address": self.listener(place).address, "ack": True,
+                "connectionTimeoutSeconds": 2, **keys}
+
+    def received(self, place: str) -> list[dict[str, Any]]:
+        return self.listener(place).events()
+
+    @inlineCallbacks
+    def test_peerStoppedMidFlow(self) -> Any:
+        """
+        The peer stopped mid-flow and started again on its port: through
+        the notifier, every event reaches it (at least once: a line the peer
+        read but did not ack in time is sent again), none failed, no retry
+        spent.
+        """
+        listener = self.server
+        config = eventConfig(self.targetWith(self.place), retryCount=0, maxParallelWorkers=32)
+        notifier = EventNotifier(config, MemoryEventStore(), makeSenders(config, None, reactor), reactor)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+
+        def burst(start: int, n: int) -> None:
+            for i in range(start, start + n):
+                notifier.notify(Message(id=f"m{i}", type="chat", text="", timestamp="1", sender=1, recipients=[2],
+                                        data=None), event(i))
+
+        @inlineCallbacks
+        def counts() -> Any:
+            return (yield notifier.counts())[0]
+
+        burst(0, 100)
+        yield until(lambda: len(listener.factory.lines) > 0)
+        yield listener.stop()
+        burst(100, 100)
+        yield deferLater(reactor, 0.5, lambda: None)
+        listener.start()
+        burst(200, 100)
+        for _ in range(600):
+            c = yield counts()
+            if c["succeeded"] + c["failed"] >= 300:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual((c["succeeded"], c["failed"], c["pending"] + c["retrying"]), (300, 0, 0))
+        self.assertEqual({e["id"] for e in listener.events()}, {f"m{i}" for i in range(300)})
+
+
+class UdpThroughTheServerTests(ThroughTheServer, TestCase):
+    """
+    The C{udp} target in the real server, like C{postback} (fire and
+    forget: nothing waits while the peer is down).
+    """
+
+    kind = "udp"
+    hasPassword = False
+
+    def setUp(self) -> None:
+        self.place = "main"
+        self.ports: dict[str, Any] = {}
+
+    def listener(self, place: str) -> Any:
+        if place not in self.ports:
+            protocol = _Datagrams()
+            port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            self.ports[place] = (protocol, port.getHost().port)
+        return self.ports[place]
+
+    def targetWith(self, place: str, **keys: Any) -> dict[str, Any]:
+        return {"type": "udp", "address": f"127.0.0.1:{self.listener(place)[1]}", **keys}
+
+    def received(self, place: str) -> list[dict[str, Any]]:
+        return [orjson.loads(data) for data in self.listener(place)[0].received]

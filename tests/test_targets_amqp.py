@@ -22,10 +22,10 @@ from wsserver.events.targets.base import TargetUnreachable
 from wsserver.events.targets.amqp import AmqpRefused
 
 from .servers import PASSWORD, RabbitMQServer, SharedServer
-from .test_targets_sql import ThroughTheServer, event, eventConfig, targetLog, until
+from .test_targets_sql import ThroughTheServer, WaitsWhileDown, event, eventConfig, targetLog, until
 
 
-class AmqpTargetTests(ThroughTheServer, TestCase):
+class AmqpTargetTests(ThroughTheServer, WaitsWhileDown, TestCase):
     """
     The C{amqp} target against RabbitMQ.
     """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_targets_socket -*-
+# -*- test-case-name: tests.test_targets -*-
 """
 The C{socket} event target (SPEC section 12): each event one line of
 newline-delimited JSON on a kept stream connection to C{address}, a Twisted

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_targets_socket -*-
+# -*- test-case-name: tests.test_targets -*-
 """
 The C{udp} event target (SPEC section 12): each event one datagram holding
 its JSON, sent to C{address} (C{host:port}, the host an IP address) from
