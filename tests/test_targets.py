@@ -27,6 +27,7 @@ from wsserver.messages import Message
 from wsserver.events.targets.base import TargetUnreachable
 from wsserver.events.targets.base import NextTurn
 from wsserver.events.targets.socket import SocketRefused
+from wsserver.events.targets.types import TARGET_TYPES
 from wsserver.events.targets.udp import MAX_DATAGRAM, UdpRefused
 
 from .test_targets_sql import ThroughTheServer, WaitsWhileDown, event, eventConfig, until
@@ -112,6 +113,54 @@ class ConfigTests(SynchronousTestCase):
             self.assertNotIn("secretpw", config.targets[0].options.destination)
             self.assertNotIn("secretpw", repr(config))
             self.assertIn("u:***@h", config.targets[0].options.destination)
+
+
+class _Recorder:
+    """
+    A config section that answers every key with its default and records
+    the keys read, with the defaults given.
+    """
+
+    def __init__(self) -> None:
+        self.read: dict[str, Any] = {}
+
+    def error(self, name: str, why: str) -> None:
+        pass
+
+    def has(self, name: str) -> bool:
+        return False
+
+    def _get(self, name: str, default: Any) -> Any:
+        self.read[name] = default
+        return default
+
+    def bool(self, name: str, default: bool) -> bool:
+        return self._get(name, default)
+
+    def str(self, name: str, default: str) -> str:
+        return self._get(name, default)
+
+    def int(self, name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+        return self._get(name, default)
+
+    def number(self, name: str, default: float, low: float = 0) -> float:
+        return self._get(name, default)
+
+
+class KeyDocTests(SynchronousTestCase):
+    """
+    The keys each type documents (the configuration reference shows them)
+    are the keys its parser reads, with the same defaults.
+    """
+
+    def test_documentedKeysAreRead(self) -> None:
+        for kind, targetType in TARGET_TYPES.items():
+            section = _Recorder()
+            targetType.parse(section)
+            documented = {k.name: orjson.loads(k.default) if k.default else "" for k in targetType.keys}
+            self.assertEqual(section.read, documented, kind)
+            for key in targetType.keys:
+                self.assertTrue(key.doc and key.type, (kind, key))
 
 
 class _Unreachable:

@@ -217,9 +217,9 @@ class WaitsWhileDown:
     def test_downAtStartAndServerRestart(self) -> Any:
         """
         With the target down when the server starts, its deliveries wait
-        (pending, no retry spent) in the data directory; the server is
-        stopped and started again, then the target: every message arrives
-        once.
+        (pending, no retry spent) in the data directory and C{/ready} stays
+        200; the server is stopped and started again, then the target:
+        every message arrives once.
         """
         dataDir = self.mktemp()
         raw = serverEvents(self, self.targetWith(self.place), dataDir, retryCount=0)
@@ -236,6 +236,8 @@ class WaitsWhileDown:
                 yield deferLater(reactor, 1.0, lambda: None)
                 rows = yield eventRows(server)
                 self.assertEqual((rows[0]["pending"], rows[0]["retrying"], rows[0]["failed"]), (3, 0, 0))
+                code, _ = yield restBody(server, "/ready")
+                self.assertEqual(code, 200)
             finally:
                 yield service.stopService()
         finally:
