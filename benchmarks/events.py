@@ -11,7 +11,9 @@ whose port refuses connections, and the C{postgresql}, C{mysql} (MariaDB)
 and C{amqp} (RabbitMQ) targets against real servers that this script starts
 itself (L{tests.servers}: PostgreSQL 15, MariaDB, RabbitMQ).  Server on one
 core; bench, sink and database servers on the other; medians of --repeat
-runs, as ratios to the baseline.
+runs, as ratios to the baseline: of the throughput, and of the server's CPU
+per message (steadier on a shared machine; the ratio is baseline/case, the
+share of the baseline's capacity that is left).
 
 For every case with a target, C{GET /events} is read once a second during
 the run and for up to 20 seconds after it: the table's last columns are the
@@ -215,12 +217,14 @@ def main() -> None:
         return resultMedian(figures[(name, kind)], path)
 
     base = median(BASELINE, "throughput", "delivered_per_s")
-    print(f"{'case':<36} {'throughput msg/s':>16} {'ratio':>6} {'p99 ms at 2,000 msg/s':>22} "
-          f"{'written/s at 2,000':>18} {'backlog max':>11} {'written/s idle':>14}")
+    baseCost = median(BASELINE, "throughput", "server_us_per_msg")
+    print(f"{'case':<36} {'throughput msg/s':>16} {'ratio':>6} {'server us/msg':>13} {'ratio':>6} "
+          f"{'p99 ms at 2,000 msg/s':>22} {'written/s at 2,000':>18} {'backlog max':>11} {'written/s idle':>14}")
     for name, (_, polled) in cases.items():
         rate = median(name, "throughput", "delivered_per_s")
+        cost = median(name, "throughput", "server_us_per_msg")
         p99 = median(name, "latency", "latency_ms.p99")
-        line = f"{name:<36} {rate:>16,.0f} {rate / base:>5.2f}x {p99:>22.2f}"
+        line = f"{name:<36} {rate:>16,.0f} {rate / base:>5.2f}x {cost:>13.1f} {baseCost / cost:>5.2f}x {p99:>22.2f}"
         if polled:
             idle = [r["drain_per_s"] for r in figures[(name, "throughput")] if r["drain_per_s"] is not None]
             line += (f" {median(name, 'latency', 'written_per_s'):>18,.0f}"
