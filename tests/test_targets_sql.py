@@ -344,13 +344,34 @@ class _SqlTargetTests(ThroughTheServer, WaitsWhileDown):
         yield self.connected(sender)
         yield gatherResults([sender.send(event(i)) for i in range(1, 51)])
         self.assertEqual(self.count(), 51)
-        self.assertEqual(self.transactions(), 1 + 50 // 7 + 1)
+        self.assertEqual(len(self.batches()), 1 + 50 // 7 + 1)
 
-    def transactions(self) -> int:
+    def batches(self) -> list[int]:
         """
-        How many transactions wrote the test's table.
+        How many rows each transaction wrote to the test's table.
         """
         raise NotImplementedError()
+
+    @inlineCallbacks
+    def test_maxParallelWorkers(self) -> Any:
+        """
+        Through the notifier, at most C{maxParallelWorkers} deliveries are
+        in flight: the rows of one turn go in transactions of at most that
+        many rows.
+        """
+        config = eventConfig(self.target(), maxParallelWorkers=4)
+        notifier = EventNotifier(config, MemoryEventStore(), makeSenders(config, None, reactor), reactor)
+        notifier.startService()
+        self.addCleanup(notifier.stopService)
+        from wsserver.messages import Message
+
+        for i in range(20):
+            notifier.notify(Message(id=f"m{i}", type="chat", text="", timestamp=1, sender=1, recipients=[2],
+                                    data=None), event(i))
+        yield until(lambda: self.count() == 20)
+        batches = self.batches()
+        self.assertEqual(sum(batches), 20)
+        self.assertLessEqual(max(batches), 4)
 
     def connectionIds(self) -> set[int]:
         """
@@ -477,9 +498,9 @@ class PostgresqlTargetTests(_SqlTargetTests, TestCase):
 
     kind = "postgresql"
 
-    def transactions(self) -> int:
+    def batches(self) -> list[int]:
         # rows of one transaction share xmin
-        return int(self.server.query(f"SELECT count(DISTINCT xmin::text) FROM {self.table}")[0][0])
+        return [int(n) for (n,) in self.server.query(f"SELECT count(*) FROM {self.table} GROUP BY xmin::text")]
 
     def connectionIds(self) -> set[int]:
         return {pid for (pid,) in self.server.query(
@@ -493,10 +514,10 @@ class MysqlTargetTests(_SqlTargetTests, TestCase):
 
     kind = "mysql"
 
-    def transactions(self) -> int:
+    def batches(self) -> list[int]:
         # rows of one statement share created_at, CURRENT_TIMESTAMP(6) at
         # the statement's start
-        return int(self.server.query(f"SELECT count(DISTINCT created_at) FROM {self.table}")[0][0])
+        return [int(n) for (n,) in self.server.query(f"SELECT count(*) FROM {self.table} GROUP BY created_at")]
 
     def connectionIds(self) -> set[int]:
         return {id for (id,) in self.server.query(
