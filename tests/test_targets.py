@@ -115,6 +115,61 @@ class ConfigTests(SynchronousTestCase):
             self.assertIn("u:***@h", config.targets[0].options.destination)
 
 
+class CheckTests(SynchronousTestCase):
+    """
+    C{-T} checks the target types' keys without connecting.
+    """
+
+    def check(self, raw: dict[str, Any]) -> tuple[int, str]:
+        import io
+        import json
+        from contextlib import redirect_stdout
+
+        from wsserver.tap import Options
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            json.dump(raw, f)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            with self.assertRaises(SystemExit) as caught:
+                Options().parseOptions(["-C", path, "-T"])
+        return caught.exception.code, out.getvalue()
+
+    def test_noConnection(self) -> None:
+        """
+        Targets of every type at a listening port: C{config OK}, and nothing
+        connected to the port.
+        """
+        import socket
+
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        targets = [
+            {"type": "postgresql", "dsn": f"postgresql://u:secretpw@127.0.0.1:{port}/db"},
+            {"type": "mysql", "dsn": f"mysql://u:secretpw@127.0.0.1:{port}/db"},
+            {"type": "amqp", "url": f"amqp://u:secretpw@127.0.0.1:{port}/"},
+            {"type": "socket", "address": f"tcp:127.0.0.1:{port}"},
+        ]
+        self.assertEqual(self.check({"event": {"enabled": True, "targets": targets}}), (0, "config OK\n"))
+        self.assertRaises(BlockingIOError, listener.accept)
+
+    def test_badDsn(self) -> None:
+        """
+        A C{dsn} that does not parse fails the check naming the key, not
+        repeating the password.
+        """
+        code, out = self.check({"event": {"enabled": True, "targets": [
+            {"type": "postgresql", "dsn": "postgresql://u:secretpw@h:99999/db"}]}})
+        self.assertEqual(code, 1)
+        self.assertTrue(out.startswith("error: event.targets[0].dsn: "), out)
+        self.assertNotIn("secretpw", out)
+
+
 class _Recorder:
     """
     A config section that answers every key with its default and records
