@@ -916,8 +916,10 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         ids = [d.id for d in added]
         self.assertEqual(ids, sorted(set(ids)))
         self.assertEqual([d.payload for d in added[:3]], [b"0", b"1", b"2"])
+        self.assertEqual(await self.ids(0, 1200), ids[:1200])
         skip = frozenset(ids[:1500])
         self.assertEqual(await self.ids(0, 3, skip), ids[1500:1503])
+        self.assertEqual(await self.ids(0, 600, frozenset(ids[1:1999:2])), ids[0:1200:2])
         self.assertEqual(await self.store.nextDue(skip), 0)
         self.assertIsNone(await self.store.nextDue(frozenset(ids)))
         self.assertEqual([d.payload for d in await self.store.due(0, 1, frozenset(ids[:-1]))], [b"1999"])

@@ -104,6 +104,26 @@ class ConfigKeysTests(SynchronousTestCase):
         self.assertEqual(keys["chat.message.enableDeliveryStatus"].default, "false")
         self.assertIn("cluster.nodeTimeoutSeconds", keys)
 
+    def test_targetTypeKeys(self) -> None:
+        """
+        The keys of the target types that read their own (C{postgresql} ...)
+        follow the keys every target has, each row naming its types; the
+        internal C{options} is not listed.
+        """
+        keys = _extension().configKeys()
+        rows = [(k.key, k.default, k.meaning.split(")")[0] + ")")
+                for k in keys if k.key.startswith("event.targets[]")]
+        names = [key for key, _, _ in rows]
+        self.assertNotIn("event.targets[].options", names)
+        self.assertIn(("event.targets[].table", '"wsserver_events"', "(``postgresql``, ``mysql``)"), rows)
+        self.assertIn(("event.targets[].poolSize", "4", "(``postgresql``, ``mysql``)"), rows)
+        self.assertIn(("event.targets[].routingKey", '"wsserver.events"', "(``amqp``)"), rows)
+        self.assertIn(("event.targets[].ack", "false", "(``socket``)"), rows)
+        self.assertEqual(names.count("event.targets[].dsn"), 2)
+        self.assertEqual(names.count("event.targets[].address"), 3)
+        self.assertLess(names.index("event.targets[].fallback"), names.index("event.targets[].dsn"))
+        self.assertLess(names.index("event.targets[].ack"), [k.key for k in keys].index("event.presence"))
+
 
 class ReadmeTests(SynchronousTestCase):
     """

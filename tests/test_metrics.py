@@ -226,7 +226,8 @@ class CollectorTests(RouterTestMixin, SynchronousTestCase):
     def test_events(self) -> None:
         """
         The event counts, read by L{ServerCollector.refresh}: succeeded and
-        failed deliveries per target; pending (and retrying) ones as a gauge.
+        failed deliveries per target, labelled with its type; pending (and
+        retrying) ones as a gauge.
         """
         self.makeRouter()
         notifier = FakeNotifier([
@@ -239,11 +240,13 @@ class CollectorTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(notifier.calls, 1)
         families = scrape(collector)
         self.assertEqual(families["wsserver_event_deliveries"], {
-            ("wsserver_event_deliveries_total", (("result", "succeeded"), ("target", "targets[0]"))): 5,
-            ("wsserver_event_deliveries_total", (("result", "failed"), ("target", "targets[0]"))): 3,
+            ("wsserver_event_deliveries_total",
+             (("result", "succeeded"), ("target", "targets[0]"), ("type", "postback"))): 5,
+            ("wsserver_event_deliveries_total",
+             (("result", "failed"), ("target", "targets[0]"), ("type", "postback"))): 3,
         })
         self.assertEqual(families["wsserver_event_pending"],
-                         {("wsserver_event_pending", (("target", "targets[0]"),)): 3})
+                         {("wsserver_event_pending", (("target", "targets[0]"), ("type", "postback"))): 3})
 
     def test_routingHistogram(self) -> None:
         """

@@ -969,7 +969,7 @@ class OperationsTests(RestMixin, SynchronousTestCase):
         self.assertEqual(samples[("wsserver_connections", ())], 1)
         self.assertEqual(samples[("wsserver_messages_received_total", (("source", "rest"),))], 1)
         self.assertEqual(samples[("wsserver_messages_delivered_total", ())], 1)
-        self.assertEqual(samples[("wsserver_event_pending", (("target", "targets[0]"),))], 4)
+        self.assertEqual(samples[("wsserver_event_pending", (("target", "targets[0]"), ("type", "postback")))], 4)
         self.assertIn(("process_cpu_seconds_total", ()), samples)
         self.request("GET", "/metrics", auth=("u", "p"))
         self.assertEqual(self.notifier.calls, 2)

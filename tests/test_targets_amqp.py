@@ -22,19 +22,37 @@ from wsserver.events.targets.base import TargetUnreachable
 from wsserver.events.targets.amqp import AmqpRefused
 
 from .servers import PASSWORD, RabbitMQServer, SharedServer
-from .test_targets_sql import event, eventConfig, targetLog, until
+from .test_targets_sql import ThroughTheServer, WaitsWhileDown, event, eventConfig, targetLog, until
 
 
-class AmqpTargetTests(TestCase):
+class AmqpTargetTests(ThroughTheServer, WaitsWhileDown, TestCase):
     """
     The C{amqp} target against RabbitMQ.
     """
 
     shared: SharedServer
+    kind = "amqp"
 
     def setUp(self) -> None:
         self.server: Any = self.shared.get(self)
         self.queue = f"q_{self.id().rsplit('.', 1)[-1].lower()}"
+        self.place = self.queue
+        self._taken: dict[str, list[dict[str, Any]]] = {}
+
+    def targetWith(self, place: str, **keys: Any) -> dict[str, Any]:
+        return self.target(routingKey=place, declareQueue=place, **keys)
+
+    def received(self, place: str) -> list[dict[str, Any]]:
+        import orjson
+
+        try:
+            taken = self.take(place)
+        except Exception:
+            # not declared yet
+            taken = []
+        got = self._taken.setdefault(place, [])
+        got += [orjson.loads(body) for _, body in taken]
+        return got
 
     def target(self, **keys: Any) -> dict[str, Any]:
         return {"type": "amqp", "url": self.server.url(), "routingKey": self.queue, "declareQueue": self.queue,

@@ -229,15 +229,16 @@ class ServerCollector(Collector):
             family.add_metric([name], n)
         yield family
         deliveries = CounterMetricFamily("wsserver_event_deliveries_total",
-                                         "Event deliveries that finished, by target and result.",
-                                         labels=["target", "result"])
+                                         "Event deliveries that finished, by target (and its type) and result.",
+                                         labels=["target", "type", "result"])
         pending = GaugeMetricFamily("wsserver_event_pending",
-                                    "Event deliveries waiting (not tried yet, or for a retry), by target.",
-                                    labels=["target"])
+                                    "Event deliveries waiting (not tried yet, or for a retry), by target (and its type).",
+                                    labels=["target", "type"])
         for target in self._events:
-            deliveries.add_metric([target["target"], "succeeded"], target["succeeded"])
-            deliveries.add_metric([target["target"], "failed"], target["failed"])
-            pending.add_metric([target["target"]], target["pending"] + target["retrying"])
+            key, kind = target["target"], target["type"]
+            deliveries.add_metric([key, kind, "succeeded"], target["succeeded"])
+            deliveries.add_metric([key, kind, "failed"], target["failed"])
+            pending.add_metric([key, kind], target["pending"] + target["retrying"])
         yield deliveries
         yield pending
         cumulative, buckets = 0, []

@@ -58,8 +58,35 @@ def configKeys() -> list[Key]:
     try:
         schema = importlib.import_module("wsserver.schema")
     except ImportError:
-        return list(_fromDataclasses())
-    return list(_fromSchema(schema))
+        keys = list(_fromDataclasses())
+    else:
+        keys = list(_fromSchema(schema))
+    return _withTargetTypes(keys)
+
+
+# --- the event target types -------------------------------------------------
+
+
+def _withTargetTypes(keys: list[Key]) -> list[Key]:
+    """
+    C{keys} with the keys of each event target type of
+    C{wsserver.events.targets.types} (which read their own keys) after the
+    keys every target has, each row naming the types it applies to; the
+    internal C{options} (what those types read) left out.
+    """
+    prefix = "event.targets[]."
+    keys = [k for k in keys if k.key != prefix + "options"]
+    types = importlib.import_module("wsserver.events.targets.types")
+    rows: dict[tuple[str, str, str, str], list[str]] = {}
+    for kind, targetType in types.TARGET_TYPES.items():
+        for doc in targetType.keys:
+            rows.setdefault((doc.name, doc.type, doc.default, doc.doc), []).append(kind)
+    extra = [
+        Key(prefix + name, type, default, f"({', '.join(f'``{kind}``' for kind in kinds)}) {_rst(doc)}")
+        for (name, type, default, doc), kinds in rows.items()
+    ]
+    last = max((i for i, k in enumerate(keys) if k.key.startswith(prefix)), default=len(keys) - 1)
+    return keys[:last + 1] + extra + keys[last + 1:]
 
 
 # --- the schema layer -------------------------------------------------------

@@ -93,11 +93,22 @@ def _add(cursor: Any, rows: list[tuple[Any, ...]]) -> list[Delivery]:
 
 
 def _due(cursor: Any, now: float, limit: int, skip: frozenset[int]) -> list[Delivery]:
+    # the ids first, from the index alone: sorting whole rows would read
+    # every due payload (a backlog of 80,000 events of 3 KB each made each
+    # call read 250 MB); then the rows of the few chosen
     cursor.execute(
-        f"SELECT {_DELIVERY_COLUMNS} FROM events WHERE state = ? AND not_before <= ? ORDER BY id LIMIT ?",
+        "SELECT id FROM events WHERE state = ? AND not_before <= ? ORDER BY id LIMIT ?",
         (_PENDING, now, limit + len(skip)),
     )
-    return [_delivery(row) for row in cursor.fetchall() if row[0] not in skip][:limit]
+    ids = [id for (id,) in cursor.fetchall() if id not in skip][:limit]
+    out = []
+    # in chunks: SQLite bounds the parameters of one statement
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        cursor.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM events WHERE id IN ({', '.join('?' * len(chunk))}) ORDER BY id", chunk)
+        out += [_delivery(row) for row in cursor.fetchall()]
+    return out
 
 
 def _nextDue(cursor: Any, skip: frozenset[int]) -> float | None:

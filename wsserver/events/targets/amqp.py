@@ -25,9 +25,20 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .base import Backoff, ISection, NextTurn, TargetUnreachable, parseURL, redacted
+from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
-__all__ = ["AmqpOptions", "AmqpRefused", "AmqpSender", "parse", "sender"]
+__all__ = ["KEYS", "AmqpOptions", "AmqpRefused", "AmqpSender", "parse", "sender"]
+
+#: the keys L{parse} reads
+KEYS = (
+    KeyDoc("url", "string", "", "(required) the broker: C{amqp://user:password@host:5672/vhost} (C{%2F} or no "
+           "path: the vhost C{/}); the password is shown as C{***}"),
+    KeyDoc("exchange", "string", '""', "the exchange published to; C{\"\"}: the default exchange, which routes "
+           "by queue name"),
+    KeyDoc("routingKey", "string", '"wsserver.events"', "the routing key; C{{type}} is replaced by the message type"),
+    KeyDoc("declareQueue", "string", '""', "a queue declared durable at start (bound to C{exchange} with "
+           "C{routingKey} when C{exchange} is not C{\"\"}); C{\"\"}: none"),
+)
 
 
 class AmqpRefused(Exception):

@@ -14,7 +14,7 @@ import attr
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["Backoff", "ISection", "NextTurn", "TargetUnreachable", "parseURL", "redacted"]
+__all__ = ["Backoff", "ISection", "KeyDoc", "NextTurn", "TargetUnreachable", "parseURL", "redacted"]
 
 
 class TargetUnreachable(Exception):
@@ -47,6 +47,24 @@ class ISection(Protocol):
     def int(self, name: str, default: int, low: int | None = None, high: int | None = None) -> int: ...
 
     def number(self, name: str, default: float, low: float = 0) -> float: ...
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class KeyDoc:
+    """
+    One key of a target type, as the configuration reference shows it.
+
+    @ivar name: the key in the target's object (C{dsn}).
+    @ivar type: its JSON type, in words (C{string}, C{integer}).
+    @ivar default: the default as JSON (C{"wsserver_events"}, C{4}), C{""}
+        when required.
+    @ivar doc: what it means (epytext markup allowed).
+    """
+
+    name: str
+    type: str
+    default: str
+    doc: str
 
 
 @attr.s(auto_attribs=True)

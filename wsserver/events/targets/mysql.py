@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ISection
-from .sql import SqlDialect, SqlOptions, SqlSender, parseSqlOptions
+from .sql import SqlDialect, SqlOptions, SqlSender, parseSqlOptions, sqlKeys
 
-__all__ = ["dialect", "parse", "sender"]
+__all__ = ["KEYS", "dialect", "parse", "sender"]
+
+#: the keys L{parse} reads
+KEYS = sqlKeys("mysql")
 
 #: server errors that mean we are not (or no longer) let in: access denied
 #: (1044, 1045), unknown database (1049), too many connections (1040),

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ISection
-from .sql import SqlDialect, SqlOptions, SqlSender, parseSqlOptions
+from .sql import SqlDialect, SqlOptions, SqlSender, parseSqlOptions, sqlKeys
 
-__all__ = ["dialect", "parse", "sender"]
+__all__ = ["KEYS", "dialect", "parse", "sender"]
+
+#: the keys L{parse} reads
+KEYS = sqlKeys("postgresql")
 
 
 def parse(section: ISection) -> SqlOptions | None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_targets_socket -*-
+# -*- test-case-name: tests.test_targets -*-
 """
 The C{socket} event target (SPEC section 12): each event one line of
 newline-delimited JSON on a kept stream connection to C{address}, a Twisted
@@ -30,9 +30,17 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .base import ISection, NextTurn, TargetUnreachable
+from .base import ISection, KeyDoc, NextTurn, TargetUnreachable
 
-__all__ = ["SocketOptions", "SocketRefused", "SocketSender", "parse", "sender"]
+__all__ = ["KEYS", "SocketOptions", "SocketRefused", "SocketSender", "parse", "sender"]
+
+#: the keys L{parse} reads (C{address} also names the C{redis} target's host)
+KEYS = (
+    KeyDoc("address", "string", "", "(required) where to connect: C{tcp:host:port} or C{unix:/path}"),
+    KeyDoc("framing", "string", '"ndjson"', "C{\"ndjson\"}: one JSON message per line (the only framing)"),
+    KeyDoc("ack", "boolean", "false", "wait for the peer to answer a line holding the bare message id (within "
+           "C{connectionTimeoutSeconds}) before a delivery counts as done"),
+)
 
 #: sends that may wait for a paused transport to drain
 MAX_WAITING = 10000

@@ -29,9 +29,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .base import Backoff, ISection, NextTurn, TargetUnreachable, parseURL, redacted
+from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
-__all__ = ["SqlDialect", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions"]
+__all__ = ["SqlDialect", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions", "sqlKeys"]
 
 #: a table name: an identifier, optionally qualified by a schema
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
@@ -60,6 +60,20 @@ class SqlOptions:
     poolSize: int
     batchSize: int
     destination: str
+
+
+def sqlKeys(scheme: str) -> tuple[KeyDoc, ...]:
+    """
+    The keys that L{parseSqlOptions} reads, for a database whose URLs start
+    with C{scheme}.
+    """
+    return (
+        KeyDoc("dsn", "string", "", f"(required) the database: C{{{scheme}://user:password@host:port/database}}; "
+               "the password is shown as C{***}"),
+        KeyDoc("table", "string", '"wsserver_events"', "the table (C{schema.table} allowed), created when missing"),
+        KeyDoc("poolSize", "integer", "4", "connections kept open (1 to 64)"),
+        KeyDoc("batchSize", "integer", "500", "at most this many rows in one C{INSERT} (1 to 10,000)"),
+    )
 
 
 def parseSqlOptions(section: ISection, schemes: tuple[str, ...], defaultPort: int) -> SqlOptions | None:

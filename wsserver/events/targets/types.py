@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import attr
 
 from . import amqp, mysql, postgresql, socket, udp
-from .base import ISection, TargetUnreachable
+from .base import ISection, KeyDoc, TargetUnreachable
 
 __all__ = ["TARGET_TYPES", "TargetType", "TargetUnreachable"]
 
@@ -33,17 +33,19 @@ class TargetType:
         the password hidden), or L{None} when a problem was reported.
     @ivar sender: C{(name, options, connectionTimeoutSeconds, reactor)} to
         the target's sender (C{send(payload)}, C{close()}).
+    @ivar keys: the keys C{parse} reads, for the configuration reference.
     """
 
     parse: Callable[[ISection], Any]
     sender: Callable[[str, Any, float, Any], Any]
+    keys: tuple[KeyDoc, ...]
 
 
 #: the types by name (read only)
 TARGET_TYPES: Mapping[str, TargetType] = MappingProxyType({
-    "postgresql": TargetType(postgresql.parse, postgresql.sender),
-    "mysql": TargetType(mysql.parse, mysql.sender),
-    "amqp": TargetType(amqp.parse, amqp.sender),
-    "socket": TargetType(socket.parse, socket.sender),
-    "udp": TargetType(udp.parse, udp.sender),
+    "postgresql": TargetType(postgresql.parse, postgresql.sender, postgresql.KEYS),
+    "mysql": TargetType(mysql.parse, mysql.sender, mysql.KEYS),
+    "amqp": TargetType(amqp.parse, amqp.sender, amqp.KEYS),
+    "socket": TargetType(socket.parse, socket.sender, socket.KEYS),
+    "udp": TargetType(udp.parse, udp.sender, udp.KEYS),
 })

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_targets_socket -*-
+# -*- test-case-name: tests.test_targets -*-
 """
 The C{udp} event target (SPEC section 12): each event one datagram holding
 its JSON, sent to C{address} (C{host:port}, the host an IP address) from
@@ -15,12 +15,18 @@ import attr
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import DatagramProtocol
 
-from .base import ISection
+from .base import ISection, KeyDoc
 
-__all__ = ["MAX_DATAGRAM", "UdpOptions", "UdpRefused", "UdpSender", "parse", "sender"]
+__all__ = ["KEYS", "MAX_DATAGRAM", "UdpOptions", "UdpRefused", "UdpSender", "parse", "sender"]
 
 #: the largest event sent
 MAX_DATAGRAM = 65000
+
+#: the keys L{parse} reads
+KEYS = (
+    KeyDoc("address", "string", "", "(required) C{host:port} (C{[v6]:port}), the host an IP address; one "
+           "datagram per message, over 65,000 bytes refused"),
+)
 
 
 class UdpRefused(Exception):
