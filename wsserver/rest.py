@@ -40,6 +40,7 @@ from ._internals import HTTPChannelHooks, requestLine, stopReading
 from .auth import Authenticator, Credentials
 from .events.notifier import EventNotifier
 from .limits import Limits
+from .logflood import PeerLogger
 from .history import IInbox
 from .idempotency import IIdempotency
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
@@ -49,6 +50,8 @@ from .routing import Router
 __all__ = ["Operations", "RestSite", "makeRestResource"]
 
 log = Logger()
+#: for the lines that a remote peer can cause (held to one a second per kind)
+peerLog = PeerLogger()
 
 #: The longest C{Idempotency-Key}, in characters.
 MAX_IDEMPOTENCY_KEY = 200
@@ -454,7 +457,7 @@ class _Api:
             else:
                 if limits is not None:
                     limits.authFailures.failed(address)
-                log.info("REST auth failed from {peer}", peer=address)
+                peerLog.info("REST auth failed from {peer}", peer=address)
                 if self.realm is not None:
                     request.setHeader(b"WWW-Authenticate", b'Basic realm="' + self.realm + b'"')
                 body = self.write(request, _error(401, "Unauthorized"))

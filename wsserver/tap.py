@@ -18,7 +18,7 @@ from typing import Any, Callable
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher, globalLogPublisher
 from twisted.python import usage
 
 from . import __version__
@@ -33,7 +33,7 @@ from .connection import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
-from .service import ListeningService, StartError
+from .service import ListeningService, LogGuardService, StartError
 from .database import DATABASE_FILENAME, Database, StorageError, openDatabase
 from .events.notifier import EventNotifier
 from .events.presence import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
@@ -260,7 +260,8 @@ def _endpoint(reactor: Any, listen: str, adopt: dict[str, int] | None, name: str
 
 
 def buildService(config: Config, reactor: Any, httpClient: Any = None,
-                 adopt: dict[str, int] | None = None, openFiles: int | None = None) -> WsServer:
+                 adopt: dict[str, int] | None = None, openFiles: int | None = None,
+                 logPublisher: LogPublisher | None = None) -> WsServer:
     """
     Wire a server for C{config} on C{reactor}.
 
@@ -270,11 +271,17 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         (C{ws}, C{rest}), instead of the configured endpoints.
     @param openFiles: the open files limit that C{maxConnections} is fitted
         to; by default the process's (its soft C{RLIMIT_NOFILE}).
+    @param logPublisher: the publisher whose observers are guarded against
+        log floods while the server runs (twistd's global one); none by
+        default.
     @raise StorageError: when the database in the data directory cannot be
         used (start-up only: it is opened before the reactor runs).
     """
     top = WsServer()
     top.config = config
+    if logPublisher is not None:
+        # first: stopped last, so the lines of the shutdown are guarded too
+        LogGuardService(logPublisher, reactor).setServiceParent(top)
     chat = config.chat
     events = config.event if config.event.enabled else None
     # Services stop in the reverse order of their addition: what is added
@@ -517,7 +524,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
         _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
-        top = buildService(config, reactor, adopt=options.adopt)
+        top = buildService(config, reactor, adopt=options.adopt, logPublisher=globalLogPublisher)
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)

@@ -23,11 +23,11 @@ from typing import Callable, Mapping, Sequence
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ..auth import Authenticator, Credentials, Grant
 from ..limits import Limits, TokenBucket
+from ..logflood import PeerLogger
 from ..messages import InvalidPayload, InvalidSince, InvalidUserId, parseSince, parseUserId
 from ..metrics import ROUTING_SAMPLE_MASK
 from ..routing import IConnection, Router
@@ -206,7 +206,8 @@ class Session:
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
     )
 
-    _log = Logger()
+    #: every line of a session is one a remote peer can cause
+    _log = PeerLogger()
 
     def __init__(self, hub: Hub, wire: IWire, clock: IReactorTime) -> None:
         self._hub = hub
