@@ -70,11 +70,15 @@ class Running:
 
 
 @inlineCallbacks
-def startServer(test: TestCase, raw: dict[str, Any] | None = None, tls: bool = False) -> Any:
+def startServer(test: TestCase, raw: dict[str, Any] | None = None, tls: bool = False,
+                logPublisher: Any = None) -> Any:
     """
     Start the real server for C{raw} config on loopback; stopped at cleanup.
+
+    @param logPublisher: whose observers the server guards against log
+        floods while it runs (see L{buildService}).
     """
-    service = buildService(loopbackConfig(raw, tls), reactor)
+    service = buildService(loopbackConfig(raw, tls), reactor, logPublisher=logPublisher)
     service.startService()
     test.addCleanup(service.stopService)
     wsPort = yield service.ws.whenListening()

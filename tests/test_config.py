@@ -1229,3 +1229,56 @@ class LimitsConfigTests(SynchronousTestCase):
             parseConfig({"server": {"limits": {"messagesPerSecond": 5, "burst": 0}}})
         self.assertEqual(caught.exception.problems,
                          ["server.limits.burst: must be at least 1 when messagesPerSecond is set"])
+
+
+class ProxyConfigTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    C{server.trustedProxies} and C{server.proxyProtocol}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default no proxy is trusted and no PROXY header is read.
+        """
+        server = parseConfig({}).server
+        self.assertEqual((server.trustedProxies, server.proxyProtocol), ((), False))
+
+    def test_parsed(self) -> None:
+        """
+        Addresses and CIDR blocks are kept as given.
+        """
+        server = parseConfig({"server": {"trustedProxies": ["10.0.0.0/8", "::1"], "proxyProtocol": True}}).server
+        self.assertEqual((server.trustedProxies, server.proxyProtocol), (("10.0.0.0/8", "::1"), True))
+
+    def test_notAnAddress(self) -> None:
+        """
+        An entry that is neither an address nor a CIDR block is named.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"trustedProxies": ["10.0.0.0/8", "lb.example"]}}),
+            ["server.trustedProxies: not an address or CIDR block: 'lb.example'"],
+        )
+
+    def test_notAList(self) -> None:
+        """
+        A string instead of a list.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"trustedProxies": "10.0.0.1"}}),
+            ['server.trustedProxies: must be an array of strings, not string "10.0.0.1"'],
+        )
+
+    def test_proxyProtocolNeedsTrusted(self) -> None:
+        """
+        C{proxyProtocol} with no trusted proxy would read no header at all:
+        refused.
+        """
+        self.assertEqual(
+            self.problemsOf({"server": {"proxyProtocol": True}}),
+            ["server.proxyProtocol: needs server.trustedProxies: the PROXY header is read only from the "
+             "proxies listed there"],
+        )
+        self.assertEqual(
+            self.problemsOf({"server": {"proxyProtocol": "yes", "trustedProxies": ["10.0.0.1"]}}),
+            ['server.proxyProtocol: must be true or false, not string "yes"'],
+        )

@@ -434,3 +434,27 @@ class WatchFramesTests(AutobahnTests):
 
         self.assertIn("self.onMessageFrameBegin(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameBegin))
         self.assertIn("self.onMessageFrameData(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameData))
+
+
+class TwistedLoggerTests(SynchronousTestCase):
+    """
+    The use of twisted.logger's internals (12).
+    """
+
+    def test_logObservers(self) -> None:
+        """
+        12: a publisher's observers, in their order, as a copy; removing one
+        through the public API is seen.
+        """
+        from twisted.logger import LogPublisher
+
+        from wsserver._internals import logObservers
+
+        first: list[Any] = []
+        second: list[Any] = []
+        publisher = LogPublisher(first.append, second.append)
+        observers = logObservers(publisher)
+        self.assertEqual(observers, [first.append, second.append])
+        observers.clear()
+        publisher.removeObserver(first.append)
+        self.assertEqual(logObservers(publisher), [second.append])

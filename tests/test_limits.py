@@ -10,7 +10,9 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.config import LimitsConfig
-from wsserver.limits import AddressCounter, AuthFailures, Limits, RefusalLog, TokenBucket
+from wsserver.limits import (FILE_RESERVE, AddressCounter, AuthFailures, Limits, RefusalLog, TokenBucket,
+                             connectionCeiling)
+from wsserver.proxy import parseTrustedProxies
 
 
 class TokenBucketTests(SynchronousTestCase):
@@ -188,3 +190,78 @@ class LimitsTests(SynchronousTestCase):
         limits.refused("maxConnections", "p", "r")
         self.assertEqual(limits.limitCloses["sendBufferBytes"], 2)
         self.assertEqual(limits.refusals["maxConnections"], 1)
+
+    def test_clientAddress(self) -> None:
+        """
+        The client address is the peer's unless the peer is a trusted
+        proxy, whose C{X-Forwarded-For} names it.
+        """
+        limits = Limits(LimitsConfig(), Clock(), parseTrustedProxies(["10.0.0.1"]))
+        self.assertEqual(limits.clientAddress("10.0.0.1", [b"203.0.113.7"]), "203.0.113.7")
+        self.assertEqual(limits.clientAddress("10.0.0.2", [b"203.0.113.7"]), "10.0.0.2")
+        self.assertEqual(Limits(LimitsConfig(), Clock()).clientAddress("10.0.0.1", [b"203.0.113.7"]), "10.0.0.1")
+
+
+class ConnectionCeilingTests(SynchronousTestCase):
+    """
+    C{maxConnections} fitted to the open files limit (L{connectionCeiling}),
+    with an injected limit.
+    """
+
+    def test_defaultLowered(self) -> None:
+        """
+        The default, above what 4,096 open files allow, is lowered to the
+        limit less the reserve, said in a line that is not a warning.
+        """
+        ceiling = connectionCeiling(LimitsConfig().maxConnections, 4096)
+        self.assertEqual(ceiling.maxConnections, 4096 - FILE_RESERVE)
+        self.assertFalse(ceiling.warning)
+        self.assertEqual(ceiling.text, "server.limits.maxConnections: 3840: the open files limit is 4096 and 256 "
+                                       "are kept for REST, Redis and files")
+
+    def test_explicitLoweredWithWarning(self) -> None:
+        """
+        An explicit value above the limit is lowered too, with a warning that
+        says how to allow more.
+        """
+        ceiling = connectionCeiling(5000, 4096)
+        self.assertEqual(ceiling.maxConnections, 3840)
+        self.assertTrue(ceiling.warning)
+        self.assertEqual(ceiling.text, "server.limits.maxConnections: 5000 lowered to 3840: the open files limit is "
+                                       "4096 and 256 are kept for REST, Redis and files; raise the limit "
+                                       "(LimitNOFILE= in the systemd unit, ulimit -n) to allow more")
+
+    def test_withinLimit(self) -> None:
+        """
+        A value the limit allows stays, and the line says what the limit
+        would allow.
+        """
+        ceiling = connectionCeiling(100000, 1048576)
+        self.assertEqual((ceiling.maxConnections, ceiling.warning), (100000, False))
+        self.assertEqual(ceiling.text, "server.limits.maxConnections: 100000 (the open files limit, 1048576, "
+                                       "allows 1048320)")
+
+    def test_smallLimit(self) -> None:
+        """
+        Under a small limit half of it is kept for connections, not less.
+        """
+        self.assertEqual(connectionCeiling(100000, 300).maxConnections, 150)
+
+    def test_offStaysOff(self) -> None:
+        """
+        0 (off) stays off.
+        """
+        ceiling = connectionCeiling(0, 1024)
+        self.assertEqual((ceiling.maxConnections, ceiling.warning), (0, False))
+
+    def test_limitsApplyIt(self) -> None:
+        """
+        L{Limits} with an open files limit answers the fitted value (for the
+        settings in force, or others: a reload's); without one, the
+        setting.
+        """
+        limits = Limits(LimitsConfig(), Clock(), openFiles=1024)
+        self.assertEqual(limits.maxConnections(), 768)
+        self.assertEqual(limits.maxConnections(LimitsConfig(maxConnections=100)), 100)
+        self.assertEqual(Limits(LimitsConfig(), Clock()).maxConnections(), 100000)
+        self.assertIsNone(Limits(LimitsConfig(), Clock()).ceiling())

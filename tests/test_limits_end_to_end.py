@@ -299,3 +299,73 @@ class SlowConsumerTests(TestCase):
         self.assertEqual(first + later, list(range(count)))
         self.assertGreater(len(later), 0)
         yield closeClient(again)
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    """
+    The server's (unmasked) frames in C{data}: (opcode, payload), up to the
+    last whole one.
+    """
+    frames = []
+    i = 0
+    while i + 2 <= len(data):
+        opcode, length = data[i] & 0x0F, data[i + 1] & 0x7F
+        start = i + 2
+        if length == 126:
+            length, start = int.from_bytes(data[start:start + 2], "big"), start + 2
+        elif length == 127:
+            length, start = int.from_bytes(data[start:start + 8], "big"), start + 8
+        if start + length > len(data):
+            break
+        frames.append((opcode, data[start:start + length]))
+        i = start + length
+    return frames
+
+
+class PingingReaderTests(TestCase):
+    """
+    Pongs count toward C{sendBufferBytes} like every other frame.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_pingsNeverRead(self) -> None:
+        """
+        A raw client that sends pings and never reads is a slow consumer:
+        once the pongs waiting for it pass C{sendBufferBytes} it is closed
+        with 4011; when it reads again it finds every pong it was sent, in
+        order, and then the close.
+        """
+        server = yield startServer(self, {"server": {"limits": {"sendBufferBytes": "64K"}}})
+        client = yield rawConnect(server.wsPort)
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        client.transport.write((f"GET /chat?id=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                                f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        while b"\r\n\r\n" not in client.received:
+            yield sleep(0.01)
+        self.assertTrue(client.received.startswith(b"HTTP/1.1 101 "))
+        client.received = client.received.split(b"\r\n\r\n", 1)[1]
+        client.transport.pauseProducing()
+        # masked with a zero key: the payload as is
+        pings = b"".join(b"\x89\xfd\x00\x00\x00\x00" + i.to_bytes(4, "big") + b"p" * 121 for i in range(1000))
+        sent = 0
+        limits = server.service.limits
+        while not limits.limitCloses["sendBufferBytes"] and sent < 500:
+            client.transport.write(pings)
+            sent += 1
+            yield sleep(0.005)
+        self.assertEqual(limits.limitCloses["sendBufferBytes"], 1)
+        client.transport.resumeProducing()
+        while not any(opcode == 0x8 for opcode, _ in _frames(client.received)):
+            yield sleep(0.01)
+        frames = _frames(client.received)
+        close = frames.index(next(f for f in frames if f[0] == 0x8))
+        pongs = frames[:close]
+        self.assertEqual({opcode for opcode, _ in pongs}, {0xA})
+        self.assertEqual([int.from_bytes(payload[:4], "big") for _, payload in pongs],
+                         [i % 1000 for i in range(len(pongs))])
+        code = int.from_bytes(frames[close][1][:2], "big")
+        self.assertEqual((code, frames[close][1][2:]), (4011, b"Slow consumer"))
+        client.transport.abortConnection()

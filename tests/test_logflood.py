@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.logflood import MAX_KINDS, FloodGuard
+from wsserver._internals import logObservers
+from wsserver.logflood import MAX_KINDS, FloodGuard, PeerLogger, guardPublisher
 
 
 class FloodGuardTests(SynchronousTestCase):
@@ -78,3 +79,58 @@ class FloodGuardTests(SynchronousTestCase):
         for i in range(MAX_KINDS + 10):
             self.guard({"log_namespace": "x", "log_format": f"kind {i}"})
         self.assertEqual(self.guard.kinds(), MAX_KINDS)
+
+    def test_peerLines(self) -> None:
+        """
+        wsserver's lines of a L{PeerLogger} (those a remote peer can cause)
+        are held like the libraries'.
+        """
+        peer = PeerLogger(namespace="wsserver.connection.session.Session", observer=self.guard)
+        for i in range(100):
+            peer.info("auth failed for user {uid} from {peer}", uid=i, peer="203.0.113.7")
+        self.assertEqual(len(self.events), 1)
+        self.clock.advance(1)
+        peer.info("auth failed for user {uid} from {peer}", uid=1, peer="203.0.113.7")
+        self.assertEqual(self.lines()[1:], [
+            "99 more log lines like the next were held back in the last 1 s",
+            "auth failed for user 1 from 203.0.113.7",
+        ])
+
+
+class GuardPublisherTests(SynchronousTestCase):
+    """
+    L{guardPublisher}: one guard in front of a publisher's observers.
+    """
+
+    def test_guardedThenRestored(self) -> None:
+        """
+        While guarded, every observer sees one event of a flood; once undone,
+        every event again, and the observers are the publisher's as before.
+        """
+        clock = Clock()
+        first: list[dict[str, Any]] = []
+        second: list[dict[str, Any]] = []
+        publisher = LogPublisher(first.append, second.append)
+        library = Logger(namespace="twisted.internet.tcp.Port", observer=publisher)
+        undo = guardPublisher(publisher, clock)
+        for _ in range(50):
+            library.info("Could not accept new connection ({acceptError})", acceptError="EMFILE")
+        self.assertEqual((len(first), len(second)), (1, 1))
+        undo()
+        library.info("Could not accept new connection ({acceptError})", acceptError="EMFILE")
+        self.assertEqual((len(first), len(second)), (2, 2))
+        self.assertEqual(logObservers(publisher), [first.append, second.append])
+
+    def test_service(self) -> None:
+        """
+        L{LogGuardService} guards while it runs.
+        """
+        from wsserver.service import LogGuardService
+
+        events: list[dict[str, Any]] = []
+        publisher = LogPublisher(events.append)
+        service = LogGuardService(publisher, Clock())
+        service.startService()
+        self.assertNotEqual(logObservers(publisher), [events.append])
+        service.stopService()
+        self.assertEqual(logObservers(publisher), [events.append])

@@ -5,9 +5,15 @@ stands for.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.proxy import parseTrustedProxies
+from wsserver.proxy import ProxyProtocolEndpoint, parseTrustedProxies
 
 
 class TrustedProxiesTests(SynchronousTestCase):
@@ -87,3 +93,65 @@ class TrustedProxiesTests(SynchronousTestCase):
         """
         self.assertEqual(self.trusted.clientOf("10.0.0.1", [b"198.51.100.1:5678"]), "198.51.100.1")
         self.assertEqual(self.trusted.clientOf("10.0.0.1", [b"[2001:db8::1]:443"]), "2001:db8::1")
+
+
+class _Recorded(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+class ProxyProtocolEndpointTests(SynchronousTestCase):
+    """
+    L{ProxyProtocolEndpoint}: Twisted's PROXY wrapper for trusted peers
+    only, with a L{MemoryReactor}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactor()
+        self.trusted = parseTrustedProxies(["10.0.0.1"])
+        endpoint = ProxyProtocolEndpoint(TCP4ServerEndpoint(self.reactor, 8085), lambda: self.trusted)
+        endpoint.listen(Factory.forProtocol(_Recorded))
+        self.factory = self.reactor.tcpServers[0][1]
+
+    def connect(self, host: str, data: bytes) -> tuple[Any, StringTransport]:
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        return protocol, transport
+
+    def test_trustedPeer(self) -> None:
+        """
+        A trusted peer's PROXY header names the client, and what follows it
+        reaches the protocol.
+        """
+        wrapper, _ = self.connect("10.0.0.1", b"PROXY TCP4 203.0.113.7 10.0.0.9 5000 8085\r\nGET /")
+        self.assertEqual(wrapper.getPeer().host, "203.0.113.7")
+        self.assertEqual(wrapper.wrappedProtocol.data, b"GET /")
+
+    def test_trustedPeerWithoutHeader(self) -> None:
+        """
+        A trusted peer's connection without the header is dropped.
+        """
+        _, transport = self.connect("10.0.0.1", b"GET /chat HTTP/1.1\r\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_untrustedPeer(self) -> None:
+        """
+        Another peer's connection is not wrapped: its PROXY header is data.
+        """
+        protocol, transport = self.connect("203.0.113.9", b"PROXY TCP4 203.0.113.7 10.0.0.9 5000 8085\r\n")
+        self.assertIsInstance(protocol, _Recorded)
+        self.assertEqual(protocol.data, b"PROXY TCP4 203.0.113.7 10.0.0.9 5000 8085\r\n")
+        self.assertEqual(transport.getPeer().host, "203.0.113.9")
+
+    def test_reloadApplies(self) -> None:
+        """
+        The trusted proxies are asked per connection.
+        """
+        self.trusted = parseTrustedProxies(["203.0.113.9"])
+        wrapper, _ = self.connect("203.0.113.9", b"PROXY TCP4 203.0.113.7 10.0.0.9 5000 8085\r\n")
+        self.assertEqual(wrapper.getPeer().host, "203.0.113.7")

@@ -190,6 +190,23 @@ class ReloadTests(TestCase):
         self.assertEqual(server.service.limits.config.maxConnectionsPerUser, 1)
 
     @inlineCallbacks
+    def test_trustedProxies(self):
+        """
+        New C{server.trustedProxies} apply to the next handshakes;
+        C{server.proxyProtocol} needs a restart.
+        """
+        server = yield startServer(self)
+        lines = self.reload(server, {"server": {"trustedProxies": ["127.0.0.1"], "proxyProtocol": True}})
+        self.assertEqual(lines, [
+            "reload requested",
+            "reload: server.proxyProtocol changed: takes effect at the next restart",
+            "reload done: server.trustedProxies applied",
+        ])
+        self.assertTrue(server.service.limits.proxies.trusts("127.0.0.1"))
+        self.assertEqual(server.service.limits.clientAddress("127.0.0.1", [b"203.0.113.7"]), "203.0.113.7")
+        self.assertFalse(server.service.config.server.proxyProtocol)
+
+    @inlineCallbacks
     def test_restartOnly(self):
         """
         Keys that need a restart are logged as such and keep their running

@@ -326,6 +326,49 @@ class WarningTests(SynchronousTestCase):
             self.assertEqual(len(warned), expected, source)
 
 
+    def test_maxConnectionsFitted(self) -> None:
+        """
+        The start says in one line what C{maxConnections} is under the open
+        files limit; an explicit value above it is lowered, with a warning,
+        and the WebSocket factory refuses past the lowered value.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import LogLevel, capturedLogs, formatEvent
+
+        from wsserver.config import parseConfig
+        from wsserver.tap import buildService
+
+        for limits, level, text in (
+            ({}, LogLevel.info, "server.limits.maxConnections: 768: the open files limit is 1024 and 256 are kept "
+                                "for REST, Redis and files"),
+            ({"maxConnections": 2000}, LogLevel.warn,
+             "server.limits.maxConnections: 2000 lowered to 768: the open files limit is 1024 and 256 are kept "
+             "for REST, Redis and files; raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) to allow "
+             "more"),
+        ):
+            config = parseConfig({"server": {"limits": limits}}, checkEndpoints=False)
+            with capturedLogs() as events:
+                server = buildService(config, MemoryReactorClock(), openFiles=1024)
+            lines = [(e["log_level"], formatEvent(e)) for e in events if "maxConnections" in formatEvent(e)]
+            self.assertEqual(lines, [(level, text)])
+            self.assertEqual(server.ws.factory.maxConnections, 768)
+
+    def test_maxConnectionsCheck(self) -> None:
+        """
+        C{-T} warns of an explicit C{maxConnections} above what the (hard)
+        open files limit allows, and passes.
+        """
+        import resource
+
+        self.patch(resource, "getrlimit", lambda which: (1024, 4096))
+        path = _writeConfig(self, {"server": {"limits": {"maxConnections": 5000}}})
+        code, out = OptionsTests.check(self, "-T", "-C", path)  # type: ignore[arg-type]
+        self.assertEqual(code, 0)
+        self.assertIn("warning: server.limits.maxConnections: 5000 lowered to 3840: the open files limit is 4096",
+                      out)
+        self.assertTrue(out.endswith("config OK\n"))
+
+
 class ProcessTests(TestCase):
     """
     The real C{twistd wsserver} process.

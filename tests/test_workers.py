@@ -172,6 +172,9 @@ class WorkersJoinTests(TestCase):
             users[uid] = yield connect(uid)
         yield process.waitFor(rb"\[worker 0\].*cluster node \w+ joined")
         yield process.waitFor(rb"\[worker 1\].*cluster node \w+ joined")
+        # a second after the users' connect lines (held to one a second per
+        # kind), so that each worker's first sender has its line
+        yield deferLater(reactor, 1.1, lambda: None)
         senders = {}
         for uid in range(100, 120):
             senders[uid] = yield connect(uid)

@@ -59,6 +59,13 @@ twisted.web (for C{wsserver.rest}):
       request has arrived whole; L{HTTPChannelHooks} turns it into
       C{onAllContentReceived}, where the REST channel stops its request
       deadline.
+
+twisted.logger (for C{wsserver.logflood}):
+
+  12. L{logObservers} reads C{LogPublisher._observers}: the observers that
+      twistd gave the global publisher (a file, syslog, C{--logger}'s) are
+      moved behind the log-flood guard once logging has begun; twistd
+      offers no hook between choosing them and adding them.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ from typing import Any, Callable, Sequence
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.logger import ILogObserver, LogPublisher
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
@@ -76,6 +84,7 @@ __all__ = [
     "AutobahnServerProtocol",
     "HTTPChannelHooks",
     "Lazy",
+    "logObservers",
     "makeDebugArgumentsLazy",
     "requestLine",
     "stopReading",
@@ -351,3 +360,13 @@ class HTTPChannelHooks(HTTPChannel):
     def allContentReceived(self) -> None:
         self.onAllContentReceived()
         super().allContentReceived()
+
+
+# use 12
+
+
+def logObservers(publisher: LogPublisher) -> list[ILogObserver]:
+    """
+    The observers of C{publisher}, in their order (a copy).
+    """
+    return list(publisher._observers)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .events.targets.types import TARGET_TYPES
+from .proxy import parseTrustedProxies
 
 __all__ = [
     "AuthConfig",
@@ -187,6 +188,15 @@ class ServerConfig:
     #: serve the demo chat page at C{/} of the WebSocket port
     demoPage: bool = True
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    #: load balancers (addresses or CIDR blocks, C{"10.0.0.0/8"}) whose
+    #: C{X-Forwarded-For} (WebSocket and REST) or PROXY header names the
+    #: client: the per-IP limits, the auth throttle and the logs use that
+    #: address; from any other peer the header is ignored
+    trustedProxies: tuple[str, ...] = ()
+    #: connections to C{listen} from a trusted proxy begin with a PROXY
+    #: protocol v1 or v2 header (HAProxy's C{send-proxy}, an AWS NLB); needs
+    #: C{trustedProxies}; other peers' connections are read as plain HTTP
+    proxyProtocol: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -901,6 +911,15 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     origins = s.strings("allowedOrigins")
     demoPage = s.bool("demoPage", True)
     limits = _parseLimits(s.section("limits"))
+    trustedProxies = s.strings("trustedProxies")
+    try:
+        parseTrustedProxies(trustedProxies)
+    except ValueError as e:
+        s.error("trustedProxies", str(e))
+    proxyProtocol = s.bool("proxyProtocol", False)
+    if proxyProtocol and not trustedProxies:
+        s.error("proxyProtocol", "needs server.trustedProxies: the PROXY header is read only from the proxies "
+                                 "listed there")
     s.finish()
     server = ServerConfig(
         endpoint=endpoint,
@@ -914,6 +933,8 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         listenSource=listenSource,
         demoPage=demoPage,
         limits=limits,
+        trustedProxies=trustedProxies,
+        proxyProtocol=proxyProtocol,
     )
 
     # restApi

@@ -23,16 +23,64 @@ C{refusals[kind]} (connections and requests refused).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Sequence
 
+import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .config import LimitsConfig
+from .proxy import TrustedProxies
 
-__all__ = ["AddressCounter", "AuthFailures", "Limits", "RefusalLog", "TokenBucket"]
+__all__ = ["FILE_RESERVE", "AddressCounter", "AuthFailures", "ConnectionCeiling", "Limits", "RefusalLog",
+           "TokenBucket", "connectionCeiling"]
 
 #: The window of C{authFailuresPerMinute}, in seconds.
 AUTH_WINDOW = 60.0
+
+
+#: Open files kept for what is not a WebSocket connection (REST connections,
+#: Redis, the database, log files) when C{maxConnections} is fitted to the
+#: open files limit.
+FILE_RESERVE = 256
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class ConnectionCeiling:
+    """
+    C{maxConnections} fitted to the open files limit: the value in force,
+    and the start-up line that says so (a warning when an explicit value
+    was lowered).
+    """
+
+    maxConnections: int
+    warning: bool
+    text: str
+
+
+def connectionCeiling(configured: int, openFiles: int) -> ConnectionCeiling:
+    """
+    The C{maxConnections} in force for C{configured} under an open files
+    limit of C{openFiles}: at most C{openFiles} less L{FILE_RESERVE} (half
+    of a small limit), so that a connection flood meets HTTP 503, not
+    C{EMFILE} in C{accept} (which would also starve the REST API, Redis and
+    the database of files).  The default is lowered silently; an explicit
+    value above the limit is lowered with a warning.  0 stays off.
+    """
+    ceiling = max(openFiles - FILE_RESERVE, openFiles // 2)
+    kept = openFiles - ceiling
+    key = "server.limits.maxConnections"
+    if not configured:
+        return ConnectionCeiling(0, False, f"{key}: 0 (off): past the open files limit ({openFiles}) the "
+                                           "kernel refuses connections")
+    if configured <= ceiling:
+        return ConnectionCeiling(configured, False, f"{key}: {configured} (the open files limit, {openFiles}, "
+                                                    f"allows {ceiling})")
+    why = f"the open files limit is {openFiles} and {kept} are kept for REST, Redis and files"
+    if configured == LimitsConfig().maxConnections:
+        return ConnectionCeiling(ceiling, False, f"{key}: {ceiling}: {why}")
+    return ConnectionCeiling(ceiling, True, f"{key}: {configured} lowered to {ceiling}: {why}; raise the limit "
+                                            "(LimitNOFILE= in the systemd unit, ulimit -n) to allow more")
 
 
 class TokenBucket:
@@ -213,11 +261,18 @@ class Limits:
     @ivar limitCloses: connections closed for a limit, by limit name
         (C{maxConnectionsPerUser}, C{messagesPerSecond}, C{sendBufferBytes},
         C{preAuthBytes}, C{handshakeTimeoutSeconds}).
+    @ivar proxies: the trusted proxies (C{server.trustedProxies}), whose
+        forwarding headers name the client address that the limits count.
+    @ivar openFiles: the open files limit that C{maxConnections} is fitted
+        to, or L{None} for no fitting.
     """
 
-    def __init__(self, config: LimitsConfig, clock: IReactorTime) -> None:
+    def __init__(self, config: LimitsConfig, clock: IReactorTime, proxies: TrustedProxies = TrustedProxies(),
+                 openFiles: int | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.proxies = proxies
+        self.openFiles = openFiles
         self.addresses = AddressCounter(config.maxConnectionsPerIp)
         self.authFailures = AuthFailures(config.authFailuresPerMinute, clock)
         self.refusalLog = RefusalLog(clock)
@@ -231,6 +286,34 @@ class Limits:
         self.config = config
         self.addresses.limit = config.maxConnectionsPerIp
         self.authFailures.limit = config.authFailuresPerMinute
+
+    def ceiling(self, config: LimitsConfig | None = None) -> ConnectionCeiling | None:
+        """
+        C{maxConnections} of C{config} (by default the settings in force)
+        fitted to the open files limit, or L{None} when no limit was given.
+        """
+        if self.openFiles is None:
+            return None
+        return connectionCeiling((config or self.config).maxConnections, self.openFiles)
+
+    def maxConnections(self, config: LimitsConfig | None = None) -> int:
+        """
+        The C{maxConnections} in force for C{config} (by default the
+        settings in force; see L{connectionCeiling}).
+        """
+        ceiling = self.ceiling(config)
+        return (config or self.config).maxConnections if ceiling is None else ceiling.maxConnections
+
+    def clientAddress(self, peer: str, forwardedFor: Sequence[bytes | str] | None) -> str:
+        """
+        The client address of a connection or request from C{peer} with
+        these C{X-Forwarded-For} values: the header's, from a trusted proxy
+        (see L{TrustedProxies.clientOf}); C{peer} otherwise.
+        """
+        proxies = self.proxies
+        if not proxies:
+            return peer
+        return proxies.clientOf(peer, forwardedFor)
 
     @property
     def refusals(self) -> Counter[str]:

@@ -9,18 +9,28 @@ C{EMFILE} in C{accept}, a protocol violation.  A flood of such events would
 fill the disk with lines; L{FloodGuard} sits in front of the log observers
 and lets through, per kind (namespace and format, or the first words of a
 legacy text), the first event of each second, saying before it how many
-like it it held back.  wsserver's own events pass untouched.
+like it it held back.  wsserver's own events pass untouched, except those
+of a L{PeerLogger}: the lines that a remote peer causes (a refused or failed
+auth, a connection closed for a limit) are held like the libraries'.
+
+L{guardPublisher} puts one guard in front of every observer of a publisher
+(twistd's, once logging has begun: see L{wsserver.service.LogGuardService}).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import ILogObserver, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher
 from zope.interface import implementer
 
-__all__ = ["FloodGuard"]
+from ._internals import logObservers
+
+__all__ = ["FloodGuard", "PeerLogger", "guardPublisher"]
+
+#: The event key that marks a line a remote peer can cause (L{PeerLogger}).
+BY_PEER = "log_byPeer"
 
 #: Kinds remembered at once: the oldest is forgotten past this many.
 MAX_KINDS = 1024
@@ -43,7 +53,8 @@ def _kind(event: dict[str, Any]) -> tuple[str, str]:
 class FloodGuard:
     """
     An observer in front of C{observer} that passes at most one event a
-    second of each kind from outside C{own} namespaces.
+    second of each kind from outside C{own} namespaces (and of the
+    L{PeerLogger}s inside them).
 
     @param observer: where events go.
     @param clock: the time.
@@ -70,7 +81,7 @@ class FloodGuard:
 
     def __call__(self, event: dict[str, Any]) -> None:
         namespace = event.get("log_namespace", "")
-        if namespace.startswith(self._own):
+        if namespace.startswith(self._own) and not event.get(BY_PEER):
             self._observer(event)
             return
         kind = _kind(event)
@@ -95,3 +106,36 @@ class FloodGuard:
                     "log_system": event.get("log_system", "-"),
                 })
         self._observer(event)
+
+
+class PeerLogger(Logger):
+    """
+    A L{Logger} for the lines a remote peer can cause: its events are marked
+    so that L{FloodGuard} holds them to one a second per kind, although they
+    are wsserver's own.
+    """
+
+    def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        kwargs[BY_PEER] = True
+        super().emit(level, format, **kwargs)
+
+
+def guardPublisher(publisher: LogPublisher, clock: IReactorTime) -> Callable[[], None]:
+    """
+    Move every observer of C{publisher} behind one L{FloodGuard}.
+
+    @return: what puts them back (and removes the guard).
+    """
+    observers = logObservers(publisher)
+    behind = LogPublisher(*observers)
+    for observer in observers:
+        publisher.removeObserver(observer)
+    guard = FloodGuard(behind, clock)
+    publisher.addObserver(guard)
+
+    def undo() -> None:
+        publisher.removeObserver(guard)
+        for observer in logObservers(behind):
+            publisher.addObserver(observer)
+
+    return undo

@@ -16,11 +16,16 @@ untrusted peer both are ignored: anybody can write such a header.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import attr
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.haproxy import proxyEndpoint
+from zope.interface import implementer
 
-__all__ = ["TrustedProxies", "parseTrustedProxies"]
+__all__ = ["ProxyProtocolEndpoint", "TrustedProxies", "TrustedProxyFactory", "parseTrustedProxies"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -106,3 +111,79 @@ class TrustedProxies:
             if not any(address in network for network in self.networks):
                 return client
         return client
+
+
+
+class TrustedProxyFactory(Factory):
+    """
+    Builds a connection of a trusted proxy with C{proxy} (Twisted's PROXY
+    protocol wrapper of C{plain}: the connection must begin with a PROXY v1
+    or v2 header, which Twisted's parser reads, and the transport's
+    C{getPeer} is the client it names; one without is dropped), and any
+    other peer's with C{plain}, so that a PROXY header it sends is not
+    believed (it reads as a malformed HTTP request).
+
+    @param proxies: the trusted proxies in force (asked per connection, so
+        that a reload applies).
+    """
+
+    def __init__(self, proxy: Factory, plain: Factory, proxies: Callable[[], TrustedProxies]) -> None:
+        self._proxy = proxy
+        self._plain = plain
+        self._proxies = proxies
+
+    def doStart(self) -> None:
+        # (the wrapper starts the plain factory)
+        self._proxy.doStart()
+
+    def doStop(self) -> None:
+        self._proxy.doStop()
+
+    def logPrefix(self) -> str:
+        return self._proxy.logPrefix()  # type: ignore[attr-defined,no-any-return]
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        host = getattr(addr, "host", None)
+        if host is not None and self._proxies().trusts(host):
+            return self._proxy.buildProtocol(addr)
+        return self._plain.buildProtocol(addr)
+
+
+@implementer(IStreamServerEndpoint)
+class _Split:
+    """
+    The endpoint that L{proxyEndpoint} wraps: it is handed Twisted's PROXY
+    wrapper of C{plain} and listens on C{endpoint} with a
+    L{TrustedProxyFactory} of both.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, plain: Factory,
+                 proxies: Callable[[], TrustedProxies]) -> None:
+        self._endpoint = endpoint
+        self._plain = plain
+        self._proxies = proxies
+
+    def listen(self, proxy: Factory) -> Deferred[IListeningPort]:
+        return self._endpoint.listen(TrustedProxyFactory(proxy, self._plain, self._proxies))
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyProtocolEndpoint:
+    """
+    C{endpoint}, where the connections of trusted proxies begin with a
+    PROXY header (C{server.proxyProtocol}): Twisted's
+    L{twisted.protocols.haproxy.proxyEndpoint}, for trusted peers only
+    (see L{TrustedProxyFactory}).
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, proxies: Callable[[], TrustedProxies]) -> None:
+        self._endpoint = endpoint
+        self._proxies = proxies
+
+    def listen(self, factory: Factory) -> Deferred[IListeningPort]:
+        """
+        Listen on the wrapped endpoint with C{factory}, behind Twisted's
+        PROXY protocol wrapper for trusted peers.
+        """
+        split: Any = _Split(self._endpoint, factory, self._proxies)
+        return proxyEndpoint(split).listen(factory)  # type: ignore[no-any-return]

@@ -8,7 +8,8 @@ Applied at once, for what comes next: C{server.auth} and C{restApi.auth}
 C{server.allowedOrigins}, C{server.endpoint}, and the message settings
 (C{chat.message}: C{maxSize}, delivery status, send-back, C{enforceSender}),
 and C{server.limits} (new connections and requests; what was counted so far,
-connections per address and auth failures, is kept).
+connections per address and auth failures, is kept), and
+C{server.trustedProxies} (C{server.proxyProtocol} needs a restart).
 The event settings and targets apply too (while events stay on: turning
 them on or off, and the presence events' settings, need a restart); a
 delivery that waits goes to the target now at its place in C{targets}.  The
@@ -28,6 +29,7 @@ from twisted.logger import Logger
 from .auth import Authenticator, Credentials, buildAuthenticator
 from .config import Config, ConfigError, LimitsConfig
 from .events.targets.senders import makeSenders
+from .proxy import parseTrustedProxies
 
 __all__ = ["ReloadableAuthenticator", "reload", "restartKeys"]
 
@@ -63,6 +65,7 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
         ("server.dataDir", old.server.dataDir, new.server.dataDir),
         ("server.timezone", old.server.timezone, new.server.timezone),
         ("server.watchdog", old.server.watchdog, new.server.watchdog),
+        ("server.proxyProtocol", old.server.proxyProtocol, new.server.proxyProtocol),
         ("restApi.enabled", old.restApi.enabled, new.restApi.enabled),
         ("restApi.listen", old.restApi.listen, new.restApi.listen),
         ("restApi.idempotencySeconds", old.restApi.idempotencySeconds, new.restApi.idempotencySeconds),
@@ -112,7 +115,7 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
         new,
         server=replace(new.server, listen=old.server.listen, listenSource=old.server.listenSource,
                        workers=old.server.workers, dataDir=old.server.dataDir, timezone=old.server.timezone,
-                       watchdog=old.server.watchdog),
+                       watchdog=old.server.watchdog, proxyProtocol=old.server.proxyProtocol),
         restApi=replace(new.restApi, enabled=old.restApi.enabled, listen=old.restApi.listen,
                         listenSource=old.restApi.listenSource, idempotencySeconds=old.restApi.idempotencySeconds,
                         auth=old.restApi.auth if any(k.startswith("restApi.auth") for k, _, _ in restart)
@@ -151,6 +154,9 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
     if running.server.limits != old.server.limits:
         _applyLimits(server, running.server.limits)
         applied.append("server.limits")
+    if running.server.trustedProxies != old.server.trustedProxies:
+        server.limits.proxies = parseTrustedProxies(running.server.trustedProxies)
+        applied.append("server.trustedProxies")
     notifier = getattr(server, "notifier", None)
     if notifier is not None and running.event != old.event:
         notifier.reconfigure(running.event, makeSenders(running.event, httpClient, reactor))

@@ -40,6 +40,7 @@ from ._internals import HTTPChannelHooks, requestLine, stopReading
 from .auth import Authenticator, Credentials
 from .events.notifier import EventNotifier
 from .limits import Limits
+from .logflood import PeerLogger
 from .history import IInbox
 from .idempotency import IIdempotency
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
@@ -49,6 +50,8 @@ from .routing import Router
 __all__ = ["Operations", "RestSite", "makeRestResource"]
 
 log = Logger()
+#: for the lines that a remote peer can cause (held to one a second per kind)
+peerLog = PeerLogger()
 
 #: The longest C{Idempotency-Key}, in characters.
 MAX_IDEMPOTENCY_KEY = 200
@@ -112,8 +115,16 @@ class Operations:
 
 
 def _address(request: IRequest) -> str:
+    """
+    The client address of C{request}: its peer's, or, from a trusted proxy
+    (C{server.trustedProxies}), the one its C{X-Forwarded-For} names.
+    """
     peer = request.getClientAddress()
-    return getattr(peer, "host", None) or str(peer)
+    host = getattr(peer, "host", None) or str(peer)
+    limits = getattr(getattr(request.channel, "site", None), "limits", None)
+    if limits is None:
+        return host
+    return limits.clientAddress(host, request.requestHeaders.getRawHeaders(b"x-forwarded-for"))
 #: C{GET /history}: entries answered when the query gives no C{limit}, and
 #: the most it may ask for.
 HISTORY_LIMIT = 100
@@ -446,7 +457,7 @@ class _Api:
             else:
                 if limits is not None:
                     limits.authFailures.failed(address)
-                log.info("REST auth failed from {peer}", peer=request.getClientAddress())
+                peerLog.info("REST auth failed from {peer}", peer=address)
                 if self.realm is not None:
                     request.setHeader(b"WWW-Authenticate", b'Basic realm="' + self.realm + b'"')
                 body = self.write(request, _error(401, "Unauthorized"))

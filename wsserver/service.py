@@ -8,13 +8,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher
 
-__all__ = ["ListeningService", "StartError", "cannotListen"]
+from .logflood import guardPublisher
+
+__all__ = ["ListeningService", "LogGuardService", "StartError", "cannotListen"]
 
 
 class StartError(Exception):
@@ -121,3 +124,28 @@ class ListeningService(StreamServerEndpointService):
         if self._onStop is not None:
             d.addCallback(lambda _: self._onStop())  # type: ignore[misc]
         return d
+
+
+class LogGuardService(Service):
+    """
+    While running, the observers of C{publisher} (twistd's: logging has
+    begun by the time services start) sit behind one
+    L{wsserver.logflood.FloodGuard}: a line that a remote peer can cause
+    passes at most once a second per kind.
+    """
+
+    def __init__(self, publisher: LogPublisher, clock: IReactorTime) -> None:
+        self._publisher = publisher
+        self._clock = clock
+        self._undo: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._undo = guardPublisher(self._publisher, self._clock)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        undo, self._undo = self._undo, None
+        if undo is not None:
+            undo()
+        return None

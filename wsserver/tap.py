@@ -18,7 +18,7 @@ from typing import Any, Callable
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher, globalLogPublisher
 from twisted.python import usage
 
 from . import __version__
@@ -33,7 +33,7 @@ from .connection import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
 from .rest import Operations, RestSite, makeRestResource
 from .routing import Router
-from .service import ListeningService, StartError
+from .service import ListeningService, LogGuardService, StartError
 from .database import DATABASE_FILENAME, Database, StorageError, openDatabase
 from .events.notifier import EventNotifier
 from .events.presence import MemoryPresenceLedger, PresenceDebouncer, PresenceEvents, RedisPresenceLedger
@@ -44,8 +44,9 @@ from .history.memory import MemoryInbox
 from .history.redis import RedisInbox
 from .history.sqlite import SqliteInbox
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
-from .limits import Limits
+from .limits import Limits, connectionCeiling
 from .prune import IPrunable, pruneService
+from .proxy import ProxyProtocolEndpoint, parseTrustedProxies
 from .queue import IUndeliveredStore
 from .queue.memory import MemoryUndeliveredStore
 from .queue.redis import RedisUndeliveredStore
@@ -137,11 +138,24 @@ class Options(usage.Options):
                 print(f"wsserver: invalid configuration: {problem}", file=sys.stderr)
             raise SystemExit(1)
         if self["test"]:
-            for warning in [*config.warnings, *startWarnings(config)]:
+            for warning in [*config.warnings, *startWarnings(config), *_fileLimitWarnings(config)]:
                 print(f"warning: {warning}")
             print("config OK")
             raise SystemExit(0)
         self.config = config
+
+
+def _fileLimitWarnings(config: Config) -> list[str]:
+    """
+    C{-T}: the warning that an explicit C{maxConnections} is above what
+    the open files limit allows (the hard one: the server raises its soft
+    limit to it at start), as the start would log it.
+    """
+    openFiles = _openFiles(hard=True)
+    if openFiles is None:
+        return []
+    ceiling = connectionCeiling(config.server.limits.maxConnections, openFiles)
+    return [ceiling.text] if ceiling.warning else []
 
 
 #: C{--test=0} (and the like): the original's way of saying "no -T"
@@ -246,7 +260,8 @@ def _endpoint(reactor: Any, listen: str, adopt: dict[str, int] | None, name: str
 
 
 def buildService(config: Config, reactor: Any, httpClient: Any = None,
-                 adopt: dict[str, int] | None = None) -> WsServer:
+                 adopt: dict[str, int] | None = None, openFiles: int | None = None,
+                 logPublisher: LogPublisher | None = None) -> WsServer:
     """
     Wire a server for C{config} on C{reactor}.
 
@@ -254,11 +269,19 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         on C{reactor} is made when needed and none is given.
     @param adopt: listening sockets to serve on (a worker's), by name
         (C{ws}, C{rest}), instead of the configured endpoints.
+    @param openFiles: the open files limit that C{maxConnections} is fitted
+        to; by default the process's (its soft C{RLIMIT_NOFILE}).
+    @param logPublisher: the publisher whose observers are guarded against
+        log floods while the server runs (twistd's global one); none by
+        default.
     @raise StorageError: when the database in the data directory cannot be
         used (start-up only: it is opened before the reactor runs).
     """
     top = WsServer()
     top.config = config
+    if logPublisher is not None:
+        # first: stopped last, so the lines of the shutdown are guarded too
+        LogGuardService(logPublisher, reactor).setServiceParent(top)
     chat = config.chat
     events = config.event if config.event.enabled else None
     # Services stop in the reverse order of their addition: what is added
@@ -303,7 +326,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         pruneService(pruned, reactor, PRUNE_INTERVAL).setServiceParent(top)
     top.idempotency = RedisIdempotency(links.bulk) if links is not None else MemoryIdempotency(reactor)
 
-    limits = top.limits = Limits(config.server.limits, reactor)
+    limits = top.limits = Limits(config.server.limits, reactor, parseTrustedProxies(config.server.trustedProxies),
+                                 _openFiles() if openFiles is None else openFiles)
+    ceiling = limits.ceiling()
+    if ceiling is not None:
+        (log.warn if ceiling.warning else log.info)("{limit}", limit=ceiling.text)
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
     presence = None
     if notifier is not None and events is not None and events.presence:
@@ -345,9 +372,12 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     # on the WebSocket, a token's sub is the user: tokens must have one
     wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor, subjectRequired=True)
     factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor, limits)
+    wsEndpoint = _endpoint(reactor, config.server.listen, adopt, "ws")
+    if config.server.proxyProtocol:
+        wsEndpoint = ProxyProtocolEndpoint(wsEndpoint, lambda: limits.proxies)
     top.ws = ListeningService(
         "WebSocket",
-        _endpoint(reactor, config.server.listen, adopt, "ws"),
+        wsEndpoint,
         factory,
         onStop=lambda: factory.closeAll(CLOSE_CODES["shutdown"], "Server shutdown", SHUTDOWN_GRACE),
         # a joining node learns who is online elsewhere before it takes its
@@ -494,7 +524,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
         _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
-        top = buildService(config, reactor, adopt=options.adopt)
+        top = buildService(config, reactor, adopt=options.adopt, logPublisher=globalLogPublisher)
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)
@@ -533,6 +563,15 @@ def _quietStartErrors() -> None:
 
     hook._wsserver = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+def _openFiles(hard: bool = False) -> int | None:
+    """
+    The open files limit (the soft one, or the C{hard} one that
+    L{_raiseFileLimit} raises it to), or L{None} when there is none.
+    """
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1 if hard else 0]
+    return None if limit == resource.RLIM_INFINITY or limit < 0 else limit
 
 
 def _raiseFileLimit() -> None:

@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterable
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from .config import WatchdogConfig
+from .logflood import PeerLogger
 
 __all__ = ["Watchdog"]
 
@@ -32,7 +32,8 @@ class Watchdog(Service):
     @param clock: the timer's clock.
     """
 
-    log = Logger()
+    #: a line per connection closed: held to one a second per kind
+    log = PeerLogger()
 
     def __init__(self, config: WatchdogConfig, connections: Callable[[], Iterable[Any]], clock: IReactorTime) -> None:
         self._config = config

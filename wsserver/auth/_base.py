@@ -32,7 +32,6 @@ from typing import Any, Callable, Mapping
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest, IResponse
@@ -41,6 +40,7 @@ from treq.client import HTTPClient
 
 from ..config import AuthConfig
 from ..httpbody import readBody
+from ..logflood import PeerLogger
 
 __all__ = [
     "Authenticator",
@@ -51,7 +51,9 @@ __all__ = [
     "credentialFrom",
 ]
 
-_log = Logger()
+#: every check is one a remote peer asks for: its lines are held to one a
+#: second per kind
+_log = PeerLogger()
 
 #: the auth types that can say where a credential is
 _CREDENTIAL_TYPES = ("basic", "header", "bearer", "cookie", "query")

@@ -24,14 +24,15 @@ from typing import Any, Sequence
 from jwt import PyJWT, PyJWTError, get_algorithm_by_name
 from jwt.algorithms import get_default_algorithms
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from ..config import AuthConfig
+from ..logflood import PeerLogger
 from ._base import Authenticator, Credentials, Grant, credentialFrom
 
 __all__ = ["JWTAuthenticator", "keyProblems"]
 
-_log = Logger()
+#: a token is a remote peer's: the lines are held to one a second per kind
+_log = PeerLogger()
 
 
 def _isHMAC(algorithm: str) -> bool:

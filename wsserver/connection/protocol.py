@@ -99,8 +99,10 @@ class ChatServerProtocol(AutobahnServerProtocol):
         self.refuseHandshake(code, reason, responseHeaders)
 
     def onConnect(self, request: ConnectionRequest) -> None:
+        # (behind a PROXY header the peer is known only once it was read)
+        peer: IAddress = self.transport.getPeer()
         refusal = self.session.handshake(request.path, request.headers.get("origin"), request.params,
-                                         request.headers)
+                                         request.headers, getattr(peer, "host", None) or str(peer))
         if refusal is not None:
             raise ConnectionDeny(refusal.code, refusal.reason)
 
@@ -292,8 +294,9 @@ class ChatServerFactory(WebSocketServerFactory):
         timeouts = [t for t in (config.handshakeTimeoutSeconds, config.requestTimeoutSeconds) if t]
         self.setProtocolOptions(
             openHandshakeTimeout=min(timeouts) if timeouts else 0,
-            # HTTP 503 "maximum number of connections reached" past it
-            maxConnections=config.maxConnections,
+            # HTTP 503 "maximum number of connections reached" past it,
+            # never more than the open files limit allows
+            maxConnections=self.limits.maxConnections(config),
         )
 
     def acceptableProtocols(self) -> list[bytes]:

@@ -23,11 +23,11 @@ from typing import Callable, Mapping, Sequence
 from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from ..auth import Authenticator, Credentials, Grant
 from ..limits import Limits, TokenBucket
+from ..logflood import PeerLogger
 from ..messages import InvalidPayload, InvalidSince, InvalidUserId, parseSince, parseUserId
 from ..metrics import ROUTING_SAMPLE_MASK
 from ..routing import IConnection, Router
@@ -206,7 +206,8 @@ class Session:
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
     )
 
-    _log = Logger()
+    #: every line of a session is one a remote peer can cause
+    _log = PeerLogger()
 
     def __init__(self, hub: Hub, wire: IWire, clock: IReactorTime) -> None:
         self._hub = hub
@@ -298,13 +299,18 @@ class Session:
         return True
 
     def handshake(self, path: str, origin: str | None, params: Mapping[str, Sequence[str]],
-                  headers: Mapping[str, str]) -> Refusal | None:
+                  headers: Mapping[str, str], peer: str | None = None) -> Refusal | None:
         """
         The handshake request arrived: refuse wrong paths, origins and
         addresses over their limits at the HTTP level; read the id and start
         the auth check, whose outcome is acted on once open.
+
+        @param headers: the request's headers, by lower-case name.
+        @param peer: the transport's peer address now, when a PROXY header
+            may have named the client since the connection was made.
         """
         hub = self._hub
+        self._forwarded(peer or self._address, headers.get("x-forwarded-for"))
         if path != hub.path:
             return self._deny("notFound", 404, "Not Found")
         if origin is not None and not hub.anyOrigin:
@@ -335,6 +341,17 @@ class Session:
             self._early = []
             self._auth = authenticator.identify(Credentials.fromDict(headers, params))
         return None
+
+    def _forwarded(self, peer: str, forwardedFor: str | None) -> None:
+        """
+        The client address behind a trusted proxy (C{server.trustedProxies}):
+        from a PROXY header (C{peer}) and C{X-Forwarded-For}; the per-address
+        limits and the logs use it from now on.
+        """
+        client = self._hub.limits.clientAddress(peer, [forwardedFor] if forwardedFor else None)
+        if client != self._address:
+            self._peer = f"{client} (via {self._peer})"
+            self._address = client
 
     def _deny(self, kind: str, code: int, reason: str) -> Refusal:
         self._refusalKind = kind
