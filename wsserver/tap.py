@@ -24,8 +24,8 @@ from twisted.python import usage
 from . import __version__
 from .auth import buildAuthenticator
 from .cluster import ClusterNode, ClusterStats, StatsJournal
-from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
-                     withOverrides)
+from .checks import endpointProblems
+from .config import Config, ConfigError, defaultConfig, listenKey, loadConfig, startWarnings, withOverrides
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing.interfaces import NoPeers
