@@ -26,8 +26,10 @@ from collections import Counter
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from .config import LimitsConfig
+from .config import Config, LimitsConfig
+from .reloadable import IReloadable
 
 __all__ = ["AddressCounter", "AuthFailures", "Limits", "RefusalLog", "TokenBucket"]
 
@@ -200,6 +202,7 @@ class RefusalLog:
         )
 
 
+@implementer(IReloadable)
 class Limits:
     """
     The limits of one server and their shared state: the WebSocket factory
@@ -231,6 +234,15 @@ class Limits:
         self.config = config
         self.addresses.limit = config.maxConnectionsPerIp
         self.authFailures.limit = config.authFailuresPerMinute
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Apply a reload's C{server.limits} (see L{IReloadable}).
+        """
+        if new.server.limits == old.server.limits:
+            return []
+        self.reconfigure(new.server.limits)
+        return ["server.limits"]
 
     @property
     def refusals(self) -> Counter[str]:
