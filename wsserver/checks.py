@@ -17,18 +17,29 @@ from typing import Protocol
 
 from .configschema import listenKey
 
-__all__ = ["IListening", "endpointProblems", "fileProblem", "listenProblems", "readFile", "seedFileProblems",
+__all__ = ["IListener", "IListening", "IRestListener", "endpointProblems", "fileProblem", "listenProblems", "readFile", "seedFileProblems",
            "tlsProblems"]
 
 
 class IListener(Protocol):
     """
-    What the checks read of C{server} and C{restApi}.
+    What the checks read of C{server}.
     """
 
-    enabled: bool
-    listen: str
-    listenSource: str
+    @property
+    def listen(self) -> str: ...
+
+    @property
+    def listenSource(self) -> str: ...
+
+
+class IRestListener(IListener, Protocol):
+    """
+    What the checks read of C{restApi}.
+    """
+
+    @property
+    def enabled(self) -> bool: ...
 
 
 class IListening(Protocol):
@@ -41,7 +52,7 @@ class IListening(Protocol):
     def server(self) -> IListener: ...
 
     @property
-    def restApi(self) -> IListener: ...
+    def restApi(self) -> IRestListener: ...
 
 
 def readFile(path: str) -> bytes:
