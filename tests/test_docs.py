@@ -104,6 +104,16 @@ class ConfigKeysTests(SynchronousTestCase):
         self.assertEqual(keys["chat.message.enableDeliveryStatus"].default, "false")
         self.assertIn("cluster.nodeTimeoutSeconds", keys)
 
+    def test_authKeys(self) -> None:
+        """
+        The auth objects (whose dataclass lives in L{wsserver.auth.config})
+        are listed where the file has them, as auth objects that default to
+        C{noauth}.
+        """
+        keys = {k.key: k for k in _extension().configKeys()}
+        for key in ("server.auth", "restApi.auth", "event.targets[].auth"):
+            self.assertEqual((keys[key].type, keys[key].default), ("auth object", '{"type": "noauth"}'), key)
+
 
 class ReadmeTests(SynchronousTestCase):
     """
