@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
+from wsserver.checks import endpointProblems, seedFileProblems
 from wsserver.config import (
     AuthConfig,
     ChatConfig,
@@ -32,7 +34,6 @@ from wsserver.config import (
     WatchdogConfig,
     _crossChecks,
     defaultConfig,
-    endpointProblems,
     loadConfig,
     parseConfig,
     parseSize,
@@ -1145,6 +1146,47 @@ class EndpointProblemTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(self.problems({}, ws=f"ssl:8443:privateKey={keyPath}:certKey={crtPath}"), [])
         for problem in problems:
             self.assertNotIn("PEM routines", problem)
+
+
+class SeedFileProblemTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    L{seedFileProblems}, which every parse runs: the files of C{secure}
+    that cannot be read, named by their keys; the parse itself reads none.
+    """
+
+    def test_named(self) -> None:
+        """
+        A missing key of C{server.secure} and a missing certificate of
+        C{restApi.secure} are named by their keys, a disabled REST API's
+        too; a path with the endpoint string's special characters is read
+        back through the escapes.
+        """
+        crtPath, keyPath = writeSelfSignedPair(os.path.join(self.mktemp(), "a:b=c"))
+        missing = os.path.join(os.path.dirname(crtPath), "missing")
+        raw = {
+            "server": {"secure": {"enabled": True, "crtPath": crtPath, "keyPath": missing}},
+            "restApi": {"enabled": False, "secure": {"enabled": True, "crtPath": missing, "keyPath": keyPath}},
+        }
+        problems = [f'server.secure.keyPath: file not found "{missing}"',
+                    f'restApi.secure.crtPath: file not found "{missing}"']
+        self.assertEqual(self.problemsOf(raw), problems)
+        # a tcp: seed has no file; an ssl: one written by hand is read back
+        config = parseConfig({"server": {"port": 1}, "restApi": {"enabled": False}}, checkEndpoints=False)
+        self.assertEqual((config.server.listenSource, seedFileProblems(config)), ("seed", []))
+        plain = os.path.join(self.mktemp(), "missing")
+        seeded = replace(config, server=replace(config.server, listen=f"ssl:1:privateKey={plain}"))
+        self.assertEqual(seedFileProblems(seeded), [f'server.secure.keyPath: file not found "{plain}"'])
+
+    def test_listenNotSeed(self) -> None:
+        """
+        Files named in C{listen} or C{--ws} are left to L{endpointProblems}
+        (C{-T} and the start), which names them by their option.
+        """
+        listen = "ssl:8443:privateKey=/nonexistent.key"
+        config = withOverrides(parseConfig({"restApi": {"listen": listen}}, checkEndpoints=False), ws=listen)
+        self.assertEqual(seedFileProblems(config), [])
+        self.assertEqual(endpointProblems(config), ['--ws: privateKey: file not found "/nonexistent.key"',
+                                                    'restApi.listen: privateKey: file not found "/nonexistent.key"'])
 
 
 class StartWarningTests(SynchronousTestCase):

@@ -123,6 +123,15 @@ class ConfigKeysTests(SynchronousTestCase):
         self.assertEqual(names.count("event.targets[].address"), 3)
         self.assertLess(names.index("event.targets[].fallback"), names.index("event.targets[].dsn"))
         self.assertLess(names.index("event.targets[].ack"), [k.key for k in keys].index("event.presence"))
+    def test_authKeys(self) -> None:
+        """
+        The auth objects (whose dataclass lives in L{wsserver.auth.config})
+        are listed where the file has them, as auth objects that default to
+        C{noauth}.
+        """
+        keys = {k.key: k for k in _extension().configKeys()}
+        for key in ("server.auth", "restApi.auth", "event.targets[].auth"):
+            self.assertEqual((keys[key].type, keys[key].default), ("auth object", '{"type": "noauth"}'), key)
 
 
 class ReadmeTests(SynchronousTestCase):

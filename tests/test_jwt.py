@@ -9,6 +9,7 @@ Keys are made here with C{cryptography}; no private key is shipped.
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import hmac
@@ -29,7 +30,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from txaio.testutil import replace_loop
 
 from wsserver.auth import Authenticator, Credentials, Grant, buildAuthenticator
+from wsserver.auth.config import parseAuth
 from wsserver.config import AuthConfig, ConfigError, MessageConfig, ServerConfig, parseConfig
+from wsserver.configschema import _Section
 from wsserver.messages import MessageFactory
 from wsserver.connection import ChatServerFactory, prepareFrame
 from wsserver.routing import Router
@@ -285,6 +288,29 @@ class ConfigTests(ConfigMixin, SynchronousTestCase):
             f'server.auth.publicKey: cannot read "{path}": No such file or directory',
             "server.auth.publicKey: HS256 needs a secret, not a public key (anyone who has the public key "
             "could sign tokens)"])
+
+    def test_keyReadThroughReader(self) -> None:
+        """
+        The auth parser does no I/O: it reads the C{publicKey} with the
+        reader it is given, and names what that reader could not read.
+        """
+        asked: list[str] = []
+
+        def readFile(path: str) -> bytes:
+            asked.append(path)
+            if path == "missing.pem":
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return publicPem("ec")
+
+        problems: list[str] = []
+        warnings: list[str] = []
+        raw = {"auth": {"type": "jwt", "publicKey": "/nowhere/key.pem", "algorithms": ["ES256"]}}
+        auth = parseAuth(_Section(raw, "server", problems, warnings), "auth", readFile)
+        self.assertEqual((asked, problems, warnings), (["/nowhere/key.pem"], [], []))
+        self.assertEqual(auth.keyData, publicPem("ec"))
+        raw = {"auth": {"type": "oneOf", "types": [{"type": "jwt", "publicKey": "missing.pem", "algorithms": ["ES256"]}]}}
+        parseAuth(_Section(raw, "restApi", problems, warnings), "auth", readFile)
+        self.assertEqual(problems, ['restApi.auth.types[0].publicKey: cannot read "missing.pem": Permission denied'])
 
     def test_notAKey(self) -> None:
         """

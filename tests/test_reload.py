@@ -6,6 +6,7 @@ what it leaves for a restart.  (The signal itself: tests.test_tap.)
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import os
 
@@ -15,10 +16,18 @@ from twisted.internet.task import deferLater
 from twisted.web.server import Site
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import capturedLogs, formatEvent
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from wsserver.config import ConfigError, parseConfig
-from wsserver.reload import restartKeys
+from wsserver.auth import Authenticator, buildAuthenticator
+from wsserver.config import AuthConfig, ConfigError, MessageConfig, parseConfig
+from wsserver.limits import Limits
+from wsserver.messages import MessageFactory
+from wsserver.reload import ReloadableAuthenticator, reloadables, restartKeys
+from wsserver.reloadable import IReloadable, reloadAll
+from wsserver.routing import Router
 
 from .support import JSONSink, closeClient, loopbackConfig, openClient, restRequest, startServer
 
@@ -260,3 +269,105 @@ class ReloadTests(TestCase):
                           checkEndpoints=False)
         self.assertEqual(restartKeys(old, new), ["server.listen", "restApi.auth (to or from basic)"])
         self.assertEqual(restartKeys(old, old), [])
+
+
+class ReloadablePartTests(TestCase):
+    """
+    The parts a reload asks (L{IReloadable}): each applies what it uses and
+    names the keys it applied.
+    """
+
+    def config(self, raw: Any) -> Any:
+        return parseConfig(raw, checkEndpoints=False)
+
+    @inlineCallbacks
+    def test_parts(self):
+        """
+        Every part of a running server that L{reloadables} names provides
+        L{IReloadable}, and none applies anything when nothing changed; the
+        REST API's parts are left out when it is disabled.
+        """
+        server = yield startServer(self)
+        parts = reloadables(server.service, reactor)
+        self.assertEqual([type(p).__name__ for p in parts], [
+            "ChatServerFactory", "Router", "MessageFactory", "RestSite", "Limits", "ReloadableAuthenticator"])
+        for part in parts:
+            self.assertTrue(verifyObject(IReloadable, part))
+            self.assertEqual(part.reloadConfig(server.service.config, server.service.config), [], part)
+        server = yield startServer(self, {"restApi": {"enabled": False}})
+        self.assertEqual([type(p).__name__ for p in reloadables(server.service, reactor)],
+                         ["ChatServerFactory", "Router", "MessageFactory", "Limits"])
+
+    def test_routerAndMessages(self):
+        """
+        The router takes C{chat.message} and C{maxTrackedUsers}, the message
+        factory C{maxRecipients}; other limits are not theirs.
+        """
+        clock = Clock()
+        messages = MessageFactory(clock, ZoneInfo("UTC"), maxRecipients=10)
+        router = Router(MessageConfig(), clock, messages, maxTrackedUsers=5)
+        old = self.config({})
+        self.assertEqual(router.reloadConfig(old, self.config({"server": {"limits": {"burst": 3}}})), [])
+        self.assertEqual(messages.reloadConfig(old, self.config({"server": {"limits": {"burst": 3}}})), [])
+        new = self.config({"server": {"limits": {"maxTrackedUsers": 7, "maxRecipients": 2}},
+                           "chat": {"message": {"enableSendBack": True}}})
+        self.assertEqual(router.reloadConfig(old, new), ["chat.message", "server.limits"])
+        self.assertEqual(router.maxTrackedUsers, 7)
+        self.assertEqual(messages.reloadConfig(old, new), ["server.limits"])
+        self.assertEqual(messages.maxRecipients, 2)
+
+    def test_limits(self):
+        """
+        L{Limits} takes C{server.limits}, keeping its counts.
+        """
+        old = self.config({"server": {"limits": {"maxConnectionsPerIp": 1}}})
+        limits = Limits(old.server.limits, Clock())
+        self.assertTrue(limits.addresses.acquire("10.0.0.1"))
+        self.assertEqual(limits.reloadConfig(old, old), [])
+        new = self.config({"server": {"limits": {"maxConnectionsPerIp": 3}}})
+        self.assertEqual(limits.reloadConfig(old, new), ["server.limits"])
+        self.assertEqual((limits.config, limits.addresses.limit), (new.server.limits, 3))
+        self.assertEqual(limits.addresses.count("10.0.0.1"), 1)
+
+    def test_restAuth(self):
+        """
+        L{ReloadableAuthenticator} swaps in what its builder makes of a new
+        C{restApi.auth}; without a builder it keeps its checks.
+        """
+        built: list[AuthConfig] = []
+
+        def build(auth: AuthConfig) -> Authenticator:
+            built.append(auth)
+            return buildAuthenticator(auth)
+
+        first = buildAuthenticator(AuthConfig())
+        old, new = self.config({}), self.config({"restApi": {"auth": {"type": "bearer", "value": "k"}}})
+        auth = ReloadableAuthenticator(first, build)
+        self.assertEqual(auth.reloadConfig(old, old), [])
+        self.assertEqual(auth.reloadConfig(old, new), ["restApi.auth"])
+        self.assertEqual(built, [new.restApi.auth])
+        self.assertFalse(auth.isNoAuth)
+        fixed = ReloadableAuthenticator(first)
+        self.assertEqual(fixed.reloadConfig(old, new), [])
+        self.assertIs(fixed.current, first)
+
+    def test_reloadAll(self):
+        """
+        L{reloadAll} asks every part in turn and names each key once, in the
+        order the parts named them.
+        """
+        asked = []
+
+        @implementer(IReloadable)
+        class Part:
+            def __init__(self, keys):
+                self.keys = keys
+
+            def reloadConfig(self, old, new):
+                asked.append(self)
+                return self.keys
+
+        parts = [Part(["server.auth", "chat.message"]), Part([]), Part(["chat.message", "event"])]
+        config = self.config({})
+        self.assertEqual(reloadAll(parts, config, config), ["server.auth", "chat.message", "event"])
+        self.assertEqual(asked, parts)

@@ -10,6 +10,12 @@ silently: an unknown auth type is an error, not "no auth".
 
 Relative paths (certificates, the data directory) are taken relative to the
 directory the server is started from, as the original did.
+
+The parts are in their own modules, imported one way only:
+L{wsserver.configschema} (the typed reads every section parser uses),
+L{wsserver.auth.config} (the auth objects), L{wsserver.checks} (the checks
+that read files and certificates); this module holds the other sections
+and assembles the file.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .auth.config import AuthConfig, parseAuth
+from .checks import endpointProblems, readFile, seedFileProblems
+from .configschema import ConfigError, _Section, _quote, _typeName, listenKey, parseSize
 from .events.targets.types import TARGET_TYPES
 from .proxy import parseTrustedProxies
 
@@ -51,76 +59,7 @@ __all__ = [
 #: The largest user id: ids are unsigned 64-bit integers.
 MAX_USER_ID = 2**64 - 1
 
-AUTH_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "oneOf", "allOf", "remote", "jwt")
-#: where a C{remote} or C{jwt} check may find the client's credential
-SOURCE_TYPES = ("noauth", "basic", "header", "bearer", "cookie", "query")
-#: The fields of all auth types: where the chosen type does not use one (the
-#: original's templates carry C{user} and C{password} under C{noauth}), it is
-#: ignored without an "unknown key" warning.
-AUTH_FIELDS = ("user", "password", "name", "value", "types", "url", "method", "headers", "data", "source",
-               "timeoutSeconds", "secret", "publicKey", "algorithms", "issuer", "audience", "leewaySeconds")
 STORAGES = ("memory", "sqlite", "redis")
-
-
-class ConfigError(Exception):
-    """
-    The configuration cannot be used.
-
-    @ivar problems: one line per problem, each starting with the key it is about.
-    """
-
-    def __init__(self, problems: Sequence[str], warnings: Sequence[str] = ()) -> None:
-        self.problems = list(problems)
-        #: the warnings found too (unknown keys: often the typo behind an error)
-        self.warnings = list(warnings)
-        super().__init__("\n".join(self.problems))
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    """
-    One auth object (SPEC section 5): who may connect, or, for an event
-    target, the credential the server sends.
-
-    Only the fields of its C{type} are meaningful; the others keep their
-    defaults.
-    """
-
-    type: str = "noauth"
-    user: str = ""
-    password: str = ""
-    name: str = ""
-    value: str = ""
-    #: for C{oneOf} / C{allOf}
-    types: tuple[AuthConfig, ...] = ()
-    #: for C{remote}
-    url: str = ""
-    method: str = "POST"
-    headers: tuple[tuple[str, str], ...] = ()
-    data: Any = None
-    source: AuthConfig | None = None
-    timeoutSeconds: float = 10.0
-    #: for C{jwt}: an HMAC secret, or the path of a PEM public key and its
-    #: content (read with the config, so that a reload reads it again)
-    secret: str = field(default="", repr=False)
-    publicKey: str = ""
-    keyData: bytes = field(default=b"", repr=False)
-    algorithms: tuple[str, ...] = ()
-    issuer: str = ""
-    audience: tuple[str, ...] = ()
-    leewaySeconds: float = 0.0
-
-    def usesType(self, authType: str) -> bool:
-        """
-        Whether this auth, or any auth nested in it (the C{source} of a
-        C{remote} or C{jwt} check included), is of C{authType}: so
-        C{usesType("cookie")} says whether a browser's cookies can pass it.
-        """
-        return (
-            self.type == authType
-            or any(t.usesType(authType) for t in self.types)
-            or (self.source is not None and self.source.usesType(authType))
-        )
 
 
 @dataclass(frozen=True)
@@ -326,121 +265,6 @@ def defaultConfig() -> Config:
     return Config(chat=ChatConfig(undelivered=UndeliveredConfig(storage="memory")))
 
 
-_SIZE = re.compile(r"^\s*([0-9]+)\s*([KkMm]?)\s*$")
-
-
-def parseSize(value: object) -> int:
-    """
-    Parse a size: a number of bytes, or a string with suffix C{K} or C{M}
-    (C{"512K"}, C{"10M"}; powers of 1024).
-
-    @raise ValueError: when C{value} is not such a size.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"size must not be negative: {value}")
-        return value
-    if isinstance(value, str):
-        m = _SIZE.match(value)
-        if m:
-            return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-    raise ValueError(f'unparsable size {json.dumps(value)}: use bytes, or a number with K or M ("512K", "10M")')
-
-
-def _quote(value: str) -> str:
-    """
-    Escape a value for a Twisted endpoint string.
-    """
-    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
-
-
-def _typeName(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-class _Section:
-    """
-    Typed reads from one JSON object, recording every problem by its key.
-    """
-
-    def __init__(self, raw: Mapping[str, Any], path: str, problems: list[str], warnings: list[str]) -> None:
-        self.raw = raw
-        self.path = path
-        self.problems = problems
-        self.warnings = warnings
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, why: str) -> None:
-        self.problems.append(f"{self.key(name)}: {why}")
-
-    def has(self, name: str) -> bool:
-        self.seen.add(name)
-        return name in self.raw and self.raw[name] is not None
-
-    def _get(self, name: str, default: Any, check: Callable[[Any], bool], want: str) -> Any:
-        self.seen.add(name)
-        if name not in self.raw:
-            return default
-        value = self.raw[name]
-        if not check(value):
-            self.error(name, f"must be {want}, not {_typeName(value)} {json.dumps(value)}")
-            return default
-        return value
-
-    def bool(self, name: str, default: bool) -> bool:
-        return self._get(name, default, lambda v: isinstance(v, bool), "true or false")
-
-    def str(self, name: str, default: str) -> str:
-        return self._get(name, default, lambda v: isinstance(v, str), "a string")
-
-    def int(self, name: str, default: int, low: int | None = None, high: int | None = None) -> int:
-        value = self._get(name, default, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-        if (low is not None and value < low) or (high is not None and value > high):
-            self.error(name, f"{value} is out of range ({low} to {high if high is not None else 'any'})")
-            return default
-        return value
-
-    def number(self, name: str, default: float, low: float = 0) -> float:
-        value = self._get(
-            name, default, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
-        )
-        if value < low:
-            self.error(name, f"{value} must be at least {low}")
-            return default
-        return value
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        value = self._get(
-            name, [], lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "an array of strings"
-        )
-        return tuple(value)
-
-    def section(self, name: str) -> _Section:
-        value = self._get(name, {}, lambda v: v is None or isinstance(v, dict), "an object")
-        return _Section(value or {}, self.key(name), self.problems, self.warnings)
-
-    def finish(self) -> None:
-        """
-        Warn about every key that nothing read.
-        """
-        for name in self.raw:
-            if name not in self.seen:
-                self.warnings.append(f"{self.key(name)}: unknown key, ignored")
-
-
 def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> tuple[str, str]:
     """
     Translate the original's C{address}/C{port}/C{secure} fields to an
@@ -460,11 +284,10 @@ def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> tu
     if listen:
         return listen, "listen"
     if enabled:
+        # whether the files can be read: checks.seedFileProblems, after the parse
         for name, path in (("crtPath", crtPath), ("keyPath", keyPath)):
             if not path:
                 secure.error(name, "required when secure.enabled is true")
-            elif (why := _fileProblem(path)) is not None:
-                secure.error(name, why)
         parts = [f"ssl:{port}", f"privateKey={_quote(keyPath)}", f"certKey={_quote(crtPath)}"]
     else:
         parts = [f"tcp:{port}"]
@@ -472,109 +295,6 @@ def _listenFromSeed(sect: _Section, defaultAddress: str, defaultPort: int) -> tu
         parts.append(f"interface={_quote(address)}")
     parts.append("backlog=1024")
     return ":".join(parts), "seed"
-
-
-def listenKey(section: str, source: str) -> str:
-    """
-    The name of a listen address in messages: the option (C{--ws}) when it
-    came from the command line, else the key (C{server.listen}).
-    """
-    return source if source.startswith("--") else f"{section}.listen"
-
-
-def _fileProblem(path: str) -> str | None:
-    """
-    Why the file at C{path} cannot be read, in plain words, or L{None}.
-    """
-    try:
-        with open(path, "rb"):
-            return None
-    except FileNotFoundError:
-        return f"file not found {json.dumps(path)}"
-    except IsADirectoryError:
-        return f"{json.dumps(path)} is a directory, not a file"
-    except OSError as e:
-        return f"cannot read {json.dumps(path)}: {(e.strerror or str(e)).lower()}"
-
-
-def _tlsProblems(listen: str, names: tuple[str, str]) -> list[str]:
-    """
-    Check the certificate and key files of an C{ssl:} endpoint string: each
-    readable, a PEM certificate and a PEM private key that match.
-
-    @param names: how to name the certificate and the key in messages.
-    @return: one line per problem, in plain words (not OpenSSL's).
-    """
-    from OpenSSL.crypto import FILETYPE_PEM
-    from twisted.internet.endpoints import _parse  # the endpoint-string grammar
-    from twisted.internet.ssl import Certificate, KeyPair, PrivateCertificate
-
-    args, kwargs = _parse(listen)
-    if not args or args[0] not in ("ssl", "ssl6"):
-        return []
-    keyPath = kwargs.get("privateKey", "server.pem")
-    certPath = kwargs.get("certKey") or keyPath
-    problems = []
-    files = zip(names, (certPath, keyPath)) if certPath != keyPath else [(names[1], keyPath)]
-    for name, path in files:
-        why = _fileProblem(path)
-        if why is not None:
-            problems.append(f"{name}: {why}")
-    if problems:
-        return problems
-    with open(certPath, "rb") as f:
-        certPEM = f.read()
-    with open(keyPath, "rb") as f:
-        keyPEM = f.read()
-    try:
-        certificate = Certificate.loadPEM(certPEM)
-    except Exception:  # OpenSSL's errors: say it in plain words instead
-        problems.append(f"{names[0]}: {json.dumps(certPath)} is not a PEM certificate")
-    try:
-        key = KeyPair.load(keyPEM, FILETYPE_PEM)
-    except Exception:
-        problems.append(f"{names[1]}: {json.dumps(keyPath)} is not a PEM private key")
-    if not problems:
-        try:
-            PrivateCertificate.fromCertificateAndKeyPair(certificate, key)
-        except Exception:
-            problems.append(f"{names[1]}: {json.dumps(keyPath)} is not the key of the certificate {json.dumps(certPath)}")
-    return problems
-
-
-def _listenProblems(section: str, listen: str, source: str) -> list[str]:
-    """
-    Check that C{listen} is a server endpoint string that Twisted can use,
-    without listening: its syntax, its port range and, for C{ssl:}, the
-    certificate and key.
-    """
-    from twisted.internet.endpoints import serverFromString
-    from twisted.internet.protocol import Factory
-    from twisted.internet.testing import MemoryReactor
-
-    key = listenKey(section, source)
-    if source == "seed":
-        names = (f"{section}.secure.crtPath", f"{section}.secure.keyPath")
-    else:
-        names = (f"{key}: certKey", f"{key}: privateKey")
-    try:
-        problems = _tlsProblems(listen, names)
-    except Exception:  # not even parsable: serverFromString says why below
-        problems = []
-    if problems:
-        return problems
-    reactor = MemoryReactor()
-    try:
-        endpoint = serverFromString(reactor, listen)
-    except Exception as e:  # serverFromString raises many kinds: report them all
-        return [f"{key}: invalid endpoint {json.dumps(listen)}: {e}"]
-    # "listen" on a reactor that only records what it was asked: the port
-    # and interface as Twisted read them from the string
-    endpoint.listen(Factory()).addErrback(lambda f: None)
-    for port, *_ in reactor.tcpServers + reactor.sslServers:
-        if not 0 <= port <= 65535:
-            return [f"{key}: port {port} is out of range (0 to 65535)"]
-    return []
 
 
 def listenInterface(listen: str) -> str | None:
@@ -598,183 +318,6 @@ def listenInterface(listen: str) -> str | None:
     return None
 
 
-def _parseAuth(sect: _Section, name: str, credential: bool = False, source: bool = False) -> AuthConfig:
-    """
-    Parse the auth object at C{sect[name]}; C{credential} is true for event
-    targets, where combinations and remote checks make no sense.
-    """
-    if not sect.has(name):
-        if isinstance(sect, _IndexSection) and name in sect.raw:
-            # a null inside oneOf/allOf must not become a "noauth" that lets everyone in
-            sect.error(name, "must be an auth object, not null")
-        return AuthConfig()
-    a = sect.section(name)
-    if not isinstance(sect.raw.get(name), dict):
-        return AuthConfig()
-    kind = a.str("type", "")
-    if source:
-        allowed: tuple[str, ...] = SOURCE_TYPES
-    elif credential:
-        allowed = ("noauth", "basic", "header", "bearer", "cookie")
-    else:
-        allowed = AUTH_TYPES
-    if kind not in allowed:
-        if kind == "" and "type" not in a.raw:
-            a.error("type", "required")
-        else:
-            a.error("type", f"unknown auth type {json.dumps(kind)} (use one of: {', '.join(allowed)})")
-        return AuthConfig()
-
-    def required(field: str) -> str:
-        if field not in a.raw:
-            a.error(field, f'required for auth type "{kind}"')
-            a.seen.add(field)
-            return ""
-        value = a.str(field, "")
-        if not value and field != "user":
-            a.error(field, "must not be empty")
-        return value
-
-    result = AuthConfig(type=kind)
-    # what the chosen type reads is checked below; the others' fields are leftovers
-    a.seen.update(f for f in AUTH_FIELDS if f in a.raw)
-    if source:
-        # where a remote or jwt check finds the credential: only names matter
-        if kind in ("header", "cookie", "query"):
-            result = replace(result, name=required("name"))
-        a.seen.update(("value", "user", "password"))  # an auth object reused as is
-        a.finish()
-        return result
-    if kind == "basic":
-        user = required("user")
-        if ":" in user:
-            a.error("user", 'must not contain ":" (HTTP basic auth splits on it)')
-        result = replace(result, user=user, password=required("password"))
-    elif kind in ("header", "cookie"):
-        result = replace(result, name=required("name"), value=required("value"))
-    elif kind == "bearer":
-        result = replace(result, value=required("value"))
-    elif kind in ("oneOf", "allOf"):
-        raw = a._get("types", None, lambda v: isinstance(v, list), "an array of auth objects")
-        if not raw:
-            if raw is not None:
-                a.error("types", "must hold at least one auth object")
-            elif "types" not in a.raw:
-                a.error("types", f'required for auth type "{kind}"')
-            raw = []
-        items = _IndexSection({str(i): v for i, v in enumerate(raw)}, a.key("types"), a.problems, a.warnings)
-        subs = [_parseAuth(items, str(i)) for i in range(len(raw))]
-        result = replace(result, types=tuple(subs))
-    elif kind == "remote":
-        url = required("url")
-        if url and not re.match(r"^https?://", url):
-            a.error("url", f"must be an http:// or https:// URL, not {json.dumps(url)}")
-        headers = []
-        rawHeaders = a._get(
-            "headers",
-            [],
-            lambda v: isinstance(v, list)
-            and all(isinstance(h, dict) and all(isinstance(x, str) for x in h.values()) for h in v),
-            'an array of objects such as {"X-Key": "value"}',
-        )
-        for h in rawHeaders:
-            headers.extend(h.items())
-        data = a._get("data", None, lambda v: v is None or isinstance(v, (str, dict)), "a string or an object")
-        source = _parseAuth(a, "source", source=True) if a.has("source") else None
-        if source is None or source.type == "noauth":
-            a.error("source", 'required for auth type "remote": an auth object saying where the credential is, '
-                    'such as {"type": "cookie", "name": "session"}')
-        result = replace(
-            result,
-            url=url,
-            method=a.str("method", "POST").upper(),
-            headers=tuple(headers),
-            data=data,
-            source=source,
-            timeoutSeconds=a.number("timeoutSeconds", 10, 0.001),
-        )
-    elif kind == "jwt":
-        result = _parseJwt(a, result)
-    a.finish()
-    return result
-
-
-def _parseJwt(a: _Section, result: AuthConfig) -> AuthConfig:
-    """
-    The fields of a C{jwt} auth object.  The allowed algorithms come from
-    here only, never from a token, and must suit the key given: an HMAC
-    algorithm with a public key (whose text anyone may know, so anyone could
-    sign with it as a secret), or a public-key algorithm with a secret, is an
-    error; C{none} is never allowed.
-    """
-    from .auth._jwt import keyProblems
-
-    algorithms: tuple[str, ...] = ()
-    if "algorithms" not in a.raw:
-        a.error("algorithms", 'required for auth type "jwt": the algorithms tokens are signed with, '
-                'such as ["HS256"] or ["RS256"]')
-        a.seen.add("algorithms")
-    else:
-        algorithms = a.strings("algorithms")
-        if not algorithms and isinstance(a.raw["algorithms"], list):
-            a.error("algorithms", "must list at least one algorithm")
-    secret = a.str("secret", "")
-    keyPath = a.str("publicKey", "")
-    keyData = b""
-    readable = True
-    if keyPath:
-        try:
-            with open(keyPath, "rb") as f:
-                keyData = f.read()
-        except OSError as e:
-            a.error("publicKey", f"cannot read {json.dumps(keyPath)}: {e.strerror}")
-            readable = False
-    if "secret" in a.raw and not secret:
-        a.error("secret", "must not be empty")
-    elif "publicKey" in a.raw and not keyPath:
-        a.error("publicKey", "must not be empty")
-    elif algorithms:
-        problems, warnings = keyProblems(algorithms, secret, keyPath, keyData if readable else None)
-        for name, why in problems:
-            a.error(name, why)
-        for name, why in warnings:
-            a.warnings.append(f"{a.key(name)}: {why}")
-    audience = a._get(
-        "audience", [], lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
-        "a string or an array of strings",
-    )
-    source = AuthConfig(type="bearer")
-    if a.has("source"):
-        before = len(a.problems)
-        source = _parseAuth(a, "source", source=True)
-        if len(a.problems) == before and source.type not in ("bearer", "header", "cookie", "query"):
-            a.problems.append(
-                f"{a.key('source')}.type: a token is read from a bearer, header, cookie or query source, "
-                f"not {json.dumps(source.type)}"
-            )
-    return replace(
-        result,
-        secret=secret,
-        publicKey=keyPath,
-        keyData=keyData,
-        algorithms=algorithms,
-        issuer=a.str("issuer", ""),
-        audience=(audience,) if isinstance(audience, str) else tuple(audience),
-        leewaySeconds=a.number("leewaySeconds", 0, 0),
-        source=source,
-    )
-
-
-class _IndexSection(_Section):
-    """
-    An array seen as a section (its items keyed C{"0"}, C{"1"} ...), so that
-    items are named C{key[i]}.
-    """
-
-    def key(self, name: str) -> str:
-        return f"{self.path}[{name}]"
-
-
 def _parseTarget(sect: _Section, index: int) -> TargetConfig | None:
     t = _Section(sect.raw, sect.path, sect.problems, sect.warnings)
     kind = t.str("type", "")
@@ -796,7 +339,7 @@ def _parseTarget(sect: _Section, index: int) -> TargetConfig | None:
             url=url,
             method=t.str("method", "POST").upper(),
             connectionTimeoutSeconds=t.number("connectionTimeoutSeconds", 10),
-            auth=_parseAuth(t, "auth", credential=True),
+            auth=parseAuth(t, "auth", readFile, credential=True),
         )
     else:
         mode = t.section("mode")
@@ -873,6 +416,11 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     """
     Parse a decoded JSON config into a L{Config}.
 
+    The section parsers do no I/O; what looks at the machine is in
+    L{wsserver.checks}: it reads C{jwt} public keys (given to the auth
+    parser to read with), checks that C{secure}'s certificate files exist
+    and, with C{checkEndpoints}, the listen endpoints.
+
     @param checkEndpoints: also check that the listen endpoints can be used
         (loads TLS keys and certificates).
     @raise ConfigError: naming every problem by its key.
@@ -907,7 +455,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     if watchdog.enabled and watchdog.pingIntervalSeconds <= 0:
         w.error("pingIntervalSeconds", "must be more than 0 when the watchdog is enabled")
     w.finish()
-    serverAuth = _parseAuth(s, "auth")
+    serverAuth = parseAuth(s, "auth", readFile)
     origins = s.strings("allowedOrigins")
     demoPage = s.bool("demoPage", True)
     limits = _parseLimits(s.section("limits"))
@@ -944,7 +492,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     rest = RestConfig(
         enabled=restEnabled,
         listen=restListen,
-        auth=_parseAuth(r, "auth"),
+        auth=parseAuth(r, "auth", readFile),
         listenSource=restSource,
         idempotencySeconds=r.number("idempotencySeconds", 300, 0),
     )
@@ -1036,6 +584,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         server = replace(server, workers=1)
 
     config = Config(server, rest, chat, event, cluster, tuple(warnings))
+    problems.extend(seedFileProblems(config))
     problems.extend(_crossChecks(config))
     if checkEndpoints:
         # without what the seed's own checks found already (a missing file)
@@ -1043,18 +592,6 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     if problems:
         raise ConfigError(problems, warnings)
     return config
-
-
-def endpointProblems(config: Config) -> list[str]:
-    """
-    Check that the listen endpoints of C{config} can be used, without
-    listening: the endpoint strings, their ports, the TLS key and
-    certificate files.
-    """
-    problems = _listenProblems("server", config.server.listen, config.server.listenSource)
-    if config.restApi.enabled:
-        problems += _listenProblems("restApi", config.restApi.listen, config.restApi.listenSource)
-    return problems
 
 
 def startWarnings(config: Config) -> list[str]:

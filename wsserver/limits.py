@@ -28,9 +28,12 @@ from typing import Sequence
 import attr
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from .config import LimitsConfig
-from .proxy import TrustedProxies
+
+from .proxy import TrustedProxies, parseTrustedProxies
+from .config import Config, LimitsConfig
+from .reloadable import IReloadable
 
 __all__ = ["FILE_RESERVE", "AddressCounter", "AuthFailures", "ConnectionCeiling", "Limits", "RefusalLog",
            "TokenBucket", "connectionCeiling"]
@@ -248,6 +251,7 @@ class RefusalLog:
         )
 
 
+@implementer(IReloadable)
 class Limits:
     """
     The limits of one server and their shared state: the WebSocket factory
@@ -314,6 +318,18 @@ class Limits:
         if not proxies:
             return peer
         return proxies.clientOf(peer, forwardedFor)
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Apply a reload's C{server.limits} (see L{IReloadable}).
+        """
+        applied = []
+        if new.server.limits != old.server.limits:
+            self.reconfigure(new.server.limits)
+            applied.append("server.limits")
+        if new.server.trustedProxies != old.server.trustedProxies:
+            self.proxies = parseTrustedProxies(new.server.trustedProxies)
+            applied.append("server.trustedProxies")
+        return applied
 
     @property
     def refusals(self) -> Counter[str]:

@@ -30,6 +30,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from .config import Config
+from .reloadable import IReloadable
 
 __all__ = [
     "BOT",
@@ -296,6 +300,7 @@ class Message:
         return self.recipients == [BOT]
 
 
+@implementer(IReloadable)
 class MessageFactory:
     """
     Validates payloads and stamps messages with an id and a timestamp.
@@ -325,6 +330,16 @@ class MessageFactory:
         self._stampHead = ""
         self._stampTail = ""
 
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Apply a reload's C{server.limits.maxRecipients} to the messages
+        validated from now on (see L{IReloadable}).
+        """
+        if new.server.limits.maxRecipients == old.server.limits.maxRecipients:
+            return []
+        self.maxRecipients = new.server.limits.maxRecipients
+        return ["server.limits"]
     def newId(self) -> str:
         """
         A new unique message id.

@@ -16,6 +16,11 @@ delivery that waits goes to the target now at its place in C{targets}.  The
 keys that need a restart (listen addresses, workers, storage, the cluster,
 the watchdog) are logged as such and keep their running value.  A file with
 errors is refused: its problems are logged and the running config stays.
+
+Each part of the server that a reload changes applies the new config itself
+(L{wsserver.reloadable.IReloadable}: the WebSocket factory, the router, the
+message factory, the REST site, the limits, the REST auth, the notifier's
+targets); this module decides what may change and asks them in turn.
 """
 
 from __future__ import annotations
@@ -25,24 +30,31 @@ from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from .auth import Authenticator, Credentials, buildAuthenticator
-from .config import Config, ConfigError, LimitsConfig
+from .auth import Authenticator, Credentials
+from .config import AuthConfig, Config, ConfigError
 from .events.targets.senders import makeSenders
-from .proxy import parseTrustedProxies
+from .reloadable import IReloadable, reloadAll
 
-__all__ = ["ReloadableAuthenticator", "reload", "restartKeys"]
+__all__ = ["ReloadableAuthenticator", "reload", "reloadables", "restartKeys"]
 
 log = Logger()
 
 
+@implementer(IReloadable)
 class ReloadableAuthenticator(Authenticator):
     """
     An authenticator whose checks a reload can swap: it asks C{current}.
+
+    @param current: the checks of the running config.
+    @param build: makes the checks of a new C{restApi.auth}; L{None}: a
+        reload leaves C{current} as it is.
     """
 
-    def __init__(self, current: Authenticator) -> None:
+    def __init__(self, current: Authenticator, build: Callable[[AuthConfig], Authenticator] | None = None) -> None:
         self.current = current
+        self._build = build
 
     @property  # type: ignore[override]
     def isNoAuth(self) -> bool:
@@ -53,6 +65,54 @@ class ReloadableAuthenticator(Authenticator):
 
     def identify(self, credentials: Credentials) -> Deferred[Any]:
         return self.current.identify(credentials)
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Swap in the checks of a reload's C{restApi.auth} (see
+        L{IReloadable}).
+        """
+        if self._build is None or new.restApi.auth == old.restApi.auth:
+            return []
+        self.current = self._build(new.restApi.auth)
+        return ["restApi.auth"]
+
+
+@implementer(IReloadable)
+class _Events:
+    """
+    The event notifier's side of a reload: its new targets' senders are
+    made here, with the server's HTTP client and reactor, which the notifier
+    does not hold.
+    """
+
+    def __init__(self, notifier: Any, httpClient: Any, reactor: Any) -> None:
+        self._notifier = notifier
+        self._httpClient = httpClient
+        self._reactor = reactor
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        if new.event == old.event:
+            return []
+        self._notifier.reconfigure(new.event, makeSenders(new.event, self._httpClient, self._reactor))
+        return ["event"]
+
+
+def reloadables(server: Any, reactor: Any) -> list[IReloadable]:
+    """
+    The parts of C{server} (a L{wsserver.tap.WsServer}) that a reload
+    applies a new config to, in the order their keys are logged.
+    """
+    parts: list[IReloadable] = [server.ws.factory, server.router, server.router.messages]
+    if server.rest is not None:
+        parts.append(server.rest.factory)
+    parts.append(server.limits)
+    notifier = getattr(server, "notifier", None)
+    if notifier is not None:
+        parts.append(_Events(notifier, getattr(server, "httpClient", None), reactor))
+    restAuth = getattr(server, "restAuth", None)
+    if restAuth is not None:
+        parts.append(restAuth)
+    return parts
 
 
 def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
@@ -127,58 +187,10 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
                if old.event.enabled and new.event.enabled else old.event),
         cluster=old.cluster,
     )
-    httpClient = getattr(server, "httpClient", None)
-    factory = server.ws.factory
-    applied = []
-    if running.server.auth != old.server.auth:
-        factory.authenticator = buildAuthenticator(running.server.auth, httpClient, reactor, subjectRequired=True)
-        factory.cookieAuth = running.server.auth.usesType("cookie")
-        applied.append("server.auth")
-    if running.server.allowedOrigins != old.server.allowedOrigins:
-        factory.allowedOrigins = frozenset(running.server.allowedOrigins)
-        applied.append("server.allowedOrigins")
-    if running.server.endpoint != old.server.endpoint:
-        factory.path = running.server.endpoint
-        applied.append("server.endpoint")
-    if running.server.demoPage != old.server.demoPage:
-        applied.append("server.demoPage")
-    if running.server.endpoint != old.server.endpoint or running.server.demoPage != old.server.demoPage:
-        # the page names the WebSocket path
-        factory.setDemoPage(running.server)
-    if running.chat.message != old.chat.message:
-        factory.setMessageConfig(running.chat.message)
-        server.router.setMessageConfig(running.chat.message)
-        if server.rest is not None:
-            server.rest.factory.maxBody = running.chat.message.maxSize
-        applied.append("chat.message")
-    if running.server.limits != old.server.limits:
-        _applyLimits(server, running.server.limits)
-        applied.append("server.limits")
-    if running.server.trustedProxies != old.server.trustedProxies:
-        server.limits.proxies = parseTrustedProxies(running.server.trustedProxies)
-        applied.append("server.trustedProxies")
-    notifier = getattr(server, "notifier", None)
-    if notifier is not None and running.event != old.event:
-        notifier.reconfigure(running.event, makeSenders(running.event, httpClient, reactor))
-        applied.append("event")
-    restAuth = getattr(server, "restAuth", None)
-    if restAuth is not None and running.restApi.auth != old.restApi.auth:
-        restAuth.current = buildAuthenticator(running.restApi.auth, httpClient, reactor)
-        applied.append("restApi.auth")
+    applied = reloadAll(reloadables(server, reactor), old, running)
     for warning in running.warnings:
         log.warn("config: {warning}", warning=warning)
     server.config = running
     log.info("reload done: {applied}", applied=", ".join(applied) + " applied" if applied else "nothing to apply")
     return running
 
-
-def _applyLimits(server: Any, limits: LimitsConfig) -> None:
-    """
-    Give the running server new C{server.limits}.
-    """
-    server.limits.reconfigure(limits)
-    server.ws.factory.setLimits(limits)
-    server.router.messages.maxRecipients = limits.maxRecipients
-    server.router.maxTrackedUsers = limits.maxTrackedUsers
-    if server.rest is not None:
-        server.rest.factory.setRequestTimeout(limits.requestTimeoutSeconds)

@@ -35,12 +35,15 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from zope.interface import implementer
 
 from ._internals import HTTPChannelHooks, requestLine, stopReading
 from .auth import Authenticator, Credentials
+from .config import Config
 from .events.notifier import EventNotifier
 from .limits import Limits
 from .logflood import PeerLogger
+from .reloadable import IReloadable
 from .history import IInbox
 from .idempotency import IIdempotency
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
@@ -251,6 +254,7 @@ class _TimedChannel(HTTPChannelHooks):
         self.transport.abortConnection()
 
 
+@implementer(IReloadable)
 class RestSite(server.Site):
     """
     The REST API's site: bounded request bodies, and requests that must
@@ -284,6 +288,21 @@ class RestSite(server.Site):
         """
         self.requestTimeout = timeout
         self.timeOut = timeout or self._idleTimeOut
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Apply a reload's C{chat.message.maxSize} (the body bound) and
+        C{server.limits.requestTimeoutSeconds} to the requests from now on
+        (see L{IReloadable}).
+        """
+        applied = []
+        if new.chat.message != old.chat.message:
+            self.maxBody = new.chat.message.maxSize
+            applied.append("chat.message")
+        if new.server.limits != old.server.limits:
+            self.setRequestTimeout(new.server.limits.requestTimeoutSeconds)
+            applied.append("server.limits")
+        return applied
 
     def stop(self) -> Deferred[None]:
         """

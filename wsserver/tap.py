@@ -22,10 +22,10 @@ from twisted.logger import Logger, LogPublisher, globalLogPublisher
 from twisted.python import usage
 
 from . import __version__
-from .auth import buildAuthenticator
+from .auth import Authenticator, buildAuthenticator
 from .cluster import ClusterNode, ClusterStats, StatsJournal
-from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
-                     withOverrides)
+from .checks import endpointProblems
+from .config import AuthConfig, Config, ConfigError, defaultConfig, listenKey, loadConfig, startWarnings, withOverrides
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing.interfaces import NoPeers
@@ -370,8 +370,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         clusterStats.setServiceParent(top)
 
     # on the WebSocket, a token's sub is the user: tokens must have one
-    wsAuth = buildAuthenticator(config.server.auth, httpClient, reactor, subjectRequired=True)
-    factory = ChatServerFactory(router, config.server, chat.message, wsAuth, reactor, limits)
+    def buildWsAuth(auth: AuthConfig) -> Authenticator:
+        return buildAuthenticator(auth, httpClient, reactor, subjectRequired=True)
+
+    factory = ChatServerFactory(router, config.server, chat.message, buildWsAuth(config.server.auth), reactor, limits,
+                                buildAuth=buildWsAuth)
     wsEndpoint = _endpoint(reactor, config.server.listen, adopt, "ws")
     if config.server.proxyProtocol:
         wsEndpoint = ProxyProtocolEndpoint(wsEndpoint, lambda: limits.proxies)
@@ -392,7 +395,10 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True))
     top.ws.whenListening().addCallback(lambda _: setattr(readiness, "listening", True))
     if config.restApi.enabled:
-        restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
+        def buildRestAuth(auth: AuthConfig) -> Authenticator:
+            return buildAuthenticator(auth, httpClient, reactor)
+
+        restAuth = top.restAuth = ReloadableAuthenticator(buildRestAuth(config.restApi.auth), buildRestAuth)
         realm = "wsserver" if config.restApi.auth.usesType("basic") else None
         clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
         collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges,

@@ -3,7 +3,8 @@
 Authentication (SPEC section 5): whether a request may pass, and the
 credential the server itself sends.
 
-An L{AuthConfig} becomes an L{Authenticator} with L{buildAuthenticator}; the
+An L{AuthConfig} becomes an L{Authenticator} with
+L{wsserver.auth.build.buildAuthenticator}; the
 request's side is a L{Credentials}, built from an Autobahn handshake
 (L{Credentials.fromDict}) or a C{twisted.web} request
 (L{Credentials.fromRequest}).  Every check answers with a L{Deferred} that
@@ -38,16 +39,15 @@ from twisted.web.iweb import IRequest, IResponse
 
 from treq.client import HTTPClient
 
-from ..config import AuthConfig
 from ..httpbody import readBody
 from ..logflood import PeerLogger
+from .config import AuthConfig
 
 __all__ = [
     "Authenticator",
     "Credentials",
     "Grant",
     "applyCredential",
-    "buildAuthenticator",
     "credentialFrom",
 ]
 
@@ -534,70 +534,6 @@ class _Remote(Authenticator):
             reason = _describe(failure)
         _log.warn("remote auth {url} failed: {reason}", url=self._config.url, reason=reason)
         return False
-
-
-def _globalReactor() -> IReactorTime:
-    from twisted.internet import reactor
-
-    return reactor  # type: ignore[return-value]
-
-
-def buildAuthenticator(
-    config: AuthConfig,
-    httpClient: HTTPClient | None = None,
-    reactor: IReactorTime | None = None,
-    subjectRequired: bool = False,
-) -> Authenticator:
-    """
-    The L{Authenticator} that C{config} describes.
-
-    @param config: the auth object.
-    @param httpClient: what C{remote} checks send their requests with: an
-        L{HTTPClient}, or anything with its C{request} method, such as
-        L{treq.testing.StubTreq}.  If L{None}, the C{treq} module's own
-        functions are used.
-    @param reactor: the clock that C{remote} timeouts run on and C{jwt}
-        times are compared on; if L{None}, the global reactor.  Neither is
-        used by other types.
-    @param subjectRequired: C{jwt} tokens must have a C{sub} (the
-        WebSocket's auth, where it is the user).
-    @raise ValueError: when C{config} cannot be used (an unknown type, an
-        empty combination, a C{remote} without a usable C{source}, a C{jwt}
-        without a usable key).
-    """
-    kind = config.type
-    if kind == "noauth":
-        return _NoAuth()
-    if kind == "basic":
-        return _Basic(config.user, config.password)
-    if kind == "header":
-        return _Header(config.name, config.value)
-    if kind == "bearer":
-        return _Bearer(config.value)
-    if kind == "cookie":
-        return _Cookie(config.name, config.value)
-    if kind in ("oneOf", "allOf"):
-        if not config.types:
-            raise ValueError(f"auth type {kind} needs at least one auth object")
-        return _Combination(
-            kind, [buildAuthenticator(t, httpClient, reactor, subjectRequired) for t in config.types]
-        )
-    if kind == "remote":
-        if config.source is None or config.source.type not in _CREDENTIAL_TYPES:
-            raise ValueError(
-                "auth type remote needs a source of type " + ", ".join(_CREDENTIAL_TYPES)
-            )
-        if httpClient is None:
-            import treq
-
-            httpClient = treq  # type: ignore[assignment]
-        assert httpClient is not None
-        return _Remote(config, httpClient, reactor or _globalReactor())
-    if kind == "jwt":
-        from ._jwt import JWTAuthenticator
-
-        return JWTAuthenticator(config, reactor or _globalReactor(), subjectRequired)
-    raise ValueError(f"unknown auth type {kind!r}")
 
 
 def _setHeader(headers: dict[bytes, list[bytes]], name: bytes, value: bytes) -> None:

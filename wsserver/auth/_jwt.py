@@ -19,120 +19,19 @@ can be tested with L{twisted.internet.task.Clock}.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 from jwt import PyJWT, PyJWTError, get_algorithm_by_name
-from jwt.algorithms import get_default_algorithms
 from twisted.internet.interfaces import IReactorTime
 
-from ..config import AuthConfig
 from ..logflood import PeerLogger
 from ._base import Authenticator, Credentials, Grant, credentialFrom
+from .config import AuthConfig, isPrivateKey, keyProblems
 
-__all__ = ["JWTAuthenticator", "keyProblems"]
+__all__ = ["JWTAuthenticator"]
 
 #: a token is a remote peer's: the lines are held to one a second per kind
 _log = PeerLogger()
-
-
-def _isHMAC(algorithm: str) -> bool:
-    return algorithm.startswith("HS")
-
-
-def _known() -> list[str]:
-    """
-    The algorithms this PyJWT (with C{cryptography}) can verify, C{none}
-    left out.
-    """
-    return [name for name in get_default_algorithms() if name != "none"]
-
-
-def _isPrivate(key: Any) -> bool:
-    """
-    Whether a C{cryptography} key object is a private key (those can give
-    their public key; public keys cannot).
-    """
-    return hasattr(key, "public_key")
-
-
-def keyProblems(
-    algorithms: Sequence[str], secret: str, keyPath: str, keyData: bytes | None
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """
-    What is wrong with a C{jwt} config's algorithms and key, for the config
-    parser.
-
-    @param algorithms: the configured algorithms (not empty).
-    @param secret: the configured HMAC secret, or C{""}.
-    @param keyPath: the configured C{publicKey} path, or C{""}.
-    @param keyData: the content of that file; L{None} when it could not be
-        read (a problem reported already): the rest is still checked.
-    @return: problems and warnings, each a list of (field name, why).
-    """
-    problems: list[tuple[str, str]] = []
-    warnings: list[tuple[str, str]] = []
-    known = _known()
-    for algorithm in algorithms:
-        if algorithm.lower() == "none":
-            problems.append(("algorithms", '"none" is never allowed: it accepts tokens without a signature'))
-        elif algorithm not in known:
-            problems.append(("algorithms", f'unknown algorithm "{algorithm}" (use one of: {", ".join(known)})'))
-    if problems:
-        return problems, warnings
-    hmacs = [a for a in algorithms if _isHMAC(a)]
-    others = [a for a in algorithms if not _isHMAC(a)]
-    if hmacs and others:
-        problems.append((
-            "algorithms",
-            f"mixes HMAC ({', '.join(hmacs)}) and public-key ({', '.join(others)}) algorithms: "
-            "one key cannot verify both (a token signed with the public key as an HMAC secret must not pass)",
-        ))
-        return problems, warnings
-    if secret and keyPath:
-        problems.append(("secret", "give secret (for HS*) or publicKey (for the others), not both"))
-        return problems, warnings
-    if hmacs:
-        if keyPath:
-            problems.append((
-                "publicKey",
-                f"{hmacs[0]} needs a secret, not a public key (anyone who has the public key could sign tokens)",
-            ))
-        elif not secret:
-            problems.append(("secret", f'required for {hmacs[0]}'))
-        else:
-            for algorithm in hmacs:
-                try:
-                    verifier = get_algorithm_by_name(algorithm)
-                    short = verifier.check_key_length(verifier.prepare_key(secret))
-                except PyJWTError as e:  # a PEM key given as a secret
-                    problems.append(("secret", str(e)))
-                    break
-                if short:
-                    size = len(secret.encode("utf-8"))
-                    problems.append(("secret", f"{size} bytes is too short for {algorithm}: {short}"))
-                    break
-        return problems, warnings
-    if secret:
-        problems.append(("secret", f"{others[0]} verifies with a publicKey (a PEM file), not a secret"))
-    elif not keyPath:
-        problems.append(("publicKey", f"required for {others[0]}: the path of a PEM file"))
-    elif keyData is not None:
-        for algorithm in others:
-            try:
-                verifier = get_algorithm_by_name(algorithm)
-                key = verifier.prepare_key(keyData)
-                short = verifier.check_key_length(key)
-            except Exception as e:  # cryptography and PyJWT raise many kinds: report them all
-                reason = str(e) or type(e).__name__
-                problems.append(("publicKey", f'"{keyPath}" is not a key for {algorithm}: {reason}'))
-                break
-            if short:
-                problems.append(("publicKey", f'"{keyPath}": {short}'))
-                break
-        else:
-            if _isPrivate(key):
-                warnings.append(("publicKey", f'"{keyPath}" holds a private key: the server needs the public key only'))
-    return problems, warnings
 
 
 def _number(value: Any) -> bool:
@@ -165,7 +64,7 @@ class JWTAuthenticator(Authenticator):
             key = config.secret.encode("utf-8")
         else:
             key = get_algorithm_by_name(self._algorithms[0]).prepare_key(config.keyData)
-            if _isPrivate(key):
+            if isPrivateKey(key):
                 key = key.public_key()
         self._key = key
         self._source = config.source or AuthConfig(type="bearer")

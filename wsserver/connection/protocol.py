@@ -8,7 +8,7 @@ L{wsserver._internals.AutobahnServerProtocol}.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory
@@ -21,9 +21,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .._internals import AutobahnServerProtocol
-from ..auth import Authenticator
-from ..config import LimitsConfig, MessageConfig, ServerConfig
+from ..auth import Authenticator, buildAuthenticator
+from ..config import AuthConfig, Config, LimitsConfig, MessageConfig, ServerConfig
 from ..limits import Limits
+from ..reloadable import IReloadable
 from ..routing import Router
 from .pages import CLIENT_LIBRARY_PATH, NOT_FOUND, PlainResponse, clientLibrary, demoPage
 from .session import Hub, IWire, Session
@@ -139,7 +140,7 @@ class ChatServerProtocol(AutobahnServerProtocol):
             self.transport.loseConnection()
 
 
-@implementer(IProtocolNegotiationFactory)
+@implementer(IProtocolNegotiationFactory, IReloadable)
 class ChatServerFactory(WebSocketServerFactory):
     """
     Makes L{ChatServerProtocol}s and their L{Session}s, wired to one router.
@@ -151,6 +152,9 @@ class ChatServerFactory(WebSocketServerFactory):
     @param clock: the time source for the sessions' timers.
     @param limits: the state of C{server.limits}, shared with the REST API;
         by default one for C{server.limits}.
+    @param buildAuth: makes the authenticator of a new C{server.auth} (a
+        reload); by default L{buildAuthenticator} on C{clock}, with the
+        C{treq} module's HTTP client, a token's C{sub} required.
     """
 
     protocol = ChatServerProtocol
@@ -164,8 +168,10 @@ class ChatServerFactory(WebSocketServerFactory):
         authenticator: Authenticator,
         clock: IReactorTime,
         limits: Limits | None = None,
+        buildAuth: Callable[[AuthConfig], Authenticator] | None = None,
     ) -> None:
         self.router = router
+        self._buildAuth = buildAuth or (lambda auth: buildAuthenticator(auth, None, clock, subjectRequired=True))
         self.limits = limits if limits is not None else Limits(server.limits, clock)
         #: what the sessions share
         self.hub = Hub(router, self.limits, authenticator, clock, cookieAuth=server.auth.usesType("cookie"))
@@ -207,7 +213,7 @@ class ChatServerFactory(WebSocketServerFactory):
         protocol.onWholeMessage = session.received
         return protocol
 
-    # the settings a reload writes (see wsserver.reload)
+    # the settings a reload changes (see reloadConfig)
 
     @property
     def authenticator(self) -> Authenticator:
@@ -298,6 +304,38 @@ class ChatServerFactory(WebSocketServerFactory):
             # never more than the open files limit allows
             maxConnections=self.limits.maxConnections(config),
         )
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Apply a reload's C{server.auth}, C{server.allowedOrigins},
+        C{server.endpoint}, C{server.demoPage}, C{chat.message} and
+        C{server.limits} to the connections made from now on (see
+        L{IReloadable}); the open ones keep theirs.
+        """
+        applied = []
+        server, before = new.server, old.server
+        if server.auth != before.auth:
+            self.authenticator = self._buildAuth(server.auth)
+            self.cookieAuth = server.auth.usesType("cookie")
+            applied.append("server.auth")
+        if server.allowedOrigins != before.allowedOrigins:
+            self.allowedOrigins = frozenset(server.allowedOrigins)
+            applied.append("server.allowedOrigins")
+        if server.endpoint != before.endpoint:
+            self.path = server.endpoint
+            applied.append("server.endpoint")
+        if server.demoPage != before.demoPage:
+            applied.append("server.demoPage")
+        if server.endpoint != before.endpoint or server.demoPage != before.demoPage:
+            # the page names the WebSocket path
+            self.setDemoPage(server)
+        if new.chat.message != old.chat.message:
+            self.setMessageConfig(new.chat.message)
+            applied.append("chat.message")
+        if server.limits != before.limits:
+            self.setLimits(server.limits)
+            applied.append("server.limits")
+        return applied
 
     def acceptableProtocols(self) -> list[bytes]:
         """

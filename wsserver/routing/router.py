@@ -28,13 +28,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..config import MessageConfig
+from ..config import Config, MessageConfig
 from ..history import IInbox, seqOf, withSeq
 from ..idempotency import IIdempotency, MemoryIdempotency
 from ..messages import BOT, InvalidPayload, Message, MessageFactory
 from ..metrics import Counters
 from ..stats import UserStats
 from ..queue import IUndeliveredStore, forRecipient
+from ..reloadable import IReloadable
 from .acks import AckLedger
 from .catchup import CatchUp, OfflineQueue
 from .delivery import User
@@ -59,7 +60,7 @@ def _identity(payload: bytes) -> Any:
     return payload
 
 
-@implementer(IInbound, IUserDirectory)
+@implementer(IInbound, IUserDirectory, IReloadable)
 class Router:
     """
     Routes messages between the connections of users.
@@ -149,6 +150,20 @@ class Router:
         (a reload).
         """
         self._config = config
+
+    def reloadConfig(self, old: Config, new: Config) -> list[str]:
+        """
+        Apply a reload's C{chat.message} and C{server.limits.maxTrackedUsers}
+        to what is routed from now on (see L{IReloadable}).
+        """
+        applied = []
+        if new.chat.message != old.chat.message:
+            self.setMessageConfig(new.chat.message)
+            applied.append("chat.message")
+        if new.server.limits.maxTrackedUsers != old.server.limits.maxTrackedUsers:
+            self.maxTrackedUsers = new.server.limits.maxTrackedUsers
+            applied.append("server.limits")
+        return applied
 
     @property
     def maxTrackedUsers(self) -> int:
