@@ -25,6 +25,7 @@ from wsserver.tap import Options
 from .support import TWISTD, CERT, KEY, Running, ServerProcess, closeClient, openClient, spawnServer
 
 #: The original's own config file (its layout, "workers": 8).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "original-config.json")
 
 
@@ -197,6 +198,43 @@ class OptionsTests(SynchronousTestCase):
             'wsserver: invalid configuration: server.auth.type: unknown auth type "bsaic" (use one of: noauth, '
             "basic, header, bearer, cookie, oneOf, allOf, remote, jwt)\n",
         )
+
+
+    def test_productionPlaceholders(self) -> None:
+        """
+        C{examples/production.json} as shipped still has its placeholder
+        secrets: C{-T} names each key and exits 1, and the server does not
+        start, saying the same on stderr.
+        """
+        why = ("is a placeholder, not a secret: replace it with one of your own "
+               "(such as the output of: openssl rand -hex 32)")
+        problems = [
+            f'server.auth.value: "change-me" {why}',
+            f'restApi.auth.password: "change-me-too" {why}',
+            f'event.targets[0].auth.value: "change-me-as-well" {why}',
+        ]
+        production = os.path.join(_ROOT, "examples", "production.json")
+        self.assertEqual(self.check("-C", production, "-T"),
+                         (1, "".join(f"error: {p}\n" for p in problems)))
+        err = io.StringIO()
+        with redirect_stderr(err), self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(["-C", production])
+        self.assertEqual((caught.exception.code, err.getvalue()),
+                         (1, "".join(f"wsserver: invalid configuration: {p}\n" for p in problems)))
+
+    def test_readmeCheckSample(self) -> None:
+        """
+        README's C{-T} line prints what README says it prints: its command
+        (from the checkout) and the output after C{# checks the file:}.
+        """
+        with open(os.path.join(_ROOT, "README.rst"), encoding="utf-8") as f:
+            samples = [line for line in f if " -T " in line and "# checks the file:" in line]
+        self.assertEqual(len(samples), 1, samples)
+        command, _, said = samples[0].partition("# checks the file:")
+        args = command.split()
+        self.assertEqual(args[:3], ["twistd", "-n", "wsserver"])
+        args = [os.path.join(_ROOT, a) if a.endswith(".json") else a for a in args[3:]]
+        self.assertEqual(self.check(*args), (0, said.strip() + "\n"))
 
 
 class StartErrorTests(SynchronousTestCase):
