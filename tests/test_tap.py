@@ -519,6 +519,48 @@ class ProcessTests(TestCase):
             self.assertEqual(process.output, f"wsserver {__version__}\n".encode())
 
     @inlineCallbacks
+    def console(self, *args: str) -> object:
+        """
+        Run the C{wsserver} console script with C{args}: its exit code and
+        output.
+        """
+        process = ServerProcess()
+        reactor.spawnProcess(process, sys.executable,
+                             [sys.executable, "-c", "from wsserver.tap import main; main()", *args],
+                             env=dict(os.environ))
+        ended = yield process.ended
+        return ended.exitCode, process.output.decode()  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_consoleTypo(self) -> object:
+        """
+        The C{wsserver} console script with a typo names itself, not the
+        twistd command line it builds (C{twistd --nodaemon}), and exits 1.
+        """
+        code, out = yield self.console("--cofnig", "x.json")
+        self.assertEqual((code, out), (1, "wsserver: option --cofnig not recognized\n"
+                                          "wsserver: see wsserver --help for the options\n"))
+
+    @inlineCallbacks
+    def test_consoleHelp(self) -> object:
+        """
+        C{wsserver --help} shows C{wsserver}'s usage, and neither it nor
+        C{twistd wsserver --help} lists the internal C{--adopt}.
+        """
+        code, out = yield self.console("--help")
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("Usage: wsserver [-C config.json] [-T] [--ws ENDPOINT]"), out)
+        self.assertIn("--config=", out)
+        self.assertNotIn("adopt", out)
+        process = ServerProcess()
+        reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", TWISTD, "wsserver", "--help"],
+                             env=dict(os.environ))
+        yield process.ended
+        self.assertIn(b"Usage: twistd [options] wsserver [-C config.json]", process.output)
+        self.assertIn(b"--config=", process.output)
+        self.assertNotIn(b"adopt", process.output)
+
+    @inlineCallbacks
     def test_originalConfigStarts(self) -> object:
         """
         The original's own config file (C{"workers": 8}, no cluster) starts
