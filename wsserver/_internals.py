@@ -59,6 +59,15 @@ twisted.web (for C{wsserver.rest}):
       request has arrived whole; L{HTTPChannelHooks} turns it into
       C{onAllContentReceived}, where the REST channel stops its request
       deadline.
+
+twistd (for C{wsserver.quietlog}):
+
+  12. L{twistdLogObserver} calls C{UnixAppLogger._getLogObserver}: the log
+      observer twistd would make for its options (stdout, C{--logfile} with
+      its SIGUSR1 rotation, C{--syslog}), which the server puts behind its
+      filter of the libraries' internal lines; twistd has a public hook for
+      an observer of one's own (the application's C{ILogObserver}
+      component), none to wrap its own.
 """
 
 from __future__ import annotations
@@ -79,6 +88,7 @@ __all__ = [
     "makeDebugArgumentsLazy",
     "requestLine",
     "stopReading",
+    "twistdLogObserver",
 ]
 
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
@@ -351,3 +361,13 @@ class HTTPChannelHooks(HTTPChannel):
     def allContentReceived(self) -> None:
         self.onAllContentReceived()
         super().allContentReceived()
+
+
+def twistdLogObserver(options: Any) -> Any:
+    """
+    The log observer that twistd makes for its C{options} (a
+    C{ServerOptions}) when nothing else is asked for (use 12).
+    """
+    from twisted.scripts._twistd_unix import UnixAppLogger
+
+    return UnixAppLogger(options)._getLogObserver()

@@ -46,6 +46,7 @@ from .history.sqlite import SqliteInbox
 from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .limits import Limits
 from .prune import IPrunable, pruneService
+from .quietlog import QuietStartLog
 from .queue import IUndeliveredStore
 from .queue.memory import MemoryUndeliveredStore
 from .queue.redis import RedisUndeliveredStore
@@ -183,7 +184,7 @@ def _testFlag(arg: str) -> str:
     return arg
 
 
-class WsServer(MultiService):
+class WsServer(QuietStartLog, MultiService):
     """
     The whole server: the WebSocket and REST services, the watchdog and the
     housekeeping timers, around one router.
@@ -516,6 +517,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     config = options.config
     if config.server.workers > 1 and options.adopt is None:
         workers = WorkerPool(config, [a for a in options.args], reactor)
+        workers.twistdOptions = options.parent
         _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
@@ -523,6 +525,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)
+    top.twistdOptions = options.parent
     _onHangup(reactor, lambda: top.reload(options.load, reactor))
     return top
 

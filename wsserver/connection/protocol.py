@@ -151,6 +151,9 @@ class ChatServerFactory(WebSocketServerFactory):
         by default one for C{server.limits}.
     """
 
+    #: no "Starting factory <... at 0x...>" in the log (L{wsserver.quietlog})
+    noisy = False
+
     protocol = ChatServerProtocol
     _log = Logger()
 
