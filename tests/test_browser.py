@@ -377,9 +377,37 @@ class DemoPageTests(BrowserMixin, TestCase):
             return browser.text("#state"), browser.texts("#log li.note")
 
         state, notes = yield self.inThread(steps)
-        self.assertTrue(state.startswith("cannot connect: refused at the handshake (HTTP 403 or 401?)"), state)
-        self.assertIn("server.allowedOrigins", notes[0])
-        self.assertIn(f"http://127.0.0.1:{server.wsPort}", notes[0])
+        origin = f"http://127.0.0.1:{server.wsPort}"
+        self.assertTrue(state.startswith(f"cannot connect: the server refused the handshake (HTTP 403: is {origin} "
+                                         f"in server.allowedOrigins?), retrying in "), state)
+        self.assertEqual(notes, [
+            f"The server is running but refuses this page's connection: most likely this page's origin, {origin}, "
+            f'is not in server.allowedOrigins (HTTP 403; the server\'s log says "Origin not allowed"). The other '
+            f"refusal is HTTP 429, too many connections from this address."])
+
+    @inlineCallbacks
+    def test_unreachableExplained(self) -> Any:
+        """
+        A server that stopped after the page loaded: the page says it is not
+        reachable (not that it refused), and says nothing of origins.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+
+        def load() -> None:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "connected")
+
+        yield self.inThread(load)
+        yield server.service.stopService()
+
+        def steps() -> tuple[str, list[str]]:
+            browser.until(lambda d: browser.text("#state").startswith("cannot connect"), "the refusal")
+            return browser.text("#state"), browser.texts("#log li.note")
+
+        state, notes = yield self.inThread(steps)
+        self.assertTrue(state.startswith("cannot connect: the server is not reachable, retrying in "), state)
+        self.assertEqual(notes, [])
 
 
 class DashboardTests(BrowserMixin, TestCase):
