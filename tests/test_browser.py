@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
@@ -448,6 +449,89 @@ class DashboardTests(BrowserMixin, TestCase):
         self.assertEqual((before, received), ("0", "5"))
         for _ in range(5):
             yield client.messages.get()
+
+
+    @inlineCallbacks
+    def test_notificationsCountedOut(self) -> Any:
+        """
+        The page says that messages/s out counts the notifications (delivery
+        status, send-back) too.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+
+        def steps() -> tuple[str, str]:
+            browser.window(server.restURL("/dashboard"))
+            browser.until(lambda d: browser.text("#connections") == "0", "the figures")
+            return browser.text("#rateOutLabel"), browser.text("#outNote")
+
+        label, note = yield self.inThread(steps)
+        self.assertEqual(label, "messages/s out (notifications too)")
+        self.assertIn("counts the notifications too (delivery status, send-back copies)", note)
+
+    @inlineCallbacks
+    def test_refusedNotAskedAgain(self) -> Any:
+        """
+        When the REST API starts to answer 401 (its auth changed by a
+        reload), the page says why and stops asking; when it stops
+        answering, the page says it cannot reach it.
+        """
+        from wsserver.auth import buildAuthenticator
+        from wsserver.config import AuthConfig
+
+        server = yield startServer(self)
+        browser = yield self.browser()
+        restAuth = server.service.restAuth
+        noauth = restAuth.current
+
+        def load() -> None:
+            browser.window(server.restURL("/dashboard"))
+            browser.until(lambda d: browser.text("#updated").startswith("updated"), "the figures")
+
+        yield self.inThread(load)
+        refusing = buildAuthenticator(AuthConfig(type="bearer", value="k7Qw9"), None, reactor)
+        asked = []
+
+        class Counting:
+            isNoAuth = False
+
+            def authenticate(self, credentials: Any) -> Any:
+                asked.append(credentials)
+                return refusing.authenticate(credentials)
+
+            def identify(self, credentials: Any) -> Any:
+                asked.append(credentials)
+                return refusing.identify(credentials)
+
+        restAuth.current = Counting()
+
+        def refused() -> str:
+            browser.until(lambda d: "HTTP 401" in browser.text("#updated"), "the 401")
+            return browser.text("#updated")
+
+        said = yield self.inThread(refused)
+        self.assertEqual(said, "the REST API refuses this browser's credentials (HTTP 401): restApi.auth changed, "
+                               "or a browser cannot send it (only basic auth can be typed in); reload the page "
+                               "to try again")
+        # not asked again: over two of its intervals, one request only
+        yield deferLater(reactor, 2.5, lambda: None)
+        self.assertEqual(len(asked), 1)
+        restAuth.current = noauth
+
+        def gone() -> str:
+            browser.driver.refresh()
+            browser.until(lambda d: browser.text("#updated").startswith("updated"), "the figures again")
+            return "ok"
+
+        yield self.inThread(gone)
+        yield server.service.rest.stopService()
+
+        def unreachable() -> str:
+            browser.until(lambda d: "cannot reach" in browser.text("#updated"), "unreachable")
+            return browser.text("#updated")
+
+        self.assertEqual((yield self.inThread(unreachable)),
+                         "cannot reach the REST API (has the server stopped?), trying again every second")
 
 
 class OriginalClientTests(BrowserMixin, TestCase):
