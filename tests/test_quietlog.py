@@ -42,7 +42,8 @@ class FilterTests(SynchronousTestCase):
         log = Logger(observer=publisher, namespace="t")
         log.info("Starting factory {factory!r}", factory=object())
         log.info("Stopping factory {factory!r}", factory=object())
-        for text in ("ChatServerFactory starting on 8085", "_NoAccept starting on 41234", "(TCP Port 8085 Closed)"):
+        for text in ("ChatServerFactory starting on 8085", "_NoAccept starting on 41234", "(TCP Port 8085 Closed)",
+                     "ChatServerFactory (TLS) starting on 8443", "(TLS Port 8443 Closed)"):
             # as twisted.python.log.msg hands them on
             publisher({"message": (text,), "isError": 0, "system": "-", "log_format": "{log_text}",
                        "log_text": text, "log_namespace": "log_legacy", "log_level": LogLevel.info})

@@ -23,8 +23,8 @@ __all__ = ["QuietStartLog", "isInternal", "quietObserver"]
 #: the libraries' lines that are left out, as formatted
 _INTERNAL = re.compile(
     r"(?:Starting|Stopping) factory <.*>"
-    r"|\S+ starting on \d+"
-    r"|\((?:TCP|UDP|UNIX) Port \S+ Closed\)"
+    r"|\S+(?: \(TLS\))? starting on \d+"
+    r"|\((?:TCP|UDP|UNIX|TLS) Port \S+ Closed\)"
 )
 
 
