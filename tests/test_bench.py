@@ -95,6 +95,26 @@ class ResultsTests(SynchronousTestCase):
         text = table({"mode": "fanout", "latency_ms": {"p50": 1.0}})
         self.assertEqual(text, "mode        fanout\nlatency_ms  p50 1.0")
 
+    def test_tableExplainsOther(self) -> None:
+        """
+        The C{other} row says what it counts: what arrived that is not a
+        delivery.
+        """
+        self.assertEqual(table({"received": 2, "other": 4}),
+                         "received  2\nother     4  (not deliveries: send-back copies and delivery "
+                         "notifications the clients also got)")
+
+    def test_helpHasNoMarkup(self) -> None:
+        """
+        C{--help}'s description (the module's docstring) shows no epytext
+        markup: C{data}, not C{C{data}}.
+        """
+        from wsserver.bench import parser
+
+        text = parser().format_help()
+        self.assertIn("(a send time travels in data)", text)
+        self.assertNotRegex(text, r"[A-Z]\{")
+
 
 class ArgsTests(SynchronousTestCase):
     """

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
@@ -377,9 +378,37 @@ class DemoPageTests(BrowserMixin, TestCase):
             return browser.text("#state"), browser.texts("#log li.note")
 
         state, notes = yield self.inThread(steps)
-        self.assertTrue(state.startswith("cannot connect: refused at the handshake (HTTP 403 or 401?)"), state)
-        self.assertIn("server.allowedOrigins", notes[0])
-        self.assertIn(f"http://127.0.0.1:{server.wsPort}", notes[0])
+        origin = f"http://127.0.0.1:{server.wsPort}"
+        self.assertTrue(state.startswith(f"cannot connect: the server refused the handshake (HTTP 403: is {origin} "
+                                         f"in server.allowedOrigins?), retrying in "), state)
+        self.assertEqual(notes, [
+            f"The server is running but refuses this page's connection: most likely this page's origin, {origin}, "
+            f'is not in server.allowedOrigins (HTTP 403; the server\'s log says "Origin not allowed"). The other '
+            f"refusal is HTTP 429, too many connections from this address."])
+
+    @inlineCallbacks
+    def test_unreachableExplained(self) -> Any:
+        """
+        A server that stopped after the page loaded: the page says it is not
+        reachable (not that it refused), and says nothing of origins.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+
+        def load() -> None:
+            browser.window(demoURL(server, "id=1&to=2"))
+            browser.until(lambda d: browser.text("#state") == "connected", "connected")
+
+        yield self.inThread(load)
+        yield server.service.stopService()
+
+        def steps() -> tuple[str, list[str]]:
+            browser.until(lambda d: browser.text("#state").startswith("cannot connect"), "the refusal")
+            return browser.text("#state"), browser.texts("#log li.note")
+
+        state, notes = yield self.inThread(steps)
+        self.assertTrue(state.startswith("cannot connect: the server is not reachable, retrying in "), state)
+        self.assertEqual(notes, [])
 
 
 class DashboardTests(BrowserMixin, TestCase):
@@ -420,6 +449,89 @@ class DashboardTests(BrowserMixin, TestCase):
         self.assertEqual((before, received), ("0", "5"))
         for _ in range(5):
             yield client.messages.get()
+
+
+    @inlineCallbacks
+    def test_notificationsCountedOut(self) -> Any:
+        """
+        The page says that messages/s out counts the notifications (delivery
+        status, send-back) too.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+
+        def steps() -> tuple[str, str]:
+            browser.window(server.restURL("/dashboard"))
+            browser.until(lambda d: browser.text("#connections") == "0", "the figures")
+            return browser.text("#rateOutLabel"), browser.text("#outNote")
+
+        label, note = yield self.inThread(steps)
+        self.assertEqual(label, "messages/s out (notifications too)")
+        self.assertIn("counts the notifications too (delivery status, send-back copies)", note)
+
+    @inlineCallbacks
+    def test_refusedNotAskedAgain(self) -> Any:
+        """
+        When the REST API starts to answer 401 (its auth changed by a
+        reload), the page says why and stops asking; when it stops
+        answering, the page says it cannot reach it.
+        """
+        from wsserver.auth import buildAuthenticator
+        from wsserver.config import AuthConfig
+
+        server = yield startServer(self)
+        browser = yield self.browser()
+        restAuth = server.service.restAuth
+        noauth = restAuth.current
+
+        def load() -> None:
+            browser.window(server.restURL("/dashboard"))
+            browser.until(lambda d: browser.text("#updated").startswith("updated"), "the figures")
+
+        yield self.inThread(load)
+        refusing = buildAuthenticator(AuthConfig(type="bearer", value="k7Qw9"), None, reactor)
+        asked = []
+
+        class Counting:
+            isNoAuth = False
+
+            def authenticate(self, credentials: Any) -> Any:
+                asked.append(credentials)
+                return refusing.authenticate(credentials)
+
+            def identify(self, credentials: Any) -> Any:
+                asked.append(credentials)
+                return refusing.identify(credentials)
+
+        restAuth.current = Counting()
+
+        def refused() -> str:
+            browser.until(lambda d: "HTTP 401" in browser.text("#updated"), "the 401")
+            return browser.text("#updated")
+
+        said = yield self.inThread(refused)
+        self.assertEqual(said, "the REST API refuses this browser's credentials (HTTP 401): restApi.auth changed, "
+                               "or a browser cannot send it (only basic auth can be typed in); reload the page "
+                               "to try again")
+        # not asked again: over two of its intervals, one request only
+        yield deferLater(reactor, 2.5, lambda: None)
+        self.assertEqual(len(asked), 1)
+        restAuth.current = noauth
+
+        def gone() -> str:
+            browser.driver.refresh()
+            browser.until(lambda d: browser.text("#updated").startswith("updated"), "the figures again")
+            return "ok"
+
+        yield self.inThread(gone)
+        yield server.service.rest.stopService()
+
+        def unreachable() -> str:
+            browser.until(lambda d: "cannot reach" in browser.text("#updated"), "unreachable")
+            return browser.text("#updated")
+
+        self.assertEqual((yield self.inThread(unreachable)),
+                         "cannot reach the REST API (has the server stopped?), trying again every second")
 
 
 class OriginalClientTests(BrowserMixin, TestCase):

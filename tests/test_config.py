@@ -754,7 +754,7 @@ class AuthTests(ConfigTestMixin, SynchronousTestCase):
                     ],
                 }
             },
-            "restApi": {"auth": {"type": "bearer", "value": "secret"}},
+            "restApi": {"auth": {"type": "bearer", "value": "s3-Kq9v"}},
         }
         config = parseConfig(raw)
         self.assertEqual(
@@ -775,7 +775,7 @@ class AuthTests(ConfigTestMixin, SynchronousTestCase):
                 ),
             ),
         )
-        self.assertEqual(config.restApi.auth, AuthConfig(type="bearer", value="secret"))
+        self.assertEqual(config.restApi.auth, AuthConfig(type="bearer", value="s3-Kq9v"))
         self.assertTrue(config.server.auth.usesType("cookie"))
         self.assertFalse(config.server.auth.usesType("header"))
         self.assertEqual(config.warnings, ())
@@ -1324,3 +1324,81 @@ class ProxyConfigTests(ConfigTestMixin, SynchronousTestCase):
             self.problemsOf({"server": {"proxyProtocol": "yes", "trustedProxies": ["10.0.0.1"]}}),
             ['server.proxyProtocol: must be true or false, not string "yes"'],
         )
+#: the end of every placeholder problem
+_REPLACE = "is a placeholder, not a secret: replace it with one of your own (such as the output of: openssl rand -hex 32)"
+
+
+class PlaceholderTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    A secret that is still a placeholder of the examples or the docs
+    (C{change-me}) is a problem naming its key: the server does not start
+    on it, and C{-T} says so.
+    """
+
+    def test_authSecrets(self) -> None:
+        """
+        The password of basic auth, the value of header, cookie and bearer
+        auth, and a JWT secret are checked, inside C{oneOf} too.
+        """
+        raw = {
+            "server": {"auth": {"type": "oneOf", "types": [
+                {"type": "cookie", "name": "session", "value": "change-me"},
+                {"type": "jwt", "secret": "a random string of at least 32 bytes.....", "algorithms": ["HS256"]},
+            ]}},
+            "restApi": {"auth": {"type": "basic", "user": "backend", "password": "CHANGE_ME_TOO"}},
+        }
+        self.assertEqual(self.problemsOf(raw), [
+            f'server.auth.types[0].value: "change-me" {_REPLACE}',
+            f'server.auth.types[1].secret: "a random string of at least 32 bytes....." {_REPLACE}',
+            f'restApi.auth.password: "CHANGE_ME_TOO" {_REPLACE}',
+        ])
+
+    def test_bearerAndHeader(self) -> None:
+        """
+        A REST bearer token C{secret}, a header auth C{example}, and a
+        remote auth's header C{changeme}.
+        """
+        raw = {
+            "server": {"auth": {"type": "remote", "url": "http://127.0.0.1:9/check",
+                                "headers": [{"X-Key": "changeme"}], "source": {"type": "bearer"}}},
+            "restApi": {"auth": {"type": "bearer", "value": "secret"}},
+            "event": {"targets": [{"type": "postback", "url": "http://127.0.0.1:9/hook",
+                                   "auth": {"type": "header", "name": "X-Token", "value": "example"}}]},
+        }
+        self.assertEqual(self.problemsOf(raw), [
+            f'server.auth.headers: the header X-Key "changeme" {_REPLACE}',
+            f'restApi.auth.value: "secret" {_REPLACE}',
+            f'event.targets[0].auth.value: "example" {_REPLACE}',
+        ])
+
+    def test_targetPasswords(self) -> None:
+        """
+        A redis target's password, the password in an amqp target's URL and
+        a SQL target's dsn, in a fallback too, and in C{cluster.redis}.
+        """
+        raw = {
+            "event": {"targets": [
+                {"type": "redis", "password": "change-me",
+                 "fallback": [{"type": "postgresql", "dsn": "postgresql://wsserver:secret@127.0.0.1/db"}]},
+                {"type": "amqp", "url": "amqp://wsserver:change-me@127.0.0.1/"},
+            ]},
+            "cluster": {"redis": "redis://:change-me@127.0.0.1:6379"},
+            "chat": {"undelivered": {"storage": "redis"}},
+        }
+        self.assertEqual(self.problemsOf(raw), [
+            f'event.targets[0].password: "change-me" {_REPLACE}',
+            f'event.targets[0].fallback[0].dsn: the password "secret" {_REPLACE}',
+            f'event.targets[1].url: the password "change-me" {_REPLACE}',
+            f'cluster.redis: the password "change-me" {_REPLACE}',
+        ])
+
+    def test_ownSecretsPass(self) -> None:
+        """
+        Secrets of one's own pass, as do placeholders where nothing reads
+        them (the original's templates put a password under C{noauth}).
+        """
+        config = parseConfig({
+            "server": {"auth": {"type": "noauth", "password": "change-me"}},
+            "restApi": {"auth": {"type": "basic", "user": "backend", "password": "3f9c1e0a7b"}},
+        })
+        self.assertEqual(config.restApi.auth.password, "3f9c1e0a7b")

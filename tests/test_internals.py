@@ -458,3 +458,45 @@ class TwistedLoggerTests(SynchronousTestCase):
         observers.clear()
         publisher.removeObserver(first.append)
         self.assertEqual(logObservers(publisher), [second.append])
+class TwistdTests(SynchronousTestCase):
+    """
+    Use 13: twistd's own log observer, made for its options.
+    """
+
+    def test_logFile(self) -> None:
+        """
+        With C{--logfile}, the observer writes to that file.
+        """
+        import os
+
+        from twisted.logger import Logger
+        from twisted.scripts.twistd import ServerOptions
+
+        from wsserver._internals import twistdLogObserver
+
+        path = os.path.abspath(self.mktemp())
+        options = ServerOptions()
+        options.parseOptions(["--nodaemon", f"--logfile={path}"])
+        observer = twistdLogObserver(options)
+        Logger(observer=observer, namespace="t").info("hello {who}", who="log")
+        with open(path, encoding="utf-8") as f:
+            self.assertRegex(f.read(), r"^\S+ \[t#info\] hello log\n$")
+
+    def test_stdout(self) -> None:
+        """
+        With C{--nodaemon} and no log file, it writes to stdout.
+        """
+        import io
+        import sys
+
+        from twisted.logger import Logger
+        from twisted.scripts.twistd import ServerOptions
+
+        from wsserver._internals import twistdLogObserver
+
+        options = ServerOptions()
+        options.parseOptions(["--nodaemon"])
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        Logger(observer=twistdLogObserver(options), namespace="t").info("hello")
+        self.assertRegex(out.getvalue(), r"^\S+ \[t#info\] hello\n$")

@@ -28,8 +28,9 @@ from wsserver.messages import MessageFactory
 from wsserver.reload import ReloadableAuthenticator, reloadables, restartKeys
 from wsserver.reloadable import IReloadable, reloadAll
 from wsserver.routing import Router
+from wsserver.config import withOverrides
 
-from .support import JSONSink, closeClient, loopbackConfig, openClient, restRequest, startServer
+from .support import CERT, KEY, JSONSink, closeClient, loopbackConfig, openClient, restRequest, startServer
 
 
 async def _until(condition, seconds: float = 5.0) -> bool:
@@ -267,9 +268,25 @@ class ReloadTests(TestCase):
         new = parseConfig({"server": {"port": 9000, "auth": {"type": "bearer", "value": "x"}},
                            "restApi": {"auth": {"type": "basic", "user": "u", "password": "p"}}},
                           checkEndpoints=False)
-        self.assertEqual(restartKeys(old, new), ["server.listen", "restApi.auth (to or from basic)"])
+        self.assertEqual(restartKeys(old, new), ["server.port", "restApi.auth (to or from basic)"])
         self.assertEqual(restartKeys(old, old), [])
 
+    def test_restartKeysAsWritten(self):
+        """
+        A listen address that changed is named by the key the user wrote:
+        C{port}, C{address} or C{secure} in the original's layout, C{listen}
+        where it is given, the option for C{--ws}.
+        """
+        old = parseConfig({}, checkEndpoints=False)
+        secure = {"enabled": True, "crtPath": CERT, "keyPath": KEY}
+        for raw, keys in [
+            ({"server": {"address": "127.0.0.1"}}, ["server.address"]),
+            ({"restApi": {"port": 9001, "address": "::1"}}, ["restApi.port, restApi.address"]),
+            ({"server": {"secure": secure}}, ["server.secure"]),
+            ({"server": {"listen": "tcp:9000"}}, ["server.listen"]),
+        ]:
+            self.assertEqual(restartKeys(old, parseConfig(raw, checkEndpoints=False)), keys, raw)
+        self.assertEqual(restartKeys(old, withOverrides(old, ws="tcp:9002")), ["--ws"])
 
 class ReloadablePartTests(TestCase):
     """

@@ -25,6 +25,7 @@ from wsserver.tap import Options
 from .support import TWISTD, CERT, KEY, Running, ServerProcess, closeClient, openClient, spawnServer
 
 #: The original's own config file (its layout, "workers": 8).
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "original-config.json")
 
 
@@ -197,6 +198,43 @@ class OptionsTests(SynchronousTestCase):
             'wsserver: invalid configuration: server.auth.type: unknown auth type "bsaic" (use one of: noauth, '
             "basic, header, bearer, cookie, oneOf, allOf, remote, jwt)\n",
         )
+
+
+    def test_productionPlaceholders(self) -> None:
+        """
+        C{examples/production.json} as shipped still has its placeholder
+        secrets: C{-T} names each key and exits 1, and the server does not
+        start, saying the same on stderr.
+        """
+        why = ("is a placeholder, not a secret: replace it with one of your own "
+               "(such as the output of: openssl rand -hex 32)")
+        problems = [
+            f'server.auth.value: "change-me" {why}',
+            f'restApi.auth.password: "change-me-too" {why}',
+            f'event.targets[0].auth.value: "change-me-as-well" {why}',
+        ]
+        production = os.path.join(_ROOT, "examples", "production.json")
+        self.assertEqual(self.check("-C", production, "-T"),
+                         (1, "".join(f"error: {p}\n" for p in problems)))
+        err = io.StringIO()
+        with redirect_stderr(err), self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(["-C", production])
+        self.assertEqual((caught.exception.code, err.getvalue()),
+                         (1, "".join(f"wsserver: invalid configuration: {p}\n" for p in problems)))
+
+    def test_readmeCheckSample(self) -> None:
+        """
+        README's C{-T} line prints what README says it prints: its command
+        (from the checkout) and the output after C{# checks the file:}.
+        """
+        with open(os.path.join(_ROOT, "README.rst"), encoding="utf-8") as f:
+            samples = [line for line in f if " -T " in line and "# checks the file:" in line]
+        self.assertEqual(len(samples), 1, samples)
+        command, _, said = samples[0].partition("# checks the file:")
+        args = command.split()
+        self.assertEqual(args[:3], ["twistd", "-n", "wsserver"])
+        args = [os.path.join(_ROOT, a) if a.endswith(".json") else a for a in args[3:]]
+        self.assertEqual(self.check(*args), (0, said.strip() + "\n"))
 
 
 class StartErrorTests(SynchronousTestCase):
@@ -522,6 +560,48 @@ class ProcessTests(TestCase):
             ended = yield process.ended
             self.assertIsInstance(ended, ProcessDone)
             self.assertEqual(process.output, f"wsserver {__version__}\n".encode())
+
+    @inlineCallbacks
+    def console(self, *args: str) -> object:
+        """
+        Run the C{wsserver} console script with C{args}: its exit code and
+        output.
+        """
+        process = ServerProcess()
+        reactor.spawnProcess(process, sys.executable,
+                             [sys.executable, "-c", "from wsserver.tap import main; main()", *args],
+                             env=dict(os.environ))
+        ended = yield process.ended
+        return ended.exitCode, process.output.decode()  # type: ignore[attr-defined]
+
+    @inlineCallbacks
+    def test_consoleTypo(self) -> object:
+        """
+        The C{wsserver} console script with a typo names itself, not the
+        twistd command line it builds (C{twistd --nodaemon}), and exits 1.
+        """
+        code, out = yield self.console("--cofnig", "x.json")
+        self.assertEqual((code, out), (1, "wsserver: option --cofnig not recognized\n"
+                                          "wsserver: see wsserver --help for the options\n"))
+
+    @inlineCallbacks
+    def test_consoleHelp(self) -> object:
+        """
+        C{wsserver --help} shows C{wsserver}'s usage, and neither it nor
+        C{twistd wsserver --help} lists the internal C{--adopt}.
+        """
+        code, out = yield self.console("--help")
+        self.assertEqual(code, 0)
+        self.assertTrue(out.startswith("Usage: wsserver [-C config.json] [-T] [--ws ENDPOINT]"), out)
+        self.assertIn("--config=", out)
+        self.assertNotIn("adopt", out)
+        process = ServerProcess()
+        reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", TWISTD, "wsserver", "--help"],
+                             env=dict(os.environ))
+        yield process.ended
+        self.assertIn(b"Usage: twistd [options] wsserver [-C config.json]", process.output)
+        self.assertIn(b"--config=", process.output)
+        self.assertNotIn(b"adopt", process.output)
 
     @inlineCallbacks
     def test_originalConfigStarts(self) -> object:

@@ -66,6 +66,15 @@ twisted.logger (for C{wsserver.logflood}):
       twistd gave the global publisher (a file, syslog, C{--logger}'s) are
       moved behind the log-flood guard once logging has begun; twistd
       offers no hook between choosing them and adding them.
+
+twistd (for C{wsserver.quietlog}):
+
+  13. L{twistdLogObserver} calls C{UnixAppLogger._getLogObserver}: the log
+      observer twistd would make for its options (stdout, C{--logfile} with
+      its SIGUSR1 rotation, C{--syslog}), which the server puts behind its
+      filter of the libraries' internal lines; twistd has a public hook for
+      an observer of one's own (the application's C{ILogObserver}
+      component), none to wrap its own.
 """
 
 from __future__ import annotations
@@ -88,6 +97,7 @@ __all__ = [
     "makeDebugArgumentsLazy",
     "requestLine",
     "stopReading",
+    "twistdLogObserver",
 ]
 
 _CONNECTING = WebSocketProtocol.STATE_CONNECTING
@@ -370,3 +380,11 @@ def logObservers(publisher: LogPublisher) -> list[ILogObserver]:
     The observers of C{publisher}, in their order (a copy).
     """
     return list(publisher._observers)
+def twistdLogObserver(options: Any) -> Any:
+    """
+    The log observer that twistd makes for its C{options} (a
+    C{ServerOptions}) when nothing else is asked for (use 13).
+    """
+    from twisted.scripts._twistd_unix import UnixAppLogger
+
+    return UnixAppLogger(options)._getLogObserver()

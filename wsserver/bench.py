@@ -31,6 +31,7 @@ import argparse
 import gc
 import math
 import os
+import re
 import resource
 import sys
 import time
@@ -750,8 +751,16 @@ async def _child(reactor: Any, args: argparse.Namespace) -> None:
 # --- command line ---------------------------------------------------------------
 
 
+def _plain(text: str) -> str:
+    """
+    C{text} without its epytext markup (C{C{data}} is C{data}): the module's
+    docstring is also C{--help}'s description.
+    """
+    return re.sub(r"\b[BCILMU]\{([^{}]*)\}", r"\1", text)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wsserver-bench", description=__doc__.split("\n\n")[1].strip(),
+    p = argparse.ArgumentParser(prog="wsserver-bench", description=_plain(__doc__.split("\n\n")[1].strip()),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["classic", "throughput", "latency", "fanout", "connections"])
     p.add_argument("--url", action="append", default=[], metavar="URL",
@@ -817,9 +826,16 @@ def parseArgs(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+#: what a row of the table means, where its name does not say it
+ROW_NOTES = {
+    "other": "(not deliveries: send-back copies and delivery notifications the clients also got)",
+}
+
+
 def table(summary: dict[str, Any]) -> str:
     """
-    The summary as an aligned two-column table.
+    The summary as an aligned two-column table, a row's meaning beside it
+    where its name does not say it (L{ROW_NOTES}).
     """
     rows = []
     for key, value in summary.items():
@@ -827,6 +843,7 @@ def table(summary: dict[str, Any]) -> str:
             value = "  ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, list):
             value = ", ".join(str(v) for v in value[:10]) + (" ..." if len(value) > 10 else "")
+        value = f"{value}  {ROW_NOTES[key]}" if key in ROW_NOTES else value
         rows.append((key, str(value)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

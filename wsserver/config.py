@@ -30,6 +30,7 @@ from .checks import endpointProblems, readFile, seedFileProblems
 from .configschema import ConfigError, _Section, _quote, _typeName, listenKey, parseSize
 from .events.targets.types import TARGET_TYPES
 from .proxy import parseTrustedProxies
+from .placeholders import isPlaceholder, placeholderProblem
 
 __all__ = [
     "AuthConfig",
@@ -654,7 +655,47 @@ def _crossChecks(config: Config) -> list[str]:
         problems.append("cluster.nodeTimeoutSeconds: must be longer than cluster.heartbeatSeconds")
     if config.event.enabled and not config.event.targets:
         problems.append("event.targets: at least one target is needed when event.enabled is true")
+    problems.extend(_placeholderProblems(config))
     return problems
+
+
+def _placeholderProblems(config: Config) -> list[str]:
+    """
+    The secrets of C{config} that are still a placeholder of the examples or
+    the docs (C{change-me}): auth secrets, tokens and passwords, those of the
+    event targets and of C{cluster.redis}; each a problem naming its key.
+    """
+    found: list[tuple[str, str, str]] = []
+
+    def auth(key: str, a: AuthConfig) -> None:
+        field = {"basic": "password", "header": "value", "cookie": "value", "bearer": "value",
+                 "jwt": "secret"}.get(a.type)
+        if field is not None:
+            found.append((f"{key}.{field}", getattr(a, field), ""))
+        for i, sub in enumerate(a.types):
+            auth(f"{key}.types[{i}]", sub)
+        found.extend((f"{key}.headers", value, f"the header {name}") for name, value in a.headers)
+
+    def targets(key: str, items: tuple[TargetConfig, ...]) -> None:
+        for i, t in enumerate(items):
+            at = f"{key}[{i}]"
+            auth(f"{at}.auth", t.auth)
+            found.append((f"{at}.password", t.password, ""))
+            urlKey = "url" if t.type == "amqp" else "dsn"
+            found.append((f"{at}.{urlKey}", getattr(t.options, "password", ""), "the password"))
+            targets(f"{at}.fallback", t.fallback)
+
+    auth("server.auth", config.server.auth)
+    auth("restApi.auth", config.restApi.auth)
+    targets("event.targets", config.event.targets)
+    if config.cluster.redis is not None:
+        from .redis.address import parseRedisURL
+
+        try:
+            found.append(("cluster.redis", parseRedisURL(config.cluster.redis).password, "the password"))
+        except ValueError:  # reported already
+            pass
+    return [placeholderProblem(key, value, what) for key, value, what in found if value and isPlaceholder(value)]
 
 
 def loadConfig(path: str, checkEndpoints: bool = True) -> Config:

@@ -25,6 +25,7 @@ targets); this module decides what may change and asks them in turn.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -33,7 +34,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .auth import Authenticator, Credentials
-from .config import AuthConfig, Config, ConfigError
+from .config import AuthConfig, Config, ConfigError, listenKey
 from .events.targets.senders import makeSenders
 from .reloadable import IReloadable, reloadAll
 
@@ -120,14 +121,14 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
     The keys whose change needs a restart: (key, running value, new value).
     """
     pairs = [
-        ("server.listen", old.server.listen, new.server.listen),
+        (_listenKey("server", old.server, new.server), old.server.listen, new.server.listen),
         ("server.workers", old.server.workers, new.server.workers),
         ("server.dataDir", old.server.dataDir, new.server.dataDir),
         ("server.timezone", old.server.timezone, new.server.timezone),
         ("server.watchdog", old.server.watchdog, new.server.watchdog),
         ("server.proxyProtocol", old.server.proxyProtocol, new.server.proxyProtocol),
         ("restApi.enabled", old.restApi.enabled, new.restApi.enabled),
-        ("restApi.listen", old.restApi.listen, new.restApi.listen),
+        (_listenKey("restApi", old.restApi, new.restApi), old.restApi.listen, new.restApi.listen),
         ("restApi.idempotencySeconds", old.restApi.idempotencySeconds, new.restApi.idempotencySeconds),
         ("chat.enableUndeliveredQueue", old.chat.enableUndeliveredQueue, new.chat.enableUndeliveredQueue),
         ("chat.undelivered", old.chat.undelivered, new.chat.undelivered),
@@ -142,6 +143,35 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
     if oldBasic != newBasic:
         pairs.append(("restApi.auth (to or from basic)", old.restApi.auth.type, new.restApi.auth.type))
     return [(key, a, b) for key, a, b in pairs if a != b]
+
+
+#: the keys of the original's layout that an endpoint string's parts come
+#: from (L{wsserver.config}'s C{_listenFromSeed}), by part
+_SEED_KEYS = {"port": "port", "interface": "address", "type": "secure", "privateKey": "secure", "certKey": "secure"}
+
+
+def _seedParts(listen: str) -> dict[str, str]:
+    """
+    The parts of an endpoint string made from C{address}, C{port} and
+    C{secure}: its type, its port and its keyword arguments.
+    """
+    kind, port, *rest = re.split(r"(?<!\\):", listen) + [""]
+    parts = {"type": kind, "port": port}
+    parts.update(p.partition("=")[::2] for p in rest if p)
+    return parts
+
+
+def _listenKey(section: str, old: Any, new: Any) -> str:
+    """
+    The key to name for a change of C{section}'s listen address: the one
+    the user wrote, C{server.port} (or C{server.address}, ...) for the
+    original's layout, else C{server.listen} or the option (C{--ws}).
+    """
+    if old.listenSource != "seed" or new.listenSource != "seed":
+        return listenKey(section, new.listenSource if new.listenSource != "seed" else old.listenSource)
+    a, b = _seedParts(old.listen), _seedParts(new.listen)
+    keys = [f"{section}.{key}" for part, key in _SEED_KEYS.items() if a.get(part) != b.get(part)]
+    return ", ".join(dict.fromkeys(keys)) or listenKey(section, "listen")
 
 
 def restartKeys(old: Config, new: Config) -> list[str]:

@@ -265,6 +265,9 @@ class RestSite(server.Site):
         are counted and logged there), or L{None}.
     """
 
+    #: no "Starting factory <... at 0x...>" in the log (L{wsserver.quietlog})
+    noisy = False
+
     requestFactory = _BoundedRequest
     protocol = _TimedChannel
     #: set when the server stops: requests still arriving get 503

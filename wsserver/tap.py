@@ -47,6 +47,7 @@ from .idempotency import IIdempotency, MemoryIdempotency, RedisIdempotency
 from .limits import Limits, connectionCeiling
 from .prune import IPrunable, pruneService
 from .proxy import ProxyProtocolEndpoint, parseTrustedProxies
+from .quietlog import QuietStartLog
 from .queue import IUndeliveredStore
 from .queue.memory import MemoryUndeliveredStore
 from .queue.redis import RedisUndeliveredStore
@@ -94,6 +95,28 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         self.args = list(sys.argv[1:] if options is None else options)
         super().parseOptions([_testFlag(a) for a in self.args if a not in _TEST_OFF])
+
+    def getSynopsis(self) -> str:
+        """
+        The usage line: C{Usage: wsserver ...} under the C{wsserver} console
+        script (L{main}), twistd's own under twistd.
+        """
+        if getattr(self.parent, "consoleScript", False):
+            return f"Usage: wsserver {self.synopsis}"
+        return super().getSynopsis()
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The options' help, without the internal ones (C{--adopt}, which only
+        the workers' parent passes).
+        """
+        hidden = [o for o in self.longOpt if o.rstrip("=") in _INTERNAL]
+        shown = self.longOpt
+        self.longOpt = [o for o in shown if o not in hidden]
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt = shown
 
     def opt_version(self) -> None:
         """
@@ -157,6 +180,8 @@ def _fileLimitWarnings(config: Config) -> list[str]:
     ceiling = connectionCeiling(config.server.limits.maxConnections, openFiles)
     return [ceiling.text] if ceiling.warning else []
 
+#: options that are not for users, left out of C{--help}
+_INTERNAL = frozenset({"adopt"})
 
 #: C{--test=0} (and the like): the original's way of saying "no -T"
 _TEST_OFF = frozenset(f"--test={v}" for v in ("0", "false", "no", "off"))
@@ -172,7 +197,7 @@ def _testFlag(arg: str) -> str:
     return arg
 
 
-class WsServer(MultiService):
+class WsServer(QuietStartLog, MultiService):
     """
     The whole server: the WebSocket and REST services, the watchdog and the
     housekeeping timers, around one router.
@@ -527,6 +552,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     config = options.config
     if config.server.workers > 1 and options.adopt is None:
         workers = WorkerPool(config, [a for a in options.args], reactor)
+        workers.twistdOptions = options.parent
         _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
@@ -534,6 +560,7 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)
+    top.twistdOptions = options.parent
     _onHangup(reactor, lambda: top.reload(options.load, reactor))
     return top
 
@@ -594,10 +621,22 @@ def _raiseFileLimit() -> None:
 def main(argv: list[str] | None = None) -> None:
     """
     The C{wsserver} console script: C{twistd --nodaemon wsserver ARGS}, with
-    no pid file.
+    no pid file.  Its usage and its errors speak of C{wsserver}, not of the
+    twistd command line it builds: C{wsserver: option --bogus not
+    recognized}.
     """
-    from twisted.scripts.twistd import run
+    from twisted.scripts.twistd import ServerOptions, runApp
+
+    class Command(ServerOptions):  # type: ignore[misc]
+        #: read by L{Options.getSynopsis}
+        consoleScript = True
 
     args = sys.argv[1:] if argv is None else argv
-    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "wsserver", *args]
-    run()
+    command = Command()
+    try:
+        command.parseOptions(["--nodaemon", "--pidfile=", "wsserver", *args])
+    except usage.UsageError as e:
+        print(f"wsserver: {e}", file=sys.stderr)
+        print("wsserver: see wsserver --help for the options", file=sys.stderr)
+        raise SystemExit(1)
+    runApp(command)

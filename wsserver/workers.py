@@ -16,6 +16,7 @@ then the parent.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from typing import Any
@@ -25,9 +26,10 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.logger import Logger
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 
 from .config import Config, listenKey
+from .quietlog import QuietStartLog
 from .service import cannotListen
 
 __all__ = ["WorkerPool", "parseAdopt"]
@@ -56,6 +58,10 @@ def parseAdopt(value: str) -> dict[str, int]:
     return out
 
 
+#: a line of a worker's log: its time stamp, C{[namespace#level]}, the text
+_WORKER_LINE = re.compile(r"\S+ \[([^\]#\s]+)#(\w+)\] (.*)", re.DOTALL)
+
+
 class _NoAccept(Factory):
     noisy = False
 
@@ -72,8 +78,7 @@ class _Worker(ProcessProtocol):
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
-            self.pool.log.info("[worker {index}] {line}", index=self.index,
-                               line=line.decode("utf-8", "replace"))
+            self.pool.relay(self.index, line.decode("utf-8", "replace"))
 
     errReceived = outReceived
 
@@ -82,7 +87,7 @@ class _Worker(ProcessProtocol):
         self.pool._ended(self, reason)
 
 
-class WorkerPool(Service):
+class WorkerPool(QuietStartLog, Service):
     """
     The parent of the worker processes.
 
@@ -100,6 +105,23 @@ class WorkerPool(Service):
         self._ports: dict[str, Any] = {}
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
+
+    def relay(self, index: int, line: str) -> None:
+        """
+        Log a line of worker C{index}'s log as a line of this log: with the
+        worker's namespace and level, under this log's time stamp, not the
+        worker's whole prefix inside this one's.
+        """
+        m = _WORKER_LINE.match(line)
+        if m is None:
+            self.log.info("[worker {index}] {line}", index=index, line=line)
+            return
+        namespace, levelName, text = m.groups()
+        try:
+            level = LogLevel.levelWithName(levelName)
+        except InvalidLogLevelError:
+            level = LogLevel.info
+        Logger(namespace=namespace).emit(level, "[worker {index}] {line}", index=index, line=text)
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()

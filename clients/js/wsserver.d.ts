@@ -60,7 +60,7 @@ export type Status =
       reason: string;
       /** ms until the next attempt; null while a new token is asked for (4051). */
       delay: number | null;
-      /** It never opened: the handshake was refused (HTTP 403, 401...) or the server is down. */
+      /** It never opened: the handshake was refused (HTTP 403, 429) or the server is down. */
       refused: boolean;
     }
   | { state: "stopped"; code: number | null; reason: string };

@@ -157,6 +157,9 @@ class ChatServerFactory(WebSocketServerFactory):
         C{treq} module's HTTP client, a token's C{sub} required.
     """
 
+    #: no "Starting factory <... at 0x...>" in the log (L{wsserver.quietlog})
+    noisy = False
+
     protocol = ChatServerProtocol
     _log = Logger()
 
