@@ -904,6 +904,31 @@ class QueueTests(ConfigTestMixin, SynchronousTestCase):
             ['chat.undelivered.storage: unknown storage "disk" (use one of: memory, sqlite, redis)'],
         )
 
+    def test_pendingWrites(self) -> None:
+        """
+        C{maxPendingWrites} (a count) and C{maxPendingBytes} (a size, as
+        C{maxSize}) bound what waits to be written; 0 turns each off.
+        """
+        undelivered = parseConfig({}).chat.undelivered
+        self.assertEqual((undelivered.maxPendingWrites, undelivered.maxPendingBytes), (10000, 16 << 20))
+        undelivered = parseConfig(
+            {"chat": {"undelivered": {"maxPendingWrites": 0, "maxPendingBytes": "512K"}}}
+        ).chat.undelivered
+        self.assertEqual((undelivered.maxPendingWrites, undelivered.maxPendingBytes), (0, 512 << 10))
+
+    def test_pendingWritesErrors(self) -> None:
+        """
+        A negative count or an unparsable size is an error naming the key.
+        """
+        self.assertEqual(
+            self.problemsOf({"chat": {"undelivered": {"maxPendingWrites": -1, "maxPendingBytes": "1G"}}}),
+            [
+                'chat.undelivered.maxPendingBytes: unparsable size "1G": use bytes, or a number with K or M'
+                ' ("512K", "10M")',
+                "chat.undelivered.maxPendingWrites: -1 is out of range (0 to any)",
+            ],
+        )
+
 
 class WarningTests(ConfigTestMixin, SynchronousTestCase):
     """

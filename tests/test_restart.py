@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -19,7 +20,18 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from .support import JSONSink, Running, ServerProcess, closeClient, openClient, restRequest, spawnServer
+from wsserver.database import DATABASE_FILENAME
+
+from .support import (
+    ChatClient,
+    JSONSink,
+    Running,
+    ServerProcess,
+    closeClient,
+    openClient,
+    restRequest,
+    spawnServer,
+)
 
 
 def _freePort() -> int:
@@ -162,3 +174,98 @@ class SlowStopTests(TestCase):
         self.assertIn(getattr(ended, "signal", None) or getattr(ended, "exitCode", None) or 0,
                       (0, signal.SIGTERM), process.output)
         alice.transport.abortConnection()
+
+
+class _Counting(ChatClient):
+    """
+    A client that keeps only the count of what it received and the newest
+    one's C{data} (the sender's index).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.last = -1
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.count += 1
+        self.last = json.loads(payload)["data"]
+
+
+class KilledUnderLoadTests(TestCase):
+    """
+    SIGKILL while a sender streams to an online and an offline user: what
+    the online user received, but for the last few hundred messages, is in
+    the offline user's queue after the restart.
+    """
+
+    timeout = 120
+
+    #: C{chat.undelivered.maxPendingWrites} of the test's server
+    PENDING = 500
+    #: Messages before the online user's newest that may be missing from the
+    #: queue: at most C{PENDING} wait to be written (the bound's
+    #: back-pressure), plus what the server read from the sender's socket
+    #: before it paused it (one read of at most 64 KiB: ~300 of these
+    #: messages), plus the batch in flight (counted in C{PENDING}).  A count
+    #: of messages, not a time: it holds however slow the box is.
+    MARGIN = PENDING + 1000
+    #: messages the online user receives before the kill
+    STREAM = 8000
+    #: messages sent and not yet received, at most (a window, so that the
+    #: test's own buffers stay small on a slow box)
+    WINDOW = 1000
+
+    @inlineCallbacks
+    def test_killedMidStream(self):
+        """
+        Every message the online user received more than C{MARGIN} messages
+        before the kill is in the offline user's queue, in order, once.
+        """
+        dataDir = os.path.abspath(self.mktemp())
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            json.dump({
+                "server": {"dataDir": dataDir, "limits": {"sendBufferBytes": 0}},
+                "chat": {"enableUndeliveredQueue": True,
+                         "undelivered": {"maxPerUser": 1000000, "maxPendingWrites": self.PENDING}},
+                "restApi": {"enabled": False},
+            }, f)
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1")
+        ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        server = Running(None, int(ws.group(1)), None, False)  # type: ignore[arg-type]
+        online = yield openClient(server, userId=2, protocol=_Counting)
+        sender = yield openClient(server, userId=1)
+        self.addCleanup(lambda: online.transport.abortConnection())
+        self.addCleanup(lambda: sender.transport.abortConnection())
+        sent = 0
+        while online.count < self.STREAM:
+            while sent - online.count < self.WINDOW:
+                sender.sendMessage(json.dumps({"type": "text", "text": "m", "recipients": [2, 3],
+                                               "data": sent}).encode())
+                sent += 1
+            yield deferLater(reactor, 0, lambda: None)
+        process.transport.signalProcess("KILL")
+        received = online.last  # the server had routed this one (and maybe more) when killed
+        yield process.ended
+
+        connection = sqlite3.connect(os.path.join(dataDir, DATABASE_FILENAME))
+        try:
+            stored = [json.loads(payload)["data"] for (payload,) in connection.execute(
+                "SELECT messages.payload FROM undelivered JOIN messages ON messages.id = undelivered.message"
+                " WHERE undelivered.user = 3 ORDER BY undelivered.key")]
+        finally:
+            connection.close()
+        self.assertEqual(stored, list(range(len(stored))))  # in order, no gap, no duplicate
+        self.assertGreaterEqual(len(stored), received + 1 - self.MARGIN)
+
+        # and the restarted server delivers them
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1")
+        ws = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        server = Running(None, int(ws.group(1)), None, False)  # type: ignore[arg-type]
+        offline = yield openClient(server, userId=3)
+        self.addCleanup(closeClient, offline)
+        first = []
+        for _ in range(3):
+            first.append((yield offline.messages.get())["data"])
+        self.assertEqual(first, [0, 1, 2])

@@ -45,6 +45,7 @@ class FakeWire:
         self.written: list[bytes] = []
         self.closes: list[tuple[int, str]] = []
         self.watched: list[bool] = []
+        self.reading: list[bool] = []
         self.dropped = False
 
     def write(self, data: bytes) -> None:
@@ -58,6 +59,9 @@ class FakeWire:
 
     def drop(self) -> None:
         self.dropped = True
+
+    def readFrames(self, on: bool) -> None:
+        self.reading.append(on)
 
     def texts(self) -> list[str]:
         # an unmasked server text frame of < 64 KiB: 2 or 4 bytes of header

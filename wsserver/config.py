@@ -163,6 +163,12 @@ class UndeliveredConfig:
     storage: str = "sqlite"
     ttlSeconds: float = 604800
     maxPerUser: int = 1000
+    #: messages handed to the queue and not yet written (committed, or
+    #: answered by Redis); over it the senders are not read until half of
+    #: it is written; 0: no limit
+    maxPendingWrites: int = 10000
+    #: their payload bytes (a size, as C{maxSize}); over it, the same; 0: no limit
+    maxPendingBytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -509,10 +515,18 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     if storage not in STORAGES:
         u.error("storage", f"unknown storage {json.dumps(storage)} (use one of: {', '.join(STORAGES)})")
         storage = "memory"
+    pendingBytes = UndeliveredConfig.maxPendingBytes
+    if u.has("maxPendingBytes"):
+        try:
+            pendingBytes = parseSize(u.raw["maxPendingBytes"])
+        except ValueError as e:
+            u.error("maxPendingBytes", str(e))
     undelivered = UndeliveredConfig(
         storage=storage,
         ttlSeconds=u.number("ttlSeconds", 604800, 0),
         maxPerUser=u.int("maxPerUser", 1000, 1),
+        maxPendingWrites=u.int("maxPendingWrites", UndeliveredConfig.maxPendingWrites, 0),
+        maxPendingBytes=pendingBytes,
     )
     u.finish()
     maxSize = 10 * 1024 * 1024

@@ -16,7 +16,7 @@ connection (L{Database.run}), so that the reactor never waits for the disk
 and writes are serialized; each method of the stores is a single short
 transaction, committed before its L{Deferred} fires.  L{BatchWriter} groups
 the writes of one reactor turn into one transaction, one in flight at a
-time (the inbox's group commit).
+time (the group commit of the inbox and the undelivered queue).
 
 Durability: the file is in WAL mode with C{synchronous=NORMAL}: a commit
 survives a crash of the process (not necessarily a power cut, which may lose
@@ -402,7 +402,10 @@ class Database:
 
     def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
+        self.reactor = reactor
         self._closed = False
+        #: the group commits of the stores, handed over at L{close}
+        self._writers: list[BatchWriter[Any]] = []
         self._pool = adbapi.ConnectionPool(
             "sqlite3",
             path,
@@ -446,6 +449,8 @@ class Database:
         """
         if self._closed:
             return succeed(None)
+        for writer in self._writers:
+            writer.handOver()
         flushed = self.run(lambda cursor: None)
         self._closed = True
 
@@ -454,6 +459,13 @@ class Database:
             return result
 
         return flushed.addBoth(closePool).addCallback(lambda _: None)
+
+    def addWriter(self, writer: BatchWriter[Any]) -> None:
+        """
+        Hand what C{writer} holds to the database thread when the database
+        is closed, so that a stop loses none of it.
+        """
+        self._writers.append(writer)
 
 
 class BatchWriter(Generic[_I]):
@@ -470,17 +482,22 @@ class BatchWriter(Generic[_I]):
     @param write: writes a batch, in the database thread.
     @param what: what the items are, for the log line of a failed write.
     @param args: more arguments of C{write}.
+    @param settled: called in the reactor thread with each batch and what
+        its C{write} answered, or the L{Failure} (already logged), before
+        the waiters of L{committed} fire: a store's counters.
     """
 
     log = Logger()
 
-    def __init__(self, database: Database, clock: IReactorTime, write: Callable[..., None], what: str,
-                 *args: Any) -> None:
+    def __init__(self, database: Database, clock: IReactorTime, write: Callable[..., Any], what: str,
+                 *args: Any, settled: Callable[[list[_I], Any], None] | None = None) -> None:
         self._db = database
         self._clock = clock
         self._write = write
         self._what = what
         self._args = args
+        self._settled = settled
+        database.addWriter(self)
         self._batch: list[_I] = []
         self._waiters: list[Deferred[None]] = []
         self._flushCall: IDelayedCall | None = None
@@ -532,12 +549,18 @@ class BatchWriter(Generic[_I]):
         else:
             d = self._db.run(lambda cursor: None)
 
-        def written(_: Any) -> None:
+        settled = self._settled
+
+        def written(result: Any) -> None:
+            if settled is not None and batch:
+                settled(batch, result)
             for waiter in waiters:
                 waiter.callback(None)
 
         def failed(f: Failure) -> None:
             self.log.failure("could not write {n} {what}", f, n=len(batch), what=self._what)
+            if settled is not None and batch:
+                settled(batch, f)
             for waiter in waiters:
                 waiter.errback(f)
 

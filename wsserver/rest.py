@@ -571,12 +571,21 @@ class _Api:
         d = self.idempotency.claim(b"rest:" + key, message.id.encode(), self.idempotencySeconds)
         return d.addCallbacks(claimed, unchecked)
 
-    def _route(self, message: Any) -> Answer:
+    def _route(self, message: Any) -> Answer | Deferred[Answer]:
+        router = self.router
         try:
-            self.router.route(message)
+            router.route(message)
         except InvalidPayload as e:
             return _error(400, "Invalid payload. " + e.reason)
-        self.router.counters.receivedRest += 1
+        router.counters.receivedRest += 1
+        pending = router.pendingWrites
+        if pending.full:
+            # the undelivered queue is behind: the 202 (and so the next
+            # request of this client: the channel reads none meanwhile)
+            # waits until it caught up
+            relieved: Deferred[Answer] = Deferred()
+            pending.whenRelieved(lambda: relieved.callback((202, None)))
+            return relieved
         return 202, None
 
     def history(self, request: IRequest) -> Answer | Deferred[Answer]:

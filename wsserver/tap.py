@@ -50,6 +50,7 @@ from .proxy import ProxyProtocolEndpoint, parseTrustedProxies
 from .quietlog import QuietStartLog
 from .queue import IUndeliveredStore
 from .queue.memory import MemoryUndeliveredStore
+from .queue.pending import PendingWrites
 from .queue.redis import RedisUndeliveredStore
 from .queue.sqlite import SqliteUndeliveredStore
 from .redis.address import parseRedisURL
@@ -340,7 +341,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         node.setServiceParent(top)
         top.cluster = node
 
-    store = _undeliveredStore(config, database, links, node)
+    undelivered = config.chat.undelivered
+    pendingWrites = PendingWrites(undelivered.maxPendingWrites, undelivered.maxPendingBytes)
+    store = _undeliveredStore(config, database, links, node, pendingWrites, reactor)
     inbox = _inbox(config, database, links, reactor)
     pruned: list[tuple[str, IPrunable]] = []
     if store is not None:
@@ -384,6 +387,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         notifyCommitted=notifier.committed if notifier is not None else None,
         ackSeconds=config.restApi.idempotencySeconds,
         idempotency=top.idempotency,
+        pendingWrites=pendingWrites,
     )
     clusterStats = None
     if node is not None:
@@ -495,10 +499,10 @@ def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNo
 
 
 def _undeliveredStore(config: Config, database: Database | None, links: RedisLinks | None,
-                      node: ClusterNode | None) -> IUndeliveredStore | None:
+                      node: ClusterNode | None, pending: PendingWrites, reactor: Any) -> IUndeliveredStore | None:
     """
     The undelivered queue of C{chat.undelivered.storage}, or L{None} when
-    it is off.
+    it is off; what it has not written yet is counted in C{pending}.
     """
     if not config.chat.enableUndeliveredQueue:
         return None
@@ -506,10 +510,10 @@ def _undeliveredStore(config: Config, database: Database | None, links: RedisLin
     if undelivered.storage == "redis":
         assert links is not None and node is not None
         return RedisUndeliveredStore(links.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
-                                     announce=node.announceQueued)
+                                     announce=node.announceQueued, pending=pending)
     if undelivered.storage == "sqlite":
         assert database is not None
-        return SqliteUndeliveredStore(database, undelivered.ttlSeconds, undelivered.maxPerUser)
+        return SqliteUndeliveredStore(database, undelivered.ttlSeconds, undelivered.maxPerUser, reactor, pending)
     return MemoryUndeliveredStore(undelivered.ttlSeconds, undelivered.maxPerUser)
 
 

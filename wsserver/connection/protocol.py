@@ -78,6 +78,12 @@ class ChatServerProtocol(AutobahnServerProtocol):
         self.session.lost()
         self.factory.lost(self)
 
+    def readFrames(self, on: bool) -> None:
+        if on:
+            self.transport.resumeProducing()
+        else:
+            self.transport.pauseProducing()
+
     def onRequestBytes(self, buffered: bytes, data: bytes) -> bool:
         if self.session.requestTooLarge(buffered, data):
             self.failHandshake("Request Header Fields Too Large", 431)

@@ -85,6 +85,13 @@ class IWire(Interface):
         arrives after a close frame was sent.
         """
 
+    def readFrames(on: bool) -> None:
+        """
+        Read from the network again (C{on}), or stop reading (the
+        transport's C{resumeProducing} / C{pauseProducing}): the
+        back-pressure of the undelivered queue's writes.
+        """
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -204,6 +211,7 @@ class Session:
         "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity", "pingOutstanding",
         "_refusal", "_refusalKind", "_since", "_auth", "_authTimer", "_expiry", "_early", "_earlyBytes", "_arriving",
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
+        "_unread",
     )
 
     #: every line of a session is one a remote peer can cause
@@ -251,6 +259,8 @@ class Session:
         #: of those, bytes of a replay of the undelivered queue (see L{sendStored})
         self._replayBytes = 0
         self._paused = False
+        #: not read from the network while the undelivered queue catches up
+        self._unread = False
 
     @property
     def address(self) -> str:
@@ -518,6 +528,21 @@ class Session:
         if not counters.receivedWebsocket & ROUTING_SAMPLE_MASK:
             # every copy was handed to its transport by now
             counters.observeRouting(clock.seconds() - received)
+        if router.pendingWrites.full and not self._unread:
+            # the undelivered queue is behind: read no more from this
+            # sender until it caught up (what was read already is routed)
+            self._unread = True
+            self._wire.readFrames(False)
+            router.pendingWrites.whenRelieved(self._readAgain)
+
+    def _readAgain(self) -> None:
+        """
+        The undelivered queue caught up: read from the network again.
+        """
+        if self._unread:
+            self._unread = False
+            if self.state != CLOSED:
+                self._wire.readFrames(True)
 
     def pinged(self, payload: bytes) -> None:
         """
@@ -572,6 +597,9 @@ class Session:
         """
         self.state = CLOSED
         self._handBack()
+        if self._unread:
+            self._unread = False
+            self._hub.router.pendingWrites.forget(self._readAgain)
         if self._authTimer is not None:
             if self._authTimer.active():
                 self._authTimer.cancel()

@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from ..redis.link import RedisLink
 from . import IUndeliveredStore, forRecipient
+from .pending import PendingWrites
 
 __all__ = ["RedisUndeliveredStore"]
 
@@ -74,11 +75,17 @@ class RedisUndeliveredStore:
     connecting to both at once) each deliver the stored messages to their
     own connections, the second ack finding them gone, without touching the
     newer ones.  Expired items go with the next ack.
+
+    Writes are pipelined on the link: each message is counted in C{pending}
+    from its C{put} until Redis answered its push (or it failed), so that
+    what waits in memory for Redis is bounded like the SQLite store's
+    batches (over the bound, the senders stop being read).
     """
 
     def __init__(self, link: RedisLink, ttlSeconds: float, maxPerUser: int,
-                 announce: Callable[[int], Any] | None = None) -> None:
+                 announce: Callable[[int], Any] | None = None, pending: PendingWrites | None = None) -> None:
         self._link = link
+        self._pending = PendingWrites() if pending is None else pending
         self._ttl = int(max(1, ttlSeconds))
         self._max = maxPerUser
         self._announce = announce
@@ -95,13 +102,29 @@ class RedisUndeliveredStore:
     def _payloadKeys(ref: bytes) -> tuple[bytes, bytes]:
         return b"wsserver:queue:refs:" + ref, b"wsserver:queue:msg:" + ref
 
+    def _counted(self, d: Deferred[None], messages: int, size: int) -> Deferred[None]:
+        """
+        Count C{messages} of C{size} bytes as waiting until C{d} fires.
+        """
+        pending = self._pending
+        pending.add(messages, size)
+
+        def done(result: Any) -> Any:
+            pending.done(messages, size)
+            return result
+
+        return d.addBoth(done)
+
     def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
-        return self._push(userId, b"%r " % now + payload)
+        return self._counted(self._push(userId, b"%r " % now + payload), 1, len(payload))
 
     def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
         if len(userIds) <= 1:
             # one user: the copy for that user, in the list itself
             return self.put(userIds[0], forRecipient(payload, userIds[0]), now) if userIds else succeed(None)
+        return self._counted(self._putShared(userIds, payload, now), len(userIds), len(payload))
+
+    def _putShared(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
         ref = uuid.uuid4().hex.encode()
         refs, message = self._payloadKeys(ref)
         life = b"%d" % (self._ttl + _PAYLOAD_SLACK)

@@ -36,6 +36,7 @@ from ..metrics import Counters
 from ..stats import UserStats
 from ..queue import IUndeliveredStore, forRecipient
 from ..reloadable import IReloadable
+from ..queue.pending import PendingWrites
 from .acks import AckLedger
 from .catchup import CatchUp, OfflineQueue
 from .delivery import User
@@ -90,11 +91,15 @@ class Router:
         one when L{None}).
     @param ackSeconds: how long an ack token is remembered
         (C{restApi.idempotencySeconds}).
+    @param pendingWrites: what the undelivered queue has not written yet
+        (the store counts it); while it is full, the connections and REST
+        requests that route messages are not read.  Unbounded when L{None}.
 
     @ivar messages: the factory of messages (the REST API is handed it
         apart).
     @ivar inbox: the per-user inboxes, or L{None}.
     @ivar counters: plain counters for the metrics (L{wsserver.metrics}).
+    @ivar pendingWrites: the bound on what waits to be written (see above).
     """
 
     log = Logger()
@@ -116,8 +121,10 @@ class Router:
         notifyCommitted: Callable[[], Deferred[None]] | None = None,
         idempotency: IIdempotency | None = None,
         ackSeconds: float = 300,
+        pendingWrites: PendingWrites | None = None,
     ) -> None:
         self._config = config
+        self.pendingWrites = PendingWrites() if pendingWrites is None else pendingWrites
         self._clock = clock
         self.messages = messages
         self.inbox = inbox
