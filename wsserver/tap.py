@@ -26,6 +26,7 @@ from .auth import buildAuthenticator
 from .cluster import ClusterNode, ClusterStats, StatsJournal
 from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
                      withOverrides)
+from .ids import ruleFor
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing.interfaces import NoPeers
@@ -304,7 +305,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     top.idempotency = RedisIdempotency(links.bulk) if links is not None else MemoryIdempotency(reactor)
 
     limits = top.limits = Limits(config.server.limits, reactor)
-    messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
+    messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients,
+                              ids=ruleFor(chat.userIds))
     presence = None
     if notifier is not None and events is not None and events.presence:
         ledger = RedisPresenceLedger(links.bulk) if links is not None else MemoryPresenceLedger()

@@ -47,6 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from ..ids import UserId, redisKey
 from ..messages import BOT, MessageFactory
 from ..routing.interfaces import IPeers, IPresenceListener
 from ..redis.link import RedisLink
@@ -193,8 +194,8 @@ class RedisPresenceLedger:
     def __init__(self, link: RedisLink) -> None:
         self._link = link
 
-    def settle(self, userId: int, online: bool) -> Deferred[bool]:
-        key = b"wsserver:presence:sent:%d" % userId
+    def settle(self, userId: UserId, online: bool) -> Deferred[bool]:
+        key = redisKey(b"wsserver:presence:sent:", userId)
         d = self._link.execute(b"EVAL", _SETTLE, b"1", key, b"1" if online else b"0")
         return d.addCallback(lambda changed: int(changed) == 1)
 

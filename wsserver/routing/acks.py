@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..idempotency import IIdempotency
+from ..ids import idBytes
 from ..messages import InvalidPayload, Message
 from .interfaces import IConnection, IPeers
 
@@ -99,7 +100,7 @@ class AckLedger:
         except (TypeError, orjson.JSONEncodeError) as e:
             raise InvalidPayload(f"$.data cannot be carried: {e}") from None
         userId = connection.userId
-        key = b"ack:%d:%s" % (userId, token.encode())
+        key = b"ack:%s:%s" % (idBytes(userId), token.encode())
         # claimed as pending (with this node's name) until everything written
         # for it is committed, then settled with the message id: a resend
         # that finds the claim pending on a node that died meanwhile is

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Iterator
 
+from ..ids import sortKey
 from ..stats import UserStats, emptyStatItem
 from .delivery import User
 from .interfaces import IConnection
@@ -154,4 +155,4 @@ class Registry:
         The statistics of every user known, by id.
         """
         users = self.users
-        return [users[u].stats.item(now, bool(users[u].connections)) for u in sorted(users)]
+        return [users[u].stats.item(now, bool(users[u].connections)) for u in sorted(users, key=sortKey)]
