@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute
 
+from ..ids import UserId
 from ..prune import IPrunable
 
 __all__ = ["IUndeliveredStore", "forRecipient"]
@@ -38,7 +39,7 @@ __all__ = ["IUndeliveredStore", "forRecipient"]
 _RECIPIENTS = b',"recipients":['
 
 
-def forRecipient(payload: bytes, userId: int) -> bytes:
+def forRecipient(payload: bytes, userId: UserId) -> bytes:
     """
     The copy of a serialized message for one of its recipients: the same
     message with C{recipients} C{[userId]}, what an offline recipient gets.
@@ -46,7 +47,7 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
     The message is not parsed: in the server's own serialization (compact,
     the fields in their fixed order, C{data} last) the first C{,"recipients":[}
     is the field itself (a quote inside a JSON string is always escaped), and
-    the first C{]} after it ends the list of integers.  So the rewrite costs
+    the first C{]} after it ends the list of ids (no id holds a C{]}).  So the rewrite costs
     a copy of the bytes, whatever C{data} holds (integers beyond 64 bits
     included).  Another layout falls back to a full parse.
 
@@ -57,7 +58,7 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
         start += len(_RECIPIENTS) - 1
         end = payload.find(b"]", start) + 1
         if end > 0:
-            own = b"[%d]" % (userId,)
+            own = b"[%d]" % userId if type(userId) is int else b'["%s"]' % userId.encode()  # type: ignore[union-attr]
             if payload[start:end] == own:
                 return payload
             return b"".join((payload[:start], own, payload[end:]))

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from zope.interface import implementer
 
+from ..ids import UserId, redisKey
 from ..redis.link import RedisLink
 from . import IUndeliveredStore, forRecipient
 
@@ -88,8 +89,8 @@ class RedisUndeliveredStore:
         self._fetched: dict[int, tuple[dict[int, bytes], list[bytes]]] = {}
 
     @staticmethod
-    def _key(userId: int) -> bytes:
-        return b"wsserver:queue:%d" % userId
+    def _key(userId: UserId) -> bytes:
+        return redisKey(b"wsserver:queue:", userId)
 
     @staticmethod
     def _payloadKeys(ref: bytes) -> tuple[bytes, bytes]:
