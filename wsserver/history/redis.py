@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..ids import idBytes
+from ..ids import UserId, idBytes
 from ..redis.link import RedisLink
 from . import IInbox, Page, withSeq
 
@@ -94,7 +94,7 @@ class RedisInbox:
         self._flushCall: IDelayedCall | None = None
         self._now = 0.0
 
-    def append(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[list[int]]:
+    def append(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[list[int]]:
         d: Deferred[list[int]] = Deferred()
         self._batch.append((userIds, payload, d))
         self._now = now
@@ -137,7 +137,7 @@ class RedisInbox:
         # the link answers in order: after every append already sent
         return self._link.execute(b"PING").addCallback(lambda _: None)
 
-    def read(self, userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
+    def read(self, userId: UserId, since: int, limit: int, now: float) -> Deferred[Page]:
         if self._flushCall is not None:
             self._flushCall.cancel()
             self._flush()

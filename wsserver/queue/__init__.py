@@ -75,13 +75,13 @@ class IUndeliveredStore(IPrunable):
 
     dropped = Attribute("How many messages were dropped for C{maxPerUser} or their age.")
 
-    def put(userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def put(userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         """
         Keep C{payload} (a serialized message) for C{userId}, received at C{now}.
         L{fetch} answers it as it is: its C{recipients} should be C{[userId]}.
         """
 
-    def putMany(userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def putMany(userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         """
         Keep one message for several users, stored once: C{payload} is the
         message as routed (its C{recipients} may name others too); L{fetch}
@@ -90,14 +90,14 @@ class IUndeliveredStore(IPrunable):
         L{pending}, as one message.
         """
 
-    def fetch(userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+    def fetch(userId: UserId, now: float) -> Deferred[list[tuple[int, bytes]]]:
         """
         The messages waiting for C{userId}, oldest first, as C{(key, payload)};
         expired ones are left out. They stay stored until L{ack}. Each
         payload's C{recipients} is C{[userId]} (see L{putMany}).
         """
 
-    def ack(userId: int, keys: Iterable[int]) -> Deferred[None]:
+    def ack(userId: UserId, keys: Iterable[int]) -> Deferred[None]:
         """
         Forget the messages with C{keys}: they were delivered to C{userId}
         (a message kept by L{putMany} stays for its other users).
@@ -108,7 +108,7 @@ class IUndeliveredStore(IPrunable):
         Drop every expired message; the result is how many.
         """
 
-    def pending(userId: int) -> Deferred[int]:
+    def pending(userId: UserId) -> Deferred[int]:
         """
         How many messages wait for C{userId}.
         """

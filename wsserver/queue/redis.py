@@ -96,10 +96,10 @@ class RedisUndeliveredStore:
     def _payloadKeys(ref: bytes) -> tuple[bytes, bytes]:
         return b"wsserver:queue:refs:" + ref, b"wsserver:queue:msg:" + ref
 
-    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def put(self, userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         return self._push(userId, b"%r " % now + payload)
 
-    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def putMany(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         if len(userIds) <= 1:
             # one user: the copy for that user, in the list itself
             return self.put(userIds[0], forRecipient(payload, userIds[0]), now) if userIds else succeed(None)
@@ -115,7 +115,7 @@ class RedisUndeliveredStore:
         waits += [self._push(userId, item) for userId in userIds]
         return gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
-    def _push(self, userId: int, item: bytes) -> Deferred[None]:
+    def _push(self, userId: UserId, item: bytes) -> Deferred[None]:
         d = self._link.execute(b"EVAL", _PUSH, b"1", self._key(userId), item, b"%d" % self._max, b"%d" % self._ttl)
 
         def trimmed(dropped: Any) -> Deferred[None] | None:
@@ -143,7 +143,7 @@ class RedisUndeliveredStore:
             return None
         return self._link.execute(b"EVAL", _RELEASE, b"%d" % len(keys), *keys).addCallback(lambda _: None)
 
-    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+    def fetch(self, userId: UserId, now: float) -> Deferred[list[tuple[int, bytes]]]:
         raw: dict[int, bytes] = {}
         expired: list[bytes] = []
         live: list[tuple[int, bytes, bytes]] = []
@@ -182,7 +182,7 @@ class RedisUndeliveredStore:
         d = self._link.execute(b"LRANGE", self._key(userId), b"0", b"-1")
         return d.addCallback(parse).addCallback(resolve)
 
-    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
+    def ack(self, userId: UserId, keys: Iterable[int]) -> Deferred[None]:
         raw, expired = self._fetched.pop(userId, ({}, []))
         items = [raw[k] for k in keys if k in raw] + expired
         if not items:
@@ -195,5 +195,5 @@ class RedisUndeliveredStore:
         # skipped when fetched
         return succeed(0)
 
-    def pending(self, userId: int) -> Deferred[int]:
+    def pending(self, userId: UserId) -> Deferred[int]:
         return self._link.execute(b"LLEN", self._key(userId)).addCallback(int)

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..idempotency import IIdempotency
-from ..ids import idBytes
+from ..ids import UserId, idBytes
 from ..messages import InvalidPayload, Message
 from .interfaces import IConnection, IPeers
 
@@ -112,7 +112,7 @@ class AckLedger:
             lambda f: self.log.failure("could not ack message {id} of user {uid}", f, id=message.id, uid=userId)
         )
 
-    def _claimDone(self, userId: int) -> None:
+    def _claimDone(self, userId: UserId) -> None:
         """
         The claim in flight of C{userId} is decided: route what waited
         behind it, in order, up to the next message that needs a claim of
