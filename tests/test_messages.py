@@ -317,6 +317,23 @@ class AnyIdTests(FactoryTestMixin, SynchronousTestCase):
             obj = {"type": "text", "text": "hi", "recipients": recipients}
             self.assertEqual(self.reason(obj), reason, recipients)
 
+    def test_knownIds(self) -> None:
+        """
+        A string id read once is remembered (a bounded number of them): read
+        again it is the same id; a bad one is never remembered.
+        """
+        from wsserver import messages
+
+        self.patch(messages, "KNOWN_IDS", 2)
+        for _ in range(2):
+            self.assertEqual(self.parse({"type": "text", "text": "", "recipients": ["a", "7", 8]}, 5).recipients,
+                             ["a", 7, 8])
+        self.assertEqual(self.factory._known, {"a": "a", "7": 7})
+        self.parse({"type": "text", "text": "", "recipients": ["b"]}, 5)
+        self.assertEqual(self.factory._known, {"b": "b"})
+        self.reason({"type": "text", "text": "", "recipients": ["c d"]})
+        self.assertEqual(self.factory._known, {"b": "b"})
+
     def test_badSender(self) -> None:
         """
         A sender that is no id names the rule; another user's is refused.

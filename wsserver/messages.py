@@ -49,6 +49,10 @@ __all__ = [
 #: The longest ack token a client may send.
 MAX_ACK = 64
 
+#: The most string ids a L{MessageFactory} remembers as checked (their
+#: checks are redone after it forgets them all at once).
+KNOWN_IDS = 65536
+
 _MAX_ID = MAX_NUMERIC
 
 #: Floats from here on (in magnitude) may be integers beyond 64 bits that
@@ -296,6 +300,8 @@ class MessageFactory:
                  maxRecipients: int = 0, ids: UserIdRule = anyRule) -> None:
         self.maxRecipients = maxRecipients
         self.ids = ids
+        #: string ids read lately, and what they are (see L{_recipients})
+        self._known: dict[str, UserId] = {}
         self._clock = clock
         self._tz = tz
         node = random.getrandbits(32) if nodeTag is None else nodeTag
@@ -405,16 +411,29 @@ class MessageFactory:
 
     def _recipients(self, given: list[Any]) -> list[UserId]:
         """
-        C{given}, not all numbers, read with the rule.
+        C{given}, not all numbers, read with the rule; the string ids seen
+        lately are remembered (at most L{KNOWN_IDS}), so that a recipient
+        written again costs a dict lookup, not the rule's check.
 
         @raise InvalidPayload: naming the first that is no id.
         """
+        if self.ids.numeric:
+            for r in given:
+                if type(r) is not int or not 0 <= r <= _MAX_ID:
+                    raise InvalidPayload(self._badRecipients(r))
+        known = self._known
         fromJSON = self.ids.fromJSON
         out = []
         for r in given:
-            userId = fromJSON(r)
+            userId = known.get(r) if type(r) is str else None
             if userId is None:
-                raise InvalidPayload(self._badRecipients(r))
+                userId = fromJSON(r)
+                if userId is None:
+                    raise InvalidPayload(self._badRecipients(r))
+                if type(r) is str:
+                    if len(known) >= KNOWN_IDS:
+                        known.clear()
+                    known[r] = userId
             out.append(userId)
         return out
 
