@@ -8,13 +8,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from contextlib import redirect_stderr, redirect_stdout
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from wsserver.bench import LOREM, Histogram, Results, parseArgs, run, runLoad, table
+from wsserver.bench import LOREM, Histogram, Load, Results, parseArgs, run, runLoad, table
 
 from .support import startServer
 
@@ -207,6 +208,26 @@ class ModeTests(TestCase):
         r = yield self.load("fanout", "--recipients", "5", "--duration", "0.5", "--clients", "6")
         self.check(r)
         self.assertEqual(r.expected, r.sent * 5)
+
+    @inlineCallbacks
+    def test_uuidIds(self):
+        """
+        C{--ids uuid}: the clients are UUIDs to the server, and fan-out and
+        throughput deliver every message as with numbers.
+        """
+        r = yield self.load("fanout", "--recipients", "5", "--duration", "0.5", "--clients", "6", "--ids", "uuid")
+        self.check(r)
+        self.assertEqual(r.expected, r.sent * 5)
+        r = yield self.load("throughput", "--clients", "4", "--duration", "0.5", "--ids", "uuid")
+        self.check(r)
+
+    def test_wireIds(self):
+        """
+        A UUID is made from the client's number, the same in every process.
+        """
+        load = Load(reactor, parseArgs(["throughput", "--ids", "uuid"]), [10, 11])
+        self.assertEqual(load.wireId(10), str(uuid.uuid5(uuid.NAMESPACE_OID, "10")))
+        self.assertEqual(Load(reactor, parseArgs(["throughput"]), [10, 11]).wireId(10), 10)
 
     @inlineCallbacks
     def test_sendBackCounted(self):

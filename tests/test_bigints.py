@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from wsserver.config import MessageConfig
+from wsserver.ids import numericRule
 from wsserver.messages import InvalidPayload, MessageFactory, dumpJSON, parsePayload
 from wsserver.routing import Router
 from wsserver.queue.memory import MemoryUndeliveredStore
@@ -58,7 +59,7 @@ class ParseTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.factory = MessageFactory(Clock(), ZoneInfo("UTC"), nodeTag=1)
+        self.factory = MessageFactory(Clock(), ZoneInfo("UTC"), nodeTag=1, ids=numericRule)
 
     def roundTrip(self, data: bytes) -> bytes:
         """
@@ -304,7 +305,7 @@ class EndToEndTests(TestCase):
         Through the REST API, a C{sender} beyond 64 bits is a 400 with the
         usual reason.
         """
-        server = yield startServer(self)
+        server = yield startServer(self, {"chat": {"userIds": "numeric"}})
         response = yield restRequest(server, "POST", "/send-message",
                                      data=payload(sender=b"123456789012345678901234567890"),
                                      headers={"Content-Type": ["application/json"]})

@@ -218,6 +218,31 @@ class DemoPageTests(BrowserMixin, TestCase):
         self.assertEqual((stats["sentMessages"], stats["receivedMessages"]), (1, 4))
 
     @inlineCallbacks
+    def test_stringIds(self) -> Any:
+        """
+        C{/?id=alice&to=bob}: string ids talk through the demo page (the
+        default C{chat.userIds: "any"}), a C{+} in an id kept.
+        """
+        server = yield startServer(self, {"chat": {"message": {"enableDeliveryStatus": True}}})
+        browser = yield self.browser()
+
+        def steps() -> None:
+            one = browser.window(demoURL(server, "id=alice&to=b+b@example.com"))
+            browser.until(lambda d: browser.text("#state") == "connected", "alice connected")
+            self.assertEqual(browser.text("#who"), "user alice \u2192 user b+b@example.com")
+            two = browser.window(demoURL(server, "id=b+b@example.com&to=alice"))
+            browser.until(lambda d: browser.text("#state") == "connected", "bob connected")
+            browser.use(one)
+            browser.type("#text", "hello bob")
+            browser.until(lambda d: browser.text("#log li.out .status") == "delivered", "delivered to bob")
+            browser.use(two)
+            browser.until(lambda d: browser.texts("#log li.in .text") == ["hello bob"], "bob got it")
+            self.assertTrue(browser.text("#log li.in .from").startswith("user alice"))
+
+        yield self.inThread(steps)
+        self.assertEqual(server.service.router.statItem("b+b@example.com")["receivedMessages"], 1)
+
+    @inlineCallbacks
     def test_overTLS(self) -> Any:
         """
         Loaded over C{https://}, the page connects over C{wss://} to the
@@ -421,13 +446,15 @@ class DashboardTests(BrowserMixin, TestCase):
     @inlineCallbacks
     def test_showsUsersAndMovingCounts(self) -> Any:
         """
-        The dashboard lists a connected user, and its message counts move as
-        messages arrive, without a reload.
+        The dashboard lists the connected users (a string id too), and
+        their message counts move as messages arrive, without a reload.
         """
         server = yield startServer(self)
         browser = yield self.browser()
         client = yield openClient(server, userId=42)
         self.addCleanup(closeClient, client)
+        alice = yield openClient(server, "id=alice%40example.com")
+        self.addCleanup(closeClient, alice)
 
         def send(n: int) -> Deferred[Any]:
             return restRequest(server, "POST", "/send-message", json={"type": "text", "text": f"m{n}", "recipients": [42]})
@@ -435,8 +462,10 @@ class DashboardTests(BrowserMixin, TestCase):
         def steps() -> tuple[str, str]:
             browser.window(server.restURL("/dashboard"))
             browser.until(lambda d: browser.text("#users tr[data-id='42'] td") == "42", "user 42 listed")
-            self.assertEqual(browser.text("#connections"), "1")
-            self.assertEqual(browser.text("#usersOnline"), "1")
+            browser.until(lambda d: browser.text("#users tr[data-id='alice@example.com'] td") == "alice@example.com",
+                          "a string id listed")
+            self.assertEqual(browser.text("#connections"), "2")
+            self.assertEqual(browser.text("#usersOnline"), "2")
             self.assertEqual(browser.text("#queueState"), "off")
             before = browser.text("#delivered")
             for n in range(5):

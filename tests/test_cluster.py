@@ -500,3 +500,50 @@ class EdgeTests(ClusterCase):
         self.assertEqual(got, list(range(500)))
         yield deferLater(reactor, 0.3, lambda: None)
         self.assertEqual(bob.messages.pending, [])  # nothing twice
+
+
+class StringIdClusterTests(ClusterCase):
+    """
+    String ids (C{chat.userIds: "any"}) across the nodes: routing, presence,
+    the shared queue and inbox, and the cluster's statistics.
+    """
+
+    @inlineCallbacks
+    def test_stringIdsAcrossNodes(self):
+        """
+        A message between string ids crosses the nodes (a batch with a
+        number and a string beside each other), presence and C{/stats}
+        know them, and an id with C{:} has Redis keys of its own.
+        """
+        stored = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"},
+                           "history": {"enabled": True, "storage": "redis"}}}
+        a = yield startServer(self, self.raw(**stored))
+        b = yield startServer(self, self.raw(**stored))
+        alice = yield self.open(a, "alice@example.com")
+        bob = yield self.open(b, "a:seq")
+        seven = yield self.open(b, 7)
+        self.assertTrue((yield _until(self.seen(a, "a:seq"))))
+        self.assertTrue((yield _until(self.seen(a, 7))))
+        alice.send({"type": "text", "text": "hi", "recipients": ["a:seq", 7, "offline-1"]})
+        got = yield bob.messages.get()
+        self.assertEqual((got["sender"], got["recipients"], got["seq"]),
+                         ("alice@example.com", ["a:seq", 7, "offline-1"], 1))
+        self.assertEqual((yield seven.messages.get())["id"], got["id"])
+        response = yield restRequest(a, "GET", "/check-online?id=a:seq")
+        self.assertEqual((yield response.json())["data"], {"isOnline": True})
+        for _ in range(100):
+            if int((yield self.redis.command("LLEN", "wsserver:queue:{offline-1}"))) == 1:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(int((yield self.redis.command("LLEN", "wsserver:queue:{offline-1}"))), 1)
+        self.assertEqual(int((yield self.redis.command("GET", "wsserver:inbox:seq:{a:seq}"))), 1)
+        self.assertEqual(int((yield self.redis.command("GET", "wsserver:inbox:seq:7"))), 1)
+        late = yield self.open(b, "offline-1")
+        self.assertEqual((yield late.messages.get())["recipients"], ["offline-1"])
+
+        def listed():
+            d = restRequest(b, "GET", "/stats").addCallback(lambda r: r.json())
+            return d.addCallback(lambda body: [i["id"] for i in body["data"]] ==
+                                 [7, "a:seq", "alice@example.com", "offline-1"])
+
+        self.assertTrue((yield _until(listed)))

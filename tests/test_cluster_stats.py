@@ -396,8 +396,9 @@ class ClusterStatsTests(RedisTestCase):
         self.assertEqual([(i["id"], i["sentMessages"]) for i in body["data"]], [(3, 1)])
         body = yield (yield restRequest(a, "GET", "/stat?id=77")).json()
         self.assertEqual(body["data"], emptyStatItem(77))
-        response = yield restRequest(a, "GET", "/stat?id=x")
-        self.assertEqual((response.code, (yield response.json())["message"]), (400, "Invalid id"))
+        response = yield restRequest(a, "GET", "/stat?id=a%20b")
+        self.assertEqual((response.code, (yield response.json())["message"]),
+                         (400, 'Invalid id "a b": only letters, digits and _-.:@|+='))
 
     @inlineCallbacks
     def test_nodeGone(self):

@@ -929,6 +929,22 @@ class QueueTests(ConfigTestMixin, SynchronousTestCase):
             ],
         )
 
+    def test_userIds(self) -> None:
+        """
+        C{chat.userIds} is C{"any"} by default, or C{"numeric"}; another
+        value is an error naming the key.
+        """
+        self.assertEqual(parseConfig({}).chat.userIds, "any")
+        self.assertEqual(parseConfig({"chat": {"userIds": "numeric"}}).chat.userIds, "numeric")
+        self.assertEqual(
+            self.problemsOf({"chat": {"userIds": "uuid"}}),
+            ['chat.userIds: unknown rule "uuid" (use one of: any, numeric)'],
+        )
+        self.assertEqual(
+            self.problemsOf({"chat": {"userIds": 1}}),
+            ["chat.userIds: must be a string, not number 1"],
+        )
+
 
 class WarningTests(ConfigTestMixin, SynchronousTestCase):
     """

@@ -122,6 +122,25 @@ class UndeliveredStoreTestsMixin:
         self.assertEqual(self.store.dropped, 0)
 
     @asyncTest
+    async def test_stringIds(self) -> None:
+        """
+        String ids (C{chat.userIds: "any"}) have queues of their own: C{"-5"}
+        is not 2^64-5 (stored as -5), C{"a:b"} not C{"a"}; a shared message
+        is rewritten for each, its recipient written as a string.
+        """
+        payload = orjson.dumps(Message("X", "text", "hi", "t", 1, ["-5", LARGEST - 4, "a:b"], None).toDict())
+        await self.store.putMany(["-5", LARGEST - 4, "a:b"], payload, 0)
+        await self.put("a", b"only-a", 0)
+        for userId in ("-5", LARGEST - 4, "a:b"):
+            (got,) = await self.payloads(userId)
+            self.assertEqual(orjson.loads(got)["recipients"], [userId])
+            self.assertEqual(await self.store.pending(userId), 1)
+        self.assertEqual(await self.payloads("a"), [b"only-a"])
+        keys = [key for key, _ in await self.fetch("-5")]
+        await self.store.ack("-5", keys)
+        self.assertEqual((await self.store.pending("-5"), await self.store.pending(LARGEST - 4)), (0, 1))
+
+    @asyncTest
     async def test_putFetchOrder(self) -> None:
         """
         C{fetch} answers the stored payloads oldest first, each with a
@@ -1170,6 +1189,50 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
 """
+
+
+class Version3MigrationTests(DatabaseMixin, TestCase):
+    """
+    A database of schema version 3 (C{INTEGER} user columns) is migrated to
+    user columns without affinity, its rows kept; see also
+    L{tests.test_ids_end_to_end.UpgradeTests}.
+    """
+
+    def test_columns(self) -> None:
+        """
+        After the migration, the user columns have no type affinity, the
+        rows and the key sequence are kept, and the names are the current
+        version's.
+        """
+        from wsserver import database
+
+        from .test_ids_end_to_end import makeVersion3
+
+        path = self.databasePath()
+        makeVersion3(os.path.dirname(path), 10.0)
+        connection = sqlite3.connect(path)
+        connection.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'undelivered'")
+        connection.commit()
+        connection.close()
+        self.openDatabase()
+        connection = sqlite3.connect(path)
+        try:
+            for table in ("undelivered", "inbox", "inbox_seq"):
+                types = {row[1]: row[2] for row in connection.execute(f"PRAGMA table_info({table})")}
+                self.assertEqual(types["user"], "BLOB", table)
+            self.assertEqual(connection.execute("SELECT key, user FROM undelivered ORDER BY key").fetchall(),
+                             [(1, 5), (2, 5), (3, -1)])
+            self.assertEqual(connection.execute("SELECT user, seq FROM inbox_seq").fetchall(), [(5, 2)])
+            self.assertEqual(connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'undelivered'")
+                             .fetchall(), [(9,)])
+            names = {n for (n,) in connection.execute("SELECT name FROM sqlite_master") if not n.startswith("sqlite_")}
+            fresh = sqlite3.connect(":memory:")
+            for statement in database._SCHEMA:
+                fresh.execute(statement)
+            self.assertEqual(names, {n for (n,) in fresh.execute("SELECT name FROM sqlite_master")
+                                     if not n.startswith("sqlite_")})
+        finally:
+            connection.close()
 
 
 class MigrationTests(DatabaseMixin, TestCase):

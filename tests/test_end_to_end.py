@@ -19,6 +19,9 @@ from twisted.trial.unittest import TestCase
 
 from .support import CERT, ChatClient, closeClient, openClient, restRequest, startServer
 
+#: the original's id rule, whose refusals these tests know
+NUMERIC = {"chat": {"userIds": "numeric"}}
+
 
 def _later(seconds: float = 0.05) -> Deferred[None]:
     return deferLater(reactor, seconds, lambda: None)
@@ -97,7 +100,7 @@ class ChatTests(TestCase):
         Connections with a bad id are closed with 4000 and a reason saying
         which problem; other clients keep chatting meanwhile.
         """
-        server = yield startServer(self, tls=self.tls)
+        server = yield startServer(self, NUMERIC, tls=self.tls)
         alice = yield self.open(server, 1)
         bob = yield self.open(server, 2)
         cases = {
@@ -121,7 +124,7 @@ class ChatTests(TestCase):
         Each invalid payload closes only its sender's connection with 4001 and
         the original's reason.
         """
-        server = yield startServer(self, tls=self.tls)
+        server = yield startServer(self, NUMERIC, tls=self.tls)
         bob = yield self.open(server, 2)
         cases = [
             ({"type": 1, "recipients": [2]}, "Invalid payload. $.type must be a string"),
@@ -184,7 +187,7 @@ class ChatTests(TestCase):
         A close reason longer than a close frame holds is cut to 123 bytes on
         a character boundary, so the client still reads it.
         """
-        server = yield startServer(self, tls=self.tls)
+        server = yield startServer(self, NUMERIC, tls=self.tls)
         client = yield openClient(server, query="id=" + quote("é" * 100))
         code, reason = yield client.closed
         self.assertEqual(code, 4000)

@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.config import MessageConfig
+from wsserver.ids import numericRule
 from wsserver.messages import InvalidPayload, Message, MessageFactory, parsePayload
 from wsserver.routing import Router
 
@@ -128,7 +129,7 @@ class FuzzTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         clock = Clock()
-        self.router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC"), nodeTag=1))
+        self.router = Router(MessageConfig(), clock, MessageFactory(clock, ZoneInfo("UTC"), nodeTag=1, ids=numericRule))
         self.alice = FakeConnection(SENDER)
         self.router.attach(self.alice)
         self.bob = FakeConnection(2)

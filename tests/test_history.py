@@ -262,7 +262,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         connection = sqlite3.connect(self.databasePath())
         self.assertEqual(connection.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
         connection.close()
-        self.assertEqual(SCHEMA_VERSION, 3)
+        self.assertEqual(SCHEMA_VERSION, 4)
         self.assertEqual(await SqliteUndeliveredStore(db, 100, 10).fetch(1, 10.0), [(1, b"kept")])
         inbox = SqliteInbox(db, reactor, 100, 10)
         self.assertEqual(inbox.append([1], b'{"m":1}', 10.0), [1])

@@ -195,7 +195,7 @@ class HistoryRestTests(TestCase):
         Id errors as on the other endpoints; a bad C{since} or C{limit} is a
         400 that says which.
         """
-        server = yield startServer(self, historyConfig(self))
+        server = yield startServer(self, {**historyConfig(self), "chat": {"userIds": "numeric", "history": {"enabled": True, "storage": "sqlite"}}})
         cases = [
             ("/history", "Id required"),
             ("/history?id=x", "Invalid id"),

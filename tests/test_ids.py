@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.ids import BOT, InvalidUserId, anyRule, cutShort, numericRule, redisKey, sortKey
+from wsserver.ids import (
+    BOT, InvalidUserId, anyRule, cutShort, idBytes, numericRule, parseIdBytes, redisKey, ruleFor, sortKey,
+)
 
 
 class AnyRuleTests(SynchronousTestCase):
@@ -115,11 +117,30 @@ class HelperTests(SynchronousTestCase):
 
     def test_redisKey(self) -> None:
         """
-        The id stands between braces, so an id with C{:} meets no other key.
+        A numeric id keeps the previous version's key; any other stands
+        between braces, so an id with C{:} meets no other key.
         """
         self.assertEqual(redisKey(b"wsserver:inbox:", "a:seq"), b"wsserver:inbox:{a:seq}")
-        self.assertEqual(redisKey(b"wsserver:inbox:", 7), b"wsserver:inbox:{7}")
+        self.assertEqual(redisKey(b"wsserver:inbox:", 7), b"wsserver:inbox:7")
         self.assertNotEqual(redisKey(b"q:", "a:b"), redisKey(b"q:", "a") + b":b")
+        self.assertNotEqual(redisKey(b"q:", "-5"), redisKey(b"q:", 5))
+
+    def test_idBytes(self) -> None:
+        """
+        L{parseIdBytes} reads what L{idBytes} wrote, numbers as numbers.
+        """
+        for userId in (7, 2**64 - 1, "alice@example.com", "a:b", "-5"):
+            self.assertEqual(parseIdBytes(idBytes(userId)), userId)
+        self.assertEqual(idBytes(7), b"7")
+        self.assertEqual(idBytes("a:b"), b"{a:b}")
+        self.assertRaises(ValueError, parseIdBytes, b"a")
+
+    def test_ruleFor(self) -> None:
+        """
+        C{chat.userIds} names a rule.
+        """
+        self.assertIs(ruleFor("numeric"), numericRule)
+        self.assertIs(ruleFor("any"), anyRule)
 
     def test_cutShort(self) -> None:
         """

@@ -33,6 +33,7 @@ from wsserver.auth import Authenticator, Credentials, Grant, buildAuthenticator
 from wsserver.auth.config import parseAuth
 from wsserver.config import AuthConfig, ConfigError, MessageConfig, ServerConfig, parseConfig
 from wsserver.configschema import _Section
+from wsserver.ids import UserIdRule, anyRule, numericRule
 from wsserver.messages import MessageFactory
 from wsserver.connection import ChatServerFactory, prepareFrame
 from wsserver.routing import Router
@@ -628,8 +629,12 @@ class WebSocketTests(ConfigMixin, SynchronousTestCase):
         self.pumps: list[iosim.IOPump] = []
         self.factory = self.makeFactory(hs256())
 
-    def makeFactory(self, auth: dict[str, Any]) -> ChatServerFactory:
-        router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")), prepare=prepareFrame)
+    def makeFactory(self, auth: dict[str, Any], ids: UserIdRule = numericRule) -> ChatServerFactory:
+        """
+        A factory with C{auth}; the original's id rule unless C{ids} says.
+        """
+        messages = MessageFactory(self.clock, ZoneInfo("UTC"), ids=ids)
+        router = Router(MessageConfig(), self.clock, messages, prepare=prepareFrame)
         authenticator = buildAuthenticator(self.parse(auth), reactor=self.clock, subjectRequired=True)
         return ChatServerFactory(router, ServerConfig(), MessageConfig(), authenticator, self.clock)
 
@@ -699,6 +704,38 @@ class WebSocketTests(ConfigMixin, SynchronousTestCase):
         for sub in ["alice", "0", str(2**64), "-1"]:
             client = self.connect("", hsToken(sub=sub))
             self.assertEqual(client.closedWith, (4050, "Unauthorized"), sub)
+
+    def test_stringSubject(self) -> None:
+        """
+        With C{chat.userIds: "any"}, a C{sub} such as C{auth0|abc} is the
+        user; one outside the rule is refused with 4050; a number given as
+        a string is the number.
+        """
+        self.factory = self.makeFactory(hs256(), anyRule)
+        client = self.connect("", hsToken(sub="auth0|abc"))
+        self.assertEqual((client.closedWith, client.serverSide.session.userId), (None, "auth0|abc"))
+        client = self.connect("id=auth0%7Cabc", hsToken(sub="auth0|abc"))
+        self.assertEqual((client.closedWith, client.serverSide.session.userId), (None, "auth0|abc"))
+        client = self.connect("", hsToken(sub="42"))
+        self.assertEqual((client.closedWith, client.serverSide.session.userId), (None, 42))
+        for sub in ["a b", "007", "bob"]:
+            client = self.connect("id=alice" if sub == "bob" else "", hsToken(sub=sub))
+            self.assertEqual(client.closedWith, (4050, "Unauthorized"), sub)
+
+    def test_anyQueryId(self) -> None:
+        """
+        With C{chat.userIds: "any"}, the C{?id} query takes UUIDs and e-mail
+        addresses (a C{+} is a plus); a bad one is a 4000 naming the rule.
+        """
+        self.factory = self.makeFactory(hs256(), anyRule)
+        client = self.connect("id=a+b@example.com", hsToken(sub="a+b@example.com"))
+        self.assertEqual((client.closedWith, client.serverSide.session.userId), (None, "a+b@example.com"))
+        client = self.connect("id=a%20b", hsToken())
+        self.assertEqual(client.closedWith, (4000, 'Invalid id "a b": only letters, digits and _-.:@|+='))
+        client = self.connect("id=007", hsToken())
+        self.assertEqual(client.closedWith, (4000, 'Invalid id "007": a number must not start with 0'))
+        client = self.connect("id=18446744073709551616", hsToken())
+        self.assertEqual(client.closedWith, (4000, 'Invalid id "18446744073709551616": over the maximum 2^64-1'))
 
     def test_badQueryId(self) -> None:
         """

@@ -22,6 +22,7 @@ from wsserver.messages import (
     MessageFactory,
     parseUserId,
 )
+from wsserver.ids import UserIdRule, anyRule, numericRule
 
 UTC = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -105,9 +106,12 @@ class FactoryTestMixin:
     A L{MessageFactory} on a L{Clock}.
     """
 
+    #: C{chat.userIds}: the original's rule, whose refusals these tests know
+    rule: UserIdRule = numericRule
+
     def setUp(self) -> None:
         self.clock = Clock()
-        self.factory = MessageFactory(self.clock, UTC, nodeTag=0x38F4D5DC)
+        self.factory = MessageFactory(self.clock, UTC, nodeTag=0x38F4D5DC, ids=self.rule)
 
     def parse(self, obj: Any, sender: int | None = 5, enforceSender: bool = True) -> Message:
         """
@@ -265,6 +269,81 @@ class ValidationTests(FactoryTestMixin, SynchronousTestCase):
         for timestamp in (0, 1.5, [], {}, True):
             obj = {"type": "text", "text": "hi", "recipients": [1], "timestamp": timestamp}
             self.assertEqual(self.reason(obj), "$.timestamp must be string", timestamp)
+
+
+class AnyIdTests(FactoryTestMixin, SynchronousTestCase):
+    """
+    With C{chat.userIds: "any"}, C{sender} and C{recipients} take strings
+    too; numbers stay numbers; refusals name the rule, the value cut short.
+    """
+
+    rule = anyRule
+
+    def test_strings(self) -> None:
+        """
+        String ids are kept as given; a string of digits is the number.
+        """
+        message = self.parse({"type": "text", "text": "hi", "sender": "alice@example.com",
+                              "recipients": ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", "7", 8]},
+                             "alice@example.com")
+        self.assertEqual(message.sender, "alice@example.com")
+        self.assertEqual(message.recipients, ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", 7, 8])
+        self.assertEqual(orjson.loads(message.serialize())["recipients"],
+                         ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", 7, 8])
+
+    def test_numbersUnchanged(self) -> None:
+        """
+        Numeric ids are written back as the numbers they were, so the
+        original's clients see what they saw.
+        """
+        message = self.parse({"type": "text", "text": "hi", "sender": "5", "recipients": [1, 2]}, 5)
+        self.assertEqual((message.sender, message.recipients), (5, [1, 2]))
+        self.assertIn(b'"sender":5,"recipients":[1,2]', message.serialize())
+
+    def test_badRecipients(self) -> None:
+        """
+        A recipient that is no id: C{$.recipients[] must be user ids}, why.
+        """
+        cases = [
+            (["a b"], '$.recipients[] must be user ids: "a b": only letters, digits and _-.:@|+='),
+            ([1, "007"], '$.recipients[] must be user ids: "007": a number must not start with 0'),
+            ([2**64], "$.recipients[] must be user ids: over the maximum 2^64-1: 1.8446744073709552e+19"),
+            (["x" * 200], '$.recipients[] must be user ids: "xxxxxxxxxxxxxxxxxxxxxx…: longer than 128 characters'),
+            ([1.5], "$.recipients[] must be user ids: a number or a string of letters, digits and _-.:@|+=: 1.5"),
+            ("alice", "$.recipients[] must be user ids"),
+            ([-1], "$.recipients[] must be user ids: a number must not be negative: -1"),
+        ]
+        for recipients, reason in cases:
+            obj = {"type": "text", "text": "hi", "recipients": recipients}
+            self.assertEqual(self.reason(obj), reason, recipients)
+
+    def test_knownIds(self) -> None:
+        """
+        A string id read once is remembered (a bounded number of them): read
+        again it is the same id; a bad one is never remembered.
+        """
+        from wsserver import messages
+
+        self.patch(messages, "KNOWN_IDS", 2)
+        for _ in range(2):
+            self.assertEqual(self.parse({"type": "text", "text": "", "recipients": ["a", "7", 8]}, 5).recipients,
+                             ["a", 7, 8])
+        self.assertEqual(self.factory._known, {"a": "a", "7": 7})
+        self.parse({"type": "text", "text": "", "recipients": ["b"]}, 5)
+        self.assertEqual(self.factory._known, {"b": "b"})
+        self.reason({"type": "text", "text": "", "recipients": ["c d"]})
+        self.assertEqual(self.factory._known, {"b": "b"})
+
+    def test_badSender(self) -> None:
+        """
+        A sender that is no id names the rule; another user's is refused.
+        """
+        obj = {"type": "text", "text": "hi", "sender": "a/b", "recipients": [1]}
+        self.assertEqual(self.reason(obj, "alice"), '$.sender must be a user id: "a/b": only letters, digits and _-.:@|+=')
+        obj = {"type": "text", "text": "hi", "sender": "bob", "recipients": [1]}
+        self.assertEqual(self.reason(obj, "alice"), "$.sender must be your own id (alice)")
+        obj = {"type": "text", "text": "hi", "recipients": [1]}
+        self.assertEqual(self.reason(obj, None), "$.sender must be a user id")
 
 
 class MessageTests(FactoryTestMixin, SynchronousTestCase):

@@ -174,6 +174,14 @@ class PresenceTests(SynchronousTestCase):
         self.assertRaises(ValueError, parseSeats, [b"7:2"])
         self.assertRaises(ValueError, parseSeats, [b"x:1:1:1"])
 
+    def test_stringSeats(self) -> None:
+        """
+        A string id, C{:} in it included, round-trips beside numbers.
+        """
+        entries = [formatSeat("a:b:c", Seat(1, 2, 3.0)), formatSeat(7, Seat(2, 5, 1234.0))]
+        self.assertEqual(entries[0], b"{a:b:c}:1:2:3")
+        self.assertEqual(parseSeats(entries), {"a:b:c": Seat(1, 2, 3.0), 7: Seat(2, 5, 1234.0)})
+
 
 class BatchTests(SynchronousTestCase):
     """
@@ -187,6 +195,14 @@ class BatchTests(SynchronousTestCase):
         """
         entries = [([1], b'{"a":"x y\\n"}'), ([2, 3], b"\n \n"), ([4], b"")]
         self.assertEqual(parseBatch(formatBatch(entries)), entries)
+
+    def test_stringIds(self) -> None:
+        """
+        String ids and numbers come back as they were.
+        """
+        entries = [(["alice@example.com", 7, "a:b", "-5"], b"{}"), ([2**64 - 1], b"x")]
+        self.assertEqual(parseBatch(formatBatch(entries)), entries)
+        self.assertTrue(formatBatch([([7, "a"], b"")]).startswith(b"7,{a} 0\n"))
 
     def test_malformed(self) -> None:
         """

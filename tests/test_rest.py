@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 
 from wsserver.auth import Authenticator, Credentials, buildAuthenticator
 from wsserver.config import AuthConfig, LimitsConfig, MessageConfig
+from wsserver.ids import UserIdRule, anyRule, numericRule
 from wsserver.limits import Limits
 from wsserver.messages import MessageFactory
 from wsserver.metrics import Readiness, ServerCollector, makeRegistry
@@ -108,10 +109,13 @@ class RestMixin:
     client; C{request} answers synchronously.
     """
 
+    #: C{chat.userIds}: the original's rule, whose refusals these tests know
+    ids: UserIdRule = numericRule
+
     def setUpRest(self, authenticator: Authenticator | None = None, realm: str | None = "wsserver") -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")))
+        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC"), ids=self.ids))
         if authenticator is None:
             authenticator = buildAuthenticator(AuthConfig())
         self.resource = makeRestResource(self.router, authenticator, realm, messages=self.router.messages,
@@ -273,6 +277,72 @@ class StatsTests(RestMixin, SynchronousTestCase):
         self.assertError(self.request("GET", "/check-online"), 400, "Id required")
         for bad in BAD_IDS:
             self.assertError(self.request("GET", "/check-online?id=" + bad), 400, "Invalid id")
+
+
+class AnyIdTests(RestMixin, SynchronousTestCase):
+    """
+    With C{chat.userIds: "any"}, every endpoint takes string ids, and
+    refuses others with 400 naming the rule.
+    """
+
+    ids = anyRule
+
+    def setUp(self) -> None:
+        self.setUpRest()
+
+    def test_parameters(self) -> None:
+        """
+        C{?id=} takes UUIDs and e-mail addresses (a C{+} is a plus); digits
+        are the number.
+        """
+        self.connect("a+b@example.com")
+        self.connect(7)
+        for query in ("a%2Bb%40example.com", "a+b@example.com"):
+            self.assertJSON(self.request("GET", "/check-online?id=" + query), 200,
+                            {"success": True, "data": {"isOnline": True}})
+        self.assertJSON(self.request("GET", "/check-online?id=7"), 200, {"success": True, "data": {"isOnline": True}})
+        stat = orjson.loads(self.request("GET", "/stat?id=a%2Bb%40example.com")[1])["data"]
+        self.assertEqual(stat["id"], "a+b@example.com")
+
+    def test_badParameters(self) -> None:
+        """
+        An id outside the rule is a 400 that says why, the value cut short.
+        """
+        cases = [
+            ("a%20b", 'Invalid id "a b": only letters, digits and _-.:@|+='),
+            ("007", 'Invalid id "007": a number must not start with 0'),
+            ("18446744073709551616", 'Invalid id "18446744073709551616": over the maximum 2^64-1'),
+            ("x" * 200, 'Invalid id "xxxxxxxxxxxxxxxxxxxxxx\u2026: longer than 128 characters'),
+            ("0", "Invalid id 0: reserved for the server"),
+        ]
+        for query, message in cases:
+            self.assertError(self.request("GET", "/stat?id=" + query), 400, message)
+
+    def test_sendMessage(self) -> None:
+        """
+        C{POST /send-message} takes string recipients and senders; numeric
+        ones are written back as numbers.
+        """
+        alice = self.connect("3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c")
+        seven = self.connect(7)
+        body = {"type": "text", "text": "hi", "sender": "bot@example.com",
+                "recipients": ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", "7"]}
+        response, _ = self.request("POST", "/send-message", data=orjson.dumps(body),
+                                   headers={"Content-Type": ["application/json"]})
+        self.assertEqual(response.code, 202)
+        for connection in (alice, seven):
+            got = connection.sent[-1]
+            self.assertEqual((got["sender"], got["recipients"]),
+                             ("bot@example.com", ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", 7]))
+
+    def test_badBody(self) -> None:
+        """
+        A recipient outside the rule is a 400 naming it.
+        """
+        body = {"type": "text", "text": "hi", "recipients": ["a b"]}
+        self.assertError(self.request("POST", "/send-message", data=orjson.dumps(body),
+                                      headers={"Content-Type": ["application/json"]}),
+                         400, 'Invalid payload. $.recipients[] must be user ids: "a b": only letters, digits and _-.:@|+=')
 
 
 class SendMessageTests(RestMixin, SynchronousTestCase):

@@ -16,6 +16,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from wsserver.config import MessageConfig
+from wsserver.ids import UserIdRule, anyRule, numericRule
 from wsserver.messages import InvalidPayload, Message, MessageFactory
 from wsserver.connection.session import Session
 from wsserver.routing import IConnection, IInbound, IUserDirectory, Router
@@ -134,12 +135,15 @@ class RouterTestMixin:
     router: Router
     notified: list[tuple[Message, bytes]]
 
+    #: C{chat.userIds}: the original's rule, whose refusals these tests know
+    ids: UserIdRule = numericRule
+
     def makeRouter(self, store: Any = None, **config: Any) -> Router:
         if "ignoredTypesSendBack" in config:
             config["ignoredTypesSendBack"] = frozenset(config["ignoredTypesSendBack"])
         self.clock = Clock()
         self.clock.advance(START)
-        self.factory = MessageFactory(self.clock, ZoneInfo("UTC"), nodeTag=NODE)
+        self.factory = MessageFactory(self.clock, ZoneInfo("UTC"), nodeTag=NODE, ids=self.ids)
         self.notified = []
         self.router = Router(
             MessageConfig(**config),
@@ -735,6 +739,45 @@ class StatisticsTests(RouterTestMixin, SynchronousTestCase):
         items = self.router.statItems()
         self.assertEqual([i["id"] for i in items], [2, 5, 17, 30])
         self.assertEqual(items, [self.router.statItem(u) for u in (2, 5, 17, 30)])
+
+
+class StringIdTests(RouterTestMixin, SynchronousTestCase):
+    """
+    With C{chat.userIds: "any"}, string ids are routed, sent back, given
+    delivery status and counted as numbers are, beside numbers.
+    """
+
+    ids = anyRule
+
+    def test_routed(self) -> None:
+        """
+        A message between string ids reaches each recipient once; C{"7"} is
+        user 7, written back as the number.
+        """
+        self.makeRouter(enableDeliveryStatus=True, enableSendBack=True)
+        alice = self.connect("alice@example.com")
+        bob = self.connect("3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c")
+        seven = self.connect(7)
+        message = self.send(alice, ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", "7"])
+        self.assertEqual(bob.sent, [message.serialize()])
+        self.assertEqual(seven.sent, [message.serialize()])
+        self.assertIn(b'"sender":"alice@example.com","recipients":["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c",7]',
+                      message.serialize())
+        got = alice.received()
+        self.assertEqual(got[0]["id"], message.id)  # sent back
+        self.assertEqual([n["data"]["recipient"] for n in got[1:]], ["3f2c9a1e-7b4d-4e0a-9c1b-2d3e4f5a6b7c", 7])
+        self.assertEqual({n["recipients"][0] for n in got[1:]}, {"alice@example.com"})
+
+    def test_statItemsSorted(self) -> None:
+        """
+        C{statItems} lists numbers first, by value, then strings.
+        """
+        self.makeRouter()
+        for userId in ("bob", 30, "alice", 2):
+            self.connect(userId)
+        self.assertEqual([i["id"] for i in self.router.statItems()], [2, 30, "alice", "bob"])
+        self.assertTrue(self.router.isOnline("alice"))
+        self.assertEqual(self.router.statItem("nobody"), emptyStatItem("nobody"))
 
 
 class UndeliveredTests(RouterTestMixin, SynchronousTestCase):

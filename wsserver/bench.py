@@ -23,6 +23,10 @@ Modes:
 With C{--procs P} the clients are spread over P processes (pairs and fan-out
 groups stay within one process); their results are merged exactly (latency
 histograms are summed bucket by bucket).
+
+With C{--ids uuid} every client connects and is addressed with a UUID (one
+made from its number, the same in every process) instead of the number: the
+cost of string ids (C{chat.userIds: "any"}) against numeric ones.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import re
 import resource
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -307,6 +312,15 @@ class Load:
 
     # connections
 
+    def wireId(self, userId: int) -> int | str:
+        """
+        What the server knows client C{userId} as: the number, or with
+        C{--ids uuid} a UUID made from it.
+        """
+        if self.args.ids == "uuid":
+            return str(uuid.uuid5(uuid.NAMESPACE_OID, str(userId)))
+        return userId
+
     def _url(self, userId: int) -> str:
         """
         The server of C{userId}'s client: with several C{--url}, clients take
@@ -319,7 +333,7 @@ class Load:
         from autobahn.twisted.websocket import WebSocketClientFactory
 
         base = self._url(userId)
-        url = base + ("&" if "?" in base else "?") + f"id={userId}"
+        url = base + ("&" if "?" in base else "?") + f"id={self.wireId(userId)}"
         factory = WebSocketClientFactory(url, headers=self.args.headers)
         factory.protocol = self._protocol
         factory.setProtocolOptions(utf8validateIncoming=False, openHandshakeTimeout=30, closeHandshakeTimeout=5,
@@ -412,7 +426,7 @@ class Load:
         head = self._heads.get(senderId)
         if head is None:
             head = self._heads[senderId] = orjson.dumps(
-                {"type": "text", "text": self._payloadText, "recipients": recipients}
+                {"type": "text", "text": self._payloadText, "recipients": [self.wireId(r) for r in recipients]}
             )[:-1] + b',"data":{"f":%d,"s":' % senderId
         # the stamp goes last and the JSON is built by hand: the same bytes
         # as orjson would give, at a fraction of the cost
@@ -783,6 +797,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain", type=float, default=10.0, help="seconds to wait for messages still in flight")
     p.add_argument("--procs", type=int, default=1, help="spread the clients over this many processes")
     p.add_argument("--id-base", type=int, default=1_000_000, help="first user id")
+    p.add_argument("--ids", choices=["numeric", "uuid"], default="numeric",
+                   help="user ids: numbers, or UUIDs (a server with chat.userIds \"any\")")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="send this handshake header")
     p.add_argument("--cookie", action="append", default=[], metavar="NAME=VALUE", help="send this cookie")

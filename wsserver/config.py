@@ -61,6 +61,8 @@ __all__ = [
 MAX_USER_ID = 2**64 - 1
 
 STORAGES = ("memory", "sqlite", "redis")
+#: the values of C{chat.userIds} (see L{wsserver.ids})
+USER_ID_RULES = ("any", "numeric")
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,10 @@ class MessageConfig:
 
 @dataclass(frozen=True)
 class ChatConfig:
+    #: which user ids are accepted: ``"any"`` (1 to 128 letters, digits and
+    #: ``_-.:@|+=``; digits only are a number) or ``"numeric"`` (the
+    #: original's: unsigned 64-bit numbers only)
+    userIds: str = "any"
     enableUndeliveredQueue: bool = False
     undelivered: UndeliveredConfig = field(default_factory=UndeliveredConfig)
     message: MessageConfig = field(default_factory=MessageConfig)
@@ -555,8 +561,12 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         ttlSeconds=h.number("ttlSeconds", 604800, 0),
     )
     h.finish()
+    userIds = c.str("userIds", "any")
+    if userIds not in USER_ID_RULES:
+        c.error("userIds", f"unknown rule {json.dumps(userIds)} (use one of: {', '.join(USER_ID_RULES)})")
+        userIds = "any"
     c.finish()
-    chat = ChatConfig(enableUndeliveredQueue=queueOn, undelivered=undelivered, message=message, history=history)
+    chat = ChatConfig(userIds=userIds, enableUndeliveredQueue=queueOn, undelivered=undelivered, message=message, history=history)
 
     # event
     e = top.section("event")

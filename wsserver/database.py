@@ -33,8 +33,7 @@ APPLICATION_ID} and C{PRAGMA user_version}):
       user gets it with C{recipients} rewritten to C{[user]};
     - C{undelivered(key, user, created, message)}: one row per user waiting
       for a message; C{key} increases in the order of C{put} and is never
-      reused; C{user} is the unsigned 64-bit user id stored as the signed
-      64-bit integer with the same bits.  The trigger C{undelivered_release}
+      reused; C{user} is the user id (see L{signed}).  The trigger C{undelivered_release}
       deletes a message with the last row that refers to it, whichever
       statement deletes that row (C{ack}, the age, C{maxPerUser});
     - C{events(id, primary_target, target, payload, attempts, not_before,
@@ -49,8 +48,15 @@ APPLICATION_ID} and C{PRAGMA user_version}):
       a seq is never reused, even after its entries were dropped.  The
       trigger C{inbox_release} deletes a payload with its last entry.
 
+Every C{user} column has no type affinity (C{BLOB}): a numeric user id is
+the signed 64-bit integer with the bits of the unsigned id, any other
+(C{chat.userIds: "any"}) is its text, which SQLite stores as it is and never
+compares equal to an integer (version 3 declared them C{INTEGER}, whose
+affinity would turn the text C{"-5"} into the integer -5).
+
 Version 1 (before C{messages}: C{undelivered} held a copy of the payload per
-user) and version 2 (before the inbox) are migrated in place when opened,
+user) version 2 (before the inbox) and version 3 (C{INTEGER} user columns, numeric
+ids only) are migrated in place when opened,
 one version after the other, in one transaction: a crash or an error during
 it leaves the file as it was.
 """
@@ -67,6 +73,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from .ids import UserId
 
 __all__ = [
     "APPLICATION_ID",
@@ -89,7 +97,7 @@ DATABASE_FILENAME = "wsserver.sqlite3"
 APPLICATION_ID = 0x77737376
 
 #: C{PRAGMA user_version}: the version of the schema below.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -104,6 +112,7 @@ _NAMES = {
 _NAMES[3] = _NAMES[2] | {
     "inbox_messages", "inbox", "inbox_seq", "inbox_created", "inbox_message", "inbox_release",
 }
+_NAMES[4] = _NAMES[3]
 
 _UNDELIVERED = [
     """CREATE TABLE IF NOT EXISTS messages (
@@ -113,7 +122,7 @@ _UNDELIVERED = [
 )""",
     """CREATE TABLE IF NOT EXISTS undelivered (
     key INTEGER PRIMARY KEY AUTOINCREMENT,
-    user INTEGER NOT NULL,
+    user BLOB NOT NULL,
     created REAL NOT NULL,
     message INTEGER NOT NULL REFERENCES messages (id)
 )""",
@@ -133,7 +142,7 @@ _INBOX = [
     payload BLOB NOT NULL
 )""",
     """CREATE TABLE IF NOT EXISTS inbox (
-    user INTEGER NOT NULL,
+    user BLOB NOT NULL,
     seq INTEGER NOT NULL,
     created REAL NOT NULL,
     message INTEGER NOT NULL REFERENCES inbox_messages (id),
@@ -147,9 +156,9 @@ BEGIN
     DELETE FROM inbox_messages WHERE id = OLD.message;
 END""",
     """CREATE TABLE IF NOT EXISTS inbox_seq (
-    user INTEGER PRIMARY KEY,
+    user BLOB PRIMARY KEY,
     seq INTEGER NOT NULL
-)""",
+) WITHOUT ROWID""",
 ]
 
 _SCHEMA = _UNDELIVERED + _INBOX + [
@@ -181,19 +190,24 @@ class StorageError(Exception):
     """
 
 
-def signed(userId: int) -> int:
+def signed(userId: UserId) -> int | str:
     """
-    The signed 64-bit integer with the same bits as the unsigned 64-bit
-    C{userId}: SQLite's integers are signed, so user columns hold this.
+    What a user column holds for C{userId}: for a numeric id, the signed
+    64-bit integer with the same bits (SQLite's integers are signed); any
+    other id as it is (text, which no integer equals).
     """
-    return userId - (1 << 64) if userId >= (1 << 63) else userId
+    if type(userId) is not int:
+        return userId
+    return userId - (1 << 64) if userId >= (1 << 63) else userId  # type: ignore[operator]
 
 
-def unsigned(user: int) -> int:
+def unsigned(user: int | str) -> UserId:
     """
     The user id stored as C{user} (see L{signed}).
     """
-    return user + (1 << 64) if user < 0 else user
+    if type(user) is not int:
+        return user
+    return user + (1 << 64) if user < 0 else user  # type: ignore[operator]
 
 
 def openDatabase(path: str, reactor: Any = None) -> Database:
@@ -380,8 +394,41 @@ def _migrateFrom2(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA user_version = 3")
 
 
+def _migrateFrom3(connection: sqlite3.Connection) -> None:
+    """
+    Migrate a database of schema version 3, in the caller's transaction:
+    the user columns of C{undelivered}, C{inbox} and C{inbox_seq} lose their
+    C{INTEGER} affinity (so that string ids fit); every row is copied as it
+    is (numeric ids keep their values), keys and seqs stay never reused.
+    """
+    row = connection.execute("SELECT MAX(seq) FROM sqlite_sequence WHERE name = 'undelivered'").fetchone()
+    sequence = row[0] or 0
+    for kind, name in (("TRIGGER", "undelivered_release"), ("TRIGGER", "inbox_release"),
+                       ("INDEX", "undelivered_user"), ("INDEX", "undelivered_created"),
+                       ("INDEX", "undelivered_message"), ("INDEX", "inbox_created"), ("INDEX", "inbox_message")):
+        connection.execute(f"DROP {kind} IF EXISTS {name}")
+    for table in ("undelivered", "inbox", "inbox_seq"):
+        connection.execute(f"ALTER TABLE {table} RENAME TO {table}_v3")
+    for statement in _UNDELIVERED + _INBOX:
+        connection.execute(statement)
+    connection.execute(
+        "INSERT INTO undelivered (key, user, created, message)"
+        " SELECT key, user, created, message FROM undelivered_v3 ORDER BY key"
+    )
+    connection.execute("INSERT INTO inbox (user, seq, created, message) SELECT user, seq, created, message FROM inbox_v3")
+    connection.execute("INSERT INTO inbox_seq (user, seq) SELECT user, seq FROM inbox_seq_v3")
+    for table in ("undelivered", "inbox", "inbox_seq"):
+        connection.execute(f"DROP TABLE {table}_v3")
+    (highest,) = connection.execute("SELECT COALESCE(MAX(key), 0) FROM undelivered").fetchone()
+    connection.execute("DELETE FROM sqlite_sequence WHERE name IN ('undelivered', 'undelivered_v3')")
+    connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('undelivered', ?)", (max(sequence, highest),))
+    connection.execute("PRAGMA user_version = 4")
+
+
 #: For each older schema version, what brings it to the next version.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrateFrom1, 2: _migrateFrom2}
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrateFrom1, 2: _migrateFrom2, 3: _migrateFrom3,
+}
 
 
 def _configure(connection: sqlite3.Connection) -> None:

@@ -27,7 +27,10 @@ from typing import Union
 import attr
 import orjson
 
-__all__ = ["BOT", "InvalidUserId", "UserId", "UserIdRule", "anyRule", "cutShort", "numericRule", "redisKey", "sortKey"]
+__all__ = [
+    "BOT", "InvalidUserId", "UserId", "UserIdRule", "anyRule", "cutShort", "idBytes", "numericRule",
+    "parseIdBytes", "redisKey", "ruleFor", "sortKey",
+]
 
 #: A user id: an C{int} when numeric, else a C{str}.
 UserId = Union[int, str]
@@ -126,7 +129,10 @@ class UserIdRule:
         """
         if self.numeric:
             return "uint64_t"
-        if type(value) is int:
+        if type(value) is int and value < 0:  # type: ignore[operator]
+            return f"a number must not be negative: {cutShort(value)}"
+        if type(value) is int or (type(value) is float and value >= MAX_NUMERIC):  # type: ignore[operator]
+            # (a JSON integer from 2^64 on is read as a float)
             return f"over the maximum 2^64-1: {cutShort(value)}"
         if type(value) is str:
             try:
@@ -146,13 +152,42 @@ def sortKey(userId: UserId) -> tuple[int, int, str]:
     return (1, 0, userId)  # type: ignore[return-value]
 
 
+def idBytes(userId: UserId) -> bytes:
+    """
+    C{userId} as it is written in Redis keys and in the cluster's messages:
+    a number as its digits (the keys the previous version wrote), any other
+    id between braces, which no id may contain, so that C{a:b} never meets
+    C{a} followed by C{:b}, and no string id meets a number.
+    """
+    if type(userId) is int:
+        return b"%d" % userId  # type: ignore[str-bytes-safe]
+    return b"{%s}" % userId.encode("ascii")  # type: ignore[union-attr]
+
+
+def parseIdBytes(data: bytes) -> UserId:
+    """
+    The id that L{idBytes} wrote.
+
+    @raise ValueError: when C{data} is not one.
+    """
+    if data[:1] == b"{" and data[-1:] == b"}":
+        return data[1:-1].decode("ascii")
+    return int(data)
+
+
 def redisKey(prefix: bytes, userId: UserId) -> bytes:
     """
-    The Redis key of C{userId} under C{prefix}: the id between braces, which
-    no id may contain, so that C{a:b} and C{a} with a suffix C{:b} never
-    meet (and a Redis Cluster keeps one user's keys in one slot).
+    The Redis key of C{userId} under C{prefix} (see L{idBytes}): the same
+    key as before for a numeric id, the id between braces for another.
     """
-    return b"%s{%s}" % (prefix, str(userId).encode("ascii"))
+    return prefix + idBytes(userId)
+
+
+def ruleFor(name: str) -> UserIdRule:
+    """
+    The rule that C{chat.userIds} names (C{"any"} or C{"numeric"}).
+    """
+    return numericRule if name == "numeric" else anyRule
 
 
 numericRule = UserIdRule(numeric=True)

@@ -35,6 +35,8 @@ from zope.interface import implementer
 from .config import Config
 from .reloadable import IReloadable
 
+from .ids import BOT, MAX_NUMERIC, InvalidUserId, UserId, UserIdRule, anyRule, numericRule
+
 __all__ = [
     "BOT",
     "InvalidPayload",
@@ -51,9 +53,11 @@ __all__ = [
 #: The longest ack token a client may send.
 MAX_ACK = 64
 
-#: The user id of the server itself (the "bot"): no client connects as it.
-BOT = 0
-_MAX_ID = 2**64 - 1
+#: The most string ids a L{MessageFactory} remembers as checked (their
+#: checks are redone after it forgets them all at once).
+KNOWN_IDS = 65536
+
+_MAX_ID = MAX_NUMERIC
 
 #: Floats from here on (in magnitude) may be integers beyond 64 bits that
 #: orjson read as floats: it reads -2^63 .. 2^64-1 as integers.
@@ -77,16 +81,10 @@ class InvalidPayload(ValueError):
         self.reason = reason
 
 
-class InvalidUserId(ValueError):
+def parseUserId(values: list[str] | None, rule: UserIdRule = numericRule) -> UserId:
     """
-    A user id in a query string that cannot be used; the message says which
-    problem it has.
-    """
-
-
-def parseUserId(values: list[str] | None) -> int:
-    """
-    Parse the C{id} query parameter (all of its values) into a user id.
+    Parse the C{id} query parameter (all of its values) into a user id, with
+    C{rule} (C{chat.userIds}).
 
     @raise InvalidUserId: saying what is wrong with it.
     """
@@ -94,17 +92,7 @@ def parseUserId(values: list[str] | None) -> int:
         raise InvalidUserId("Id required in query parameter: ?id={id}")
     if len(values) > 1:
         raise InvalidUserId("Id given more than once in query parameter: ?id={id}")
-    raw = values[0]
-    if raw.startswith("-") and raw[1:].isascii() and raw[1:].isdigit():
-        raise InvalidUserId(f"Invalid id {raw}: must not be negative")
-    if not (raw.isascii() and raw.isdigit()):
-        raise InvalidUserId(f"Invalid id {raw!r}: must be an unsigned 64-bit integer")
-    # 2^64-1 has 20 digits; checking the length first also keeps int() from
-    # raising its own ValueError on very long strings (over 4300 digits).
-    digits = raw.lstrip("0") or "0"
-    if len(digits) > 20 or int(digits) > _MAX_ID:
-        raise InvalidUserId(f"Invalid id {raw}: over the maximum 2^64-1")
-    value = int(digits)
+    value = rule.fromText(values[0])
     if value == BOT:
         raise InvalidUserId("Invalid id 0: reserved for the server")
     return value
@@ -247,10 +235,6 @@ def parseSince(values: list[str] | None) -> int | None:
     return int(values[0])
 
 
-def _isUserId(value: object) -> bool:
-    return type(value) is int and 0 <= value <= _MAX_ID  # type: ignore[operator]
-
-
 @dataclass(slots=True)
 class Message:
     """
@@ -261,8 +245,8 @@ class Message:
     type: str
     text: str
     timestamp: str
-    sender: int
-    recipients: list[int]
+    sender: UserId
+    recipients: list[UserId]
     data: Any
     #: the sender's ack token (C{"ack"}), not delivered
     ack: str | None = None
@@ -313,11 +297,16 @@ class MessageFactory:
     @param tz: the zone that timestamps are written in.
     @param maxRecipients: the most recipients a message may have (0: no
         limit; C{server.limits.maxRecipients}).
+    @param ids: how user ids are read (C{chat.userIds}); every edge (the
+        WebSocket's query, the REST API) reads them with this rule.
     """
 
     def __init__(self, clock: IReactorTime, tz: ZoneInfo, nodeTag: int | None = None,
-                 maxRecipients: int = 0) -> None:
+                 maxRecipients: int = 0, ids: UserIdRule = anyRule) -> None:
         self.maxRecipients = maxRecipients
+        self.ids = ids
+        #: string ids read lately, and what they are (see L{_recipients})
+        self._known: dict[str, UserId] = {}
         self._clock = clock
         self._tz = tz
         node = random.getrandbits(32) if nodeTag is None else nodeTag
@@ -369,7 +358,7 @@ class MessageFactory:
             self._stampSecond = second
         return "%s.%06d%s" % (self._stampHead, micro, self._stampTail)
 
-    def fromPayload(self, payload: bytes | str, sender: int | None, enforceSender: bool = True) -> Message:
+    def fromPayload(self, payload: bytes | str, sender: UserId | None, enforceSender: bool = True) -> Message:
         """
         Parse and validate what a client sent.
 
@@ -383,7 +372,7 @@ class MessageFactory:
         """
         return self.fromObject(parsePayload(payload), sender, enforceSender)
 
-    def fromObject(self, obj: Any, sender: int | None, enforceSender: bool = True) -> Message:
+    def fromObject(self, obj: Any, sender: UserId | None, enforceSender: bool = True) -> Message:
         """
         Validate a decoded payload; see L{fromPayload}.
         """
@@ -402,22 +391,26 @@ class MessageFactory:
         given = obj.get("sender")
         if given is None:
             if sender is None:
-                raise InvalidPayload("$.sender must be uint64_t")
-        elif not _isUserId(given):
-            raise InvalidPayload("$.sender must be uint64_t")
-        elif enforceSender and sender is not None and given != sender:
-            raise InvalidPayload(f"$.sender must be your own id ({sender})")
+                raise InvalidPayload(self._badSender(None))
         else:
+            # (a number in range: every message's path)
+            if type(given) is not int or not 0 <= given <= _MAX_ID:  # type: ignore[operator]
+                given = self.ids.fromJSON(given)
+                if given is None:
+                    raise InvalidPayload(self._badSender(obj.get("sender")))
+            if enforceSender and sender is not None and given != sender:
+                raise InvalidPayload(f"$.sender must be your own id ({sender})")
             sender = given
         recipients = obj.get("recipients")
         # (the count first: a huge list is refused without looking at it)
         if type(recipients) is list and self.maxRecipients and len(recipients) > self.maxRecipients:
             raise InvalidPayload(f"$.recipients[] must contain at most {self.maxRecipients} values")
         if type(recipients) is not list:
-            raise InvalidPayload("$.recipients[] must be uint64_t[]")
-        for r in recipients:  # (L{_isUserId}, inlined: every message's path)
+            raise InvalidPayload(self._badRecipients(None))
+        for r in recipients:  # (numbers in range, inlined: every message's path)
             if type(r) is not int or not 0 <= r <= _MAX_ID:
-                raise InvalidPayload("$.recipients[] must be uint64_t[]")
+                recipients = self._recipients(recipients)
+                break
         if not recipients:
             raise InvalidPayload("$.recipients[] must contains at least 1 value")
         timestamp = obj.get("timestamp")
@@ -431,7 +424,49 @@ class MessageFactory:
         assert sender is not None
         return Message(self.newId(), kind, text, timestamp, sender, recipients, obj.get("data"), ack)
 
-    def notification(self, message: Message, recipient: int, timestamp: str | None = None) -> Message:
+    def _recipients(self, given: list[Any]) -> list[UserId]:
+        """
+        C{given}, not all numbers, read with the rule; the string ids seen
+        lately are remembered (at most L{KNOWN_IDS}), so that a recipient
+        written again costs a dict lookup, not the rule's check.
+
+        @raise InvalidPayload: naming the first that is no id.
+        """
+        if self.ids.numeric:
+            for r in given:
+                if type(r) is not int or not 0 <= r <= _MAX_ID:
+                    raise InvalidPayload(self._badRecipients(r))
+        known = self._known
+        fromJSON = self.ids.fromJSON
+        out = []
+        for r in given:
+            userId = known.get(r) if type(r) is str else None
+            if userId is None:
+                userId = fromJSON(r)
+                if userId is None:
+                    raise InvalidPayload(self._badRecipients(r))
+                if type(r) is str:
+                    if len(known) >= KNOWN_IDS:
+                        known.clear()
+                    known[r] = userId
+            out.append(userId)
+        return out
+
+    def _badSender(self, value: object) -> str:
+        if self.ids.numeric:
+            return "$.sender must be uint64_t"
+        if value is None:
+            return "$.sender must be a user id"
+        return f"$.sender must be a user id: {self.ids.problem(value)}"
+
+    def _badRecipients(self, value: object) -> str:
+        if self.ids.numeric:
+            return "$.recipients[] must be uint64_t[]"
+        if value is None:  # (not an array)
+            return "$.recipients[] must be user ids"
+        return f"$.recipients[] must be user ids: {self.ids.problem(value)}"
+
+    def notification(self, message: Message, recipient: UserId, timestamp: str | None = None) -> Message:
         """
         The delivery status sent to C{message}'s sender when it reached
         C{recipient} (C{enableDeliveryStatus}).
@@ -449,7 +484,7 @@ class MessageFactory:
             {"id": message.id, "recipient": recipient},
         )
 
-    def system(self, kind: str, userId: int, data: Any) -> Message:
+    def system(self, kind: str, userId: UserId, data: Any) -> Message:
         """
         A message from the server to C{userId} only (C{message_ack},
         C{history_gap}).

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from io import BytesIO
 from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,6 +47,7 @@ from .logflood import PeerLogger
 from .reloadable import IReloadable
 from .history import IInbox
 from .idempotency import IIdempotency
+from .ids import UserId
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing import Router
@@ -500,14 +502,19 @@ class _Api:
         d.addCallbacks(checked, failed).addErrback(crashed)
         return server.NOT_DONE_YET
 
-    def _userId(self, request: IRequest) -> int | Answer:
+    def _userId(self, request: IRequest) -> UserId | Answer:
+        rule = self.messages.ids
         values = request.args.get(b"id")
+        if not rule.numeric and b"+" in request.uri:
+            # (a plus is one of an id's characters, not a space)
+            values = parse_qs(urlsplit(request.uri).query.replace(b"+", b"%2B")).get(b"id")
         if not values or values == [b""]:
             return _error(400, "Id required")
         try:
-            return parseUserId([v.decode("utf-8", "replace") for v in values])
-        except InvalidUserId:
-            return _error(400, "Invalid id")
+            return parseUserId([v.decode("utf-8", "replace") for v in values], rule)
+        except InvalidUserId as e:
+            # the original's words with its rule; with "any", why
+            return _error(400, "Invalid id" if rule.numeric else str(e))
 
     # endpoints
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from .ids import UserId
+
 __all__ = ["UserStats", "emptyStatItem", "mergeStatRecords"]
 
 
@@ -37,7 +39,7 @@ class UserStats:
         "_online",
     )
 
-    def __init__(self, userId: int, now: float) -> None:
+    def __init__(self, userId: UserId, now: float) -> None:
         self.userId = userId
         self.firstSeen = now
         self.lastConnection = 0.0
@@ -122,7 +124,7 @@ class UserStats:
         }
 
 
-def emptyStatItem(userId: int) -> dict[str, Any]:
+def emptyStatItem(userId: UserId) -> dict[str, Any]:
     """
     The stat item of a user the server has never seen: zeros, offline.
     """
@@ -132,7 +134,7 @@ def emptyStatItem(userId: int) -> dict[str, Any]:
 _SUMS = ("connectedTimes", "disconnectedTimes", "sentMessages", "receivedMessages", "bytesTransferred")
 
 
-def mergeStatRecords(userId: int, records: Iterable[dict[str, Any]], now: float, isOnline: bool) -> dict[str, Any]:
+def mergeStatRecords(userId: UserId, records: Iterable[dict[str, Any]], now: float, isOnline: bool) -> dict[str, Any]:
     """
     The stat item of a user from the L{UserStats.record}s of several nodes.
 

@@ -26,6 +26,7 @@ from .auth import Authenticator, buildAuthenticator
 from .cluster import ClusterNode, ClusterStats, StatsJournal
 from .checks import endpointProblems
 from .config import AuthConfig, Config, ConfigError, defaultConfig, listenKey, loadConfig, startWarnings, withOverrides
+from .ids import ruleFor
 from .messages import MessageFactory
 from .metrics import Readiness, ServerCollector, makeRegistry
 from .routing.interfaces import NoPeers
@@ -359,7 +360,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     ceiling = limits.ceiling()
     if ceiling is not None:
         (log.warn if ceiling.warning else log.info)("{limit}", limit=ceiling.text)
-    messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
+    messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients,
+                              ids=ruleFor(chat.userIds))
     presence = None
     if notifier is not None and events is not None and events.presence:
         ledger = RedisPresenceLedger(links.bulk) if links is not None else MemoryPresenceLedger()

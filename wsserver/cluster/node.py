@@ -57,6 +57,7 @@ from zope.interface import implementer
 
 from ..routing.interfaces import IInbound, IPeers
 from ..redis.links import IRedisLinks
+from ..ids import UserId, idBytes, parseIdBytes, sortKey
 from ..stats import UserStats
 from .presence import Presence, Seat, formatSeat, parseSeats
 
@@ -67,6 +68,10 @@ PRESENCE = b"wsserver:presence"
 JOIN_TIMEOUT = 2.0
 
 
+def _bySortKey(item: tuple[UserId, Any]) -> tuple[int, int, str]:
+    return sortKey(item[0])
+
+
 def nodeChannel(node: str) -> bytes:
     """
     The channel where C{node} receives its messages.
@@ -74,18 +79,19 @@ def nodeChannel(node: str) -> bytes:
     return b"wsserver:node:" + node.encode()
 
 
-def formatBatch(entries: Sequence[tuple[Sequence[int], bytes]]) -> bytes:
+def formatBatch(entries: Sequence[tuple[Sequence[UserId], bytes]]) -> bytes:
     """
-    The body of one C{PUBLISH}: each message once, after its recipients.
+    The body of one C{PUBLISH}: each message once, after its recipients
+    (L{idBytes}: a number as before, a string id between braces).
     """
     parts = []
     for userIds, payload in entries:
-        parts.append(b"%s %d\n" % (b",".join(b"%d" % u for u in userIds), len(payload)))
+        parts.append(b"%s %d\n" % (b",".join([idBytes(u) for u in userIds]), len(payload)))
         parts.append(payload)
     return b"".join(parts)
 
 
-def parseBatch(data: bytes) -> list[tuple[list[int], bytes]]:
+def parseBatch(data: bytes) -> list[tuple[list[UserId], bytes]]:
     """
     The messages of a batch (L{formatBatch}).
 
@@ -101,7 +107,7 @@ def parseBatch(data: bytes) -> list[tuple[list[int], bytes]]:
         stop = start + int(size)
         if stop > end:
             raise ValueError("batch cut short")
-        out.append(([int(u) for u in uids.split(b",")], data[start:stop]))
+        out.append(([parseIdBytes(u) for u in uids.split(b",")], data[start:stop]))
         pos = stop
     return out
 
@@ -136,7 +142,7 @@ class ClusterNode(Service):
         self._channel = nodeChannel(self.nodeId)
         self._inbound: IInbound | None = None
         #: this node's users, as it announces them
-        self._local: dict[int, Seat] = {}
+        self._local: dict[UserId, Seat] = {}
         #: node -> the messages for it in this turn of the reactor
         self._batches: dict[str, list[tuple[Sequence[int], bytes]]] = {}
         self._flushCall: Any = None
@@ -171,11 +177,11 @@ class ClusterNode(Service):
     def bind(self, inbound: IInbound) -> None:
         self._inbound = inbound
 
-    def connected(self, userId: int, stats: UserStats, count: int) -> None:
+    def connected(self, userId: UserId, stats: UserStats, count: int) -> None:
         seat = self._local[userId] = Seat(count, stats.connectedTimes, stats.lastConnection)
         self._announce(userId, seat)
 
-    def disconnected(self, userId: int, stats: UserStats, count: int) -> None:
+    def disconnected(self, userId: UserId, stats: UserStats, count: int) -> None:
         if count:
             seat = self._local[userId] = Seat(count, stats.connectedTimes, stats.lastConnection)
         else:
@@ -183,17 +189,17 @@ class ClusterNode(Service):
             seat = Seat(0, stats.connectedTimes, stats.lastConnection)
         self._announce(userId, seat)
 
-    def _announce(self, userId: int, seat: Seat) -> None:
+    def _announce(self, userId: UserId, seat: Seat) -> None:
         # only while subscribed: being heard means being able to hear (a
         # change made while cut off is in the beat that follows the hello)
         if self.subscribed:
-            self._publish(PRESENCE, b"conn %s %d %d %d %d" % (
-                self._id, userId, seat.connections, seat.connectedTimes, int(seat.lastConnection)))
+            self._publish(PRESENCE, b"conn %s %s %d %d %d" % (
+                self._id, idBytes(userId), seat.connections, seat.connectedTimes, int(seat.lastConnection)))
 
-    def connectionsElsewhere(self, userId: int) -> int:
+    def connectionsElsewhere(self, userId: UserId) -> int:
         return self.presence.connectionsOf(userId)
 
-    def forward(self, userIds: Sequence[int], payload: bytes) -> None:
+    def forward(self, userIds: Sequence[UserId], payload: bytes) -> None:
         where = self.remoteUsers
         batches = self._batches
         if len(userIds) == 1:
@@ -215,8 +221,8 @@ class ClusterNode(Service):
         if self._flushCall is None and batches:
             self._flushCall = self._reactor.callLater(0, self._flush)
 
-    def announceQueued(self, userId: int) -> None:
-        self._publish(PRESENCE, b"queued %s %d" % (self._id, userId))
+    def announceQueued(self, userId: UserId) -> None:
+        self._publish(PRESENCE, b"queued %s %s" % (self._id, idBytes(userId)))
 
     def nodeCount(self) -> int:
         return len(self.presence.nodes()) + 1
@@ -393,7 +399,7 @@ class ClusterNode(Service):
         if kind == b"queued":
             # not a sign of life: a node cut off from its subscription may
             # still queue (its presence messages wait for its subscription)
-            uid = int(rest[0])
+            uid = parseIdBytes(rest[0])
             if uid in self._local and self._inbound is not None:
                 self._inbound.drainAgain(uid)
             return
@@ -401,7 +407,7 @@ class ClusterNode(Service):
         presence = self.presence
         if kind == b"conn":
             uid, count, times, last = rest[0].split(b" ")
-            presence.connections(nodeId, int(uid), Seat(int(count), int(times), float(last)))
+            presence.connections(nodeId, parseIdBytes(uid), Seat(int(count), int(times), float(last)))
         elif kind == b"beat":
             presence.beat(nodeId, parseSeats(rest[0].split(b",") if rest else ()))
             self._answered.add(nodeId)
@@ -455,7 +461,7 @@ class ClusterNode(Service):
         Announce this node's users.
         """
         if self.subscribed:
-            users = b",".join(formatSeat(u, s) for u, s in sorted(self._local.items()))
+            users = b",".join(formatSeat(u, s) for u, s in sorted(self._local.items(), key=_bySortKey))
             self._publish(PRESENCE, b"beat %s %s" % (self._id, users))
 
     # life cycle

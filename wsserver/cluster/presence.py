@@ -38,6 +38,8 @@ from typing import Callable, Iterable
 import attr
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from ..ids import UserId, idBytes, parseIdBytes, sortKey
+
 __all__ = ["Presence", "Seat"]
 
 
@@ -59,7 +61,7 @@ class Seat:
 @attr.s(auto_attribs=True, slots=True)
 class _Node:
     heard: float
-    users: dict[int, Seat] = attr.ib(factory=dict)
+    users: dict[UserId, Seat] = attr.ib(factory=dict)
     suspect: bool = False
 
 
@@ -100,7 +102,7 @@ class Presence:
         n = self._nodes.get(node)
         return n is not None and n.suspect
 
-    def connectionsOf(self, userId: int) -> int:
+    def connectionsOf(self, userId: UserId) -> int:
         """
         How many connections C{userId} has on the nodes where it counts as
         online.
@@ -110,7 +112,7 @@ class Presence:
 
     # what the nodes say
 
-    def connections(self, node: str, userId: int, seat: Seat) -> None:
+    def connections(self, node: str, userId: UserId, seat: Seat) -> None:
         """
         C{node} says how many connections C{userId} has there now (0: the
         user went offline there).
@@ -124,7 +126,7 @@ class Presence:
             n.users.pop(userId, None)
             self._unseat(node, userId)
 
-    def beat(self, node: str, users: dict[int, Seat]) -> None:
+    def beat(self, node: str, users: dict[UserId, Seat]) -> None:
         """
         C{node} says these are all its users.
         """
@@ -206,7 +208,7 @@ class Presence:
             self._schedule()
         return n
 
-    def _unseat(self, node: str, userId: int) -> None:
+    def _unseat(self, node: str, userId: UserId) -> None:
         seats = self.where.get(userId)
         if seats is not None:
             seats.pop(node, None)
@@ -238,28 +240,29 @@ class Presence:
             n = self._nodes.pop(node)
             for userId in n.users:
                 self._unseat(node, userId)
-            self._died(node, sorted(n.users))
+            self._died(node, sorted(n.users, key=sortKey))
         self._schedule()
 
 
-def parseSeats(entries: Iterable[bytes]) -> dict[int, Seat]:
+def parseSeats(entries: Iterable[bytes]) -> dict[UserId, Seat]:
     """
     The users of a beat: C{uid:connections:connectedTimes:lastConnection}
     entries.
 
     @raise ValueError: for an entry that is not such an entry.
     """
-    users: dict[int, Seat] = {}
+    users: dict[UserId, Seat] = {}
     for entry in entries:
         if not entry:
             continue
-        uid, count, times, last = entry.split(b":")
-        users[int(uid)] = Seat(int(count), int(times), float(last))
+        # (a string id may hold ":": the fields are the last three)
+        uid, count, times, last = entry.rsplit(b":", 3)
+        users[parseIdBytes(uid)] = Seat(int(count), int(times), float(last))
     return users
 
 
-def formatSeat(userId: int, seat: Seat) -> bytes:
+def formatSeat(userId: UserId, seat: Seat) -> bytes:
     """
     One entry of a beat (see L{parseSeats}).
     """
-    return b"%d:%d:%d:%d" % (userId, seat.connections, seat.connectedTimes, int(seat.lastConnection))
+    return b"%s:%d:%d:%d" % (idBytes(userId), seat.connections, seat.connectedTimes, int(seat.lastConnection))

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from ..routing.interfaces import IStatsListener, IUserDirectory
 from ..redis.link import RedisLink
+from ..ids import UserId, parseIdBytes, redisKey, sortKey
 from ..stats import mergeStatRecords
 from .node import ClusterNode
 from .presence import Seat
@@ -52,7 +53,7 @@ class StatsJournal:
         """
         self._offline.append(observer)
 
-    def wentOffline(self, userId: int) -> None:
+    def wentOffline(self, userId: UserId) -> None:
         for observer in self._offline:
             observer(userId)
 
@@ -148,18 +149,18 @@ class ClusterStats(Service):
 
     # writing
 
-    def writeNow(self, userId: int) -> Deferred[None]:
+    def writeNow(self, userId: UserId) -> Deferred[None]:
         """
         Write the record of C{userId} now (the user went offline here).
         """
         self._dirty.discard(userId)
         return self._write(userId)
 
-    def _write(self, userId: int) -> Deferred[None]:
+    def _write(self, userId: UserId) -> Deferred[None]:
         stats = self._router.userStats(userId)
         if stats is None:
             return succeed(None)
-        key = STATS_PREFIX + b"%d" % userId
+        key = redisKey(STATS_PREFIX, userId)
         link = self._link
         # both go out at once on the one connection, in this order
         hset = link.execute(b"HSET", key, self._field, orjson.dumps(stats.record(self._clock.seconds())))
@@ -195,7 +196,7 @@ class ClusterStats(Service):
             self._dirty.update(self._router.localUserIds())
         if not self._dirty:
             return
-        users = sorted(self._dirty)
+        users = sorted(self._dirty, key=sortKey)
         self._dirty.clear()
         beating = self._beating = DeferredList([self._write(uid) for uid in users])
 
@@ -206,7 +207,7 @@ class ClusterStats(Service):
 
     # reading
 
-    def _merge(self, userId: int, remote: dict[bytes, bytes], now: float) -> dict[str, Any]:
+    def _merge(self, userId: UserId, remote: dict[bytes, bytes], now: float) -> dict[str, Any]:
         router = self._router
         stats = router.userStats(userId)
         live = dict(self._node.remoteUsers.get(userId, {}))
@@ -239,12 +240,12 @@ class ClusterStats(Service):
         self.log.warn("cannot read cluster statistics from Redis ({why}): answering with this node's only",
                       why=f.getErrorMessage())
 
-    def statItem(self, userId: int) -> Deferred[dict[str, Any]]:
+    def statItem(self, userId: UserId) -> Deferred[dict[str, Any]]:
         """
         The statistics of one user in the whole cluster; zeros for a user
         never seen.
         """
-        d = self._link.execute(b"HGETALL", STATS_PREFIX + b"%d" % userId)
+        d = self._link.execute(b"HGETALL", redisKey(STATS_PREFIX, userId))
         d.addCallback(_hash)
 
         def failed(f: Any) -> dict[bytes, bytes]:
@@ -267,15 +268,15 @@ class ClusterStats(Service):
         # many users neither floods the connection nor holds all replies
         limit = DeferredSemaphore(READS_IN_FLIGHT)
         pattern = STATS_PREFIX + b"*"
-        reads: dict[int, Deferred[Any]] = {}
-        remote: dict[int, dict[bytes, bytes]] = {}
+        reads: dict[UserId, Deferred[Any]] = {}
+        remote: dict[UserId, dict[bytes, bytes]] = {}
         try:
             cursor = b"0"
             while True:
                 cursor, keys = await link.execute(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", b"1000")
                 for key in keys:
                     try:
-                        uid = int(key[len(STATS_PREFIX):])
+                        uid = parseIdBytes(key[len(STATS_PREFIX):])
                     except ValueError:
                         continue
                     if uid not in reads:  # SCAN may return a key twice
@@ -292,7 +293,7 @@ class ClusterStats(Service):
         now = self._clock.seconds()
         for uid in self._router.userIds():
             remote.setdefault(uid, {})
-        return [self._merge(uid, remote[uid], now) for uid in sorted(remote)]
+        return [self._merge(uid, remote[uid], now) for uid in sorted(remote, key=sortKey)]
 
     # life cycle
 
@@ -314,7 +315,7 @@ class ClusterStats(Service):
         super().stopService()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        for uid in sorted(self._dirty):
+        for uid in sorted(self._dirty, key=sortKey):
             self._write(uid)
         self._dirty.clear()
         done: Deferred[None] = Deferred()

@@ -9,7 +9,7 @@ L{wsserver._internals.AutobahnServerProtocol}.
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.protocol import PreparedMessage
@@ -41,6 +41,21 @@ def _noDelay(transport: ITransport) -> None:
         transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
     except (AttributeError, OSError):  # not TCP (a UNIX socket, a test transport)
         pass
+
+
+def plusKept(params: Mapping[str, Any], uri: str) -> dict[str, Any]:
+    """
+    C{params} with the C{id} read again from the request's C{uri}, a C{+} in
+    it kept as a plus (the query's C{application/x-www-form-urlencoded}
+    reading, Autobahn's, makes it a space; with C{chat.userIds: "any"} it is
+    one of an id's characters, as in C{a+b@example.com}).
+    """
+    query = urlsplit(uri).query
+    ids = parse_qs(query.replace("+", "%2B")).get("id")
+    out = dict(params)
+    if ids is not None:
+        out["id"] = ids
+    return out
 
 
 def prepareFrame(payload: bytes) -> PreparedMessage:
@@ -108,7 +123,10 @@ class ChatServerProtocol(AutobahnServerProtocol):
     def onConnect(self, request: ConnectionRequest) -> None:
         # (behind a PROXY header the peer is known only once it was read)
         peer: IAddress = self.transport.getPeer()
-        refusal = self.session.handshake(request.path, request.headers.get("origin"), request.params,
+        params = request.params
+        if "+" in self.http_request_uri and not self.factory.hub.ids.numeric:
+            params = plusKept(params, self.http_request_uri)
+        refusal = self.session.handshake(request.path, request.headers.get("origin"), params,
                                          request.headers, getattr(peer, "host", None) or str(peer))
         if refusal is not None:
             raise ConnectionDeny(refusal.code, refusal.reason)
@@ -183,7 +201,8 @@ class ChatServerFactory(WebSocketServerFactory):
         self._buildAuth = buildAuth or (lambda auth: buildAuthenticator(auth, None, clock, subjectRequired=True))
         self.limits = limits if limits is not None else Limits(server.limits, clock)
         #: what the sessions share
-        self.hub = Hub(router, self.limits, authenticator, clock, cookieAuth=server.auth.usesType("cookie"))
+        self.hub = Hub(router, self.limits, authenticator, clock, cookieAuth=server.auth.usesType("cookie"),
+                       ids=router.messages.ids)
         # no Server header: it named Autobahn and its version
         super().__init__(server=None)
         # (after Autobahn's, which sets both: its URL's path, its own

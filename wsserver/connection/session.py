@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from zope.interface import Interface, implementer
 
 from ..auth import Authenticator, Credentials, Grant
+from ..ids import UserId, UserIdRule, anyRule
 from ..limits import Limits, TokenBucket
 from ..logflood import PeerLogger
 from ..messages import InvalidPayload, InvalidSince, InvalidUserId, parseSince, parseUserId
@@ -123,6 +124,8 @@ class Hub:
     cookieAuth: bool = False
     maxConnectionsPerUser: int = 0
     sendBufferBytes: int = 0
+    #: how the C{?id=} query and a token's C{sub} are read (C{chat.userIds})
+    ids: UserIdRule = anyRule
 
     @property
     def anyOrigin(self) -> bool:
@@ -148,7 +151,7 @@ def _isUTF8(payload: bytes) -> bool:
     return True
 
 
-def _grantedUser(grant: Grant, queried: int) -> int | None:
+def _grantedUser(grant: Grant, queried: UserId, rule: UserIdRule) -> UserId | None:
     """
     The id of a connection whose auth passed: the query's (C{0} when it had
     none), which the grant's subject (a token's C{sub}) must equal, or gives
@@ -158,9 +161,9 @@ def _grantedUser(grant: Grant, queried: int) -> int | None:
     @raise InvalidUserId: when neither the query nor the grant gives an id.
     """
     if grant.subject is None:
-        return queried or parseUserId(None)
+        return queried or parseUserId(None, rule)
     try:
-        subject = parseUserId([grant.subject])
+        subject = parseUserId([grant.subject], rule)
     except InvalidUserId:
         return None
     return subject if queried in (0, subject) else None
@@ -338,7 +341,7 @@ class Session:
         authenticator = hub.authenticator
         if ids is not None or not authenticator.givesUserId:
             try:
-                self.userId = parseUserId(ids)
+                self.userId = parseUserId(ids, hub.ids)
             except InvalidUserId as e:
                 self._refusal = (CLOSE_CODES["badId"], str(e))
                 return None
@@ -416,7 +419,7 @@ class Session:
             return
         self._wire.watchFrames(False)
         try:
-            userId = None if grant is None else _grantedUser(grant, self.userId)
+            userId = None if grant is None else _grantedUser(grant, self.userId, self._hub.ids)
         except InvalidUserId as e:
             self._log.info("refused connection from {peer}: {reason}", peer=self._peer, reason=str(e))
             self.close(CLOSE_CODES["badId"], str(e))

@@ -47,6 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from ..ids import UserId, redisKey
 from ..messages import BOT, MessageFactory
 from ..routing.interfaces import IPeers, IPresenceListener
 from ..redis.link import RedisLink
@@ -85,10 +86,10 @@ class PresenceDebouncer:
         self._pending: dict[int, IDelayedCall] = {}
         self._stopped = False
 
-    def online(self, userId: int) -> None:
+    def online(self, userId: UserId) -> None:
         self._changed(userId, True)
 
-    def offline(self, userId: int) -> None:
+    def offline(self, userId: UserId) -> None:
         self._changed(userId, False)
 
     def pending(self) -> int:
@@ -97,7 +98,7 @@ class PresenceDebouncer:
         """
         return len(self._pending)
 
-    def _changed(self, userId: int, online: bool) -> None:
+    def _changed(self, userId: UserId, online: bool) -> None:
         if self._stopped:
             return
         if (userId in self._online) == online:
@@ -113,11 +114,11 @@ class PresenceDebouncer:
         else:
             self._pending[userId] = self._clock.callLater(self._delay, self._settled, userId, online)
 
-    def _settled(self, userId: int, online: bool) -> None:
+    def _settled(self, userId: UserId, online: bool) -> None:
         del self._pending[userId]
         self._settle(userId, online)
 
-    def _settle(self, userId: int, online: bool) -> None:
+    def _settle(self, userId: UserId, online: bool) -> None:
         if online:
             self._online.add(userId)
         else:
@@ -139,7 +140,7 @@ class IPresenceLedger(Interface):
     The last presence state sent for each user, shared by the nodes.
     """
 
-    def settle(userId: int, online: bool) -> Deferred[bool]:
+    def settle(userId: UserId, online: bool) -> Deferred[bool]:
         """
         Make C{online} the last state sent for C{userId}; fire with whether
         this call changed it (then the caller sends the event).
@@ -155,7 +156,7 @@ class MemoryPresenceLedger:
     def __init__(self) -> None:
         self._online: set[int] = set()
 
-    def settle(self, userId: int, online: bool) -> Deferred[bool]:
+    def settle(self, userId: UserId, online: bool) -> Deferred[bool]:
         if (userId in self._online) == online:
             return succeed(False)
         if online:
@@ -193,13 +194,13 @@ class RedisPresenceLedger:
     def __init__(self, link: RedisLink) -> None:
         self._link = link
 
-    def settle(self, userId: int, online: bool) -> Deferred[bool]:
-        key = b"wsserver:presence:sent:%d" % userId
+    def settle(self, userId: UserId, online: bool) -> Deferred[bool]:
+        key = redisKey(b"wsserver:presence:sent:", userId)
         d = self._link.execute(b"EVAL", _SETTLE, b"1", key, b"1" if online else b"0")
         return d.addCallback(lambda changed: int(changed) == 1)
 
 
-def presenceEvent(messages: MessageFactory, userId: int, online: bool) -> bytes:
+def presenceEvent(messages: MessageFactory, userId: UserId, online: bool) -> bytes:
     """
     The event body: C{{"id", "type", "timestamp", "sender": 0, "data": {"user": N}}}.
     """
@@ -233,7 +234,7 @@ class PresenceEvents:
         self._messages = messages
         self._send = send
 
-    def settled(self, userId: int, online: bool) -> Deferred[None]:
+    def settled(self, userId: UserId, online: bool) -> Deferred[None]:
         """
         A change of C{userId} settled on this node; fires once handled.
         """

@@ -32,6 +32,7 @@ from typing import Sequence
 
 from twisted.internet.defer import Deferred
 
+from ..ids import UserId
 from ..prune import IPrunable
 
 __all__ = ["IInbox", "Page", "seqOf", "withSeq"]
@@ -83,7 +84,7 @@ class IInbox(IPrunable):
     The per-user inboxes.
     """
 
-    def append(userIds: Sequence[int], payload: bytes, now: float) -> list[int] | Deferred[list[int]]:
+    def append(userIds: Sequence[UserId], payload: bytes, now: float) -> list[int] | Deferred[list[int]]:
         """
         Append C{payload} (a message as routed) to the inbox of each of
         C{userIds} (distinct), received at C{now}; the seqs, one per user in
@@ -97,7 +98,7 @@ class IInbox(IPrunable):
         Fires once everything appended so far is durable (on disk, in Redis).
         """
 
-    def read(userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
+    def read(userId: UserId, since: int, limit: int, now: float) -> Deferred[Page]:
         """
         Up to C{limit} entries of C{userId} with seq > C{since}, oldest first,
         seeing every append made before this call; expired ones left out.

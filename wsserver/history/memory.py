@@ -12,6 +12,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
+from ..ids import UserId
 from . import IInbox, Page, withSeq
 
 __all__ = ["MemoryInbox"]
@@ -34,7 +35,7 @@ class MemoryInbox:
         #: per user, C{(seq, created, payload)} oldest first
         self._entries: dict[int, deque[tuple[int, float, bytes]]] = {}
 
-    def append(self, userIds: Sequence[int], payload: bytes, now: float) -> list[int]:
+    def append(self, userIds: Sequence[UserId], payload: bytes, now: float) -> list[int]:
         last = self._last
         entries = self._entries
         seqs = []
@@ -51,7 +52,7 @@ class MemoryInbox:
     def committed(self) -> Deferred[None]:
         return succeed(None)
 
-    def read(self, userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
+    def read(self, userId: UserId, since: int, limit: int, now: float) -> Deferred[Page]:
         last = self._last.get(userId, 0)
         oldest = now - self._ttl
         live = [entry for entry in self._entries.get(userId, ()) if entry[1] >= oldest]

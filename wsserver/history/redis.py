@@ -23,12 +23,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..ids import UserId, idBytes
 from ..redis.link import RedisLink
 from . import IInbox, Page, withSeq
 
 __all__ = ["RedisInbox"]
 
-#: ARGV: now, maxPerUser, ttl, then per message: n, payload, n user ids.
+#: ARGV: now, maxPerUser, ttl, then per message: n, payload, n user ids
+#: (L{idBytes}: a numeric id's key is the previous version's).
 #: Answers the seqs, in that order.
 _APPEND = b"""
 local now, max, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -92,7 +94,7 @@ class RedisInbox:
         self._flushCall: IDelayedCall | None = None
         self._now = 0.0
 
-    def append(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[list[int]]:
+    def append(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[list[int]]:
         d: Deferred[list[int]] = Deferred()
         self._batch.append((userIds, payload, d))
         self._now = now
@@ -108,7 +110,7 @@ class RedisInbox:
         for userIds, payload, _ in batch:
             args.append(b"%d" % len(userIds))
             args.append(payload)
-            args.extend(b"%d" % u for u in userIds)
+            args.extend(idBytes(u) for u in userIds)
 
         def assigned(seqs: list[Any]) -> None:
             i = 0
@@ -135,12 +137,12 @@ class RedisInbox:
         # the link answers in order: after every append already sent
         return self._link.execute(b"PING").addCallback(lambda _: None)
 
-    def read(self, userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
+    def read(self, userId: UserId, since: int, limit: int, now: float) -> Deferred[Page]:
         if self._flushCall is not None:
             self._flushCall.cancel()
             self._flush()
         oldest = now - self._ttl
-        d = self._link.execute(b"EVAL", _READ, b"0", b"%d" % userId, b"%r" % oldest, b"%d" % since, b"%d" % limit)
+        d = self._link.execute(b"EVAL", _READ, b"0", idBytes(userId), b"%r" % oldest, b"%d" % since, b"%d" % limit)
 
         def parse(reply: list[Any]) -> Page:
             last, first = int(reply[0]), int(reply[1])

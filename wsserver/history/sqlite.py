@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from ..ids import UserId
 from ..database import BatchWriter, Database, signed, unsigned
 from . import IInbox, Page, withSeq
 
@@ -57,7 +58,7 @@ class SqliteInbox:
         }
         self._writer: BatchWriter[_Entry] = BatchWriter(database, clock, _append, "inbox entries", maxPerUser)
 
-    def append(self, userIds: Sequence[int], payload: bytes, now: float) -> list[int]:
+    def append(self, userIds: Sequence[UserId], payload: bytes, now: float) -> list[int]:
         last = self._last
         seqs = []
         rows = []
@@ -71,7 +72,7 @@ class SqliteInbox:
     def committed(self) -> Deferred[None]:
         return self._writer.committed()
 
-    def read(self, userId: int, since: int, limit: int, now: float) -> Deferred[Page]:
+    def read(self, userId: UserId, since: int, limit: int, now: float) -> Deferred[Page]:
         self._writer.handOver()
         last = self._last.get(userId, 0)
         return self._db.run(_read, signed(userId), since, limit, now - self._ttl, last)

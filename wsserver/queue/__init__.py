@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute
 
+from ..ids import UserId
 from ..prune import IPrunable
 
 __all__ = ["IUndeliveredStore", "forRecipient"]
@@ -38,7 +39,7 @@ __all__ = ["IUndeliveredStore", "forRecipient"]
 _RECIPIENTS = b',"recipients":['
 
 
-def forRecipient(payload: bytes, userId: int) -> bytes:
+def forRecipient(payload: bytes, userId: UserId) -> bytes:
     """
     The copy of a serialized message for one of its recipients: the same
     message with C{recipients} C{[userId]}, what an offline recipient gets.
@@ -46,7 +47,7 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
     The message is not parsed: in the server's own serialization (compact,
     the fields in their fixed order, C{data} last) the first C{,"recipients":[}
     is the field itself (a quote inside a JSON string is always escaped), and
-    the first C{]} after it ends the list of integers.  So the rewrite costs
+    the first C{]} after it ends the list of ids (no id holds a C{]}).  So the rewrite costs
     a copy of the bytes, whatever C{data} holds (integers beyond 64 bits
     included).  Another layout falls back to a full parse.
 
@@ -57,7 +58,7 @@ def forRecipient(payload: bytes, userId: int) -> bytes:
         start += len(_RECIPIENTS) - 1
         end = payload.find(b"]", start) + 1
         if end > 0:
-            own = b"[%d]" % (userId,)
+            own = b"[%d]" % userId if type(userId) is int else b'["%s"]' % userId.encode()  # type: ignore[union-attr]
             if payload[start:end] == own:
                 return payload
             return b"".join((payload[:start], own, payload[end:]))
@@ -74,13 +75,13 @@ class IUndeliveredStore(IPrunable):
 
     dropped = Attribute("How many messages were dropped for C{maxPerUser} or their age.")
 
-    def put(userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def put(userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         """
         Keep C{payload} (a serialized message) for C{userId}, received at C{now}.
         L{fetch} answers it as it is: its C{recipients} should be C{[userId]}.
         """
 
-    def putMany(userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def putMany(userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         """
         Keep one message for several users, stored once: C{payload} is the
         message as routed (its C{recipients} may name others too); L{fetch}
@@ -89,14 +90,14 @@ class IUndeliveredStore(IPrunable):
         L{pending}, as one message.
         """
 
-    def fetch(userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+    def fetch(userId: UserId, now: float) -> Deferred[list[tuple[int, bytes]]]:
         """
         The messages waiting for C{userId}, oldest first, as C{(key, payload)};
         expired ones are left out. They stay stored until L{ack}. Each
         payload's C{recipients} is C{[userId]} (see L{putMany}).
         """
 
-    def ack(userId: int, keys: Iterable[int]) -> Deferred[None]:
+    def ack(userId: UserId, keys: Iterable[int]) -> Deferred[None]:
         """
         Forget the messages with C{keys}: they were delivered to C{userId}
         (a message kept by L{putMany} stays for its other users).
@@ -107,7 +108,7 @@ class IUndeliveredStore(IPrunable):
         Drop every expired message; the result is how many.
         """
 
-    def pending(userId: int) -> Deferred[int]:
+    def pending(userId: UserId) -> Deferred[int]:
         """
         How many messages wait for C{userId}.
         """

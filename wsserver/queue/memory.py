@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
+from ..ids import UserId
 from . import IUndeliveredStore, forRecipient
 
 __all__ = ["MemoryUndeliveredStore"]
@@ -37,16 +38,16 @@ class MemoryUndeliveredStore:
         self._key = 0
         self.dropped = 0
 
-    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def put(self, userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         self._add(userId, payload, now, False)
         return succeed(None)
 
-    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def putMany(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         for userId in userIds:
             self._add(userId, payload, now, True)
         return succeed(None)
 
-    def _add(self, userId: int, payload: bytes, now: float, shared: bool) -> None:
+    def _add(self, userId: UserId, payload: bytes, now: float, shared: bool) -> None:
         queue = self._queues.get(userId)
         if queue is None:
             queue = self._queues[userId] = deque()
@@ -56,7 +57,7 @@ class MemoryUndeliveredStore:
             queue.popleft()
             self.dropped += 1
 
-    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+    def fetch(self, userId: UserId, now: float) -> Deferred[list[tuple[int, bytes]]]:
         queue = self._queues.get(userId)
         if not queue:
             return succeed([])
@@ -65,7 +66,7 @@ class MemoryUndeliveredStore:
             (key, forRecipient(payload, userId) if shared else payload) for key, _, payload, shared in queue
         ])
 
-    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
+    def ack(self, userId: UserId, keys: Iterable[int]) -> Deferred[None]:
         queue = self._queues.get(userId)
         if queue:
             done = set(keys)
@@ -82,10 +83,10 @@ class MemoryUndeliveredStore:
             self._expire(userId, queue, now)
         return succeed(self.dropped - before)
 
-    def pending(self, userId: int) -> Deferred[int]:
+    def pending(self, userId: UserId) -> Deferred[int]:
         return succeed(len(self._queues.get(userId, ())))
 
-    def _expire(self, userId: int, queue: deque[tuple[int, float, bytes, bool]], now: float) -> None:
+    def _expire(self, userId: UserId, queue: deque[tuple[int, float, bytes, bool]], now: float) -> None:
         while queue and now - queue[0][1] > self._ttl:
             queue.popleft()
             self.dropped += 1

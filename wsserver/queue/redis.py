@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from zope.interface import implementer
 
+from ..ids import UserId, redisKey
 from ..redis.link import RedisLink
 from . import IUndeliveredStore, forRecipient
 from .pending import PendingWrites
@@ -95,8 +96,8 @@ class RedisUndeliveredStore:
         self._fetched: dict[int, tuple[dict[int, bytes], list[bytes]]] = {}
 
     @staticmethod
-    def _key(userId: int) -> bytes:
-        return b"wsserver:queue:%d" % userId
+    def _key(userId: UserId) -> bytes:
+        return redisKey(b"wsserver:queue:", userId)
 
     @staticmethod
     def _payloadKeys(ref: bytes) -> tuple[bytes, bytes]:
@@ -115,10 +116,10 @@ class RedisUndeliveredStore:
 
         return d.addBoth(done)
 
-    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def put(self, userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         return self._counted(self._push(userId, b"%r " % now + payload), 1, len(payload))
 
-    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def putMany(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         if len(userIds) <= 1:
             # one user: the copy for that user, in the list itself
             return self.put(userIds[0], forRecipient(payload, userIds[0]), now) if userIds else succeed(None)
@@ -137,7 +138,7 @@ class RedisUndeliveredStore:
         waits += [self._push(userId, item) for userId in userIds]
         return gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
-    def _push(self, userId: int, item: bytes) -> Deferred[None]:
+    def _push(self, userId: UserId, item: bytes) -> Deferred[None]:
         d = self._link.execute(b"EVAL", _PUSH, b"1", self._key(userId), item, b"%d" % self._max, b"%d" % self._ttl)
 
         def trimmed(dropped: Any) -> Deferred[None] | None:
@@ -165,7 +166,7 @@ class RedisUndeliveredStore:
             return None
         return self._link.execute(b"EVAL", _RELEASE, b"%d" % len(keys), *keys).addCallback(lambda _: None)
 
-    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+    def fetch(self, userId: UserId, now: float) -> Deferred[list[tuple[int, bytes]]]:
         raw: dict[int, bytes] = {}
         expired: list[bytes] = []
         live: list[tuple[int, bytes, bytes]] = []
@@ -204,7 +205,7 @@ class RedisUndeliveredStore:
         d = self._link.execute(b"LRANGE", self._key(userId), b"0", b"-1")
         return d.addCallback(parse).addCallback(resolve)
 
-    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
+    def ack(self, userId: UserId, keys: Iterable[int]) -> Deferred[None]:
         raw, expired = self._fetched.pop(userId, ({}, []))
         items = [raw[k] for k in keys if k in raw] + expired
         if not items:
@@ -217,5 +218,5 @@ class RedisUndeliveredStore:
         # skipped when fetched
         return succeed(0)
 
-    def pending(self, userId: int) -> Deferred[int]:
+    def pending(self, userId: UserId) -> Deferred[int]:
         return self._link.execute(b"LLEN", self._key(userId)).addCallback(int)

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..idempotency import IIdempotency
+from ..ids import UserId, idBytes
 from ..messages import InvalidPayload, Message
 from .interfaces import IConnection, IPeers
 
@@ -99,7 +100,7 @@ class AckLedger:
         except (TypeError, orjson.JSONEncodeError) as e:
             raise InvalidPayload(f"$.data cannot be carried: {e}") from None
         userId = connection.userId
-        key = b"ack:%d:%s" % (userId, token.encode())
+        key = b"ack:%s:%s" % (idBytes(userId), token.encode())
         # claimed as pending (with this node's name) until everything written
         # for it is committed, then settled with the message id: a resend
         # that finds the claim pending on a node that died meanwhile is
@@ -111,7 +112,7 @@ class AckLedger:
             lambda f: self.log.failure("could not ack message {id} of user {uid}", f, id=message.id, uid=userId)
         )
 
-    def _claimDone(self, userId: int) -> None:
+    def _claimDone(self, userId: UserId) -> None:
         """
         The claim in flight of C{userId} is decided: route what waited
         behind it, in order, up to the next message that needs a claim of

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..ids import UserId
 from ..history import IInbox, Page, seqOf
 from ..messages import MessageFactory
 from ..metrics import Counters
@@ -46,7 +47,7 @@ class OfflineQueue:
         self.store = store
         self._counters = counters
 
-    def keep(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def keep(self, userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         """
         Keep C{payload} (already the copy for C{userId}) for C{userId}.
         """
@@ -55,7 +56,7 @@ class OfflineQueue:
         d.addErrback(lambda f: self.log.failure("could not keep a message for user {uid}", f, uid=userId))
         return d
 
-    def keepMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def keepMany(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         """
         Keep C{payload} once for C{userIds}: each gets its copy when fetched.
         """

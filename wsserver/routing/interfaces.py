@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from zope.interface import Attribute, Interface, implementer
 
+from ..ids import UserId
 from ..stats import UserStats
 
 __all__ = ["IConnection", "IInbound", "IPeers", "IPresenceListener", "IStatsListener", "IUserDirectory", "NoPeers",
@@ -80,13 +81,13 @@ class IUserDirectory(Interface):
         The users with a connection on this node.
         """
 
-    def userStats(userId: int) -> UserStats | None:
+    def userStats(userId: UserId) -> UserStats | None:
         """
         The statistics of one user on this node, or L{None} for a user never
         seen here.
         """
 
-    def isOnline(userId: int) -> bool:
+    def isOnline(userId: UserId) -> bool:
         """
         Whether C{userId} has a live connection (on any node of a cluster).
         """
@@ -97,21 +98,21 @@ class IInbound(Interface):
     What the other nodes hand to this node's router.
     """
 
-    def deliverForwarded(userIds: Sequence[int], payload: bytes) -> None:
+    def deliverForwarded(userIds: Sequence[UserId], payload: bytes) -> None:
         """
         Deliver a message that another node routed to this node's
         connections of C{userIds}; a user who left meanwhile is offline for
         it (its message is kept in the undelivered queue when that is on).
         """
 
-    def undeliverable(userIds: Sequence[int], payload: bytes) -> None:
+    def undeliverable(userIds: Sequence[UserId], payload: bytes) -> None:
         """
         A message forwarded for C{userIds} reached no node (the node died,
         or was not subscribed): handle it as a message for offline users,
         unless a user is online somewhere else too.
         """
 
-    def drainAgain(userId: int) -> None:
+    def drainAgain(userId: UserId) -> None:
         """
         Read the undelivered queue of C{userId} again, if the user is online
         here: a message was queued for the user just now.
@@ -141,30 +142,30 @@ class IPeers(Interface):
         Hand what comes from other nodes to C{inbound} (the router).
         """
 
-    def connected(userId: int, stats: UserStats, count: int) -> None:
+    def connected(userId: UserId, stats: UserStats, count: int) -> None:
         """
         A connection of C{userId} opened here; C{count} connections of the
         user are open here now.
         """
 
-    def disconnected(userId: int, stats: UserStats, count: int) -> None:
+    def disconnected(userId: UserId, stats: UserStats, count: int) -> None:
         """
         A connection of C{userId} closed here; C{count} are left (0: the
         user is offline here).
         """
 
-    def connectionsElsewhere(userId: int) -> int:
+    def connectionsElsewhere(userId: UserId) -> int:
         """
         How many connections C{userId} has on the other nodes.
         """
 
-    def forward(userIds: Sequence[int], payload: bytes) -> None:
+    def forward(userIds: Sequence[UserId], payload: bytes) -> None:
         """
         Send a message (its serialized form) to the other nodes where
         C{userIds} are online; each node gets it once, for its own users.
         """
 
-    def announceQueued(userId: int) -> None:
+    def announceQueued(userId: UserId) -> None:
         """
         A message was queued for C{userId}: a node where the user just came
         online reads the queue again.
@@ -186,13 +187,13 @@ class IStatsListener(Interface):
     Told about changes of users' statistics.
     """
 
-    def changed(userId: int) -> None:
+    def changed(userId: UserId) -> None:
         """
         The statistics of C{userId} changed (a connect, a message): called on
         every message, so it must cost next to nothing.
         """
 
-    def wentOffline(userId: int) -> None:
+    def wentOffline(userId: UserId) -> None:
         """
         The last connection of C{userId} on this node closed.
         """
@@ -204,12 +205,12 @@ class IPresenceListener(Interface):
     every connection: on the first one and after the last one).
     """
 
-    def online(userId: int) -> None:
+    def online(userId: UserId) -> None:
         """
         The first connection of C{userId} on this node opened.
         """
 
-    def offline(userId: int) -> None:
+    def offline(userId: UserId) -> None:
         """
         The last connection of C{userId} on this node closed.
         """
@@ -223,7 +224,7 @@ class NoPeers:
 
     def __init__(self) -> None:
         self.nodeId = ""
-        self.remoteUsers: Mapping[int, object] = {}
+        self.remoteUsers: Mapping[UserId, object] = {}
 
     def isAlive(self, nodeId: str) -> bool:
         return nodeId == self.nodeId
@@ -231,19 +232,19 @@ class NoPeers:
     def bind(self, inbound: IInbound) -> None:
         pass
 
-    def connected(self, userId: int, stats: UserStats, count: int) -> None:
+    def connected(self, userId: UserId, stats: UserStats, count: int) -> None:
         pass
 
-    def disconnected(self, userId: int, stats: UserStats, count: int) -> None:
+    def disconnected(self, userId: UserId, stats: UserStats, count: int) -> None:
         pass
 
-    def connectionsElsewhere(self, userId: int) -> int:
+    def connectionsElsewhere(self, userId: UserId) -> int:
         return 0
 
-    def forward(self, userIds: Sequence[int], payload: bytes) -> None:
+    def forward(self, userIds: Sequence[UserId], payload: bytes) -> None:
         pass
 
-    def announceQueued(self, userId: int) -> None:
+    def announceQueued(self, userId: UserId) -> None:
         pass
 
     def nodeCount(self) -> int:
@@ -256,10 +257,10 @@ class NoStatsListener:
     Nobody listens.
     """
 
-    def changed(self, userId: int) -> None:
+    def changed(self, userId: UserId) -> None:
         pass
 
-    def wentOffline(self, userId: int) -> None:
+    def wentOffline(self, userId: UserId) -> None:
         pass
 
 
@@ -269,8 +270,8 @@ class NoPresenceListener:
     Nobody listens.
     """
 
-    def online(self, userId: int) -> None:
+    def online(self, userId: UserId) -> None:
         pass
 
-    def offline(self, userId: int) -> None:
+    def offline(self, userId: UserId) -> None:
         pass

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Collection, Mapping, Sequence
 
+from ..ids import UserId
 from ..config import MessageConfig
 from ..messages import BOT, Message
 from .delivery import User
@@ -44,7 +45,7 @@ def sendsBack(config: MessageConfig, message: Message) -> bool:
     )
 
 
-def targetsOf(recipients: Sequence[int], sender: int, sendBack: bool) -> list[int]:
+def targetsOf(recipients: Sequence[UserId], sender: UserId, sendBack: bool) -> list[UserId]:
     """
     The distinct targets of a message, in order: its recipients (0 skipped),
     then its sender for send-back (the inboxes it is appended to).
@@ -75,10 +76,10 @@ class Plan:
 
     def __init__(
         self,
-        users: Mapping[int, User],
-        remoteUsers: Collection[int],
-        recipients: Sequence[int],
-        sender: int,
+        users: Mapping[UserId, User],
+        remoteUsers: Collection[UserId],
+        recipients: Sequence[UserId],
+        sender: UserId,
         sendBack: User | None,
     ) -> None:
         """

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Iterator
 
+from ..ids import UserId, sortKey
 from ..stats import UserStats, emptyStatItem
 from .delivery import User
 from .interfaces import IConnection
@@ -28,13 +29,13 @@ class Registry:
     """
 
     def __init__(self, maxTrackedUsers: int = 0) -> None:
-        self.users: dict[int, User] = {}
+        self.users: dict[UserId, User] = {}
         #: the users in C{users} with no connection, least recently seen first
         self._offline: OrderedDict[int, None] = OrderedDict()
         self.maxTrackedUsers = maxTrackedUsers
         self.connectionCount = 0
 
-    def user(self, userId: int, now: float) -> User:
+    def user(self, userId: UserId, now: float) -> User:
         """
         The user C{userId}, known from now on if it was not.
         """
@@ -52,7 +53,7 @@ class Registry:
         if not user.connections and user.userId in self._offline:
             self._offline.move_to_end(user.userId)
 
-    def _seenOffline(self, userId: int) -> None:
+    def _seenOffline(self, userId: UserId) -> None:
         """
         C{userId}, who has no connection, was just seen: it is forgotten
         last; forget the least recently seen beyond C{maxTrackedUsers}.
@@ -101,14 +102,14 @@ class Registry:
             user.stats.wentOffline(now)
         return user
 
-    def isHere(self, userId: int) -> bool:
+    def isHere(self, userId: UserId) -> bool:
         """
         Whether C{userId} has a live connection on this node.
         """
         user = self.users.get(userId)
         return user is not None and bool(user.connections)
 
-    def connectionsOf(self, userId: int) -> int:
+    def connectionsOf(self, userId: UserId) -> int:
         """
         How many connections C{userId} has open on this node.
         """
@@ -133,14 +134,14 @@ class Registry:
         """
         return list(self.users)
 
-    def userStats(self, userId: int) -> UserStats | None:
+    def userStats(self, userId: UserId) -> UserStats | None:
         """
         The statistics of one user, or L{None} for a user never seen.
         """
         user = self.users.get(userId)
         return None if user is None else user.stats
 
-    def statItem(self, userId: int, now: float) -> dict[str, Any]:
+    def statItem(self, userId: UserId, now: float) -> dict[str, Any]:
         """
         The statistics of one user; zeros for a user never seen.
         """
@@ -154,4 +155,4 @@ class Registry:
         The statistics of every user known, by id.
         """
         users = self.users
-        return [users[u].stats.item(now, bool(users[u].connections)) for u in sorted(users)]
+        return [users[u].stats.item(now, bool(users[u].connections)) for u in sorted(users, key=sortKey)]

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..ids import UserId
 from ..config import Config, MessageConfig
 from ..history import IInbox, seqOf, withSeq
 from ..idempotency import IIdempotency, MemoryIdempotency
@@ -247,13 +248,13 @@ class Router:
             self._statsListener.wentOffline(userId)
             self._presence.offline(userId)
 
-    def isOnline(self, userId: int) -> bool:
+    def isOnline(self, userId: UserId) -> bool:
         """
         Whether C{userId} has a live connection (on any node of a cluster).
         """
         return self._registry.isHere(userId) or userId in self._peers.remoteUsers
 
-    def connectionsOf(self, userId: int) -> int:
+    def connectionsOf(self, userId: UserId) -> int:
         """
         How many connections C{userId} has open, on every node of a cluster.
         """
@@ -273,7 +274,7 @@ class Router:
 
     # statistics
 
-    def statItem(self, userId: int) -> dict[str, Any]:
+    def statItem(self, userId: UserId) -> dict[str, Any]:
         """
         The statistics of one user; zeros for a user never seen.
         """
@@ -285,7 +286,7 @@ class Router:
         """
         return self._registry.statItems(self._clock.seconds())
 
-    def userStats(self, userId: int) -> UserStats | None:
+    def userStats(self, userId: UserId) -> UserStats | None:
         """
         The statistics of one user on this node, or L{None} for a user never
         seen here.
@@ -510,7 +511,7 @@ class Router:
 
     # what other nodes hand back (IInbound)
 
-    def deliverForwarded(self, userIds: Sequence[int], payload: bytes) -> None:
+    def deliverForwarded(self, userIds: Sequence[UserId], payload: bytes) -> None:
         """
         Deliver a message that another node routed, to this node's
         connections of C{userIds}, as it came (its bytes; with the inbox,
@@ -526,7 +527,7 @@ class Router:
         if plan.offline is not None:
             self._keepFor(plan.offline, payload)
 
-    def undeliverable(self, userIds: Sequence[int], payload: bytes) -> None:
+    def undeliverable(self, userIds: Sequence[UserId], payload: bytes) -> None:
         """
         A message forwarded for C{userIds} reached no node: it is a message
         for offline users, except for those online here or on another node
@@ -541,7 +542,7 @@ class Router:
                 for userId in offline:
                     self._peers.announceQueued(userId)
 
-    def _keepFor(self, userIds: list[int], payload: bytes) -> None:
+    def _keepFor(self, userIds: list[UserId], payload: bytes) -> None:
         """
         Keep C{payload}, as routed, for C{userIds} (offline) when the queue
         is on: stored once, each gets its copy when fetched.
@@ -549,7 +550,7 @@ class Router:
         if self._queue is not None:
             self._queue.keepMany(userIds, payload, self._clock.seconds())
 
-    def drainAgain(self, userId: int) -> None:
+    def drainAgain(self, userId: UserId) -> None:
         """
         Read the (shared) undelivered queue of a user online here again: a
         node queued a message just as the user came online.
@@ -562,7 +563,7 @@ class Router:
         if self._queue is not None and user.connections and not user.draining:
             self._catchUp.drain(user)
 
-    def keepUnsent(self, userId: int, payloads: list[bytes]) -> None:
+    def keepUnsent(self, userId: UserId, payloads: list[bytes]) -> None:
         """
         Keep messages that were routed to a connection of C{userId} and
         never written to it (it was closed as a slow consumer, or lost), in
