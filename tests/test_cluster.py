@@ -475,6 +475,24 @@ class EdgeTests(ClusterCase):
         self.assertGreater(item["lastConnection"], 0)
 
     @inlineCallbacks
+    def test_statsListsOtherNodesUsersAtOnce(self):
+        """
+        As soon as C{/check-online} on node B calls a user of node A
+        online, B's C{/stats} lists the user online (the heartbeat that
+        writes A's records to Redis is 10 s away).
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        yield self.open(a, 11)
+        self.assertTrue((yield _until(self.seen(b, 11))))
+        response = yield restRequest(b, "GET", "/stats")
+        items = {item["id"]: item for item in (yield response.json())["data"]}
+        self.assertIn(11, items)
+        self.assertTrue(items[11]["isOnline"], items[11])
+        self.assertGreaterEqual(items[11]["connectedTimes"], 1)
+        self.assertGreater(items[11]["lastConnection"], 0)
+
+    @inlineCallbacks
     def test_orderAcrossRedisRestart(self):
         """
         500 numbered messages across nodes arrive all, once, in order, the
