@@ -306,6 +306,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     limits = top.limits = Limits(config.server.limits, reactor)
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients)
     presence = None
+    presenceEvents: PresenceEvents | None = None
     if notifier is not None and events is not None and events.presence:
         ledger = RedisPresenceLedger(links.bulk) if links is not None else MemoryPresenceLedger()
         presenceEvents = PresenceEvents(ledger, node if node is not None else NoPeers(), messages,
@@ -333,6 +334,10 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         ackSeconds=config.restApi.idempotencySeconds,
         idempotency=top.idempotency,
     )
+    if node is not None and presenceEvents is not None:
+        # a dead node's users: offline once for the cluster (SPEC 7)
+        nodeDied = presenceEvents.nodeDied
+        node.onDied(lambda nodeId, users: nodeDied(users, router.isOnline))
     clusterStats = None
     if node is not None:
         assert journal is not None and links is not None
