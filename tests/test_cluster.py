@@ -206,6 +206,32 @@ class ClusterTests(ClusterCase):
         self.assertEqual((response.code, (yield response.json())), (200, {"status": "ok"}))
 
     @inlineCallbacks
+    def test_notReadyWhileRedisDown(self):
+        """
+        A joined node answers C{/ready} 503 while its Redis is stopped
+        (C{/health} still 200), and 200 again once Redis is back.
+        """
+        queue = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"}}}
+        a = yield startServer(self, self.raw(**queue))
+
+        def readyIs(code):
+            async def condition():
+                response = await restRequest(a, "GET", "/ready")
+                await response.content()
+                return response.code == code
+            return condition
+
+        self.assertTrue((yield _until(readyIs(200))))
+        yield self.redis.stop()
+        self.assertTrue((yield _until(readyIs(503))))
+        response = yield restRequest(a, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (503, {"status": "not ready"}))
+        response = yield restRequest(a, "GET", "/health")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ok"}))
+        yield self.redis.start()
+        self.assertTrue((yield _until(readyIs(200), 10)))
+
+    @inlineCallbacks
     def test_sharedQueue(self):
         """
         A message for an offline user, queued by one node, is delivered by

@@ -329,6 +329,18 @@ class ReadinessTests(SynchronousTestCase):
         readiness.stopping = True
         self.assertFalse(readiness.ready())
 
+    def test_redis(self) -> None:
+        """
+        Not ready while Redis cannot be reached, ready again when it can.
+        """
+        reachable = [True]
+        readiness = Readiness(listening=True, redis=lambda: reachable[0])
+        self.assertTrue(readiness.ready())
+        reachable[0] = False
+        self.assertFalse(readiness.ready())
+        reachable[0] = True
+        self.assertTrue(readiness.ready())
+
     def test_aloneIsJoined(self) -> None:
         """
         By default (no cluster) the node counts as joined.

@@ -107,22 +107,26 @@ def _codeLabel(code: int | None) -> str:
 class Readiness:
     """
     Whether the server is ready for traffic (C{GET /ready}): listening, and
-    in a cluster joined, and not stopping.
+    in a cluster joined and reaching Redis, and not stopping.
 
     @ivar listening: set once the WebSocket port listens.
     @ivar stopping: set once the server began to stop.
     @ivar joined: says whether this node joined its cluster (always, alone).
+    @ivar redis: says whether this node reaches its Redis now (always,
+        without one): a load balancer sends no new users to a node cut off
+        from the cluster.
     """
 
     listening: bool = False
     stopping: bool = False
     joined: Callable[[], bool] = field(default=lambda: True)
+    redis: Callable[[], bool] = field(default=lambda: True)
 
     def ready(self) -> bool:
         """
         Whether C{/ready} answers 200.
         """
-        return self.listening and not self.stopping and bool(self.joined())
+        return self.listening and not self.stopping and bool(self.joined()) and bool(self.redis())
 
 
 class ServerCollector(Collector):

@@ -363,8 +363,10 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     top.ws.setServiceParent(top)
 
     top.httpClient = httpClient
-    # in a cluster, ready once the node learnt who is online elsewhere
-    readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True))
+    # in a cluster, ready once the node learnt who is online elsewhere, and
+    # while it reaches Redis
+    readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True),
+                          redis=links.reachable if links is not None else (lambda: True))
     top.ws.whenListening().addCallback(lambda _: setattr(readiness, "listening", True))
     if config.restApi.enabled:
         restAuth = top.restAuth = ReloadableAuthenticator(buildAuthenticator(config.restApi.auth, httpClient, reactor))
