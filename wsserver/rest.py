@@ -50,7 +50,7 @@ from .limits import Limits
 from .history import IInbox
 from .idempotency import IIdempotency
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
-from .metrics import Readiness, ServerCollector, makeRegistry
+from .metrics import Readiness, ServerCollector, SharedMetrics, makeRegistry, summaryOf
 from .routing import Router
 
 __all__ = ["Operations", "RestSite", "makeRestResource"]
@@ -110,12 +110,16 @@ class Operations:
     @ivar readiness: what C{/ready} says.
     @ivar queueStorage: the undelivered queue's storage, or L{None} when the
         queue is off.
+    @ivar shared: with C{server.workers} > 1, the metrics of every worker
+        (C{/metrics} and C{/overview} answer their sum); L{None}: this
+        process's only.
     """
 
     collector: ServerCollector
     registry: CollectorRegistry
     readiness: Readiness = field(default_factory=lambda: Readiness(listening=True))
     queueStorage: str | None = None
+    shared: SharedMetrics | None = None
 
 
 def _address(request: IRequest) -> str:
@@ -655,7 +659,11 @@ class _Api:
         operations = self.operations
 
         def expose(_: None) -> Answer:
-            return 200, _Raw(CONTENT_TYPE_LATEST.encode("ascii"), generate_latest(operations.registry))
+            registry = operations.registry
+            if operations.shared is not None:
+                operations.shared.write()  # this worker's figures fresh, the others' up to a second old
+                registry = operations.shared.registry
+            return 200, _Raw(CONTENT_TYPE_LATEST.encode("ascii"), generate_latest(registry))
 
         return operations.collector.refresh().addCallback(expose)
 
@@ -673,7 +681,11 @@ class _Api:
 
     async def _overview(self) -> Answer:
         operations = self.operations
-        node = operations.collector.summary()
+        if operations.shared is not None:
+            operations.shared.write()
+            node = summaryOf(operations.shared.registry.collect())
+        else:
+            node = operations.collector.summary()
         if self.clusterStats is not None:
             items = await self.clusterStats.statItems()
         else:

@@ -27,7 +27,7 @@ from .cluster import ClusterNode, ClusterStats, StatsJournal
 from .config import (Config, ConfigError, defaultConfig, endpointProblems, listenKey, loadConfig, startWarnings,
                      withOverrides)
 from .messages import MessageFactory
-from .metrics import Readiness, ServerCollector, makeRegistry
+from .metrics import Readiness, ServerCollector, SharedMetrics, makeRegistry
 from .routing.interfaces import NoPeers
 from .connection import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
@@ -53,7 +53,7 @@ from .queue.sqlite import SqliteUndeliveredStore
 from .redis.address import parseRedisURL
 from .redis.links import RedisLinks
 from .watchdog import Watchdog
-from .workers import WorkerPool, parseAdopt
+from .workers import METRICS_DIR_ENV, WorkerPool, parseAdopt
 
 __all__ = ["Options", "WsServer", "buildService", "main", "makeService"]
 
@@ -246,7 +246,7 @@ def _endpoint(reactor: Any, listen: str, adopt: dict[str, int] | None, name: str
 
 
 def buildService(config: Config, reactor: Any, httpClient: Any = None,
-                 adopt: dict[str, int] | None = None) -> WsServer:
+                 adopt: dict[str, int] | None = None, metricsDir: str | None = None) -> WsServer:
     """
     Wire a server for C{config} on C{reactor}.
 
@@ -254,6 +254,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         on C{reactor} is made when needed and none is given.
     @param adopt: listening sockets to serve on (a worker's), by name
         (C{ws}, C{rest}), instead of the configured endpoints.
+    @param metricsDir: a worker's: the directory where the workers of its
+        pool share their metrics (L{SharedMetrics}); L{None}: this
+        process's own only.
     @raise StorageError: when the database in the data directory cannot be
         used (start-up only: it is opened before the reactor runs).
     """
@@ -374,8 +377,14 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
         collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges,
                                     limitCloses=limits.limitCloses)
-        operations = Operations(collector, makeRegistry(collector), readiness,
-                                chat.undelivered.storage if chat.enableUndeliveredQueue else None)
+        registry = makeRegistry(collector)
+        shared = None
+        if metricsDir is not None:
+            # a worker of server.workers: /metrics answers for all of them
+            shared = SharedMetrics(registry, metricsDir, reactor, refresh=collector.refresh)
+            shared.setServiceParent(top)
+        operations = Operations(collector, registry, readiness,
+                                chat.undelivered.storage if chat.enableUndeliveredQueue else None, shared)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
                                          operations=operations, limits=limits, idempotency=top.idempotency,
                                          idempotencySeconds=config.restApi.idempotencySeconds,
@@ -501,7 +510,8 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
         _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
-        top = buildService(config, reactor, adopt=options.adopt)
+        metricsDir = os.environ.get(METRICS_DIR_ENV) if options.adopt is not None else None
+        top = buildService(config, reactor, adopt=options.adopt, metricsDir=metricsDir or None)
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)
