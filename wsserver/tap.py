@@ -295,7 +295,11 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         node.setServiceParent(top)
         top.cluster = node
 
-    store = _undeliveredStore(config, database, links, node)
+    store = _undeliveredStore(config, database, links, node, reactor)
+    if isinstance(store, RedisUndeliveredStore):
+        # stops after the clients are closed (the WebSocket service is
+        # added later), before the links close (added earlier)
+        _AtStop(store.close).setServiceParent(top)
     inbox = _inbox(config, database, links, reactor)
     pruned: list[tuple[str, IPrunable]] = []
     if store is not None:
@@ -364,6 +368,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         key=listenKey("server", config.server.listenSource),
     )
     top.ws.setServiceParent(top)
+    if isinstance(store, RedisUndeliveredStore):
+        # too many messages wait for Redis: the WebSocket senders wait too
+        store.onPressure(factory.pauseReading, factory.resumeReading)
 
     top.httpClient = httpClient
     # in a cluster, ready once the node learnt who is online elsewhere, and
@@ -450,7 +457,7 @@ def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNo
 
 
 def _undeliveredStore(config: Config, database: Database | None, links: RedisLinks | None,
-                      node: ClusterNode | None) -> IUndeliveredStore | None:
+                      node: ClusterNode | None, reactor: Any) -> IUndeliveredStore | None:
     """
     The undelivered queue of C{chat.undelivered.storage}, or L{None} when
     it is off.
@@ -460,8 +467,9 @@ def _undeliveredStore(config: Config, database: Database | None, links: RedisLin
     undelivered = config.chat.undelivered
     if undelivered.storage == "redis":
         assert links is not None and node is not None
+        # writes wait for Redis when it is unreachable (closed with the links)
         return RedisUndeliveredStore(links.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
-                                     announce=node.announceQueued)
+                                     announce=node.announceQueued, clock=reactor)
     if undelivered.storage == "sqlite":
         assert database is not None
         return SqliteUndeliveredStore(database, undelivered.ttlSeconds, undelivered.maxPerUser)
