@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from typing import Any
@@ -212,7 +213,22 @@ class RedisServer:
         self._signal("KILL")
         return process.ended
 
-    def _signal(self, name: str) -> None:
+    def freeze(self) -> None:
+        """
+        Stop redis-server with SIGSTOP: its connections stay open and
+        nothing answers (a hung server); L{thaw} resumes it.  A frozen
+        server is resumed before it is stopped at cleanup.
+        """
+        self._signal(signal.SIGSTOP)
+        self._test.addCleanup(self.thaw)
+
+    def thaw(self) -> None:
+        """
+        Resume redis-server after L{freeze} (SIGCONT).
+        """
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, name: str | int) -> None:
         try:
             self._transport.signalProcess(name)
         except ProcessExitedAlready:

@@ -206,6 +206,32 @@ class ClusterTests(ClusterCase):
         self.assertEqual((response.code, (yield response.json())), (200, {"status": "ok"}))
 
     @inlineCallbacks
+    def test_notReadyWhileRedisDown(self):
+        """
+        A joined node answers C{/ready} 503 while its Redis is stopped
+        (C{/health} still 200), and 200 again once Redis is back.
+        """
+        queue = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"}}}
+        a = yield startServer(self, self.raw(**queue))
+
+        def readyIs(code):
+            async def condition():
+                response = await restRequest(a, "GET", "/ready")
+                await response.content()
+                return response.code == code
+            return condition
+
+        self.assertTrue((yield _until(readyIs(200))))
+        yield self.redis.stop()
+        self.assertTrue((yield _until(readyIs(503))))
+        response = yield restRequest(a, "GET", "/ready")
+        self.assertEqual((response.code, (yield response.json())), (503, {"status": "not ready"}))
+        response = yield restRequest(a, "GET", "/health")
+        self.assertEqual((response.code, (yield response.json())), (200, {"status": "ok"}))
+        yield self.redis.start()
+        self.assertTrue((yield _until(readyIs(200), 10)))
+
+    @inlineCallbacks
     def test_sharedQueue(self):
         """
         A message for an offline user, queued by one node, is delivered by
@@ -473,6 +499,24 @@ class EdgeTests(ClusterCase):
         self.assertTrue(item["isOnline"], item)
         self.assertGreaterEqual(item["connectedTimes"], 1)
         self.assertGreater(item["lastConnection"], 0)
+
+    @inlineCallbacks
+    def test_statsListsOtherNodesUsersAtOnce(self):
+        """
+        As soon as C{/check-online} on node B calls a user of node A
+        online, B's C{/stats} lists the user online (the heartbeat that
+        writes A's records to Redis is 10 s away).
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        yield self.open(a, 11)
+        self.assertTrue((yield _until(self.seen(b, 11))))
+        response = yield restRequest(b, "GET", "/stats")
+        items = {item["id"]: item for item in (yield response.json())["data"]}
+        self.assertIn(11, items)
+        self.assertTrue(items[11]["isOnline"], items[11])
+        self.assertGreaterEqual(items[11]["connectedTimes"], 1)
+        self.assertGreater(items[11]["lastConnection"], 0)
 
     @inlineCallbacks
     def test_orderAcrossRedisRestart(self):

@@ -6,14 +6,18 @@ the readiness.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.multiprocess import mark_process_dead
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.metrics import ROUTING_BUCKETS, Counters, Readiness, ServerCollector, makeRegistry
+from wsserver.metrics import (ROUTING_BUCKETS, Counters, Readiness, ServerCollector, SharedMetrics, makeRegistry,
+                              summaryOf)
 from wsserver.queue.memory import MemoryUndeliveredStore
 
 from .test_routing import RouterTestMixin
@@ -332,8 +336,135 @@ class ReadinessTests(SynchronousTestCase):
         readiness.stopping = True
         self.assertFalse(readiness.ready())
 
+    def test_redis(self) -> None:
+        """
+        Not ready while Redis cannot be reached, ready again when it can.
+        """
+        reachable = [True]
+        readiness = Readiness(listening=True, redis=lambda: reachable[0])
+        self.assertTrue(readiness.ready())
+        reachable[0] = False
+        self.assertFalse(readiness.ready())
+        reachable[0] = True
+        self.assertTrue(readiness.ready())
+
     def test_aloneIsJoined(self) -> None:
         """
         By default (no cluster) the node counts as joined.
         """
         self.assertTrue(Readiness(listening=True).ready())
+
+
+class _Worker:
+    """
+    What L{ServerCollector} reads of a router: a worker's figures.
+    """
+
+    def __init__(self, connections: int) -> None:
+        self.connectionCount = connections
+        self.counters = Counters()
+
+
+def _parse(registry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(registry).decode("utf-8")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+class SharedMetricsTests(SynchronousTestCase):
+    """
+    L{SharedMetrics}: the workers of C{server.workers} > 1 write their
+    figures to one directory, and any of them exposes the sum.
+    """
+
+    def setUp(self) -> None:
+        self.directory = self.mktemp()
+        os.makedirs(self.directory)
+        self.clock = Clock()
+        self.routers = [_Worker(3), _Worker(4)]
+        self.shared = []
+        for pid, router in enumerate(self.routers, 101):
+            collector = ServerCollector(router, clusterGauges=lambda: (2, 1), limitCloses={"maxConnections": pid})
+            shared = SharedMetrics(makeRegistry(collector), self.directory, self.clock, pid=pid)
+            self.shared.append(shared)
+            shared.startService()
+            self.addCleanup(shared.stopService)
+
+    def test_summed(self) -> None:
+        """
+        Counters and gauges are the sums of the workers' figures (the
+        cluster's node count is the same for all: its maximum), whichever
+        worker answers, and the same at each read.
+        """
+        self.routers[0].counters.connects = 5
+        self.routers[1].counters.connects = 7
+        self.routers[0].counters.disconnected(1000)
+        self.routers[1].counters.disconnected(1000)
+        self.routers[1].counters.disconnected(4008)
+        for shared in self.shared:
+            shared.write()
+        for shared in (*self.shared, self.shared[0]):
+            values = _parse(shared.registry)
+            self.assertEqual(values[("wsserver_connections", ())], 7)
+            self.assertEqual(values[("wsserver_connects_total", ())], 12)
+            self.assertEqual(values[("wsserver_disconnects_total", (("code", "1000"),))], 2)
+            self.assertEqual(values[("wsserver_disconnects_total", (("code", "4008"),))], 1)
+            self.assertEqual(values[("wsserver_limit_closes_total", (("limit", "maxConnections"),))], 203)
+            self.assertEqual(values[("wsserver_cluster_nodes", ())], 2)
+            self.assertEqual(values[("wsserver_cluster_outbox_messages", ())], 2)
+            self.assertIn(("process_cpu_seconds_total", ()), values)
+
+    def test_histogram(self) -> None:
+        """
+        The routing histogram is the sum of the workers': cumulative
+        buckets, count and sum.
+        """
+        self.routers[0].counters.observeRouting(0.00001)
+        self.routers[1].counters.observeRouting(0.00001)
+        self.routers[1].counters.observeRouting(0.5)
+        for shared in self.shared:
+            shared.write()
+        values = _parse(self.shared[0].registry)
+        self.assertEqual(values[("wsserver_routing_seconds_bucket", (("le", "5e-05"),))], 2)
+        self.assertEqual(values[("wsserver_routing_seconds_bucket", (("le", "1.0"),))], 3)
+        self.assertEqual(values[("wsserver_routing_seconds_bucket", (("le", "+Inf"),))], 3)
+        self.assertEqual(values[("wsserver_routing_seconds_count", ())], 3)
+        self.assertAlmostEqual(values[("wsserver_routing_seconds_sum", ())], 0.50002)
+
+    def test_periodic(self) -> None:
+        """
+        Each worker writes its figures every second: another's change shows
+        after at most a second.
+        """
+        self.routers[1].connectionCount = 10
+        self.assertEqual(_parse(self.shared[0].registry)[("wsserver_connections", ())], 7)
+        self.clock.advance(1)
+        self.assertEqual(_parse(self.shared[0].registry)[("wsserver_connections", ())], 13)
+
+    def test_workerEnded(self) -> None:
+        """
+        A worker that ended (its gauges removed by the pool's parent) leaves
+        the gauges; its counters stay in the totals.
+        """
+        self.routers[1].counters.connects = 7
+        self.shared[1].stopService()
+        mark_process_dead(102, self.directory)
+        values = _parse(self.shared[0].registry)
+        self.assertEqual(values[("wsserver_connections", ())], 3)
+        self.assertEqual(values[("wsserver_connects_total", ())], 7)
+
+    def test_summary(self) -> None:
+        """
+        C{/overview}'s figures from the summed families: as
+        L{ServerCollector.summary} gives them for one process.
+        """
+        self.routers[0].counters.connects = 5
+        self.routers[0].counters.receivedRest = 2
+        self.routers[0].counters.disconnected(1000)
+        self.shared[0].write()
+        mine = ServerCollector(self.routers[0], clusterGauges=lambda: (2, 1), limitCloses={"maxConnections": 101})
+        self.shared[1].stopService()
+        mark_process_dead(102, self.directory)
+        expected = mine.summary()
+        expected["limitCloses"] = {"maxConnections": 101 + 102}  # the ended worker's counters stay
+        self.assertEqual(summaryOf(self.shared[0].registry.collect()), expected)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import fail, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -31,7 +31,7 @@ from wsserver.redis.link import RedisLink
 from wsserver.routing import Router
 
 from .redis import RedisTestCase
-from .support import JSONSink, closeClient, openClient, startServer
+from .support import JSONSink, Running, closeClient, openClient, spawnServer, startServer
 
 
 class ConfigTests(SynchronousTestCase):
@@ -276,6 +276,38 @@ class PresenceEventsTests(SynchronousTestCase):
         del self.peers.remoteUsers[7]
         self.events.settled(7, False)
         self.assertEqual([k for k, _ in self.sent], ["user_online", "user_offline"])
+
+    def test_nodeDied(self) -> None:
+        """
+        The users of a dead node that are online nowhere now are settled
+        offline: one C{user_offline} each, however many surviving nodes
+        (here two, one ledger) report the death; a user online elsewhere or
+        here gets none, and one never sent online gets none.
+        """
+        for uid in (7, 8, 9):
+            self.events.settled(uid, True)
+        del self.sent[:]
+        here = {8}
+        self.peers.remoteUsers[9] = {"c": None}
+        for _ in range(2):
+            d = self.events.nodeDied([7, 8, 9, 10], here.__contains__)
+            self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.sent and [(k, b["data"]["user"]) for k, b in self.sent], [("user_offline", 7)])
+
+    def test_nodeDiedLedgerDown(self) -> None:
+        """
+        A ledger that cannot answer: the offline is sent (a duplicate is
+        better than a lost change), and the call still fires.
+        """
+        class Down:
+            def settle(self, userId: int, online: bool) -> Any:
+                return fail(ConnectionError("Redis unreachable"))
+
+        events = PresenceEvents(Down(), self.peers, MessageFactory(self.clock, ZoneInfo("UTC")),
+                                lambda kind, payload: self.sent.append((kind, orjson.loads(payload))))
+        self.assertIsNone(self.successResultOf(events.nodeDied([7], lambda uid: False)))
+        self.assertEqual([k for k, _ in self.sent], ["user_offline"])
+        self.flushLoggedErrors()
 
 
 class RouterHookTests(SynchronousTestCase):
@@ -556,3 +588,36 @@ class ClusterEndToEndTests(RedisTestCase):
         self.addCleanup(closeClient, onB)
         yield _pause(DEBOUNCE * 4)
         self.assertEqual(_presence(sink), [("user_online", 9)])
+
+    @inlineCallbacks
+    def test_deadNodeOfflineOnce(self) -> Any:
+        """
+        A node killed with SIGKILL: its user gets one C{user_offline} for
+        the cluster when the two surviving nodes declare it dead (not one
+        per surviving node); its user online on a surviving node too gets
+        none.
+        """
+        sink, url = yield _sink(self)
+        a = yield startServer(self, self.raw(url))
+        b = yield startServer(self, self.raw(url))
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write(orjson.dumps(self.raw(url)).decode())
+        process = spawnServer(self, "-C", config, "--ws", "tcp:0:interface=127.0.0.1",
+                              "--rest", "tcp:0:interface=127.0.0.1")
+        m = yield process.waitFor(rb"WebSocket listening on 127\.0\.0\.1:(\d+)")
+        c = Running(None, int(m.group(1)), None, False)  # type: ignore[arg-type]
+        onC = yield openClient(c, userId=9)
+        alsoC = yield openClient(c, userId=4)
+        onA = yield openClient(a, userId=4)
+        self.addCleanup(closeClient, onA)
+        self.assertTrue((yield _until(lambda: sorted(_presence(sink)) == [("user_online", 4), ("user_online", 9)])))
+        self.assertTrue((yield _until(lambda: a.service.router.isOnline(9) and b.service.router.isOnline(9))))
+        process.transport.signalProcess("KILL")
+        yield process.ended
+        self.assertTrue((yield _until(lambda: not a.service.router.isOnline(9) and not b.service.router.isOnline(9))))
+        self.assertTrue((yield _until(lambda: len(_presence(sink)) == 3)))
+        yield _pause(DEBOUNCE * 3)
+        self.assertEqual(sorted(_presence(sink)), [("user_offline", 9), ("user_online", 4), ("user_online", 9)])
+        for client in (onC, alsoC):
+            yield client.closed

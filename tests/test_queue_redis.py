@@ -10,8 +10,9 @@ import os
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import fail, gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
+from txredisapi import ResponseError
 from zope.interface.verify import verifyObject
 
 from wsserver.queue.redis import RedisUndeliveredStore
@@ -253,6 +254,127 @@ class RedisUndeliveredStoreTests(RedisTestCase):
         yield store.putMany([4, 5, 6], message([4, 5, 6]), 0)
         yield store.put(7, b"x", 0)
         self.assertEqual(sorted(announced), [4, 5, 6, 7])
+
+
+
+class _AnswerLost:
+    """
+    A link whose first C{EVAL} reaches Redis but whose answer is lost (as
+    when the connection drops right after Redis ran it).
+    """
+
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+        self.lost = 1
+
+    def execute(self, *args: bytes) -> Any:
+        d = self._link.execute(*args)
+        if args[0] == b"EVAL" and self.lost:
+            self.lost -= 1
+            return d.addCallback(lambda _: fail(ConnectionError("connection lost")))
+        return d
+
+
+class UnreachableTests(RedisTestCase):
+    """
+    L{RedisUndeliveredStore} while its Redis is down or frozen: writes
+    wait, bounded, and go out once, in order, when it is back.
+    """
+
+    def makeStore(self, maxWaiting: int = 100, timeout: float = 5) -> RedisUndeliveredStore:
+        link = RedisLink(parseRedisURL(self.url), reactor, timeout, "queue")
+        self.addCleanup(link.close)
+        store = RedisUndeliveredStore(link, 100, 100, clock=reactor, maxWaiting=maxWaiting)
+        self.addCleanup(store.close)
+        return store
+
+    @inlineCallbacks
+    def items(self, userId: int) -> Any:
+        return [item.partition(b" ")[2] for item in (yield self.redis.command("LRANGE", f"wsserver:queue:{userId}",
+                                                                               "0", "-1"))]
+
+    @inlineCallbacks
+    def test_downThenBack(self) -> Any:
+        """
+        Writes made while Redis is stopped all land once it is started
+        again, in order, each once; a message for many users too.
+        """
+        store = self.makeStore()
+        yield store.put(7, b"before", 0)  # (the test's Redis keeps nothing across a restart)
+        yield self.redis.stop()
+        writes = [store.put(7, b"w%d" % i, 0) for i in range(5)]
+        writes.append(store.putMany([7, 8], message([7, 8]), 0))
+        yield deferLater(reactor, 1.2, lambda: None)
+        self.assertGreater(store.waiting(), 0)
+        self.assertEqual([w.called for w in writes], [False] * 6)
+        yield self.redis.start()
+        yield gatherResults(writes)
+        self.assertEqual(store.waiting(), 0)
+        items = yield self.items(7)
+        self.assertEqual(items[:5], [b"w%d" % i for i in range(5)])
+        self.assertEqual(len(items), 6)
+        self.assertEqual([p for _, p in (yield store.fetch(8, 1))], [copyFor(message([7, 8]), 8)])
+
+    @inlineCallbacks
+    def test_frozenPastTheTimeout(self) -> Any:
+        """
+        A Redis frozen (SIGSTOP) longer than the command timeout: the
+        writes time out, wait, and are written once it resumes, each once.
+        """
+        store = self.makeStore(timeout=0.5)
+        yield store.put(7, b"before", 0)
+        self.redis.freeze()
+        writes = [store.put(7, b"w%d" % i, 0) for i in range(5)]
+        yield deferLater(reactor, 1.5, lambda: None)
+        self.assertGreater(store.waiting(), 0)
+        self.redis.thaw()
+        yield gatherResults(writes)
+        self.assertEqual((yield self.items(7)), [b"before"] + [b"w%d" % i for i in range(5)])
+
+    @inlineCallbacks
+    def test_answerLost(self) -> Any:
+        """
+        A push that reached Redis and whose answer was lost is tried again
+        without a second copy.
+        """
+        store = self.makeStore()
+        store._link = _AnswerLost(store._link)  # type: ignore[assignment]
+        yield store.put(7, b"once", 0)
+        yield store.put(7, b"next", 0)
+        self.assertEqual((yield self.items(7)), [b"once", b"next"])
+
+    @inlineCallbacks
+    def test_backPressure(self) -> Any:
+        """
+        With C{maxWaiting} writes waiting, the senders are paused once; they
+        resume once the writes went out.
+        """
+        store = self.makeStore(maxWaiting=4)
+        calls: list[str] = []
+        store.onPressure(lambda: calls.append("pause"), lambda: calls.append("resume"))
+        yield self.redis.stop()
+        writes = [store.put(7, b"w%d" % i, 0) for i in range(6)]
+        for _ in range(100):
+            if store.paused:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(calls, ["pause"])
+        yield self.redis.start()
+        yield gatherResults(writes)
+        self.assertEqual(calls, ["pause", "resume"])
+        self.assertFalse(store.paused)
+        self.assertEqual(len((yield self.items(7))), 6)
+
+    @inlineCallbacks
+    def test_refused(self) -> Any:
+        """
+        A write that Redis refuses (an error answer) fails at once: it is
+        not tried again.
+        """
+        store = self.makeStore()
+        yield self.redis.command("SET", "wsserver:queue:7", "not a list")
+        yield self.assertFailure(store.put(7, b"x", 0), ResponseError)
+        self.assertEqual(store.waiting(), 0)
 
 
 class SharedQueueEndToEndTests(RedisTestCase):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from treq.testing import StubTreq
@@ -20,11 +21,15 @@ from zope.interface import implementer
 from wsserver.auth import buildAuthenticator
 from wsserver.config import AuthConfig, ConfigError, parseConfig
 from wsserver.idempotency import IIdempotency, MemoryIdempotency
+from wsserver.config import MessageConfig
+from wsserver.messages import MessageFactory
+from wsserver.queue.memory import MemoryUndeliveredStore
 from wsserver.rest import makeRestResource
+from wsserver.routing import Router
 
 from .redis import RedisTestCase
 from .support import closeClient, openClient, restRequest, startServer
-from .test_rest import JSON, RestMixin
+from .test_rest import BASE, JSON, RestMixin
 
 MESSAGE = {"type": "text", "text": "hi", "recipients": [5]}
 
@@ -182,6 +187,99 @@ class IdempotencyKeyTests(RestMixin, SynchronousTestCase):
         self.assertAccepted(self.post("x" * 500))
         self.assertEqual(len(self.recipient.sent), 3)
 
+    def test_pendingOnDeadNode(self) -> None:
+        """
+        A key left pending by a node that died (or crashed) between its
+        claim and its settle routes again, then is settled: the next repeat
+        is replayed.
+        """
+        self.successResultOf(self.store.claim(b"rest:k", b"p:gone:m1", 300))
+        self.assertAccepted(self.post("k"))
+        [message] = self.recipient.sent
+        self.assertEqual(self.successResultOf(self.store.claim(b"rest:k", b"", 1)), message["id"].encode())
+        self.assertAccepted(self.post("k"), replayed=True)
+        self.assertEqual(len(self.recipient.sent), 1)
+
+    def test_pendingOnLiveNode(self) -> None:
+        """
+        A key pending on another node that is alive (being routed there)
+        answers 409 and routes nothing.
+        """
+        self.router.peers.isAlive = lambda node: node in ("", "b")  # type: ignore[method-assign]
+        self.successResultOf(self.store.claim(b"rest:k", b"p:b:m1", 300))
+        self.assertError(self.post("k"), 409, "A request with this Idempotency-Key is in progress; try again")
+        self.assertEqual(self.recipient.sent, [])
+
+    def useHeldStore(self) -> list[Deferred[None]]:
+        """
+        A router whose undelivered queue's writes wait for the test: the
+        list of their L{Deferred}s.
+        """
+        held: list[Deferred[None]] = []
+
+        class Held(MemoryUndeliveredStore):
+            def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+                d: Deferred[None] = Deferred()
+                held.append(d)
+                return d
+
+            def putMany(self, userIds: Any, payload: bytes, now: float) -> Deferred[None]:
+                return self.put(0, payload, now)
+
+        self.router = Router(MessageConfig(), self.clock, MessageFactory(self.clock, ZoneInfo("UTC")),
+                             store=Held(ttlSeconds=3600, maxPerUser=10))
+        self.useStore(self.store, 300)
+        return held
+
+    def postLater(self, key: str) -> Deferred[Any]:
+        d = self.client.request("POST", BASE + "/send-message", data=orjson.dumps({**MESSAGE, "recipients": [6]}),
+                                headers={**JSON, "Idempotency-Key": key})
+        self.client.flush()
+        return d
+
+    def test_settledAfterCommit(self) -> None:
+        """
+        The key stays pending until the message is stored (here in the
+        undelivered queue), and the 202 waits for it; a repeat meanwhile
+        waits too, and is answered as replayed.
+        """
+        held = self.useHeldStore()
+        first = self.postLater("k")
+        self.assertNoResult(first)
+        [write] = held
+        self.assertTrue(self.successResultOf(self.store.claim(b"rest:k", b"", 1)).startswith(b"p::"))
+        repeat = self.postLater("k")
+        self.assertNoResult(repeat)
+        self.assertEqual(len(held), 1)
+        write.callback(None)
+        self.client.flush()
+        self.assertEqual(self.successResultOf(first).code, 202)
+        response = self.successResultOf(repeat)
+        self.assertEqual(response.code, 202)
+        self.assertEqual(response.headers.getRawHeaders(b"Idempotent-Replayed"), [b"true"])
+        self.assertFalse(self.successResultOf(self.store.claim(b"rest:k", b"", 1)).startswith(b"p:"))
+
+    def test_unwrittenRoutesAgain(self) -> None:
+        """
+        A message one of whose writes failed (an inbox, an event store)
+        answers 503, and its key routes again on the repeat.
+        """
+        route = self.router.route
+        failures = [OSError("disk full")]
+
+        def failing(message: Any, senderUser: Any = None, writes: Any = None) -> None:
+            route(message, senderUser, writes)
+            if failures:
+                writes.append(fail(failures.pop()))
+
+        self.router.route = failing  # type: ignore[method-assign]
+        self.assertError(self.post("k"), 503,
+                         "The message could not be stored; try again with the same Idempotency-Key")
+        self.assertAccepted(self.post("k"))
+        self.assertEqual(len(self.recipient.sent), 2)
+        self.assertAccepted(self.post("k"), replayed=True)
+        self.assertEqual(len(self.recipient.sent), 2)
+
 
 def _post(server: Any, key: str, text: str = "hi", recipient: int = 5) -> Deferred[Any]:
     return restRequest(server, "POST", "/send-message",
@@ -282,3 +380,34 @@ class ClusterTests(RedisTestCase):
         self.assertEqual((yield client.messages.get())["text"], "third")
         ttl = int((yield self.redis.command("PTTL", "wsserver:idem:rest:k1")))
         self.assertTrue(299000 < ttl <= 300000, ttl)
+
+    @inlineCallbacks
+    def test_crashBeforeSettleRoutesAgain(self) -> Any:
+        """
+        A key left pending in Redis by a node that crashed after its claim
+        and before its settle (here written as such a node leaves it) routes
+        again on another node; a key pending on a live node answers 409.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        client = yield openClient(a, userId=5)
+        self.addCleanup(closeClient, client)
+        for _ in range(100):
+            if b.service.router.isOnline(5):
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        yield self.redis.command("SET", "wsserver:idem:rest:k1", "p:crashed:m1", "PX", "300000")
+        first = yield _post(b, "k1", "again")
+        self.assertEqual((first.code, first.headers.getRawHeaders(b"Idempotent-Replayed")), (202, None))
+        got = yield client.messages.get()
+        self.assertEqual(got["text"], "again")
+        self.assertEqual((yield self.redis.command("GET", "wsserver:idem:rest:k1")), got["id"].encode())
+        repeat = yield _post(a, "k1", "again")
+        self.assertEqual((repeat.code, repeat.headers.getRawHeaders(b"Idempotent-Replayed")), (202, [b"true"]))
+        live = a.service.cluster.nodeId
+        yield self.redis.command("SET", "wsserver:idem:rest:k2", f"p:{live}:m2", "PX", "300000")
+        busy = yield _post(b, "k2", "busy")
+        self.assertEqual((busy.code, (yield busy.json())["message"]),
+                         (409, "A request with this Idempotency-Key is in progress; try again"))
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(client.messages.pending, [])

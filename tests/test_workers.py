@@ -191,3 +191,51 @@ class WorkersJoinTests(TestCase):
             self.assertRegex(output, rf"\[worker {index}\].*user 1\d\d connected")
         process.transport.signalProcess("TERM")
         yield process.ended
+
+
+class WorkersMetricsTests(TestCase):
+    """
+    C{/metrics} and C{/overview} answer for all the workers, whichever
+    takes the request.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_summedOverWorkers(self):
+        """
+        With connections on both workers, every read of C{/metrics} (each
+        taken by either worker) gives the same totals, the sum of both; so
+        does the dashboard's C{/overview}.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        process, ws = yield startWorkers(self, 0.2, 2)
+        rest = yield process.waitFor(rb"REST API listening on 127\.0\.0\.1:(\d+) for 2 workers")
+        yield process.waitFor(rb"\[worker 0\].*REST API listening")
+        yield process.waitFor(rb"\[worker 1\].*REST API listening")
+        server = Running(None, int(ws.group(1)), int(rest.group(1)), False)  # type: ignore[arg-type]
+        clients = []
+        for uid in range(1, 21):
+            client = yield openClient(server, userId=uid)
+            self.addCleanup(closeClient, client)
+            clients.append(client)
+        output = process.output.decode("utf-8", "replace")
+        for index in (0, 1):
+            self.assertRegex(output, rf"\[worker {index}\].*user \d+ connected")
+        yield deferLater(reactor, 1.5, lambda: None)  # every worker wrote its figures since
+
+        def values(text):
+            return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(text) for s in family.samples}
+
+        for _ in range(8):
+            response = yield restRequest(server, "GET", "/metrics")
+            metrics = values((yield response.text()))
+            self.assertEqual((metrics[("wsserver_connections", ())], metrics[("wsserver_connects_total", ())]),
+                             (20, 20))
+            response = yield restRequest(server, "GET", "/overview")
+            node = (yield response.json())["data"]["node"]
+            self.assertEqual((node["connections"], node["connects"]), (20, 20))
+        process.transport.signalProcess("TERM")
+        yield process.ended

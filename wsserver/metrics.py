@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_metrics -*-
 """
 Operations (SPEC section 9): the counters behind C{GET /metrics}, the
-Prometheus collector that reads them, and the readiness of C{GET /ready}.
+Prometheus collector that reads them, the readiness of C{GET /ready}, and
+the sum over the workers of C{server.workers} (L{SharedMetrics}).
 
 The hot path only increments plain integers on one L{Counters} object (no
 lock, no lookup, no timer); the collector turns them into metric families
@@ -12,14 +13,21 @@ servers in one process (the tests) do not mix their figures.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 __all__ = [
     "Counters",
@@ -27,8 +35,12 @@ __all__ = [
     "ROUTING_SAMPLE_MASK",
     "Readiness",
     "ServerCollector",
+    "SharedMetrics",
     "makeRegistry",
+    "summaryOf",
 ]
+
+_log = Logger()
 
 #: Upper bounds (seconds) of the buckets of C{wsserver_routing_seconds}.
 ROUTING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -107,22 +119,26 @@ def _codeLabel(code: int | None) -> str:
 class Readiness:
     """
     Whether the server is ready for traffic (C{GET /ready}): listening, and
-    in a cluster joined, and not stopping.
+    in a cluster joined and reaching Redis, and not stopping.
 
     @ivar listening: set once the WebSocket port listens.
     @ivar stopping: set once the server began to stop.
     @ivar joined: says whether this node joined its cluster (always, alone).
+    @ivar redis: says whether this node reaches its Redis now (always,
+        without one): a load balancer sends no new users to a node cut off
+        from the cluster.
     """
 
     listening: bool = False
     stopping: bool = False
     joined: Callable[[], bool] = field(default=lambda: True)
+    redis: Callable[[], bool] = field(default=lambda: True)
 
     def ready(self) -> bool:
         """
         Whether C{/ready} answers 200.
         """
-        return self.listening and not self.stopping and bool(self.joined())
+        return self.listening and not self.stopping and bool(self.joined()) and bool(self.redis())
 
 
 class ServerCollector(Collector):
@@ -268,3 +284,153 @@ def makeRegistry(collector: ServerCollector) -> CollectorRegistry:
     registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
+
+
+#: how the workers' values of a gauge add up (prometheus_client's
+#: multiprocess modes; C{live}: only the workers alive count): summed
+#: unless named here
+_GAUGE_MODES = {
+    "wsserver_cluster_nodes": "livemax",  # every worker sees the same cluster
+    "process_start_time_seconds": "livemin",
+    "process_max_fds": "livemax",
+}
+
+
+class SharedMetrics(Service):
+    """
+    The metrics of the workers of C{server.workers} > 1, summed: each worker
+    writes its own (its registry's samples: L{ServerCollector} and the
+    process metrics) to prometheus_client's multiprocess directory every
+    C{interval} seconds and before it answers a scrape; C{/metrics} on any
+    worker exposes the directory through the library's
+    L{MultiProcessCollector}, which adds up the workers' files.  Counters
+    of a worker that ended stay in the sum (its files stay: a total never
+    goes back); its gauges leave it (the pool's parent removes its C{live}
+    files, L{prometheus_client.multiprocess.mark_process_dead}).
+
+    The writes go to memory-mapped files: no system call per value, and
+    nothing on any message's path.
+
+    @param registry: this worker's own registry (L{makeRegistry}).
+    @param directory: the multiprocess directory (C{PROMETHEUS_MULTIPROC_DIR}).
+    @param clock: the timer of the periodic writes.
+    @param refresh: read what the registry's collector does not hold in
+        memory, before each periodic write (L{ServerCollector.refresh}).
+    @param pid: the process id in the file names (this process's by default).
+    """
+
+    def __init__(self, registry: CollectorRegistry, directory: str, clock: IReactorTime,
+                 refresh: Callable[[], Deferred[None]] = lambda: succeed(None), interval: float = 1.0,
+                 pid: int | None = None) -> None:
+        self._registry = registry
+        self._refresh = refresh
+        self._directory = directory
+        self._pid = os.getpid() if pid is None else pid
+        self._files: dict[str, MmapedDict] = {}
+        self._clock = clock
+        self._interval = interval
+        self._loop: LoopingCall | None = None
+        #: what C{/metrics} exposes: the sum of every worker's files
+        self.registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(self.registry, path=directory)
+
+    def _file(self, prefix: str) -> MmapedDict:
+        f = self._files.get(prefix)
+        if f is None:
+            f = self._files[prefix] = MmapedDict(os.path.join(self._directory, f"{prefix}_{self._pid}.db"))
+        return f
+
+    def write(self) -> None:
+        """
+        Write this worker's values now.
+        """
+        for family in self._registry.collect():
+            if family.type == "gauge":
+                f = self._file("gauge_" + _GAUGE_MODES.get(family.name, "livesum"))
+            elif family.type in ("counter", "histogram"):
+                f = self._file(family.type)
+            else:
+                continue
+            for name, labels, value in _fileSamples(family):
+                key = mmap_key(family.name, name, list(labels), list(labels.values()), family.documentation)
+                f.write_value(key, value, 0.0)
+
+    def _periodic(self) -> Deferred[None]:
+        return self._refresh().addCallback(lambda _: self.write())
+
+    def startService(self) -> None:
+        """
+        Write every C{interval} seconds from now on.
+        """
+        super().startService()
+        self._loop = LoopingCall(self._periodic)
+        self._loop.clock = self._clock
+        self._loop.start(self._interval, now=True).addErrback(
+            lambda f: _log.failure("writing the metrics for the other workers stopped", f))
+
+    def stopService(self) -> None:
+        """
+        Write a last time (the counters' final values), and close the files.
+        """
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self.write()
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+
+def _fileSamples(family: Metric) -> Iterator[tuple[str, dict[str, str], float]]:
+    """
+    The samples of C{family} as a multiprocess file holds them: a
+    histogram's buckets each on its own (the collector accumulates them
+    again), no C{_count} (it is the sum of the buckets) and no C{_created}.
+    """
+    if family.type != "histogram":
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                yield sample.name, sample.labels, sample.value
+        return
+    below: dict[tuple[tuple[str, str], ...], float] = {}
+    for sample in family.samples:
+        if sample.name.endswith("_bucket"):
+            rest = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+            yield sample.name, sample.labels, sample.value - below.get(rest, 0.0)
+            below[rest] = sample.value
+        elif sample.name.endswith("_sum"):
+            yield sample.name, sample.labels, sample.value
+
+
+def summaryOf(families: Iterable[Metric]) -> dict[str, Any]:
+    """
+    The figures of C{GET /overview}'s C{node} (L{ServerCollector.summary})
+    from metric families: with workers, the sum of all of them.
+    """
+    values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in families:
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+
+    def one(name: str) -> int:
+        return int(sum(values.get(name, {}).values()))
+
+    def by(name: str, label: str) -> dict[str, int]:
+        return {dict(k)[label]: int(v) for k, v in sorted(values.get(name, {}).items()) if label in dict(k)}
+
+    received = by("wsserver_messages_received_total", "source")
+    out: dict[str, Any] = {
+        "connections": one("wsserver_connections"),
+        "usersOnline": one("wsserver_users_online"),
+        "connects": one("wsserver_connects_total"),
+        "disconnects": by("wsserver_disconnects_total", "code"),
+        "received": {"websocket": received.get("websocket", 0), "rest": received.get("rest", 0)},
+        "delivered": one("wsserver_messages_delivered_total"),
+        "queued": one("wsserver_messages_queued_total"),
+        "dropped": by("wsserver_messages_dropped_total", "reason"),
+        "limitCloses": by("wsserver_limit_closes_total", "limit"),
+    }
+    if "wsserver_cluster_nodes" in values:
+        out["cluster"] = {"nodes": one("wsserver_cluster_nodes"),
+                          "outbox": one("wsserver_cluster_outbox_messages")}
+    return out

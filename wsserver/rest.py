@@ -15,7 +15,14 @@ address over C{authFailuresPerMinute} gets 429 without an auth check.
 C{POST /send-message} with an C{Idempotency-Key} header routes once per key
 within C{restApi.idempotencySeconds}: a repeat answers 202 again (with
 C{Idempotent-Replayed: true}) and routes nothing.  The keys of every REST
-caller share one namespace (and, in a cluster, one for every node).
+caller share one namespace (and, in a cluster, one for every node).  As the
+ack tokens (L{wsserver.routing.acks}), a key is claimed I{pending}
+(C{p:<node>:<message id>}) and settled with the message id only once
+everything written for the message (queue, inbox, events) is committed; the
+202 waits for that.  A repeat that finds the key pending: on this node, it
+is answered once the first is; on another node that is alive, 409 (try
+again); on a node that died (or crashed) before settling, or after a write
+that failed, it routes again.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -49,7 +56,7 @@ from .history import IInbox
 from .idempotency import IIdempotency
 from .ids import UserId
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
-from .metrics import Readiness, ServerCollector, makeRegistry
+from .metrics import Readiness, ServerCollector, SharedMetrics, makeRegistry, summaryOf
 from .routing import Router
 
 __all__ = ["Operations", "RestSite", "makeRestResource"]
@@ -111,12 +118,16 @@ class Operations:
     @ivar readiness: what C{/ready} says.
     @ivar queueStorage: the undelivered queue's storage, or L{None} when the
         queue is off.
+    @ivar shared: with C{server.workers} > 1, the metrics of every worker
+        (C{/metrics} and C{/overview} answer their sum); L{None}: this
+        process's only.
     """
 
     collector: ServerCollector
     registry: CollectorRegistry
     readiness: Readiness = field(default_factory=lambda: Readiness(listening=True))
     queueStorage: str | None = None
+    shared: SharedMetrics | None = None
 
 
 def _address(request: IRequest) -> str:
@@ -407,6 +418,9 @@ class _Api:
         self.operations = operations
         self.idempotency = idempotency if idempotencySeconds > 0 else None
         self.idempotencySeconds = idempotencySeconds
+        #: C{Idempotency-Key}s routed here and not settled yet -> the
+        #: repeats waiting for the first's answer
+        self._unsettled: dict[bytes, list[Deferred[Answer]]] = {}
         self.notifier = notifier
         self.clusterStats = clusterStats
         self.router = router
@@ -565,18 +579,85 @@ class _Api:
             return _error(400, f"Invalid payload. $.data cannot be carried: {e}")
         assert self.idempotency is not None
 
-        def claimed(earlier: bytes | None) -> Answer:
+        idempotency = self.idempotency
+        peers = self.router.peers
+        claimKey = b"rest:" + key
+        pending = b"p:%s:%s" % (peers.nodeId.encode(), message.id.encode())
+
+        def replayed(answer: Answer) -> Answer:
+            if answer[0] == 202:
+                request.setHeader(b"Idempotent-Replayed", b"true")
+            return answer
+
+        def claimed(earlier: bytes | None) -> Answer | Deferred[Answer]:
             if earlier is None:
-                return self._route(message)
-            request.setHeader(b"Idempotent-Replayed", b"true")
-            return 202, None
+                return self._routeClaimed(claimKey, message)
+            if not earlier.startswith(b"p:"):
+                return replayed((202, None))
+            waiters = self._unsettled.get(claimKey)
+            if waiters is not None:
+                # routed here, not committed yet: answered as the first is
+                waiter: Deferred[Answer] = Deferred()
+                waiters.append(waiter)
+                return waiter.addCallback(replayed)
+            node = earlier.split(b":", 2)[1].decode("utf-8", "replace")
+            if node != peers.nodeId and peers.isAlive(node):
+                return _error(409, "A request with this Idempotency-Key is in progress; try again")
+            # its node died (or forgot it) before settling: route it again, claimed anew
+            idempotency.settle(claimKey, pending).addErrback(
+                lambda f: log.warn("Idempotency-Key could not be claimed again: {why}", why=f.getErrorMessage()))
+            return self._routeClaimed(claimKey, message)
 
         def unchecked(f: Failure) -> Answer:
             log.warn("Idempotency-Key could not be checked: {why}", why=f.getErrorMessage())
             return _error(503, "Idempotency-Key could not be checked; nothing was sent, try again")
 
-        d = self.idempotency.claim(b"rest:" + key, message.id.encode(), self.idempotencySeconds)
+        d = idempotency.claim(claimKey, pending, self.idempotencySeconds)
         return d.addCallbacks(claimed, unchecked)
+
+    def _routeClaimed(self, claimKey: bytes, message: Any) -> Answer | Deferred[Answer]:
+        """
+        Route a message whose C{Idempotency-Key} this request claimed; once
+        everything written for it is committed, settle the key with the
+        message id and answer (and answer the repeats that waited).  After a
+        failed write the key is left pending on no node, so that a repeat
+        routes again.
+        """
+        idempotency = self.idempotency
+        assert idempotency is not None
+        writes: list[Deferred[Any]] = []
+        try:
+            self.router.route(message, writes=writes)
+        except InvalidPayload as e:
+            return _error(400, "Invalid payload. " + e.reason)
+        self.router.counters.receivedRest += 1
+        waiters = self._unsettled[claimKey] = []
+
+        def committed(_: object) -> Deferred[Answer]:
+            def answer(_: object) -> Answer:
+                return 202, None
+
+            def unsettled(f: Failure) -> Answer:
+                log.warn("Idempotency-Key could not be settled: {why}", why=f.getErrorMessage())
+                return 202, None  # routed and kept: the pending claim stays until its TTL
+
+            return idempotency.settle(claimKey, message.id.encode()).addCallbacks(answer, unsettled)
+
+        def unwritten(f: Failure) -> Deferred[Answer]:
+            log.warn("a message sent with an Idempotency-Key could not be stored: {why}",
+                     why=getattr(f.value, "subFailure", f).getErrorMessage())
+            error = _error(503, "The message could not be stored; try again with the same Idempotency-Key")
+            d = idempotency.settle(claimKey, b"p::" + message.id.encode())
+            return d.addBoth(lambda _: error)
+
+        def done(answer: Answer) -> Answer:
+            self._unsettled.pop(claimKey, None)
+            for waiter in waiters:
+                waiter.callback(answer)
+            return answer
+
+        d = gatherResults(writes, consumeErrors=True).addCallbacks(committed, unwritten)
+        return d.addCallback(done)
 
     def _route(self, message: Any) -> Answer | Deferred[Answer]:
         router = self.router
@@ -627,7 +708,11 @@ class _Api:
         operations = self.operations
 
         def expose(_: None) -> Answer:
-            return 200, _Raw(CONTENT_TYPE_LATEST.encode("ascii"), generate_latest(operations.registry))
+            registry = operations.registry
+            if operations.shared is not None:
+                operations.shared.write()  # this worker's figures fresh, the others' up to a second old
+                registry = operations.shared.registry
+            return 200, _Raw(CONTENT_TYPE_LATEST.encode("ascii"), generate_latest(registry))
 
         return operations.collector.refresh().addCallback(expose)
 
@@ -645,7 +730,11 @@ class _Api:
 
     async def _overview(self) -> Answer:
         operations = self.operations
-        node = operations.collector.summary()
+        if operations.shared is not None:
+            operations.shared.write()
+            node = summaryOf(operations.shared.registry.collect())
+        else:
+            node = operations.collector.summary()
         if self.clusterStats is not None:
             items = await self.clusterStats.statItems()
         else:

@@ -28,7 +28,7 @@ from .checks import endpointProblems
 from .config import AuthConfig, Config, ConfigError, defaultConfig, listenKey, loadConfig, startWarnings, withOverrides
 from .ids import ruleFor
 from .messages import MessageFactory
-from .metrics import Readiness, ServerCollector, makeRegistry
+from .metrics import Readiness, ServerCollector, SharedMetrics, makeRegistry
 from .routing.interfaces import NoPeers
 from .connection import CLOSE_CODES, ChatServerFactory, prepareFrame
 from .reload import ReloadableAuthenticator, reload
@@ -57,7 +57,7 @@ from .queue.sqlite import SqliteUndeliveredStore
 from .redis.address import parseRedisURL
 from .redis.links import RedisLinks
 from .watchdog import Watchdog
-from .workers import WorkerPool, parseAdopt
+from .workers import METRICS_DIR_ENV, WorkerPool, parseAdopt
 
 __all__ = ["Options", "WsServer", "buildService", "main", "makeService"]
 
@@ -288,7 +288,7 @@ def _endpoint(reactor: Any, listen: str, adopt: dict[str, int] | None, name: str
 
 def buildService(config: Config, reactor: Any, httpClient: Any = None,
                  adopt: dict[str, int] | None = None, openFiles: int | None = None,
-                 logPublisher: LogPublisher | None = None) -> WsServer:
+                 logPublisher: LogPublisher | None = None, metricsDir: str | None = None) -> WsServer:
     """
     Wire a server for C{config} on C{reactor}.
 
@@ -301,6 +301,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     @param logPublisher: the publisher whose observers are guarded against
         log floods while the server runs (twistd's global one); none by
         default.
+    @param metricsDir: a worker's: the directory where the workers of its
+        pool share their metrics (L{SharedMetrics}); L{None}: this
+        process's own only.
     @raise StorageError: when the database in the data directory cannot be
         used (start-up only: it is opened before the reactor runs).
     """
@@ -345,6 +348,10 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     undelivered = config.chat.undelivered
     pendingWrites = PendingWrites(undelivered.maxPendingWrites, undelivered.maxPendingBytes)
     store = _undeliveredStore(config, database, links, node, pendingWrites, reactor)
+    if isinstance(store, RedisUndeliveredStore):
+        # stops after the clients are closed (the WebSocket service is
+        # added later), before the links close (added earlier)
+        _AtStop(store.close).setServiceParent(top)
     inbox = _inbox(config, database, links, reactor)
     pruned: list[tuple[str, IPrunable]] = []
     if store is not None:
@@ -363,6 +370,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     messages = MessageFactory(reactor, config.server.tz, maxRecipients=limits.config.maxRecipients,
                               ids=ruleFor(chat.userIds))
     presence = None
+    presenceEvents: PresenceEvents | None = None
     if notifier is not None and events is not None and events.presence:
         ledger = RedisPresenceLedger(links.bulk) if links is not None else MemoryPresenceLedger()
         presenceEvents = PresenceEvents(ledger, node if node is not None else NoPeers(), messages,
@@ -391,6 +399,10 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         idempotency=top.idempotency,
         pendingWrites=pendingWrites,
     )
+    if node is not None and presenceEvents is not None:
+        # a dead node's users: offline once for the cluster (SPEC 7)
+        nodeDied = presenceEvents.nodeDied
+        node.onDied(lambda nodeId, users: nodeDied(users, router.isOnline))
     clusterStats = None
     if node is not None:
         assert journal is not None and links is not None
@@ -420,10 +432,15 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         key=listenKey("server", config.server.listenSource),
     )
     top.ws.setServiceParent(top)
+    if isinstance(store, RedisUndeliveredStore):
+        # too many messages wait for Redis: the WebSocket senders wait too
+        store.onPressure(factory.pauseReading, factory.resumeReading)
 
     top.httpClient = httpClient
-    # in a cluster, ready once the node learnt who is online elsewhere
-    readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True))
+    # in a cluster, ready once the node learnt who is online elsewhere, and
+    # while it reaches Redis
+    readiness = Readiness(joined=(lambda: node.joined) if node is not None else (lambda: True),
+                          redis=links.reachable if links is not None else (lambda: True))
     top.ws.whenListening().addCallback(lambda _: setattr(readiness, "listening", True))
     if config.restApi.enabled:
         def buildRestAuth(auth: AuthConfig) -> Authenticator:
@@ -434,8 +451,14 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         clusterGauges = (lambda: (node.nodeCount(), node.outboxSize())) if node is not None else None
         collector = ServerCollector(router, notifier, store, clusterGauges=clusterGauges,
                                     limitCloses=limits.limitCloses)
-        operations = Operations(collector, makeRegistry(collector), readiness,
-                                chat.undelivered.storage if chat.enableUndeliveredQueue else None)
+        registry = makeRegistry(collector)
+        shared = None
+        if metricsDir is not None:
+            # a worker of server.workers: /metrics answers for all of them
+            shared = SharedMetrics(registry, metricsDir, reactor, refresh=collector.refresh)
+            shared.setServiceParent(top)
+        operations = Operations(collector, registry, readiness,
+                                chat.undelivered.storage if chat.enableUndeliveredQueue else None, shared)
         site = RestSite(makeRestResource(router, restAuth, realm, notifier, stats=clusterStats,
                                          operations=operations, limits=limits, idempotency=top.idempotency,
                                          idempotencySeconds=config.restApi.idempotencySeconds,
@@ -511,8 +534,9 @@ def _undeliveredStore(config: Config, database: Database | None, links: RedisLin
     undelivered = config.chat.undelivered
     if undelivered.storage == "redis":
         assert links is not None and node is not None
+        # writes wait for Redis when it is unreachable (closed with the links)
         return RedisUndeliveredStore(links.bulk, undelivered.ttlSeconds, undelivered.maxPerUser,
-                                     announce=node.announceQueued, pending=pending)
+                                     announce=node.announceQueued, pending=pending, clock=reactor)
     if undelivered.storage == "sqlite":
         assert database is not None
         return SqliteUndeliveredStore(database, undelivered.ttlSeconds, undelivered.maxPerUser, reactor, pending)
@@ -562,7 +586,9 @@ def makeService(options: Options, reactor: Any = None) -> WsServer:
         _onHangup(reactor, workers.reload)
         return workers  # type: ignore[return-value]
     try:
-        top = buildService(config, reactor, adopt=options.adopt, logPublisher=globalLogPublisher)
+        metricsDir = os.environ.get(METRICS_DIR_ENV) if options.adopt is not None else None
+        top = buildService(config, reactor, adopt=options.adopt, logPublisher=globalLogPublisher,
+                           metricsDir=metricsDir or None)
     except StorageError as e:
         print(f"wsserver: cannot start: {e}", file=sys.stderr)
         raise SystemExit(1)

@@ -11,6 +11,13 @@ store in C{<dataDir>/worker-<n>}, so a restarted worker resends its own
 pending deliveries.  A worker that dies is restarted after a second; SIGTERM
 to the parent stops every worker (each closes its clients with 1001) and
 then the parent.
+
+C{/metrics} answers for all the workers, whichever takes the request: the
+workers share prometheus_client's multiprocess directory
+(C{PROMETHEUS_MULTIPROC_DIR} when set, C{<dataDir>/metrics} otherwise),
+emptied by the parent at its start; each writes its figures there
+(L{wsserver.metrics.SharedMetrics}), and the parent removes the gauges of a
+worker that ended.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import signal
 import sys
 from typing import Any
 
+from prometheus_client.multiprocess import mark_process_dead
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
@@ -32,7 +40,10 @@ from .config import Config, listenKey
 from .quietlog import QuietStartLog
 from .service import cannotListen
 
-__all__ = ["WorkerPool", "parseAdopt"]
+__all__ = ["METRICS_DIR_ENV", "WorkerPool", "parseAdopt"]
+
+#: the environment variable that names the workers' shared metrics directory
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _TWISTD = "from twisted.scripts.twistd import run; run()"
 #: Seconds before a dead worker is started again.
@@ -71,6 +82,8 @@ class _Worker(ProcessProtocol):
         self.pool = pool
         self.index = index
         self.ended: Deferred[None] = Deferred()
+        #: its process id (the transport forgets it once the process ended)
+        self.pid = 0
         self._partial = b""
 
     def outReceived(self, data: bytes) -> None:
@@ -105,6 +118,8 @@ class WorkerPool(QuietStartLog, Service):
         self._ports: dict[str, Any] = {}
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
+        #: where the workers share their metrics
+        self.metricsDir = os.environ.get(METRICS_DIR_ENV) or os.path.join(config.server.dataDir, "metrics")
 
     def relay(self, index: int, line: str) -> None:
         """
@@ -154,6 +169,12 @@ class WorkerPool(QuietStartLog, Service):
 
     def startService(self) -> None:
         super().startService()
+        # the figures of an earlier run would add to this one's (start-up
+        # only: the reactor serves nothing yet)
+        os.makedirs(self.metricsDir, exist_ok=True)
+        for name in os.listdir(self.metricsDir):
+            if name.endswith(".db"):
+                os.remove(os.path.join(self.metricsDir, name))
         for index in range(self._config.server.workers):
             self._spawn(index)
 
@@ -167,13 +188,19 @@ class WorkerPool(QuietStartLog, Service):
         for fd in fds.values():
             childFDs[fd] = fd
         worker = _Worker(self, index)
-        self._reactor.spawnProcess(worker, sys.executable, argv, env=dict(os.environ), childFDs=childFDs)
+        env = {**os.environ, METRICS_DIR_ENV: self.metricsDir}
+        self._reactor.spawnProcess(worker, sys.executable, argv, env=env, childFDs=childFDs)
         self._workers[index] = worker
-        self.log.info("worker {index} started (pid {pid})", index=index, pid=worker.transport.pid)
+        worker.pid = worker.transport.pid
+        self.log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
 
     def _ended(self, worker: _Worker, reason: Any) -> None:
         if self._workers.get(worker.index) is worker:
             del self._workers[worker.index]
+        if worker.pid:
+            # its gauges (connections, users online) leave the sum; its
+            # counters stay in it
+            mark_process_dead(worker.pid, self.metricsDir)
         if self._stopping or not self.running:
             return
         self.log.warn("worker {index} ended ({why}); restarting it in {s} s",

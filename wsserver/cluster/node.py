@@ -47,7 +47,7 @@ presence, the pub/sub one listens on the node's channels.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -168,6 +168,8 @@ class ClusterNode(Service):
         self._loop: LoopingCall | None = None
         self._stopped = False
         self.malformed = 0
+        #: called with a node's id and its users when it is declared dead
+        self._diedObservers: list[Callable[[str, list[UserId]], Any]] = []
         #: the hot connection: batches and presence
         self.link = links.hot
         links.subscribe([PRESENCE, self._channel], self._received, self._subscribed, self._unsubscribed)
@@ -420,13 +422,23 @@ class ClusterNode(Service):
         else:
             raise ValueError(f"unknown kind {kind!r}")
 
-    def _died(self, node: str, users: list[int]) -> None:
+    def onDied(self, observer: Callable[[str, list[UserId]], Any]) -> None:
+        """
+        Call C{observer} with a node's id and the ids of its users when the
+        presence declares that node dead (not when it said goodbye): its
+        users' C{user_offline} events (L{wsserver.events.presence}).
+        """
+        self._diedObservers.append(observer)
+
+    def _died(self, node: str, users: list[UserId]) -> None:
         self.log.info("cluster node {node} not heard for {s:g} s: its {n} users are offline",
                       node=node, s=self.presence.timeout, n=len(users))
         self._heard.pop(node, None)
         _, batches = self._outbox.pop(node, (0.0, []))
         for entries in batches:
             self._handBack(entries)
+        for observer in self._diedObservers:
+            observer(node, users)
 
     def _subscribed(self) -> None:
         """

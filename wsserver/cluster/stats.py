@@ -97,6 +97,10 @@ class ClusterStats(Service):
     after its last write; the records of users online here are rewritten
     every C{refreshSeconds} (a day) so that a long session keeps them.
 
+    C{/stats} lists every user seen (a hash in Redis), every user of this
+    node, and every user the presence shows online on another node, at once
+    (not at that node's next heartbeat).
+
     An answer merges (L{mergeStatRecords}) this node's figures, fresh from
     memory, with the other nodes' records from Redis, which are up to one
     heartbeat old.  A record written while its user was online counts the
@@ -292,6 +296,10 @@ class ClusterStats(Service):
             remote = {}
         now = self._clock.seconds()
         for uid in self._router.userIds():
+            remote.setdefault(uid, {})
+        # online on another node and not written there yet (its heartbeat
+        # has not come): listed at once, from what that node announced
+        for uid in self._node.remoteUsers:
             remote.setdefault(uid, {})
         return [self._merge(uid, remote[uid], now) for uid in sorted(remote, key=sortKey)]
 

@@ -84,6 +84,8 @@ class ChatServerProtocol(AutobahnServerProtocol):
         transport = self.transport
         _noDelay(transport)
         self.factory.live.add(self)
+        if self.factory.readingPaused:
+            transport.pauseProducing()
         peer: IAddress = transport.getPeer()
         if self.session.connected(getattr(peer, "host", None) or str(peer), self.peer, transport.write):
             transport.registerProducer(self.session, True)
@@ -219,6 +221,8 @@ class ChatServerFactory(WebSocketServerFactory):
         self.clientLibrary = clientLibrary()
         #: every open TCP connection, authenticated or not (for shutdown)
         self.live: set[ChatServerProtocol] = set()
+        #: whether reading from the connections is paused (L{pauseReading})
+        self.readingPaused = False
         self._emptied: Deferred[None] | None = None
         self.setMessageConfig(message)
         self.setProtocolOptions(
@@ -408,6 +412,27 @@ class ChatServerFactory(WebSocketServerFactory):
         C{GET /}: the demo chat page when C{server.demoPage} is on, else 404.
         """
         return self.demoPage or NOT_FOUND
+
+    def pauseReading(self) -> None:
+        """
+        Stop reading from every connection, and from each new one, until
+        L{resumeReading}: the back-pressure of a store that cannot take
+        more (the senders' messages wait in their sockets, and TCP slows
+        the senders down).
+        """
+        self.readingPaused = True
+        for protocol in self.live:
+            if protocol.transport is not None:
+                protocol.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        """
+        Read from every connection again.
+        """
+        self.readingPaused = False
+        for protocol in self.live:
+            if protocol.transport is not None:
+                protocol.transport.resumeProducing()
 
     def lost(self, protocol: ChatServerProtocol) -> None:
         """

@@ -30,18 +30,25 @@ settling the same change at once send it once, and a reload that moves a
 user from one node to another (the close on one, the open on the other,
 within the delay) sends nothing.
 
-What is not covered: a node that stops or dies drops its pending changes
-and sends no C{user_offline} for its users (the ledger keeps them online
-until their next session ends); in one process with the memory ledger, a
-restart forgets the sent states, so users who come back are sent online again.
+B{A node that dies.}  When the presence declares a node dead
+(L{wsserver.cluster.node.ClusterNode.onDied}), every surviving node settles
+offline those of its users who are online nowhere now
+(L{PresenceEvents.nodeDied}): the ledger makes that one C{user_offline} for
+the cluster, whichever node settles it first.
+
+What is not covered: a node that stops drops its pending changes and sends
+no C{user_offline} for its users (the ledger keeps them online until their
+next session ends; a restart of the node does not announce them online
+again); in one process with the memory ledger, a restart forgets the sent
+states, so users who come back are sent online again.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import orjson
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -63,6 +70,8 @@ __all__ = [
 
 USER_ONLINE = "user_online"
 USER_OFFLINE = "user_offline"
+#: ledger settles of a dead node's users that wait for Redis at once, at most
+SETTLES_IN_FLIGHT = 64
 
 
 @implementer(IPresenceListener)
@@ -254,3 +263,21 @@ class PresenceEvents:
 
         d = self._ledger.settle(userId, online).addCallbacks(changed, unknown)
         return d.addErrback(lambda f: self.log.failure("could not send the presence of user {uid}", f, uid=userId))
+
+    def nodeDied(self, users: Sequence[UserId], isOnline: Callable[[UserId], bool]) -> Deferred[None]:
+        """
+        A node was declared dead with C{users} online there: settle offline
+        each that is online nowhere now (C{isOnline}: on this node or
+        another), so that the cluster sends its C{user_offline} once (the
+        ledger decides which node sends it).  At most L{SETTLES_IN_FLIGHT}
+        settles wait for the ledger at once; fires once all are handled.
+        """
+        limit = DeferredSemaphore(SETTLES_IN_FLIGHT)
+
+        def settle(userId: UserId) -> Deferred[None]:
+            if isOnline(userId):
+                return succeed(None)  # back elsewhere, or on this node
+            return self.settled(userId, False)
+
+        settles = [limit.run(settle, userId) for userId in users]
+        return DeferredList(settles, consumeErrors=True).addCallback(lambda _: None)

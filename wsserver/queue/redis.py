@@ -1,23 +1,35 @@
 # -*- test-case-name: tests.test_queue_redis,tests.test_cluster -*-
 """
 The undelivered queue shared by the nodes of a cluster, in Redis; a message
-for many offline users is kept once.
+for many offline users is kept once; writes that Redis could not take wait
+(bounded, with back-pressure) and go out once it is back.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txredisapi import ResponseError
 from zope.interface import implementer
 
 from ..ids import UserId, redisKey
-from ..redis.link import RedisLink
+from ..redis.link import RedisClosed, RedisLink
 from . import IUndeliveredStore, forRecipient
 from .pending import PendingWrites
 
-__all__ = ["RedisUndeliveredStore"]
+__all__ = ["MAX_WAITING_WRITES", "RedisUndeliveredStore"]
+
+#: writes that wait for Redis at most before the senders are paused
+MAX_WAITING_WRITES = 10000
+#: seconds between two tries of the waiting writes (a probe: one write,
+#: then all of them once it passed)
+RETRY_SECONDS = 0.5
 
 
 #: Seconds that a shared payload outlives C{ttlSeconds} at most (clock skew
@@ -36,6 +48,12 @@ local dropped = redis.call('LRANGE', KEYS[1], 0, over - 1)
 redis.call('LTRIM', KEYS[1], over, -1)
 return dropped
 """
+
+#: the same, for a push tried again: nothing when the item is in the list
+#: already (the first try reached Redis, and only its answer was lost)
+_PUSH_AGAIN = b"""
+if redis.call('LPOS', KEYS[1], ARGV[1]) then return {} end
+""" + _PUSH
 
 #: KEYS[1] a user's list; ARGV items: remove one of each, answer those that
 #: were there (a concurrent drain may have removed them first).
@@ -81,16 +99,45 @@ class RedisUndeliveredStore:
     from its C{put} until Redis answered its push (or it failed), so that
     what waits in memory for Redis is bounded like the SQLite store's
     batches (over the bound, the senders stop being read).
+
+    B{Redis unreachable.}  With a C{clock}, a write that fails because Redis
+    cannot be reached (down, restarting, or frozen past the command
+    timeout) is not lost: it waits, in order, with every write that comes
+    after it, and every C{RETRY_SECONDS} one of them is tried again; once
+    one passes, all go out.  A push tried again is skipped when its item is
+    in the list already (the first try reached Redis, its answer did not
+    come back), so a message is queued once.  At most C{maxWaiting} writes
+    wait before the senders are paused (L{onPressure}); they resume once
+    half of that is written.  A write that Redis refuses (an error answer)
+    fails as before, and so does every write once the link is closed.
+
+    @param clock: the timer of the tries again; L{None}: a failed write
+        fails at once.
+    @param maxWaiting: the writes that wait for Redis before the senders
+        are paused.
     """
 
+    log = Logger()
+
     def __init__(self, link: RedisLink, ttlSeconds: float, maxPerUser: int,
-                 announce: Callable[[int], Any] | None = None, pending: PendingWrites | None = None) -> None:
+                 announce: Callable[[int], Any] | None = None, pending: PendingWrites | None = None,
+                 clock: IReactorTime | None = None, maxWaiting: int = MAX_WAITING_WRITES) -> None:
         self._link = link
         self._pending = PendingWrites() if pending is None else pending
         self._ttl = int(max(1, ttlSeconds))
         self._max = maxPerUser
         self._announce = announce
         self.dropped = 0
+        self._clock = clock
+        self._maxWaiting = max(1, maxWaiting)
+        #: the writes waiting for Redis, oldest first: (the write, given
+        #: whether it is tried again; its caller's result)
+        self._waiting: deque[tuple[Callable[[bool], Deferred[Any]], Deferred[Any]]] = deque()
+        self._retryCall: Any = None
+        self._probing = False
+        #: whether the senders are paused (too many writes wait)
+        self.paused = False
+        self._pressure: list[tuple[Callable[[], Any], Callable[[], Any]]] = []
         #: per user, the items of the last fetch: key -> the raw item, and
         #: the expired raw items to remove at the ack
         self._fetched: dict[int, tuple[dict[int, bytes], list[bytes]]] = {}
@@ -102,6 +149,108 @@ class RedisUndeliveredStore:
     @staticmethod
     def _payloadKeys(ref: bytes) -> tuple[bytes, bytes]:
         return b"wsserver:queue:refs:" + ref, b"wsserver:queue:msg:" + ref
+
+    # writes that wait for Redis
+
+    def onPressure(self, pause: Callable[[], Any], resume: Callable[[], Any]) -> None:
+        """
+        Call C{pause} when C{maxWaiting} writes wait for Redis (the senders
+        should stop sending), C{resume} when half of them are written.
+        """
+        self._pressure.append((pause, resume))
+
+    def waiting(self) -> int:
+        """
+        How many writes wait for Redis.
+        """
+        return len(self._waiting)
+
+    def _write(self, run: Callable[[bool], Deferred[Any]]) -> Deferred[Any]:
+        """
+        Run one write (C{run(again)}), now or, while others wait, behind them.
+        """
+        result: Deferred[Any] = Deferred()
+        if self._waiting or self._probing:
+            self._wait(run, result)
+        else:
+            self._attempt(run, result, False)
+        return result
+
+    def _attempt(self, run: Callable[[bool], Deferred[Any]], result: Deferred[Any], again: bool) -> None:
+        def failed(f: Failure) -> None:
+            if self._clock is None or not _unreachable(f):
+                result.errback(f)
+            else:
+                self._wait(run, result)
+
+        run(again).addCallbacks(result.callback, failed)
+
+    def _wait(self, run: Callable[[bool], Deferred[Any]], result: Deferred[Any]) -> None:
+        if not self._waiting and not self._probing:
+            self.log.warn("cannot write the undelivered queue to Redis: the messages wait for it")
+        self._waiting.append((run, result))
+        if len(self._waiting) >= self._maxWaiting and not self.paused:
+            self.paused = True
+            self.log.warn("{n} undelivered messages wait for Redis: the senders are paused", n=len(self._waiting))
+            for pause, _ in self._pressure:
+                pause()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._retryCall is None and not self._probing and self._waiting and self._clock is not None:
+            self._retryCall = self._clock.callLater(RETRY_SECONDS, self._retry)
+
+    def _retry(self) -> None:
+        """
+        Try the oldest waiting write again; once it passes, all the others.
+        """
+        self._retryCall = None
+        if not self._waiting:
+            return
+        run, result = self._waiting.popleft()
+        self._probing = True
+
+        def passed(value: Any) -> None:
+            self._probing = False
+            result.callback(value)
+            waiting, self._waiting = self._waiting, deque()
+            for run, later in waiting:
+                self._attempt(run, later, True)
+            if not self._waiting:
+                self.log.info("the undelivered messages that waited for Redis are written")
+            self._relieve()
+
+        def failed(f: Failure) -> None:
+            self._probing = False
+            if _unreachable(f):
+                self._waiting.appendleft((run, result))
+            else:
+                result.errback(f)
+            self._schedule()
+
+        run(True).addCallbacks(passed, failed)
+
+    def _relieve(self) -> None:
+        if self.paused and len(self._waiting) <= self._maxWaiting // 2:
+            self.paused = False
+            for _, resume in self._pressure:
+                resume()
+
+    def close(self) -> None:
+        """
+        Stop trying again: what still waits fails (the server stops).
+        """
+        if self._retryCall is not None and self._retryCall.active():
+            self._retryCall.cancel()
+        self._retryCall = None
+        waiting, self._waiting = self._waiting, deque()
+        if waiting:
+            self.log.warn("{n} undelivered messages waited for Redis when the server stopped: lost", n=len(waiting))
+        for _, result in waiting:
+            result.errback(Failure(RedisClosed("the undelivered queue is closed")))
+        self._relieve()
+
+    # the store
 
     def _counted(self, d: Deferred[None], messages: int, size: int) -> Deferred[None]:
         """
@@ -125,21 +274,26 @@ class RedisUndeliveredStore:
             return self.put(userIds[0], forRecipient(payload, userIds[0]), now) if userIds else succeed(None)
         return self._counted(self._putShared(userIds, payload, now), len(userIds), len(payload))
 
-    def _putShared(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def _putShared(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         ref = uuid.uuid4().hex.encode()
         refs, message = self._payloadKeys(ref)
         life = b"%d" % (self._ttl + _PAYLOAD_SLACK)
         link = self._link
+        count = b"%d" % len(userIds)
         waits = [
-            link.execute(b"SET", message, payload, b"EX", life),
-            link.execute(b"SET", refs, b"%d" % len(userIds), b"EX", life),
+            self._write(lambda again: link.execute(b"SET", message, payload, b"EX", life)),
+            # tried again: only if the first try did not set it (users may
+            # have let go of it since)
+            self._write(lambda again: link.execute(b"SET", refs, count, b"EX", life, *((b"NX",) if again else ()))),
         ]
         item = b"%r @" % now + ref
         waits += [self._push(userId, item) for userId in userIds]
         return gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
     def _push(self, userId: UserId, item: bytes) -> Deferred[None]:
-        d = self._link.execute(b"EVAL", _PUSH, b"1", self._key(userId), item, b"%d" % self._max, b"%d" % self._ttl)
+        key, limit, ttl = self._key(userId), b"%d" % self._max, b"%d" % self._ttl
+        d = self._write(lambda again: self._link.execute(b"EVAL", _PUSH_AGAIN if again else _PUSH, b"1", key, item,
+                                                          limit, ttl))
 
         def trimmed(dropped: Any) -> Deferred[None] | None:
             if not dropped:
@@ -220,3 +374,11 @@ class RedisUndeliveredStore:
 
     def pending(self, userId: UserId) -> Deferred[int]:
         return self._link.execute(b"LLEN", self._key(userId)).addCallback(int)
+
+
+def _unreachable(f: Failure) -> bool:
+    """
+    Whether C{f} says Redis could not be reached (not that it refused the
+    command, nor that the link is closed): the write may be tried again.
+    """
+    return f.check(ResponseError, RedisClosed) is None

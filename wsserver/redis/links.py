@@ -74,6 +74,16 @@ class RedisLinks(Service):
                                            subscribed, lost, name="cluster Redis pub/sub", start=self.running)
         return self._subscriber
 
+    def reachable(self) -> bool:
+        """
+        Whether every one of the connections is logged in (and the pub/sub
+        one subscribed) now: C{/ready} says 503 otherwise.  A Redis that
+        froze counts as reachable until a command on it times out (the
+        node's heartbeat sends one every C{heartbeatSeconds}).
+        """
+        subscriber = self._subscriber
+        return self.hot.connected and self.bulk.connected and (subscriber is None or subscriber.connected)
+
     def startService(self) -> None:
         super().startService()
         for link in (self._subscriber, self.hot, self.bulk):

@@ -248,6 +248,14 @@ class Router:
             self._statsListener.wentOffline(userId)
             self._presence.offline(userId)
 
+    @property
+    def peers(self) -> IPeers:
+        """
+        The other nodes of the cluster (L{NoPeers}: none): this node's name,
+        and whether a node is alive.
+        """
+        return self._peers
+
     def isOnline(self, userId: UserId) -> bool:
         """
         Whether C{userId} has a live connection (on any node of a cluster).
