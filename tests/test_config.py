@@ -291,6 +291,21 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             ['chat.undelivered.storage: with cluster.redis the queue is shared by the nodes: use "redis"'],
         )
 
+    def test_clusterCommandTimeout(self) -> None:
+        """
+        C{cluster.commandTimeoutSeconds} is read (10 by default); below 0.1
+        or not a number, it is refused with the key's name.
+        """
+        raw = json.loads(SPEC_EXAMPLE)
+        raw["cluster"]["redis"] = "redis://127.0.0.1:6379/0"
+        self.assertEqual(parseConfig(raw, checkEndpoints=False).cluster.commandTimeoutSeconds, 10)
+        raw["cluster"]["commandTimeoutSeconds"] = 0.5
+        self.assertEqual(parseConfig(raw, checkEndpoints=False).cluster.commandTimeoutSeconds, 0.5)
+        raw["cluster"]["commandTimeoutSeconds"] = 0
+        self.assertEqual(self.problemsOf(raw), ["cluster.commandTimeoutSeconds: 0 must be at least 0.1"])
+        raw["cluster"]["commandTimeoutSeconds"] = "5"
+        self.assertEqual(self.problemsOf(raw), ['cluster.commandTimeoutSeconds: must be a number, not string "5"'])
+
     def test_crossChecks(self) -> None:
         """
         L{_crossChecks} refuses the features this version lacks, events

@@ -314,6 +314,24 @@ class ProtocolTests(Harness):
         self.assertIsNone(alice.closedWith)
         self.assertEqual(bob.closedWith, (4010, "Inactive connection"))
 
+    def test_pausedByTwoStores(self) -> None:
+        """
+        Reading paused by two stores (the undelivered queue and the
+        cluster's outbox) resumes only once both resumed; a resume
+        without a pause changes nothing.
+        """
+        factory = self.makeFactory()
+        factory.resumeReading()
+        self.assertFalse(factory.readingPaused)
+        factory.pauseReading()
+        factory.pauseReading()
+        factory.resumeReading()
+        self.assertTrue(factory.readingPaused)
+        factory.resumeReading()
+        self.assertFalse(factory.readingPaused)
+        factory.pauseReading()
+        self.assertTrue(factory.readingPaused)
+
     def test_closeAll(self) -> None:
         """
         L{ChatServerFactory.closeAll} closes every connection with the code,

@@ -255,6 +255,9 @@ class ClusterConfig:
     heartbeatSeconds: float = 10
     #: a node not heard for this long counts as dead (its users offline)
     nodeTimeoutSeconds: float = 30
+    #: seconds a Redis command (connecting included) may take before its
+    #: connection is dropped and it is tried again (a frozen Redis)
+    commandTimeoutSeconds: float = 10
 
 
 @dataclass(frozen=True)
@@ -598,6 +601,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         redis=redis,
         heartbeatSeconds=cl.number("heartbeatSeconds", 10, 0.1),
         nodeTimeoutSeconds=cl.number("nodeTimeoutSeconds", 30, 0.1),
+        commandTimeoutSeconds=cl.number("commandTimeoutSeconds", 10, 0.1),
     )
     cl.finish()
     top.finish()

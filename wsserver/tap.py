@@ -435,6 +435,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     if isinstance(store, RedisUndeliveredStore):
         # too many messages wait for Redis: the WebSocket senders wait too
         store.onPressure(factory.pauseReading, factory.resumeReading)
+    if node is not None:
+        # too many messages for other nodes wait for Redis: likewise
+        node.onPressure(factory.pauseReading, factory.resumeReading)
 
     top.httpClient = httpClient
     # in a cluster, ready once the node learnt who is online elsewhere, and
@@ -518,7 +521,7 @@ def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNo
     """
     if config.cluster.redis is None:
         return None, None
-    links = RedisLinks(parseRedisURL(config.cluster.redis), reactor)
+    links = RedisLinks(parseRedisURL(config.cluster.redis), reactor, config.cluster.commandTimeoutSeconds)
     cluster = config.cluster
     return links, ClusterNode(links, reactor, cluster.heartbeatSeconds, cluster.nodeTimeoutSeconds)
 

@@ -223,6 +223,8 @@ class ChatServerFactory(WebSocketServerFactory):
         self.live: set[ChatServerProtocol] = set()
         #: whether reading from the connections is paused (L{pauseReading})
         self.readingPaused = False
+        #: how many of the stores that pause the senders want them paused
+        self._pauses = 0
         self._emptied: Deferred[None] | None = None
         self.setMessageConfig(message)
         self.setProtocolOptions(
@@ -418,8 +420,12 @@ class ChatServerFactory(WebSocketServerFactory):
         Stop reading from every connection, and from each new one, until
         L{resumeReading}: the back-pressure of a store that cannot take
         more (the senders' messages wait in their sockets, and TCP slows
-        the senders down).
+        the senders down).  Several stores may pause: reading resumes
+        when every one of them resumed.
         """
+        self._pauses += 1
+        if self._pauses > 1:
+            return
         self.readingPaused = True
         for protocol in self.live:
             if protocol.transport is not None:
@@ -427,8 +433,14 @@ class ChatServerFactory(WebSocketServerFactory):
 
     def resumeReading(self) -> None:
         """
-        Read from every connection again.
+        Read from every connection again (once each L{pauseReading} has
+        had its resume).
         """
+        if self._pauses == 0:
+            return
+        self._pauses -= 1
+        if self._pauses:
+            return
         self.readingPaused = False
         for protocol in self.live:
             if protocol.transport is not None:
