@@ -30,14 +30,25 @@ users after C{joinTimeout} and joins when Redis is back.
 B{Crossing.}  Messages for another node are batched: every message for that
 node in one turn of the reactor goes out as one C{PUBLISH} to its channel,
 each message once with the recipients it has there.  A batch is
-C{<uid>,<uid>... <length>\\n<payload>} entries one after the other.  The
+C{<uid>,<uid>... <length>\\n<payload>} entries one after the other, after a
+header C{#<node> <epoch> <seq>\\n} for a node that reads sequence numbers.  The
 messages go out on one connection, in order, so a sender's messages keep
 their order.  A C{PUBLISH} that reached no subscriber hands its messages
 back to the router as undeliverable (offline for their recipients) and makes
 that node suspect.  While Redis is unreachable the batches wait in an outbox
-per node, in order, and go out once that node was heard again after the
-outage (pub/sub keeps nothing for absent subscribers); the batches of a node
-that died meanwhile are handed back as undeliverable.
+per node, in order, bounded (L{onPressure}), and go out once Redis answers a
+C{PING} and that node can hear them: at once when this node's subscription
+outlived the outage (Redis froze), else once that node was heard again
+(pub/sub keeps nothing for absent subscribers); the batches of a node that
+died meanwhile are handed back as undeliverable.
+
+B{Once.}  A batch that timed out may have been published all the same: it
+is sent again with its sequence number, and the receiving node, which keeps
+the highest number delivered per sender and epoch (the batches of a sender
+come in order on one channel), drops it.  A node says in its hello (C{hello
+<node> seq}) that it reads numbers, and is answered by a numbered batch
+without messages (number 0); a node of the previous version (a plain hello)
+gets and sends batches without the header.
 
 Connections: the node is handed them (L{wsserver.redis.links.IRedisLinks},
 whose service makes and stops them); the hot one carries the batches and
