@@ -412,12 +412,12 @@ class SlowConsumerTests(Harness):
         from autobahn.twisted.websocket import WebSocketClientFactory
         from twisted.test import iosim
 
-        from .test_protocol import _Client
+        from .test_protocol import HalfClosing, _Client
 
         clientFactory = WebSocketClientFactory("ws://127.0.0.1:8085/chat?id=2")
         clientFactory.protocol = _Client
         bob = clientFactory.buildProtocol(None)
-        self.pumps.append(iosim.connect(server, iosim.FakeTransport(server, isServer=True), bob,
+        self.pumps.append(iosim.connect(server, HalfClosing(server, isServer=True), bob,
                                         iosim.FakeTransport(bob, isServer=False)))
         self.flush()
         self.assertTrue(server.session.attached)

@@ -47,12 +47,26 @@ class FakeWire:
         self.watched: list[bool] = []
         self.reading: list[bool] = []
         self.dropped = False
+        #: what L{unackedBytes} answers
+        self.unacked = 0
+        self.lingering = False
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
     def sendAnyClose(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
+
+    def sendLingeringClose(self, code: int, reason: str) -> None:
+        self.lingering = True
+        self.closes.append((code, reason))
+
+    def unackedBytes(self) -> int:
+        return self.unacked
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def watchFrames(self, on: bool) -> None:
         self.watched.append(on)
