@@ -840,6 +840,8 @@ class Session:
         if ring and not self._answered and self._wire.unackedBytes():
             self._ring = None
             self._ringBytes = 0
+            # (the router counts on it no more: an abnormal close)
+            self._detach(1006)
             self._handBack(list(ring))
 
     def _slowConsumer(self) -> None:
