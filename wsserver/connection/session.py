@@ -731,9 +731,15 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                self._write(prepared.payloadHybi)
-                if self._ring is not None:
-                    self._written(prepared)
+                frame = prepared.payloadHybi
+                self._write(frame)
+                ring = self._ring
+                if ring is not None:
+                    # (the hot path: _written, inline)
+                    ring.append(prepared)
+                    self._ringBytes += len(frame)
+                    if self._ringBytes > self._ringLimit:
+                        self._trimRing()
             else:
                 self._hold(prepared, False)
 
@@ -747,9 +753,15 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                self._write(prepared.payloadHybi)
-                if self._ring is not None:
-                    self._written(prepared)
+                frame = prepared.payloadHybi
+                self._write(frame)
+                ring = self._ring
+                if ring is not None:
+                    # (the hot path: _written, inline)
+                    ring.append(prepared)
+                    self._ringBytes += len(frame)
+                    if self._ringBytes > self._ringLimit:
+                        self._trimRing()
             else:
                 self._hold(prepared, True)
 
