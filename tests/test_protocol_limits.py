@@ -401,6 +401,23 @@ class SlowConsumerTests(Harness):
         self.clock.advance(0.1)
         self.assertTrue(slow.serverSide.transport.disconnecting)
 
+    def test_closeTimedOutWithUnacked(self) -> None:
+        """
+        A close that Autobahn times out (a client that does not answer 4010)
+        aborts the connection: what the client had not acknowledged goes
+        back, as when a connection dies with bytes pending.
+        """
+        server = self.bob.serverSide
+        for i in range(3):
+            self.send(self.alice, {"type": "text", "text": f"m{i}", "recipients": [2]})
+        self.assertEqual(len(self.bob.received), 3)
+        server.unackedBytes = lambda: 10
+        server.transport.write = lambda data: None
+        server.session.close(4010, "Dangling connection")
+        self.assertEqual(self.stored(2), [])
+        self.clock.advance(2)
+        self.assertEqual([m["text"] for m in self.stored(2)], ["m0", "m1", "m2"])
+
     def test_lostWhilePaused(self) -> None:
         """
         A connection lost while frames wait (a stalled client that then

@@ -161,6 +161,18 @@ class ChatServerProtocol(AutobahnServerProtocol):
 
     # IWire (sendAnyClose, watchFrames: AutobahnServerProtocol's)
 
+    def dropConnection(self, abort: bool = False) -> None:
+        """
+        Autobahn drops the connection: before an abort (its close handshake
+        timed out, or a protocol error) the session hands back what the
+        client did not acknowledge, as when the connection is lost (Autobahn
+        unregisters the session as producer first: no C{stopProducing}
+        follows).
+        """
+        if abort:
+            self.session.dying()
+        super().dropConnection(abort)
+
     def drop(self) -> None:
         if self.transport is not None:
             self.transport.loseConnection()

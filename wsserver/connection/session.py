@@ -841,7 +841,13 @@ class Session:
     def stopProducing(self) -> None:
         """
         The TCP connection is being lost (its socket still open; L{lost}
-        follows).  Unless the client answered a close frame (it read
+        follows): see L{dying}.
+        """
+        self.dying()
+
+    def dying(self) -> None:
+        """
+        The TCP connection is lost or aborted, its socket still open.  Unless the client answered a close frame (it read
         everything), when its kernel has not acknowledged everything the
         client did not read what it was sent: the ring (what the kernel
         holds, and L{RING_SLACK} bytes before it that the client's kernel
