@@ -258,7 +258,10 @@ class Session:
     the transport's buffer is full (the client does not read), frames wait
     in C{_held} until the transport asks for more; past C{sendBufferBytes}
     of them the connection is closed with 4011 and they are kept for the
-    user as for an offline one.
+    user as for an offline one.  The frames last written wait in a ring
+    (what the kernel has not acknowledged, and L{RING_SLACK} bytes more):
+    on that close, or when the connection dies with bytes unacknowledged,
+    those the client may not have read are handed back too.
     """
 
     __slots__ = (
@@ -847,12 +850,13 @@ class Session:
 
     def dying(self) -> None:
         """
-        The TCP connection is lost or aborted, its socket still open.  Unless the client answered a close frame (it read
-        everything), when its kernel has not acknowledged everything the
-        client did not read what it was sent: the ring (what the kernel
-        holds, and L{RING_SLACK} bytes before it that the client's kernel
-        may have received unread) goes back to the router, before what was
-        never written.
+        The TCP connection is lost or aborted, its socket still open.  When
+        the client's kernel has not acknowledged every byte written (and the
+        client did not answer a close frame, which says it read everything
+        before it), the client may not have read what it was sent: the ring
+        (what the kernel holds, and L{RING_SLACK} bytes before it, which the
+        client's kernel may have received unread) goes back to the router,
+        before what was never written.  Idempotent.
         """
         ring = self._ring
         if ring and not self._answered and self._wire.unackedBytes():
@@ -893,8 +897,8 @@ class Session:
     def _graceOver(self) -> None:
         """
         A slow consumer did not read its frames and answer the close frame
-        in C{closeGraceSeconds}: abort (L{stopProducing} hands back what it
-        did not acknowledge).
+        in C{closeGraceSeconds}: abort (L{dying} hands back what it did not
+        acknowledge).
         """
         self._grace = None
         self._log.info("aborting user {uid}: slow consumer did not read its close", uid=self.userId)
