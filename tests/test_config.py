@@ -1319,6 +1319,21 @@ class LimitsConfigTests(SynchronousTestCase):
         ])
         self.assertEqual(e.warnings, ["server.limits.maxRecipient: unknown key, ignored"])
 
+    def test_closeGraceSeconds(self) -> None:
+        """
+        C{closeGraceSeconds}: 10 by default, any number of seconds from 0;
+        a negative number or a string is an error naming the key.
+        """
+        self.assertEqual(parseConfig({}).server.limits.closeGraceSeconds, 10)
+        limits = parseConfig({"server": {"limits": {"closeGraceSeconds": 2.5}}}).server.limits
+        self.assertEqual(limits.closeGraceSeconds, 2.5)
+        off = parseConfig({"server": {"limits": {"closeGraceSeconds": 0}}}).server.limits
+        self.assertEqual(off.closeGraceSeconds, 0)
+        for value, problem in [(-1, "-1 must be at least 0"), ("10", 'must be a number, not string "10"')]:
+            with self.assertRaises(ConfigError) as caught:
+                parseConfig({"server": {"limits": {"closeGraceSeconds": value}}})
+            self.assertEqual(caught.exception.problems, [f"server.limits.closeGraceSeconds: {problem}"])
+
     def test_burstWithRate(self) -> None:
         """
         A rate limit needs a bucket of at least one message.

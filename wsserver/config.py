@@ -93,6 +93,9 @@ class LimitsConfig:
     maxRecipients: int = 10000
     #: bytes kept for one connection that the network does not take; more: 4011
     sendBufferBytes: int = 4 * 1024 * 1024
+    #: seconds a client closed as a slow consumer has to read its frames and
+    #: the 4011 close frame and answer it; then the connection is aborted
+    closeGraceSeconds: float = 10
     #: seconds for the opening handshake and the auth check
     handshakeTimeoutSeconds: float = 10
     #: statistics of users with no connection kept, least recently seen dropped first
@@ -418,6 +421,7 @@ def _parseLimits(sect: _Section) -> LimitsConfig:
         burst=burst,
         maxRecipients=sect.int("maxRecipients", default.maxRecipients, 0),
         sendBufferBytes=size("sendBufferBytes"),
+        closeGraceSeconds=sect.number("closeGraceSeconds", default.closeGraceSeconds, 0),
         handshakeTimeoutSeconds=sect.number("handshakeTimeoutSeconds", default.handshakeTimeoutSeconds, 0),
         maxTrackedUsers=sect.int("maxTrackedUsers", default.maxTrackedUsers, 0),
         authFailuresPerMinute=sect.int("authFailuresPerMinute", default.authFailuresPerMinute, 0),

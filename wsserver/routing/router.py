@@ -571,12 +571,31 @@ class Router:
         if self._queue is not None and user.connections and not user.draining:
             self._catchUp.drain(user)
 
-    def keepUnsent(self, userId: UserId, payloads: list[bytes]) -> None:
+    def keepUnsent(self, userId: UserId, payloads: list[bytes], attachedAt: float | None = None) -> None:
         """
-        Keep messages that were routed to a connection of C{userId} and
-        never written to it (it was closed as a slow consumer, or lost), in
-        the undelivered queue when it is on, as for an offline user.
+        Messages that were routed to a connection of C{userId} (attached at
+        C{attachedAt}) and may not have reached it: it was closed as a slow
+        consumer, or lost with data its client had not acknowledged.
+
+        When the user has other connections on this node, those attached
+        later than C{attachedAt} (all of them when it is L{None}),
+        which may have missed them, are sent them (a connection that
+        resumed with C{since} skips what it had); those attached before had
+        them.  When the user has none on this node, they are kept in the
+        undelivered queue when it is on, as for an offline user (also when
+        the user's other connections are on other nodes of a cluster: they
+        get them when they next connect).
         """
+        user = self._registry.users.get(userId)
+        if user is not None and user.connections:
+            newer = [c for c in user.connections
+                     if attachedAt is None or getattr(c, "attachedAt", attachedAt + 1) > attachedAt]
+            if newer:
+                withInbox = self.inbox is not None
+                prepare = self._prepare
+                for payload in payloads:
+                    user.writeStored(prepare(payload), seqOf(payload) if withInbox else None, newer)
+            return
         if self._queue is None:
             return
         now = self._clock.seconds()
