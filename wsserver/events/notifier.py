@@ -83,7 +83,13 @@ class EventNotifier(Service):
         self._pumping = False
         self._pumpAgain = False
         self._wakeCall: IDelayedCall | None = None
+        #: the reads of the store in flight (due deliveries, the next due
+        #: time): a stop waits for them
+        self._reads: list[Deferred[Any]] = []
         self._stopping = False
+        #: the stop has fired: the store (the database) may be closed, so
+        #: nothing more is written to it
+        self._stopped = False
 
     def reconfigure(self, config: EventConfig, senders: dict[str, ISender]) -> None:
         """
@@ -183,9 +189,11 @@ class EventNotifier(Service):
             return
         self._pumping = True
         self._pumpAgain = False
-        d = self._store.due(self._clock.seconds(), free, frozenset(self._inflight))
+        d = self._read(self._store.due(self._clock.seconds(), free, frozenset(self._inflight)))
 
         def start(deliveries: list[Delivery]) -> None:
+            if self._stopping:
+                return  # read before the stop: they stay pending for the next start
             for delivery in deliveries:
                 self._start(delivery)
 
@@ -206,7 +214,7 @@ class EventNotifier(Service):
         """
         if self._stopping or not self.running:
             return
-        d = self._store.nextDue(frozenset(self._inflight))
+        d = self._read(self._store.nextDue(frozenset(self._inflight)))
 
         def wake(when: float | None) -> None:
             if when is None or self._stopping:
@@ -220,6 +228,19 @@ class EventNotifier(Service):
             self._wakeCall = self._clock.callLater(delay, self._pump)
 
         d.addCallbacks(wake, lambda f: self.log.failure("could not read due events", f))
+
+    def _read(self, d: Deferred[Any]) -> Deferred[Any]:
+        """
+        Track the read C{d} until it answers (see L{stopService}).
+        """
+        reads = self._reads
+        reads.append(d)
+
+        def answered(result: Any) -> Any:
+            reads.remove(d)
+            return result
+
+        return d.addBoth(answered)
 
     def _start(self, delivery: Delivery) -> None:
         sender = self._senders.get(delivery.target)
@@ -244,6 +265,10 @@ class EventNotifier(Service):
         d.addBoth(finished)
 
     def _accepted(self, _: None, delivery: Delivery) -> Deferred[None]:
+        if self._stopped:
+            # after the stop's grace period: the store may be closed; it
+            # stays pending and is sent again at the next start
+            return succeed(None)
         return self._store.succeeded(delivery)
 
     def _refused(self, failure: Failure, delivery: Delivery) -> Deferred[None]:
@@ -301,15 +326,17 @@ class EventNotifier(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._stopping = False
+        self._stopping = self._stopped = False
         # resend whatever a previous run left pending
         self._pump()
 
     def stopService(self) -> Deferred[None]:
         """
-        Store what is batched, give in-flight deliveries a short grace
+        Store what is batched, wait for the reads in flight (what they
+        answer is not started), give in-flight deliveries a short grace
         period (what does not finish stays pending for the next start), then
-        close the senders.
+        close the senders.  Once this fires the store is not used again: the
+        server closes the database next.
         """
         super().stopService()
         if self._flushCall is not None and self._flushCall.active():
@@ -318,7 +345,8 @@ class EventNotifier(Service):
         self._stopping = True
         if self._wakeCall is not None and self._wakeCall.active():
             self._wakeCall.cancel()
-        waits = DeferredList(list(self._writing) + list(self._inflight.values()), consumeErrors=True)
+        waits = DeferredList([_copy(d) for d in [*self._writing, *self._reads, *self._inflight.values()]],
+                             consumeErrors=True)
         done: Deferred[None] = Deferred()
         timer = self._clock.callLater(STOP_GRACE, lambda: done.called or done.callback(None))
         waits.addBoth(lambda _: done.called or done.callback(None))
@@ -326,6 +354,7 @@ class EventNotifier(Service):
         def close(_: Any) -> Deferred[Any]:
             if timer.active():
                 timer.cancel()
+            self._stopped = True
             return DeferredList([maybeDeferred(s.close) for s in self._senders.values()], consumeErrors=True)
 
         return done.addCallback(close).addCallback(lambda _: None)
