@@ -237,15 +237,24 @@ class AutobahnTests(SynchronousTestCase):
 
     def test_handshakeLeftovers(self) -> None:
         """
-        5: once open, the attributes shed exist and the send queue is an
-        empty deque; shed, messages still flow both ways.
+        5: once open, the attributes shed exist on the instance and the
+        send queue is an empty deque; shed, they read as None from the
+        class, the instance's dict is half the size it was, and messages
+        still flow both ways.
         """
         server, client, pump = self.connect()
         for name in HANDSHAKE_LEFTOVERS:
-            self.assertTrue(hasattr(server, name), name)
+            self.assertIn(name, vars(server))
         self.assertIsInstance(server.send_queue, deque)
         self.assertEqual(len(server.send_queue), 0)
+        before = sys.getsizeof(vars(server))
+        count = len(vars(server))
         server.shedHandshake()
+        for name in HANDSHAKE_LEFTOVERS:
+            self.assertNotIn(name, vars(server))
+            self.assertIsNone(getattr(server, name), name)
+        self.assertEqual(len(vars(server)), count - len(HANDSHAKE_LEFTOVERS))
+        self.assertLessEqual(sys.getsizeof(vars(server)), before // 2)
         received = []
         client.onMessage = lambda payload, isBinary: received.append(payload)
         server.sendMessage(b"out")
