@@ -277,6 +277,50 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(10)])
         self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 10)
 
+    def test_groupsOfBatchSize(self) -> None:
+        """
+        A sender with a C{batchSize} is handed the deliveries of a turn in
+        groups of at most that many; C{maxParallelWorkers} bounds the groups
+        in flight, not the deliveries.
+        """
+        sender = FakeSender("wait")
+        sender.batchSize = 4  # type: ignore[attr-defined]
+        notifier = self.make({"targets[0]": sender}, maxParallelWorkers=2)
+        for i in range(20):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual(len(sender.waiting), 8)
+        for d in sender.waiting[:3]:
+            d.callback(None)
+        # the first group is not finished: no new one
+        self.assertEqual(len(sender.waiting), 8)
+        sender.waiting[3].callback(None)
+        self.assertEqual(len(sender.waiting), 12)
+        while any(not d.called for d in sender.waiting):
+            [d for d in sender.waiting if not d.called][0].callback(None)
+        self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(20)])
+        self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 20)
+
+    def test_maxPending(self) -> None:
+        """
+        Over C{maxPending} deliveries stored and not settled, the bound is
+        full (the senders of messages stop being read); it is relieved once
+        the target caught up below half of it.
+        """
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, maxPending=4, maxParallelWorkers=10)
+        resumed: list[bool] = []
+        for i in range(5):
+            notifier.notify(*message(text=str(i)))
+        self.assertTrue(notifier.pending.full)
+        notifier.pending.whenRelieved(lambda: resumed.append(True))
+        self.clock.advance(0)
+        for d in sender.waiting[:2]:
+            d.callback(None)
+        self.assertEqual((notifier.pending.full, resumed), (True, []))
+        sender.waiting[2].callback(None)
+        self.assertEqual((notifier.pending.full, resumed), (False, [True]))
+
     def test_restartResends(self) -> None:
         """
         What a stopped notifier had not delivered is sent by the next one
@@ -354,10 +398,17 @@ class NotifierTests(SynchronousTestCase):
         reproduced step by step.
         """
         store = ClosingStore()
+        # a previous run left "last" pending (its target never answered):
+        # the next start reads it back from the store
+        previous = self.make({"targets[0]": FakeSender("wait")}, store=store)
+        previous.notify(*message(text="last"))
+        self.clock.advance(0)
+        stoppedBefore = previous.stopService()
+        self.clock.advance(10)
+        self.successResultOf(stoppedBefore)
+        store.holdReads = True
         sender = FakeSender("ok")
         notifier = self.make({"targets[0]": sender}, store=store)
-        store.holdReads = True
-        notifier.notify(*message(text="last"))
         self.clock.advance(0)
         self.assertEqual(len(store.reads), 1)
         stopped = notifier.stopService()

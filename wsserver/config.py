@@ -241,7 +241,15 @@ class EventConfig:
     retryIntervalSeconds: float = 10
     retryCount: int = 3
     sendBotMessages: bool = False
+    #: groups of deliveries in flight at once: webhook requests, and the
+    #: transactions (SQL) and confirm windows (C{amqp}) of up to a target's
+    #: C{batchSize} rows or publishes each
     maxParallelWorkers: int = 16
+    #: deliveries stored and not yet settled (pending or waiting for a
+    #: retry) over which the connections and REST requests that send
+    #: messages stop being read until the targets caught up below half of
+    #: it; nothing is dropped; 0: no bound
+    maxPending: int = 100000
     ignoreTypes: frozenset[str] = frozenset()
     targets: tuple[TargetConfig, ...] = ()
     #: C{user_online} / C{user_offline} events to the targets
@@ -584,6 +592,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         retryCount=e.int("retryCount", 3, 0),
         sendBotMessages=e.bool("sendBotMessages", False),
         maxParallelWorkers=e.int("maxParallelWorkers", 16, 1),
+        maxPending=e.int("maxPending", EventConfig.maxPending, 0),
         ignoreTypes=frozenset(e.strings("ignoreTypes")),
         targets=_parseTargets(e, "targets"),
         presence=e.bool("presence", False),

@@ -51,7 +51,7 @@ from .proxy import ProxyProtocolEndpoint, parseTrustedProxies
 from .quietlog import QuietStartLog
 from .queue import IUndeliveredStore
 from .queue.memory import MemoryUndeliveredStore
-from .queue.pending import PendingWrites
+from .queue.pending import PendingBounds, PendingWrites
 from .queue.redis import RedisUndeliveredStore
 from .queue.sqlite import SqliteUndeliveredStore
 from .redis.address import parseRedisURL
@@ -397,7 +397,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         notifyCommitted=notifier.committed if notifier is not None else None,
         ackSeconds=config.restApi.idempotencySeconds,
         idempotency=top.idempotency,
-        pendingWrites=pendingWrites,
+        # the events' bound too: senders wait while either is full
+        pendingWrites=PendingBounds(pendingWrites, notifier.pending) if notifier is not None else pendingWrites,
     )
     if node is not None and presenceEvents is not None:
         # a dead node's users: offline once for the cluster (SPEC 7)
@@ -510,7 +511,7 @@ def _notifier(config: Config, database: Database | None, httpClient: Any, reacto
     if not config.event.enabled:
         return None
     assert database is not None
-    return EventNotifier(config.event, SqliteEventStore(database), makeSenders(config.event, httpClient, reactor),
+    return EventNotifier(config.event, SqliteEventStore(database, reactor), makeSenders(config.event, httpClient, reactor),
                          reactor)
 
 

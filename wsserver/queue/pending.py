@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["LOW_WATER", "PendingWrites"]
+__all__ = ["LOW_WATER", "PendingBounds", "PendingWrites"]
 
 #: The fraction of each limit below which readers are resumed.
 LOW_WATER = 0.5
@@ -38,16 +38,23 @@ class PendingWrites:
     """
 
     def __init__(self, maxMessages: int = 0, maxBytes: int = 0) -> None:
-        self.maxMessages = maxMessages
-        self.maxBytes = maxBytes
-        self._lowMessages = int(maxMessages * LOW_WATER)
-        self._lowBytes = int(maxBytes * LOW_WATER)
+        self.setLimits(maxMessages, maxBytes)
         self.messages = 0
         self.size = 0
         self.full = False
         self.pauses = 0
         #: what to call once below the low-water mark, in the order of waiting
         self._waiting: dict[Callable[[], None], None] = {}
+
+    def setLimits(self, maxMessages: int, maxBytes: int) -> None:
+        """
+        Bound by C{maxMessages} and C{maxBytes} from now on (a reload); the
+        next L{add} or L{done} applies them.
+        """
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+        self._lowMessages = int(maxMessages * LOW_WATER)
+        self._lowBytes = int(maxBytes * LOW_WATER)
 
     def add(self, messages: int, size: int) -> None:
         """
@@ -88,6 +95,68 @@ class PendingWrites:
             resume()
         else:
             self._waiting[resume] = None
+
+    def forget(self, resume: Callable[[], None]) -> None:
+        """
+        C{resume} is no longer to be called (its reader is gone).
+        """
+        self._waiting.pop(resume, None)
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many readers wait.
+        """
+        return len(self._waiting)
+
+
+class PendingBounds:
+    """
+    Several bounds read as one (the undelivered queue's and the event
+    notifier's): full while any of them is; a reader waits until every one
+    of them has room again.
+
+    @param bounds: the bounds, each a L{PendingWrites}.
+    """
+
+    def __init__(self, *bounds: PendingWrites) -> None:
+        self.bounds = bounds
+        #: what to call once none is full, in the order of waiting
+        self._waiting: dict[Callable[[], None], None] = {}
+
+    @property
+    def full(self) -> bool:
+        """
+        Whether readers should stop (read on every message).
+        """
+        for bound in self.bounds:
+            if bound.full:
+                return True
+        return False
+
+    def whenRelieved(self, resume: Callable[[], None]) -> None:
+        """
+        Call C{resume} once no bound is full (at once when none is); a
+        reader that waits already is not added twice.
+        """
+        if not self.full:
+            resume()
+            return
+        self._waiting[resume] = None
+        self._check()
+
+    def _check(self) -> None:
+        """
+        Resume the waiting readers when no bound is full; else wait for the
+        first full one.
+        """
+        for bound in self.bounds:
+            if bound.full:
+                bound.whenRelieved(self._check)
+                return
+        waiting, self._waiting = self._waiting, {}
+        for resume in waiting:
+            resume()
 
     def forget(self, resume: Callable[[], None]) -> None:
         """

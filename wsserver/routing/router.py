@@ -37,7 +37,7 @@ from ..metrics import Counters
 from ..stats import UserStats
 from ..queue import IUndeliveredStore, forRecipient
 from ..reloadable import IReloadable
-from ..queue.pending import PendingWrites
+from ..queue.pending import PendingBounds, PendingWrites
 from .acks import AckLedger
 from .catchup import CatchUp, OfflineQueue
 from .delivery import User
@@ -93,8 +93,10 @@ class Router:
     @param ackSeconds: how long an ack token is remembered
         (C{restApi.idempotencySeconds}).
     @param pendingWrites: what the undelivered queue has not written yet
-        (the store counts it); while it is full, the connections and REST
-        requests that route messages are not read.  Unbounded when L{None}.
+        (the store counts it), with the event notifier's deliveries not
+        settled when it has targets (a L{PendingBounds} of both); while it
+        is full, the connections and REST requests that route messages are
+        not read.  Unbounded when L{None}.
 
     @ivar messages: the factory of messages (the REST API is handed it
         apart).
@@ -122,10 +124,10 @@ class Router:
         notifyCommitted: Callable[[], Deferred[None]] | None = None,
         idempotency: IIdempotency | None = None,
         ackSeconds: float = 300,
-        pendingWrites: PendingWrites | None = None,
+        pendingWrites: PendingWrites | PendingBounds | None = None,
     ) -> None:
         self._config = config
-        self.pendingWrites = PendingWrites() if pendingWrites is None else pendingWrites
+        self.pendingWrites: PendingWrites | PendingBounds = PendingWrites() if pendingWrites is None else pendingWrites
         self._clock = clock
         self.messages = messages
         self.inbox = inbox
