@@ -56,7 +56,9 @@ Autobahn (L{AutobahnServerProtocol}, a base for the server's adapter):
       not abort it (the session times the grace instead), and overrides
       C{_closeConnection}, where Autobahn's server aborts the TCP
       connection (a reset) once the client answered the close frame: it
-      half-closes instead (FIN, C{loseWriteConnection}).
+      half-closes instead (FIN, C{loseWriteConnection}; over TLS the
+      wrapper's C{loseConnection}, a TLS close alert, since a FIN under
+      TLS without one reads as a truncated, unclean end).
 
 twisted.internet (for C{wsserver.connection}):
 
@@ -112,6 +114,7 @@ from autobahn.util import encode_truncate
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.abstract import FileDescriptor
 from twisted.logger import ILogObserver, LogPublisher
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
@@ -284,6 +287,11 @@ class AutobahnServerProtocol(WebSocketServerProtocol):
     def _closeConnection(self, abort: bool = False) -> None:
         transport = self.transport
         if abort and self._halfCloseWhenAnswered and self.wasClean and transport is not None:
+            if isinstance(transport, TLSMemoryBIOProtocol):
+                # the close alert: the TCP connection ends once the client
+                # answers it (or when the session's grace is over)
+                transport.loseConnection()
+                return
             halfClose = getattr(transport, "loseWriteConnection", None)
             if halfClose is not None:
                 halfClose()
