@@ -105,3 +105,101 @@ class StaticFileTests(SynchronousTestCase):
             answer = f.answer(given)
             self.assertEqual((answer.code, answer.reason, answer.body), (304, "Not Modified", b""), given)
             self.assertEqual(answer.headers, (("ETag", f.etag), ("Cache-Control", "no-cache")))
+
+
+def _block(text: str, opening: str) -> str:
+    """
+    The body of the brace block that starts with C{opening} in C{text}
+    (braces counted, so nested blocks are inside).
+    """
+    start = text.index(opening)
+    depth, i = 0, text.index("{", start)
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:j]
+    raise ValueError(opening)
+
+
+class DeclarationsMatchTests(SynchronousTestCase):
+    """
+    C{wsserver.d.ts} declares what C{wsserver.js} does, name for name: an
+    option the library reads and the types lack is a type error in every
+    TypeScript app that passes it, and a declared one it ignores is a lie.
+    """
+
+    def setUp(self) -> None:
+        self.source = clientLibrary().body.decode()
+        self.types = _read(CLIENT, "wsserver.d.ts").decode()
+
+    def test_options(self) -> None:
+        """
+        C{ConnectOptions} names every option the library reads
+        (C{options.X} and the numeric knobs of C{DEFAULTS}), and no other.
+        """
+        read = set(re.findall(r"\boptions\.(\w+)", self.source))
+        read |= set(re.findall(r"^  (\w+): \d+,", _block(self.source, "const DEFAULTS"), re.M))
+        declared = set(re.findall(r"^  (\w+)\??:", _block(self.types, "interface ConnectOptions"), re.M))
+        self.assertGreater(len(read), 10)
+        self.assertEqual(sorted(read), sorted(declared))
+
+    def test_events(self) -> None:
+        """
+        C{EventMap} names every event the library emits, and no other.
+        """
+        emitted = set(re.findall(r'_emit\("(\w+)"', self.source))
+        declared = set(re.findall(r"^  (\w+):", _block(self.types, "interface EventMap"), re.M))
+        self.assertEqual(sorted(emitted), sorted(declared))
+        self.assertEqual(emitted, {"message", "status", "delivered", "presence", "gap"})
+
+    def test_statuses(self) -> None:
+        """
+        The C{Status} union has one member per state the library reports,
+        each with the fields the library gives it.
+        """
+        given = {}
+        for state, extra in re.findall(r'_status\("(\w+)", [^{]*\{([^}]*)\}', self.source):
+            fields = {"state", "code", "reason"}
+            for part in extra.split(","):
+                part = part.strip()
+                if part:
+                    fields.add(part.split(":")[0].strip())
+            given.setdefault(state, set()).update(fields)
+        union = self.types[self.types.index("export type Status ="):]
+        union = union[:union.index("};\n") + 1]
+        declared = {}
+        for member in re.split(r"\n  \| ", union)[1:]:
+            state = re.search(r'state: "(\w+)"', member).group(1)  # type: ignore[union-attr]
+            declared[state] = set(re.findall(r"(\w+)\??:", re.sub(r"/\*\*.*?\*/", "", member, flags=re.S)))
+        self.assertEqual(sorted(given), ["connecting", "offline", "online", "stopped"])
+        self.assertEqual(given, declared)
+
+    def test_clientMembers(self) -> None:
+        """
+        C{class Client} declares every public method, getter and property of
+        the library's (names without C{_}), and no other.
+        """
+        body = _block(self.source, "export class Client")
+        members = set(re.findall(r"^  (?:get )?([a-z]\w*)\(", body, re.M)) - {"constructor"}
+        members |= set(re.findall(r"^    this\.([a-z]\w*) =", body, re.M))
+        declared = set(re.findall(r"^  (?:readonly )?([a-z]\w*)[(<:?]", _block(self.types, "export class Client"), re.M))
+        declared -= {"constructor"}
+        self.assertEqual(sorted(members), sorted(declared))
+        self.assertEqual({"on", "off", "send", "close", "pending"} - members, set())
+
+    def test_constructors(self) -> None:
+        """
+        The classes' constructors take the parameters the library's take,
+        by name and in order (C{new SendError(message, code, reason)}).
+        """
+        for name in ("Client", "SendError"):
+            body = _block(self.source, f"export class {name}")
+            given = re.search(r"^  constructor\(([^)]*)\)", body, re.M).group(1)  # type: ignore[union-attr]
+            declared = re.search(r"^  constructor\(([^)]*)\)", _block(self.types, f"export class {name}"), re.M)
+            self.assertIsNotNone(declared, f"{name} declares no constructor")
+            names = [p.split("=")[0].strip() for p in given.split(",") if p.strip()]
+            self.assertEqual([p.split(":")[0].strip(" ?") for p in declared.group(1).split(",") if p.strip()],  # type: ignore[union-attr]
+                             names, name)
