@@ -65,6 +65,16 @@ class ClientLibraryFileTests(SynchronousTestCase):
         for name in package["files"]:
             self.assertTrue(os.path.isfile(os.path.join(CLIENT, name)), name)
 
+    def test_licenseShipped(self) -> None:
+        """
+        The package carries the project's license text (npm publishes the
+        package's folder, which the checkout's C{LICENSE} is not in), and
+        says so in C{files}.
+        """
+        package = json.loads(_read(CLIENT, "package.json"))
+        self.assertIn("LICENSE", package["files"])
+        self.assertEqual(_read(CLIENT, "LICENSE"), _read(ROOT, "LICENSE"), "cp LICENSE clients/js/")
+
     def test_typesName(self) -> None:
         """
         The declarations name each export of the module.
