@@ -158,6 +158,17 @@ class ReadmeTests(SynchronousTestCase):
         lines = self.readme().count("\n")
         self.assertLessEqual(lines, 300, f"README.rst has {lines} lines")
 
+    def test_walkStopsTheFirstServer(self) -> None:
+        """
+        The walk's first step says to stop the server of README's first
+        command: it still holds port 8085 and C{twistd.pid} in the checkout,
+        so the walk's server would not start ("Another twistd server is
+        running").
+        """
+        walk = self.readme().split("Five minutes with wsserver", 1)[1]
+        first = walk[walk.index("**1. Start it**"):walk.index("twistd -n wsserver -C examples/config.json")]
+        self.assertIn("Ctrl-C", first)
+
     def test_noNumberedSections(self) -> None:
         """
         README points at pages, never at a numbered section ("section 2")
