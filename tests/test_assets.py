@@ -12,7 +12,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.connection.pages import StaticFile, clientLibrary
+from wsserver.connection.pages import StaticFile, clientLibrary, demoPage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "clients", "js")
@@ -213,3 +213,27 @@ class DeclarationsMatchTests(SynchronousTestCase):
             names = [p.split("=")[0].strip() for p in given.split(",") if p.strip()]
             self.assertEqual([p.split(":")[0].strip(" ?") for p in declared.group(1).split(",") if p.strip()],  # type: ignore[union-attr]
                              names, name)
+
+
+class DemoPageUsesTheLibraryTests(SynchronousTestCase):
+    """
+    The demo page is an app of the client library, not a second copy of
+    its logic.
+    """
+
+    def test_importsTheLibrary(self) -> None:
+        """
+        The page's one module script imports C{connect} from the server's
+        C{/wsserver.js}, and does none of what the library does: no
+        WebSocket of its own, no backoff timer, no C{since} in an address,
+        no handling of C{message_ack} or C{history_gap}.
+        """
+        page = demoPage("/chat").body.decode("utf-8")
+        scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+        self.assertEqual([attributes for attributes, _ in scripts], [' type="module"'])
+        script = scripts[0][1]
+        self.assertIn('import { connect } from "/wsserver.js";', script)
+        self.assertIn("connect({url: ENDPOINT", script)
+        for copy in ("WebSocket(", "setTimeout", "setInterval", "since=", "message_ack", "history_gap",
+                     "notification_received", "Math.pow", "onclose"):
+            self.assertNotIn(copy, script)
