@@ -12,7 +12,7 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsserver.connection.pages import StaticFile, clientLibrary
+from wsserver.connection.pages import StaticFile, clientLibrary, demoPage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = os.path.join(ROOT, "clients", "js")
@@ -65,6 +65,16 @@ class ClientLibraryFileTests(SynchronousTestCase):
         for name in package["files"]:
             self.assertTrue(os.path.isfile(os.path.join(CLIENT, name)), name)
 
+    def test_licenseShipped(self) -> None:
+        """
+        The package carries the project's license text (npm publishes the
+        package's folder, which the checkout's C{LICENSE} is not in), and
+        says so in C{files}.
+        """
+        package = json.loads(_read(CLIENT, "package.json"))
+        self.assertIn("LICENSE", package["files"])
+        self.assertEqual(_read(CLIENT, "LICENSE"), _read(ROOT, "LICENSE"), "cp LICENSE clients/js/")
+
     def test_typesName(self) -> None:
         """
         The declarations name each export of the module.
@@ -105,3 +115,125 @@ class StaticFileTests(SynchronousTestCase):
             answer = f.answer(given)
             self.assertEqual((answer.code, answer.reason, answer.body), (304, "Not Modified", b""), given)
             self.assertEqual(answer.headers, (("ETag", f.etag), ("Cache-Control", "no-cache")))
+
+
+def _block(text: str, opening: str) -> str:
+    """
+    The body of the brace block that starts with C{opening} in C{text}
+    (braces counted, so nested blocks are inside).
+    """
+    start = text.index(opening)
+    depth, i = 0, text.index("{", start)
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:j]
+    raise ValueError(opening)
+
+
+class DeclarationsMatchTests(SynchronousTestCase):
+    """
+    C{wsserver.d.ts} declares what C{wsserver.js} does, name for name: an
+    option the library reads and the types lack is a type error in every
+    TypeScript app that passes it, and a declared one it ignores is a lie.
+    """
+
+    def setUp(self) -> None:
+        self.source = clientLibrary().body.decode()
+        self.types = _read(CLIENT, "wsserver.d.ts").decode()
+
+    def test_options(self) -> None:
+        """
+        C{ConnectOptions} names every option the library reads
+        (C{options.X} and the numeric knobs of C{DEFAULTS}), and no other.
+        """
+        read = set(re.findall(r"\boptions\.(\w+)", self.source))
+        read |= set(re.findall(r"^  (\w+): \d+,", _block(self.source, "const DEFAULTS"), re.M))
+        declared = set(re.findall(r"^  (\w+)\??:", _block(self.types, "interface ConnectOptions"), re.M))
+        self.assertGreater(len(read), 10)
+        self.assertEqual(sorted(read), sorted(declared))
+
+    def test_events(self) -> None:
+        """
+        C{EventMap} names every event the library emits, and no other.
+        """
+        emitted = set(re.findall(r'_emit\("(\w+)"', self.source))
+        declared = set(re.findall(r"^  (\w+):", _block(self.types, "interface EventMap"), re.M))
+        self.assertEqual(sorted(emitted), sorted(declared))
+        self.assertEqual(emitted, {"message", "status", "delivered", "presence", "gap"})
+
+    def test_statuses(self) -> None:
+        """
+        The C{Status} union has one member per state the library reports,
+        each with the fields the library gives it.
+        """
+        given = {}
+        for state, extra in re.findall(r'_status\("(\w+)", [^{]*\{([^}]*)\}', self.source):
+            fields = {"state", "code", "reason"}
+            for part in extra.split(","):
+                part = part.strip()
+                if part:
+                    fields.add(part.split(":")[0].strip())
+            given.setdefault(state, set()).update(fields)
+        union = self.types[self.types.index("export type Status ="):]
+        union = union[:union.index("};\n") + 1]
+        declared = {}
+        for member in re.split(r"\n  \| ", union)[1:]:
+            state = re.search(r'state: "(\w+)"', member).group(1)  # type: ignore[union-attr]
+            declared[state] = set(re.findall(r"(\w+)\??:", re.sub(r"/\*\*.*?\*/", "", member, flags=re.S)))
+        self.assertEqual(sorted(given), ["connecting", "offline", "online", "stopped"])
+        self.assertEqual(given, declared)
+
+    def test_clientMembers(self) -> None:
+        """
+        C{class Client} declares every public method, getter and property of
+        the library's (names without C{_}), and no other.
+        """
+        body = _block(self.source, "export class Client")
+        members = set(re.findall(r"^  (?:get )?([a-z]\w*)\(", body, re.M)) - {"constructor"}
+        members |= set(re.findall(r"^    this\.([a-z]\w*) =", body, re.M))
+        declared = set(re.findall(r"^  (?:readonly )?([a-z]\w*)[(<:?]", _block(self.types, "export class Client"), re.M))
+        declared -= {"constructor"}
+        self.assertEqual(sorted(members), sorted(declared))
+        self.assertEqual({"on", "off", "send", "close", "pending"} - members, set())
+
+    def test_constructors(self) -> None:
+        """
+        The classes' constructors take the parameters the library's take,
+        by name and in order (C{new SendError(message, code, reason)}).
+        """
+        for name in ("Client", "SendError"):
+            body = _block(self.source, f"export class {name}")
+            given = re.search(r"^  constructor\(([^)]*)\)", body, re.M).group(1)  # type: ignore[union-attr]
+            declared = re.search(r"^  constructor\(([^)]*)\)", _block(self.types, f"export class {name}"), re.M)
+            self.assertIsNotNone(declared, f"{name} declares no constructor")
+            names = [p.split("=")[0].strip() for p in given.split(",") if p.strip()]
+            self.assertEqual([p.split(":")[0].strip(" ?") for p in declared.group(1).split(",") if p.strip()],  # type: ignore[union-attr]
+                             names, name)
+
+
+class DemoPageUsesTheLibraryTests(SynchronousTestCase):
+    """
+    The demo page is an app of the client library, not a second copy of
+    its logic.
+    """
+
+    def test_importsTheLibrary(self) -> None:
+        """
+        The page's one module script imports C{connect} from the server's
+        C{/wsserver.js}, and does none of what the library does: no
+        WebSocket of its own, no backoff timer, no C{since} in an address,
+        no handling of C{message_ack} or C{history_gap}.
+        """
+        page = demoPage("/chat").body.decode("utf-8")
+        scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+        self.assertEqual([attributes for attributes, _ in scripts], [' type="module"'])
+        script = scripts[0][1]
+        self.assertIn('import { connect } from "/wsserver.js";', script)
+        self.assertIn("connect({url: ENDPOINT", script)
+        for copy in ("WebSocket(", "setTimeout", "setInterval", "since=", "message_ack", "history_gap",
+                     "notification_received", "Math.pow", "onclose"):
+            self.assertNotIn(copy, script)

@@ -481,6 +481,51 @@ class DashboardTests(BrowserMixin, TestCase):
 
 
     @inlineCallbacks
+    def test_chartAxisWholeSteps(self) -> Any:
+        """
+        The chart's gridlines are labelled with whole, distinct, evenly
+        spaced rates (1, 2 or 5 times a power of ten per step) whose top
+        holds the highest rate: idle, 4 3 2 1 0 (it once read 1 1 1 0 0);
+        after a burst, a scale above the burst's rate.
+        """
+        server = yield startServer(self)
+        browser = yield self.browser()
+        client = yield openClient(server, userId=42)
+        self.addCleanup(closeClient, client)
+
+        def send(n: int) -> Deferred[Any]:
+            return restRequest(server, "POST", "/send-message", json={"type": "text", "text": f"m{n}", "recipients": [42]})
+
+        def axis() -> list[int]:
+            return [int(label.replace(",", "")) for label in browser.driver.find_element(
+                "css selector", "#chart").get_attribute("data-axis").split()]
+
+        def steps() -> tuple[list[int], list[int], float]:
+            browser.window(server.restURL("/dashboard"))
+            browser.until(lambda d: d.find_element("css selector", "#chart").get_attribute("data-axis"), "the chart")
+            idle = axis()
+            for n in range(30):
+                inReactor(send, n)
+            browser.until(lambda d: axis()[0] > 4, "a scale for the burst")
+            # both from one drawing
+            labels, highest = browser.driver.execute_script(
+                "var c = document.getElementById('chart'); return [c.dataset.axis, c.dataset.highest]")
+            return idle, [int(label.replace(",", "")) for label in labels.split()], float(highest)
+
+        idle, busy, highest = yield self.inThread(steps)
+        self.assertEqual(idle, [4, 3, 2, 1, 0])
+        step = busy[0] // 4
+        self.assertEqual(busy, [4 * step, 3 * step, 2 * step, step, 0])
+        self.assertIn(int(str(step)[0]), (1, 2, 5))
+        self.assertEqual(str(step)[1:].strip("0"), "")
+        self.assertGreaterEqual(4 * step, highest)
+        # and the smallest such: the step before it would not hold it
+        before = step * 2 // 5 if str(step)[0] == "5" else step // 2
+        self.assertLess(4 * before, highest)
+        for _ in range(30):
+            yield client.messages.get()
+
+    @inlineCallbacks
     def test_notificationsCountedOut(self) -> Any:
         """
         The page says that messages/s out counts the notifications (delivery

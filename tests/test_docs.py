@@ -87,6 +87,35 @@ class BuildTests(SynchronousTestCase):
             self.assertIn(key.key, text)
             self.assertIn(key.default, text)
 
+    def test_internalLinksResolve(self) -> None:
+        """
+        Every link of the built site to one of its own pages or files leads
+        to a file of the build, and to an anchor that page has: C{-W}
+        catches a broken C{:ref:} or C{:doc:}, not a plain link such as
+        C{`inbox <inbox.html#resuming>`_}.
+        """
+        out = self.build()
+        pages = {}
+        for name in os.listdir(out):
+            if name.endswith(".html"):
+                with open(os.path.join(out, name), encoding="utf-8") as f:
+                    pages[name] = f.read()
+        anchors = {name: set(re.findall(r'\bid="([^"]+)"', text)) for name, text in pages.items()}
+        broken = []
+        for name, text in sorted(pages.items()):
+            for href in re.findall(r'href="([^"]+)"', text):
+                href = html.unescape(href)
+                if re.match(r"[a-z][a-z0-9+.-]*:", href):
+                    continue  # http:, https:, mailto: (not the site's)
+                path, _, fragment = href.split("?", 1)[0].partition("#")
+                target = os.path.normpath(path) if path else name
+                if not os.path.exists(os.path.join(out, target)):
+                    broken.append(f"{name}: {href}")
+                elif fragment and target in pages and fragment not in anchors[target]:
+                    broken.append(f"{name}: {href}")
+        self.assertGreater(sum(text.count("href=") for text in pages.values()), 500)
+        self.assertEqual(broken, [])
+
 
 class ConfigKeysTests(SynchronousTestCase):
     """
@@ -157,6 +186,17 @@ class ReadmeTests(SynchronousTestCase):
         """
         lines = self.readme().count("\n")
         self.assertLessEqual(lines, 300, f"README.rst has {lines} lines")
+
+    def test_walkStopsTheFirstServer(self) -> None:
+        """
+        The walk's first step says to stop the server of README's first
+        command: it still holds port 8085 and C{twistd.pid} in the checkout,
+        so the walk's server would not start ("Another twistd server is
+        running").
+        """
+        walk = self.readme().split("Five minutes with wsserver", 1)[1]
+        first = walk[walk.index("**1. Start it**"):walk.index("twistd -n wsserver -C examples/config.json")]
+        self.assertIn("Ctrl-C", first)
 
     def test_noNumberedSections(self) -> None:
         """

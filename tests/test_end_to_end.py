@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from urllib.parse import quote
 
 import orjson
@@ -418,6 +419,26 @@ class PlainHTTPTests(TestCase):
         self.assertEqual((response.code, (yield response.content())), (200, b"<p>hello</p>"))
         response = yield treq.get(f"http://127.0.0.1:{server.wsPort}/other", persistent=False)
         self.assertEqual((response.code, (yield response.content())), (404, b"Not Found\n"))
+
+    @inlineCallbacks
+    def test_clientLibraryRevalidated(self):
+        """
+        C{GET /wsserver.js} on the WebSocket port gets the client library
+        (C{clients/js/wsserver.js}) with an ETag and C{Cache-Control:
+        no-cache}; a second GET that sends that ETag in C{If-None-Match},
+        as a browser revalidating its copy does, gets 304 with no body.
+        """
+        server = yield startServer(self)
+        url = f"http://127.0.0.1:{server.wsPort}/wsserver.js"
+        response = yield treq.get(url, persistent=False)
+        body = yield response.content()
+        with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "clients", "js", "wsserver.js"), "rb") as f:
+            self.assertEqual((response.code, body), (200, f.read()))
+        [etag] = response.headers.getRawHeaders("etag")
+        self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-cache"])
+        again = yield treq.get(url, headers={"If-None-Match": [etag]}, persistent=False)
+        self.assertEqual((again.code, (yield again.content())), (304, b""))
+        self.assertEqual(again.headers.getRawHeaders("etag"), [etag])
 
     @inlineCallbacks
     def test_handshakeNamesNoLibrary(self):

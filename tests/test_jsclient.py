@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
+import textwrap
 import time
 from typing import Any
 
@@ -22,8 +24,9 @@ import jwt
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 from twisted.web.server import Site
-from twisted.web.static import File
+from twisted.web.static import Data, File
 
 from wsserver.config import parseConfig
 from wsserver.tap import buildService
@@ -168,6 +171,39 @@ class ClientLibraryTests(BrowserMixin, TestCase):
         yield service.ws.whenListening()
         rest = yield service.rest.whenListening()
         return Running(service, port, rest.getHost().port, False)
+
+    @inlineCallbacks
+    def test_readmeSnippet(self) -> Any:
+        """
+        README's snippet for "a page of your app", pasted as it is into a
+        page of another origin (only the server's port is the test's), gets
+        the library from the server and sends: alice has the message, and
+        the page the id it was acked with.
+        """
+        with open(os.path.join(ROOT, "README.rst"), encoding="utf-8") as f:
+            readme = f.read()
+        snippet = re.search(r'^    (<script type="module">\n.*?^    </script>)\n', readme, re.S | re.M)
+        self.assertIsNotNone(snippet, "README has no <script type=\"module\"> snippet")
+        server = yield startServer(self)
+        alice = yield openClient(server, "id=alice")
+        self.addCleanup(closeClient, alice)
+        script = textwrap.dedent(snippet.group(1))  # type: ignore[union-attr]
+        self.assertIn("127.0.0.1:8085", script)
+        script = script.replace("127.0.0.1:8085", f"127.0.0.1:{server.wsPort}")
+        script = script.replace("</script>", "window.readmeAcked = id;\n</script>")
+        root = Resource()
+        root.putChild(b"app.html", Data(f"<!doctype html><title>an app</title>{script}".encode(), "text/html"))
+        site = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(site.stopListening)
+        browser = yield self.browser()
+
+        def steps() -> str:
+            browser.window(f"http://127.0.0.1:{site.getHost().port}/app.html")
+            return browser.until(lambda d: d.execute_script("return window.readmeAcked"), "the snippet's send acked")
+
+        acked = yield self.inThread(steps)
+        message = yield alice.messages.get()
+        self.assertEqual((message["text"], message["sender"], message["id"]), ("hi from carol", "carol", acked))
 
     @inlineCallbacks
     def test_resumesAcrossRestart(self) -> Any:

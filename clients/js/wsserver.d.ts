@@ -93,6 +93,8 @@ export interface EventMap {
 
 /** Why send() was rejected: the client stopped (code, reason), or the outbox is full. */
 export class SendError extends Error {
+  constructor(message: string, code?: number | null, reason?: string | null);
+  /** The close code the client stopped with; null for a send after the stop, or to a full outbox. */
   code: number | null;
   reason: string | null;
 }
