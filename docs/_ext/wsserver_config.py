@@ -24,7 +24,6 @@ import importlib
 import json
 import re
 import sys
-import typing
 from typing import Any, Iterable, Iterator
 
 import attr
