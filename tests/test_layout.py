@@ -238,6 +238,7 @@ SECTIONS = {
         "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.events.targets",
         "wsserver.events.targets.types",
     },
+    "wsserver.limitsconfig": {"wsserver.configschema"},
 }
 
 
