@@ -239,6 +239,9 @@ SECTIONS = {
         "wsserver.events.targets.types",
     },
     "wsserver.limitsconfig": {"wsserver.configschema"},
+    "wsserver.serverconfig": {
+        "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.limitsconfig", "wsserver.proxy",
+    },
 }
 
 
