@@ -239,6 +239,7 @@ SECTIONS = {
         "wsserver.events.targets.types",
     },
     "wsserver.limitsconfig": {"wsserver.configschema"},
+    "wsserver.queue.config": {"wsserver.configschema"},
     "wsserver.serverconfig": {
         "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.limitsconfig", "wsserver.proxy",
     },

@@ -15,7 +15,8 @@ The parts are in their own modules, imported one way only:
 L{wsserver.configschema} (the typed reads every section parser uses),
 L{wsserver.auth.config} (the auth objects), L{wsserver.events.config}
 (C{event} and its targets), L{wsserver.limitsconfig} (C{server.limits}),
-L{wsserver.serverconfig} (C{server} and C{restApi}), L{wsserver.checks} (the checks that read files
+L{wsserver.serverconfig} (C{server} and C{restApi}),
+L{wsserver.queue.config} (C{chat.undelivered}), L{wsserver.checks} (the checks that read files
 and certificates); this module holds the other sections and assembles the
 file.
 """
@@ -30,6 +31,7 @@ from .checks import endpointProblems, readFile, seedFileProblems
 from .configschema import ConfigError, _Section, _typeName, listenKey, parseSize
 from .events.config import EventConfig, TargetConfig, parseEvent
 from .limitsconfig import LimitsConfig
+from .queue.config import UndeliveredConfig, parseUndelivered
 from .placeholders import isPlaceholder, placeholderProblem
 from .serverconfig import RestConfig, ServerConfig, WatchdogConfig, parseRest, parseServer
 
@@ -64,19 +66,6 @@ MAX_USER_ID = 2**64 - 1
 STORAGES = ("memory", "sqlite", "redis")
 #: the values of C{chat.userIds} (see L{wsserver.ids})
 USER_ID_RULES = ("any", "numeric")
-
-
-@dataclass(frozen=True)
-class UndeliveredConfig:
-    storage: str = "sqlite"
-    ttlSeconds: float = 604800
-    maxPerUser: int = 1000
-    #: messages handed to the queue and not yet written (committed, or
-    #: answered by Redis); over it the senders are not read until half of
-    #: it is written; 0: no limit
-    maxPendingWrites: int = 10000
-    #: their payload bytes (a size, as C{maxSize}); over it, the same; 0: no limit
-    maxPendingBytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,25 +184,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     m = c.section("message")
     queueOld = m.bool("enableUndeliveredQueue", False)
     queueOn = c.bool("enableUndeliveredQueue", queueOld) if c.has("enableUndeliveredQueue") else queueOld
-    u = c.section("undelivered")
-    storage = u.str("storage", "sqlite")
-    if storage not in STORAGES:
-        u.error("storage", f"unknown storage {json.dumps(storage)} (use one of: {', '.join(STORAGES)})")
-        storage = "memory"
-    pendingBytes = UndeliveredConfig.maxPendingBytes
-    if u.has("maxPendingBytes"):
-        try:
-            pendingBytes = parseSize(u.raw["maxPendingBytes"])
-        except ValueError as e:
-            u.error("maxPendingBytes", str(e))
-    undelivered = UndeliveredConfig(
-        storage=storage,
-        ttlSeconds=u.number("ttlSeconds", 604800, 0),
-        maxPerUser=u.int("maxPerUser", 1000, 1),
-        maxPendingWrites=u.int("maxPendingWrites", UndeliveredConfig.maxPendingWrites, 0),
-        maxPendingBytes=pendingBytes,
-    )
-    u.finish()
+    undelivered = parseUndelivered(c.section("undelivered"))
     maxSize = 10 * 1024 * 1024
     if m.has("maxSize"):
         try:
