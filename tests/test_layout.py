@@ -238,6 +238,7 @@ SECTIONS = {
         "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.events.targets",
         "wsserver.events.targets.types",
     },
+    "wsserver.history.config": {"wsserver.configschema"},
     "wsserver.limitsconfig": {"wsserver.configschema"},
     "wsserver.queue.config": {"wsserver.configschema"},
     "wsserver.serverconfig": {

@@ -16,7 +16,8 @@ L{wsserver.configschema} (the typed reads every section parser uses),
 L{wsserver.auth.config} (the auth objects), L{wsserver.events.config}
 (C{event} and its targets), L{wsserver.limitsconfig} (C{server.limits}),
 L{wsserver.serverconfig} (C{server} and C{restApi}),
-L{wsserver.queue.config} (C{chat.undelivered}), L{wsserver.checks} (the checks that read files
+L{wsserver.queue.config} (C{chat.undelivered}), L{wsserver.history.config}
+(C{chat.history}), L{wsserver.checks} (the checks that read files
 and certificates); this module holds the other sections and assembles the
 file.
 """
@@ -30,6 +31,7 @@ from .auth.config import AuthConfig
 from .checks import endpointProblems, readFile, seedFileProblems
 from .configschema import ConfigError, _Section, _typeName, listenKey, parseSize
 from .events.config import EventConfig, TargetConfig, parseEvent
+from .history.config import HistoryConfig, parseHistory
 from .limitsconfig import LimitsConfig
 from .queue.config import UndeliveredConfig, parseUndelivered
 from .placeholders import isPlaceholder, placeholderProblem
@@ -63,21 +65,8 @@ __all__ = [
 #: The largest user id: ids are unsigned 64-bit integers.
 MAX_USER_ID = 2**64 - 1
 
-STORAGES = ("memory", "sqlite", "redis")
 #: the values of C{chat.userIds} (see L{wsserver.ids})
 USER_ID_RULES = ("any", "numeric")
-
-
-@dataclass(frozen=True)
-class HistoryConfig:
-    """
-    C{chat.history}: the per-user inbox and resumable connections.
-    """
-
-    enabled: bool = False
-    storage: str = "sqlite"
-    maxPerUser: int = 1000
-    ttlSeconds: float = 604800
 
 
 @dataclass(frozen=True)
@@ -199,18 +188,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         enforceSender=m.bool("enforceSender", True),
     )
     m.finish()
-    h = c.section("history")
-    historyStorage = h.str("storage", "sqlite")
-    if historyStorage not in STORAGES:
-        h.error("storage", f"unknown storage {json.dumps(historyStorage)} (use one of: {', '.join(STORAGES)})")
-        historyStorage = "memory"
-    history = HistoryConfig(
-        enabled=h.bool("enabled", False),
-        storage=historyStorage,
-        maxPerUser=h.int("maxPerUser", 1000, 1),
-        ttlSeconds=h.number("ttlSeconds", 604800, 0),
-    )
-    h.finish()
+    history = parseHistory(c.section("history"))
     userIds = c.str("userIds", "any")
     if userIds not in USER_ID_RULES:
         c.error("userIds", f"unknown rule {json.dumps(userIds)} (use one of: {', '.join(USER_ID_RULES)})")
