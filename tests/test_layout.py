@@ -234,6 +234,10 @@ def reached(graph: dict[str, set[str]], start: str) -> set[str]:
 #: modules of its own package; never L{wsserver.config}, which composes them.
 SECTIONS = {
     "wsserver.auth.config": {"wsserver.configschema"},
+    "wsserver.chatconfig": {
+        "wsserver.configschema", "wsserver.history", "wsserver.history.config", "wsserver.queue",
+        "wsserver.queue.config",
+    },
     "wsserver.events.config": {
         "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.events.targets",
         "wsserver.events.targets.types",

@@ -16,8 +16,9 @@ L{wsserver.configschema} (the typed reads every section parser uses),
 L{wsserver.auth.config} (the auth objects), L{wsserver.events.config}
 (C{event} and its targets), L{wsserver.limitsconfig} (C{server.limits}),
 L{wsserver.serverconfig} (C{server} and C{restApi}),
-L{wsserver.queue.config} (C{chat.undelivered}), L{wsserver.history.config}
-(C{chat.history}), L{wsserver.checks} (the checks that read files
+L{wsserver.chatconfig} (C{chat} and C{chat.message}), which holds
+L{wsserver.queue.config} (C{chat.undelivered}) and L{wsserver.history.config}
+(C{chat.history}); L{wsserver.checks} (the checks that read files
 and certificates); this module holds the other sections and assembles the
 file.
 """
@@ -28,13 +29,14 @@ import json
 from dataclasses import dataclass, field, replace
 
 from .auth.config import AuthConfig
+from .chatconfig import ChatConfig, MessageConfig, parseChat
 from .checks import endpointProblems, readFile, seedFileProblems
 from .configschema import ConfigError, _Section, _typeName, listenKey, parseSize
 from .events.config import EventConfig, TargetConfig, parseEvent
-from .history.config import HistoryConfig, parseHistory
+from .history.config import HistoryConfig
 from .limitsconfig import LimitsConfig
-from .queue.config import UndeliveredConfig, parseUndelivered
 from .placeholders import isPlaceholder, placeholderProblem
+from .queue.config import UndeliveredConfig
 from .serverconfig import RestConfig, ServerConfig, WatchdogConfig, parseRest, parseServer
 
 __all__ = [
@@ -61,34 +63,6 @@ __all__ = [
     "startWarnings",
     "withOverrides",
 ]
-
-#: The largest user id: ids are unsigned 64-bit integers.
-MAX_USER_ID = 2**64 - 1
-
-#: the values of C{chat.userIds} (see L{wsserver.ids})
-USER_ID_RULES = ("any", "numeric")
-
-
-@dataclass(frozen=True)
-class MessageConfig:
-    #: bytes, after reassembly of fragmented messages
-    maxSize: int = 10 * 1024 * 1024
-    enableDeliveryStatus: bool = False
-    enableSendBack: bool = False
-    ignoredTypesSendBack: frozenset[str] = frozenset()
-    enforceSender: bool = True
-
-
-@dataclass(frozen=True)
-class ChatConfig:
-    #: which user ids are accepted: ``"any"`` (1 to 128 letters, digits and
-    #: ``_-.:@|+=``; digits only are a number) or ``"numeric"`` (the
-    #: original's: unsigned 64-bit numbers only)
-    userIds: str = "any"
-    enableUndeliveredQueue: bool = False
-    undelivered: UndeliveredConfig = field(default_factory=UndeliveredConfig)
-    message: MessageConfig = field(default_factory=MessageConfig)
-    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 @dataclass(frozen=True)
@@ -169,32 +143,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
     rest = parseRest(top.section("restApi"), readFile)
 
     # chat
-    c = top.section("chat")
-    m = c.section("message")
-    queueOld = m.bool("enableUndeliveredQueue", False)
-    queueOn = c.bool("enableUndeliveredQueue", queueOld) if c.has("enableUndeliveredQueue") else queueOld
-    undelivered = parseUndelivered(c.section("undelivered"))
-    maxSize = 10 * 1024 * 1024
-    if m.has("maxSize"):
-        try:
-            maxSize = parseSize(m.raw["maxSize"])
-        except ValueError as e:
-            m.error("maxSize", str(e))
-    message = MessageConfig(
-        maxSize=maxSize,
-        enableDeliveryStatus=m.bool("enableDeliveryStatus", False),
-        enableSendBack=m.bool("enableSendBack", False),
-        ignoredTypesSendBack=frozenset(m.strings("ignoredTypesSendBack")),
-        enforceSender=m.bool("enforceSender", True),
-    )
-    m.finish()
-    history = parseHistory(c.section("history"))
-    userIds = c.str("userIds", "any")
-    if userIds not in USER_ID_RULES:
-        c.error("userIds", f"unknown rule {json.dumps(userIds)} (use one of: {', '.join(USER_ID_RULES)})")
-        userIds = "any"
-    c.finish()
-    chat = ChatConfig(userIds=userIds, enableUndeliveredQueue=queueOn, undelivered=undelivered, message=message, history=history)
+    chat = parseChat(top.section("chat"))
 
     # event
     event = parseEvent(top.section("event"), readFile)
