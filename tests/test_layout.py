@@ -238,6 +238,7 @@ SECTIONS = {
         "wsserver.configschema", "wsserver.history", "wsserver.history.config", "wsserver.queue",
         "wsserver.queue.config",
     },
+    "wsserver.clusterconfig": {"wsserver.configschema", "wsserver.redis", "wsserver.redis.address"},
     "wsserver.events.config": {
         "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.events.targets",
         "wsserver.events.targets.types",

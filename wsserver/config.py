@@ -18,7 +18,7 @@ L{wsserver.auth.config} (the auth objects), L{wsserver.events.config}
 L{wsserver.serverconfig} (C{server} and C{restApi}),
 L{wsserver.chatconfig} (C{chat} and C{chat.message}), which holds
 L{wsserver.queue.config} (C{chat.undelivered}) and L{wsserver.history.config}
-(C{chat.history}); L{wsserver.checks} (the checks that read files
+(C{chat.history}); L{wsserver.clusterconfig} (C{cluster}); L{wsserver.checks} (the checks that read files
 and certificates); this module holds the other sections and assembles the
 file.
 """
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from .auth.config import AuthConfig
 from .chatconfig import ChatConfig, MessageConfig, parseChat
 from .checks import endpointProblems, readFile, seedFileProblems
+from .clusterconfig import ClusterConfig, parseCluster
 from .configschema import ConfigError, _Section, _typeName, listenKey, parseSize
 from .events.config import EventConfig, TargetConfig, parseEvent
 from .history.config import HistoryConfig
@@ -63,19 +64,6 @@ __all__ = [
     "startWarnings",
     "withOverrides",
 ]
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    #: a C{redis://} (or C{unix://}) URL, or L{None} for a single node
-    redis: str | None = None
-    #: how often a node announces its online users
-    heartbeatSeconds: float = 10
-    #: a node not heard for this long counts as dead (its users offline)
-    nodeTimeoutSeconds: float = 30
-    #: seconds a Redis command (connecting included) may take before its
-    #: connection is dropped and it is tried again (a frozen Redis)
-    commandTimeoutSeconds: float = 10
 
 
 @dataclass(frozen=True)
@@ -139,32 +127,12 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         raise ConfigError([f"(top level): must be an object, not {_typeName(raw)}"])
     top = _Section(raw, "", problems, warnings)
 
+    # each section by the module that owns it, in the file's order
     server = parseServer(top.section("server"), readFile)
     rest = parseRest(top.section("restApi"), readFile)
-
-    # chat
     chat = parseChat(top.section("chat"))
-
-    # event
     event = parseEvent(top.section("event"), readFile)
-
-    # cluster
-    cl = top.section("cluster")
-    redis = cl._get("redis", None, lambda v: v is None or isinstance(v, str), "a redis:// URL or null")
-    if redis is not None:
-        from .redis.address import parseRedisURL
-
-        try:
-            parseRedisURL(redis)
-        except ValueError:
-            cl.error("redis", f"must be a redis:// or unix:// URL, not {json.dumps(redis)}")
-    cluster = ClusterConfig(
-        redis=redis,
-        heartbeatSeconds=cl.number("heartbeatSeconds", 10, 0.1),
-        nodeTimeoutSeconds=cl.number("nodeTimeoutSeconds", 30, 0.1),
-        commandTimeoutSeconds=cl.number("commandTimeoutSeconds", 10, 0.1),
-    )
-    cl.finish()
+    cluster = parseCluster(top.section("cluster"))
     top.finish()
     if server.workers > 1 and cluster.redis is None:
         # the original's workers were threads (its files say 8): start them
