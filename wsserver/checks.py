@@ -89,9 +89,9 @@ def _tlsFiles(listen: str, names: tuple[str, str]) -> list[tuple[str, str]]:
 
     @raise Exception: when C{listen} cannot be parsed.
     """
-    from twisted.internet.endpoints import _parse  # the endpoint-string grammar
+    from ._internals import endpointStringParts  # the endpoint-string grammar
 
-    args, kwargs = _parse(listen)
+    args, kwargs = endpointStringParts(listen)
     if not args or args[0] not in ("ssl", "ssl6"):
         return []
     keyPath = kwargs.get("privateKey", "server.pem")
