@@ -3,8 +3,8 @@
 The checks of a configuration that look at the machine: files readable,
 certificates and keys loadable and matching, listen endpoints usable.
 
-The parsers (L{wsserver.config}, L{wsserver.auth.config}) do no I/O; these
-run after them: L{seedFileProblems} with every parse (a certificate named by
+The parsers (each section's, composed by L{wsserver.config}) do no I/O;
+these run after them: L{seedFileProblems} with every parse (a certificate named by
 C{secure.crtPath} must exist), L{endpointProblems} for C{twistd wsserver -T}
 and at start, once the command line's C{--ws} and C{--rest} are applied.
 Every problem is named by its key, in plain words (not OpenSSL's).

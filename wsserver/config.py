@@ -11,16 +11,22 @@ silently: an unknown auth type is an error, not "no auth".
 Relative paths (certificates, the data directory) are taken relative to the
 directory the server is started from, as the original did.
 
-The parts are in their own modules, imported one way only:
-L{wsserver.configschema} (the typed reads every section parser uses),
-L{wsserver.auth.config} (the auth objects), L{wsserver.events.config}
-(C{event} and its targets), L{wsserver.limitsconfig} (C{server.limits}),
-L{wsserver.serverconfig} (C{server} and C{restApi}),
-L{wsserver.chatconfig} (C{chat} and C{chat.message}), which holds
-L{wsserver.queue.config} (C{chat.undelivered}) and L{wsserver.history.config}
-(C{chat.history}); L{wsserver.clusterconfig} (C{cluster}); L{wsserver.checks} (the checks that read files
-and certificates); this module holds the other sections and assembles the
-file.
+Each section has its dataclasses and its parser in the module that owns
+it, which never imports this one:
+
+  - C{server} and C{restApi}: L{wsserver.serverconfig}, holding
+    C{server.limits} (L{wsserver.limitsconfig}) and the auth objects
+    (L{wsserver.auth.config});
+  - C{chat}: L{wsserver.chatconfig} (C{userIds}, C{message}), holding
+    C{chat.undelivered} (L{wsserver.queue.config}) and C{chat.history}
+    (L{wsserver.history.config});
+  - C{event} and its targets: L{wsserver.events.config};
+  - C{cluster}: L{wsserver.clusterconfig}.
+
+They share L{wsserver.configschema} (the typed reads, the error); the checks
+that read files and certificates are L{wsserver.checks}.  This module holds
+the whole L{Config}, composes the sections' parsers, checks what involves
+several sections, and re-exports the sections' names.
 """
 
 from __future__ import annotations
