@@ -39,6 +39,7 @@ from wsserver._internals import (
     HANDSHAKE_LEFTOVERS,
     AutobahnServerProtocol,
     HTTPChannelHooks,
+    endpointStringParts,
     kernelUnacked,
     requestLine,
     stopReading,
@@ -590,6 +591,33 @@ class UnackedTests(SynchronousTestCase):
             received += len(client.recv(1 << 20))
         self.assertEqual(kernelUnacked(server), 0)
         self.assertEqual(kernelUnacked(object()), 0)
+
+
+class EndpointStringTests(SynchronousTestCase):
+    """
+    Use 16: the grammar of Twisted's endpoint strings.
+    """
+
+    def test_parts(self) -> None:
+        """
+        The positional parts, and the C{key=value} ones by key, with their
+        C{\\} escapes undone.
+        """
+        self.assertEqual(endpointStringParts("tcp:8085:backlog=1024"), (["tcp", "8085"], {"backlog": "1024"}))
+        self.assertEqual(
+            endpointStringParts(r"ssl:8443:privateKey=C\:\\keys\\a.key:certKey=b\=c.crt:interface=\:\:1"),
+            (["ssl", "8443"], {"privateKey": "C:\\keys\\a.key", "certKey": "b=c.crt", "interface": "::1"}),
+        )
+
+    def test_quotedPaths(self) -> None:
+        """
+        A path quoted the way the configuration writes it into an endpoint
+        string (L{wsserver.configschema._quote}) comes back unchanged.
+        """
+        from wsserver.configschema import _quote
+
+        for path in ("certs/server.key", "odd:dir\\x=y.key", "C:\\keys\\a b.pem"):
+            self.assertEqual(endpointStringParts(f"ssl:0:privateKey={_quote(path)}")[1], {"privateKey": path}, path)
 
 
 class TwistedLoggerTests(SynchronousTestCase):

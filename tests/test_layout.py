@@ -215,10 +215,47 @@ class ImportCircleTests(SynchronousTestCase):
         self.assertEqual(circles(importGraph(package)), [])
 
 
+def reached(graph: dict[str, set[str]], start: str) -> set[str]:
+    """
+    The modules that importing C{start} imports, directly or not.
+    """
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for child in graph[todo.pop()]:
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+#: The modules that own a section of the configuration, and what each
+#: imports of wsserver: the shared machinery, the sections it holds, and
+#: modules of its own package; never L{wsserver.config}, which composes them.
+SECTIONS = {
+    "wsserver.auth.config": {"wsserver.configschema"},
+    "wsserver.chatconfig": {
+        "wsserver.configschema", "wsserver.history", "wsserver.history.config", "wsserver.queue",
+        "wsserver.queue.config",
+    },
+    "wsserver.clusterconfig": {"wsserver.configschema", "wsserver.redis", "wsserver.redis.address"},
+    "wsserver.events.config": {
+        "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.events.targets",
+        "wsserver.events.targets.types",
+    },
+    "wsserver.history.config": {"wsserver.configschema"},
+    "wsserver.limitsconfig": {"wsserver.configschema"},
+    "wsserver.queue.config": {"wsserver.configschema"},
+    "wsserver.serverconfig": {
+        "wsserver.configschema", "wsserver.auth", "wsserver.auth.config", "wsserver.limitsconfig", "wsserver.proxy",
+    },
+}
+
+
 class ConfigLayoutTests(SynchronousTestCase):
     """
     The configuration's parts import one way: the shared machinery nothing
-    of wsserver, auth never the configuration module.
+    of wsserver, each section's owner never the configuration module.
     """
 
     def setUp(self) -> None:
@@ -237,6 +274,26 @@ class ConfigLayoutTests(SynchronousTestCase):
         """
         self.assertEqual(self.graph["wsserver.auth.config"], {"wsserver.configschema"})
 
+    def test_sectionImports(self) -> None:
+        """
+        Each section's module imports the shared machinery, the sections it
+        holds and its own package's modules only (L{SECTIONS}).
+        """
+        for name, imports in SECTIONS.items():
+            self.assertEqual(self.graph[name], imports, name)
+
+    def test_sectionsNeverReachConfig(self) -> None:
+        """
+        Nothing that a section's module imports, directly or not, imports
+        the configuration module or the checks; the configuration module
+        imports every section.
+        """
+        for name in SECTIONS:
+            found = reached(self.graph, name)
+            self.assertNotIn("wsserver.config", found, name)
+            self.assertNotIn("wsserver.checks", found, name)
+        self.assertEqual(set(SECTIONS) - reached(self.graph, "wsserver.config"), set())
+
     def test_authNeverImportsConfig(self) -> None:
         """
         No module of L{wsserver.auth} imports L{wsserver.config}; the
@@ -250,6 +307,9 @@ class ConfigLayoutTests(SynchronousTestCase):
     def test_checksImportNoParser(self) -> None:
         """
         L{wsserver.checks}, which the configuration runs after its parse,
-        imports neither parser.
+        imports no parser: only the shared machinery, and the endpoint
+        strings' grammar from L{wsserver._internals}, which imports nothing
+        of wsserver.
         """
-        self.assertEqual(self.graph["wsserver.checks"], {"wsserver.configschema"})
+        self.assertEqual(self.graph["wsserver.checks"], {"wsserver.configschema", "wsserver._internals"})
+        self.assertEqual(self.graph["wsserver._internals"], set())

@@ -69,6 +69,15 @@ twisted.internet (for C{wsserver.connection}):
       the public C{getHandle()} socket) how many bytes it holds that the
       peer has not acknowledged.
 
+twisted.internet (for C{wsserver.checks}):
+
+  16. L{endpointStringParts} calls C{twisted.internet.endpoints._parse}:
+      the grammar of endpoint strings (C{:}-separated parts, C{key=value}
+      ones, C{\\} escapes), to find the certificate and key files that an
+      C{ssl:} string names and report a missing or unreadable one by its
+      key before Twisted loads them; Twisted parses strings only inside
+      C{serverFromString}, which loads the files.
+
 twisted.web (for C{wsserver.rest}):
 
   8. L{stopReading}: a request refused with 413 before its body arrived
@@ -122,6 +131,7 @@ __all__ = [
     "AutobahnServerProtocol",
     "HTTPChannelHooks",
     "Lazy",
+    "endpointStringParts",
     "logObservers",
     "makeDebugArgumentsLazy",
     "requestLine",
@@ -453,6 +463,21 @@ def unackedBytes(transport: Any) -> int:
         except (OSError, AttributeError):
             pass
     return total
+
+
+# use 16
+
+
+def endpointStringParts(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    The positional and the C{key=value} parts of the endpoint string
+    C{description}, unescaped, as C{serverFromString} reads them (use 16).
+
+    @raise Exception: when C{description} cannot be parsed.
+    """
+    from twisted.internet.endpoints import _parse
+
+    return _parse(description)
 
 
 # uses 8 to 10

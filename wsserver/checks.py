@@ -3,8 +3,8 @@
 The checks of a configuration that look at the machine: files readable,
 certificates and keys loadable and matching, listen endpoints usable.
 
-The parsers (L{wsserver.config}, L{wsserver.auth.config}) do no I/O; these
-run after them: L{seedFileProblems} with every parse (a certificate named by
+The parsers (each section's, composed by L{wsserver.config}) do no I/O;
+these run after them: L{seedFileProblems} with every parse (a certificate named by
 C{secure.crtPath} must exist), L{endpointProblems} for C{twistd wsserver -T}
 and at start, once the command line's C{--ws} and C{--rest} are applied.
 Every problem is named by its key, in plain words (not OpenSSL's).
@@ -89,9 +89,9 @@ def _tlsFiles(listen: str, names: tuple[str, str]) -> list[tuple[str, str]]:
 
     @raise Exception: when C{listen} cannot be parsed.
     """
-    from twisted.internet.endpoints import _parse  # the endpoint-string grammar
+    from ._internals import endpointStringParts  # the endpoint-string grammar
 
-    args, kwargs = _parse(listen)
+    args, kwargs = endpointStringParts(listen)
     if not args or args[0] not in ("ssl", "ssl6"):
         return []
     keyPath = kwargs.get("privateKey", "server.pem")

@@ -32,7 +32,8 @@ from zope.interface import implementer
 
 
 from .proxy import TrustedProxies, parseTrustedProxies
-from .config import Config, LimitsConfig
+from .config import Config
+from .limitsconfig import LimitsConfig
 from .reloadable import IReloadable
 
 __all__ = ["FILE_RESERVE", "AddressCounter", "AuthFailures", "ConnectionCeiling", "Limits", "RefusalLog",

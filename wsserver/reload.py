@@ -146,7 +146,7 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
 
 
 #: the keys of the original's layout that an endpoint string's parts come
-#: from (L{wsserver.config}'s C{_listenFromSeed}), by part
+#: from (L{wsserver.serverconfig}'s C{_listenFromSeed}), by part
 _SEED_KEYS = {"port": "port", "interface": "address", "type": "secure", "privateKey": "secure", "certKey": "secure"}
 
 

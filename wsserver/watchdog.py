@@ -14,7 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 
-from .config import WatchdogConfig
+from .serverconfig import WatchdogConfig
 from .logflood import PeerLogger
 
 __all__ = ["Watchdog"]

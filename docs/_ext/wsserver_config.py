@@ -6,8 +6,9 @@ that the docs cannot drift from the code.
 Every row comes from L{configKeys}, the one adapter between this extension
 and wsserver: only it knows where wsserver lists its keys.  It asks the
 schema layer first (C{wsserver.schema}); a checkout without one falls back
-to reading the dataclasses of L{wsserver.config} (their fields, type hints,
-defaults, and the C{#:} comments above each field).
+to reading the dataclasses of L{wsserver.config.Config} and its sections
+(their fields, type hints, defaults, and the C{#:} comments above each
+field), each in the module that defines it.
 
 Options::
 
@@ -22,7 +23,7 @@ import dataclasses
 import importlib
 import json
 import re
-import typing
+import sys
 from typing import Any, Iterable, Iterator
 
 import attr
@@ -137,16 +138,29 @@ _TYPES = {
 
 def _fromDataclasses() -> Iterator[Key]:
     """
-    The keys of L{wsserver.config.Config}, read from its dataclasses.
+    The keys of L{wsserver.config.Config}, read from its dataclasses: each
+    section's in the module that owns it (L{wsserver.events.config} ...).
+    """
+    config = importlib.import_module("wsserver.config")
+    yield from _walk(config.Config, "")
+
+
+def _attrDocs(module: str) -> dict[tuple[str, str], list[str]]:
+    """
+    The C{#:} comments of the module named C{module}, by class and field.
     """
     from sphinx.pycode import ModuleAnalyzer
 
-    config = importlib.import_module("wsserver.config")
-    docs = ModuleAnalyzer.for_module("wsserver.config").find_attr_docs()
-    yield from _walk(config.Config, "", config, docs)
+    return ModuleAnalyzer.for_module(module).find_attr_docs()
 
 
-def _walk(cls: type, path: str, module: Any, docs: dict[tuple[str, str], list[str]]) -> Iterator[Key]:
+def _walk(cls: type, path: str) -> Iterator[Key]:
+    """
+    The keys of the dataclass C{cls} under C{path}: its field types are
+    names in its own module, and its comments are read from that module.
+    """
+    module = sys.modules[cls.__module__]
+    docs = _attrDocs(cls.__module__)
     for f in dataclasses.fields(cls):
         name = _RENAMED.get((cls.__name__, f.name), f.name)
         if name is None:
@@ -155,11 +169,11 @@ def _walk(cls: type, path: str, module: Any, docs: dict[tuple[str, str], list[st
         hint = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
         nested = getattr(module, hint, None)
         if dataclasses.is_dataclass(nested) and hint != "AuthConfig":
-            yield from _walk(nested, f"{key}.", module, docs)
+            yield from _walk(nested, f"{key}.")
             continue
         if hint == "tuple[TargetConfig, ...]" and name == "targets":
             yield Key(key, _TYPES[hint], "[]", "the event targets; each is an object with the keys below")
-            yield from _walk(module.TargetConfig, f"{key}[].", module, docs)
+            yield from _walk(module.TargetConfig, f"{key}[].")
             continue
         yield Key(
             key=key,

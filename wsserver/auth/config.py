@@ -3,8 +3,9 @@
 The auth objects of the configuration (SPEC section 5): L{AuthConfig}, its
 parser, and the checks of a C{jwt} key.
 
-L{wsserver.config} calls L{parseAuth} for C{server.auth}, C{restApi.auth}
-and each event target's C{auth}; nothing here imports the configuration
+The sections' parsers call L{parseAuth} for C{server.auth}, C{restApi.auth}
+(L{wsserver.serverconfig}) and each event target's C{auth}
+(L{wsserver.events.config}); nothing here imports the configuration
 module or the authenticators, so both can import this one.
 """
 

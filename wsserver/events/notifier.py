@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..config import EventConfig, TargetConfig
+from .config import EventConfig, TargetConfig
 from ..messages import BOT, Message
 from ..queue.pending import PendingWrites
 from . import ISender

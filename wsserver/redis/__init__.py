@@ -7,6 +7,6 @@ and the service that makes, hands out and closes the cluster's connections
 
 The cluster (L{wsserver.cluster}) and the Redis event target
 (L{wsserver.events.targets.redis}) both connect through these.  Nothing is imported
-here: L{wsserver.config} imports L{wsserver.redis.address} only, which needs
-no Twisted networking.
+here: the configuration (L{wsserver.clusterconfig}, L{wsserver.config})
+imports L{wsserver.redis.address} only, which needs no Twisted networking.
 """

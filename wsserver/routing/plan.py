@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Collection, Mapping, Sequence
 
 from ..ids import UserId
-from ..config import MessageConfig
+from ..chatconfig import MessageConfig
 from ..messages import BOT, Message
 from .delivery import User
 

@@ -15,7 +15,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from ...auth import applyCredential
-from ...config import TargetConfig
+from ..config import TargetConfig
 from ...httpbody import readBody
 from .. import DeliveryRefused, ISender
 

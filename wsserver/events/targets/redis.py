@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, fail
 
 from zope.interface import implementer
 
-from ...config import TargetConfig
+from ..config import TargetConfig
 from ...redis.address import RedisAddress
 from ...redis.link import RedisClosed, RedisLink
 from .. import ISender

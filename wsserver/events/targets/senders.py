@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...config import EventConfig
+from ..config import EventConfig
 from .. import ISender
 from ..notifier import targetKeys
 from .postback import PostbackSender
