@@ -334,6 +334,38 @@ class AnyIdTests(FactoryTestMixin, SynchronousTestCase):
         self.reason({"type": "text", "text": "", "recipients": ["c d"]})
         self.assertEqual(self.factory._known, {"b": "b"})
 
+    def test_sameRecipientsAgain(self) -> None:
+        """
+        A list of string recipients equal to the last one is not read
+        again: each message gets its own list of the same ids.
+        """
+        obj = {"type": "text", "text": "", "recipients": ["a", "7", "b"]}
+        first = self.parse(obj, 5)
+        self.assertEqual(self.factory._lastGiven, ["a", "7", "b"])
+        self.factory._known.clear()
+        second = self.parse(obj, 5)
+        self.assertEqual(second.recipients, ["a", 7, "b"])
+        self.assertIsNot(second.recipients, first.recipients)
+        second.recipients.append("c")
+        self.assertEqual(self.parse(obj, 5).recipients, ["a", 7, "b"])
+        self.assertEqual(self.factory._known, {}, "read from the last list, not one by one")
+
+    def test_lastRecipientsOnlyStrings(self) -> None:
+        """
+        Only a list of strings is kept as the last one: a list with a
+        number is read each time, so that one equal to it by C{==} but
+        with a float (C{1.0 == 1}) is refused.
+        """
+        self.parse({"type": "text", "text": "", "recipients": ["a", 1]}, 5)
+        self.assertIsNone(self.factory._lastGiven)
+        self.assertEqual(
+            self.reason({"type": "text", "text": "", "recipients": ["a", 1.0]}),
+            "$.recipients[] must be user ids: a number or a string of letters, digits and _-.:@|+=: 1.0")
+        self.parse({"type": "text", "text": "", "recipients": ["a"]}, 5)
+        self.assertEqual(
+            self.reason({"type": "text", "text": "", "recipients": ["a b"]}),
+            '$.recipients[] must be user ids: "a b": only letters, digits and _-.:@|+=')
+
     def test_badSender(self) -> None:
         """
         A sender that is no id names the rule; another user's is refused.
