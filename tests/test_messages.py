@@ -31,14 +31,18 @@ ID_FORM = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{8}$")
 
 class ParseUserIdTests(SynchronousTestCase):
     """
-    L{parseUserId} reads the C{id} query parameter.
+    L{parseUserId} reads the C{id} query parameter, with the original's
+    rule (C{chat.userIds: "numeric"}), whose refusals these tests know; the
+    rule C{"any"} has its own tests (L{tests.test_ids}).
     """
+
+    rule: UserIdRule = numericRule
 
     def assertRefused(self, values: list[str] | None, reason: str) -> None:
         """
         C{values} is refused with exactly C{reason}.
         """
-        e = self.assertRaises(InvalidUserId, parseUserId, values)
+        e = self.assertRaises(InvalidUserId, parseUserId, values, self.rule)
         self.assertEqual(str(e), reason)
 
     def test_required(self) -> None:
@@ -76,7 +80,7 @@ class ParseUserIdTests(SynchronousTestCase):
         """
         raw = "9" * 5000
         self.assertRefused([raw], f"Invalid id {raw}: over the maximum 2^64-1")
-        self.assertEqual(parseUserId(["0" * 4999 + "7"]), 7)
+        self.assertEqual(parseUserId(["0" * 4999 + "7"], self.rule), 7)
 
     def test_zero(self) -> None:
         """
@@ -89,9 +93,9 @@ class ParseUserIdTests(SynchronousTestCase):
         """
         1 to 2^64-1 are user ids.
         """
-        self.assertEqual(parseUserId(["1"]), 1)
-        self.assertEqual(parseUserId(["42"]), 42)
-        self.assertEqual(parseUserId(["18446744073709551615"]), 2**64 - 1)
+        self.assertEqual(parseUserId(["1"], self.rule), 1)
+        self.assertEqual(parseUserId(["42"], self.rule), 42)
+        self.assertEqual(parseUserId(["18446744073709551615"], self.rule), 2**64 - 1)
 
     def test_twice(self) -> None:
         """
