@@ -13,7 +13,12 @@ in each round:
   - "numeric ids": the same load against this checkout (``chat.userIds``
     "any", the default);
   - "numeric rule": this checkout with ``chat.userIds: "numeric"``;
-  - "uuid ids": this checkout, every client a UUID (``--ids uuid``).
+  - "uuid ids": this checkout, every client a UUID (``--ids uuid``);
+  - "numeric, uuid bytes": numeric ids again, with the text longer by what
+    the UUIDs add to each delivered copy (its ``sender`` and every one of
+    its ``recipients``: 31 bytes each, a quoted UUID against a 7-digit
+    number), the control that tells the cost of the ids from the cost of
+    the bytes they take on the wire.
 
 Server on one core, bench on the other; medians of --repeat runs, as ratios
 to the baseline (numbers before and after) and to numeric ids (UUIDs), of
@@ -39,6 +44,12 @@ sys.path.insert(0, HERE)
 import compare  # noqa: E402
 from compare import median  # noqa: E402
 
+#: the characters of text of the bench's messages (its default --size)
+TEXT = 3300
+#: what a UUID adds to a delivered copy for each id it names, over a number
+#: of the bench's (7 digits, from --id-base 1000000): 38 bytes quoted
+UUID_EXTRA = 38 - 7
+
 
 def export(rev: str) -> str:
     """
@@ -51,10 +62,11 @@ def export(rev: str) -> str:
     return where
 
 
-def run(cases: dict[str, tuple[str, dict, list[str]]], loads: dict[str, list[str]], repeat: int,
+def run(cases: dict[str, tuple[str, dict, list[str] | dict[str, list[str]]]], loads: dict[str, list[str]], repeat: int,
         serverCore: str, benchCore: str) -> dict[tuple[str, str], list[dict]]:
     """
-    Each case is C{(code, config, extra bench arguments)}: the server runs
+    Each case is C{(code, config, extra bench arguments)} (the extra
+    arguments a list, or a list for each load by its name): the server runs
     the code of the checkout C{code} (its C{PYTHONPATH}); the bench always
     this checkout's.
     """
@@ -70,7 +82,8 @@ def run(cases: dict[str, tuple[str, dict, list[str]]], loads: dict[str, list[str
                     os.environ["PYTHONPATH"] = ROOT
                     try:
                         before = compare.cpuSeconds(server.proc.pid)
-                        result = compare.bench(server, benchCore, load + extra)
+                        more = extra.get(kind, []) if isinstance(extra, dict) else extra
+                        result = compare.bench(server, benchCore, load + more)
                         used = compare.cpuSeconds(server.proc.pid) - before
                         result["server_us_per_msg"] = round(used / max(1, result["received"]) * 1e6, 2)
                     finally:
@@ -107,6 +120,9 @@ def main() -> None:
         "numeric ids": (ROOT, {}, []),
         "numeric rule": (ROOT, {"chat": {"userIds": "numeric"}}, []),
         "uuid ids": (ROOT, {}, ["--ids", "uuid"]),
+        # (ids per copy: the sender and its 1 or 100 recipients)
+        "numeric, uuid bytes": (ROOT, {}, {"throughput": ["--size", str(TEXT + UUID_EXTRA * 2)],
+                                           "fanout": ["--size", str(TEXT + UUID_EXTRA * 101)]}),
     }
     try:
         figures = run(cases, loads, args.repeat, args.server_core, args.bench_core)
@@ -115,7 +131,8 @@ def main() -> None:
             shutil.rmtree(before, ignore_errors=True)
     rows = []
     for kind in loads:
-        for name, baseline in (("numeric ids", "before"), ("numeric rule", "before"), ("uuid ids", "numeric ids")):
+        for name, baseline in (("numeric ids", "before"), ("numeric rule", "before"), ("uuid ids", "numeric ids"),
+                               ("numeric, uuid bytes", "numeric ids"), ("uuid ids", "numeric, uuid bytes")):
             rate, base = median(figures[(name, kind)], "delivered_per_s"), median(figures[(baseline, kind)], "delivered_per_s")
             cpu = median(figures[(name, kind)], "server_us_per_msg")
             baseCpu = median(figures[(baseline, kind)], "server_us_per_msg")

@@ -207,13 +207,23 @@ class ReadmeTests(SynchronousTestCase):
 
     def test_relativeLinksExist(self) -> None:
         """
-        Every relative link of README names a file of the checkout.
+        Every relative link of README names a file of the checkout, and a
+        C{#part} of one names one of its sections (as GitHub writes the
+        anchor of a title: lower case, spaces as dashes).
         """
         targets = re.findall(r"`[^`<]*<([^>`]+)>`_", self.readme())
         relative = [t for t in targets if "://" not in t and not t.startswith("#")]
         self.assertTrue(relative)
         for target in relative:
-            self.assertTrue(os.path.exists(os.path.join(ROOT, target)), target)
+            path, _, part = target.partition("#")
+            self.assertTrue(os.path.exists(os.path.join(ROOT, path)), target)
+            if part:
+                with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+                titles = [lines[i].strip() for i in range(len(lines) - 1)
+                          if lines[i].strip() and re.fullmatch(r"([=\-~^])\1+", lines[i + 1].strip())]
+                self.assertIn(part, [re.sub(r"[^a-z0-9 _-]", "", t.lower()).replace(" ", "-") for t in titles],
+                              target)
 
 
 class ExamplesTests(SynchronousTestCase):

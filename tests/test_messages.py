@@ -31,14 +31,18 @@ ID_FORM = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{8}$")
 
 class ParseUserIdTests(SynchronousTestCase):
     """
-    L{parseUserId} reads the C{id} query parameter.
+    L{parseUserId} reads the C{id} query parameter, with the original's
+    rule (C{chat.userIds: "numeric"}), whose refusals these tests know; the
+    rule C{"any"} has its own tests (L{tests.test_ids}).
     """
+
+    rule: UserIdRule = numericRule
 
     def assertRefused(self, values: list[str] | None, reason: str) -> None:
         """
         C{values} is refused with exactly C{reason}.
         """
-        e = self.assertRaises(InvalidUserId, parseUserId, values)
+        e = self.assertRaises(InvalidUserId, parseUserId, values, self.rule)
         self.assertEqual(str(e), reason)
 
     def test_required(self) -> None:
@@ -76,7 +80,7 @@ class ParseUserIdTests(SynchronousTestCase):
         """
         raw = "9" * 5000
         self.assertRefused([raw], f"Invalid id {raw}: over the maximum 2^64-1")
-        self.assertEqual(parseUserId(["0" * 4999 + "7"]), 7)
+        self.assertEqual(parseUserId(["0" * 4999 + "7"], self.rule), 7)
 
     def test_zero(self) -> None:
         """
@@ -89,9 +93,9 @@ class ParseUserIdTests(SynchronousTestCase):
         """
         1 to 2^64-1 are user ids.
         """
-        self.assertEqual(parseUserId(["1"]), 1)
-        self.assertEqual(parseUserId(["42"]), 42)
-        self.assertEqual(parseUserId(["18446744073709551615"]), 2**64 - 1)
+        self.assertEqual(parseUserId(["1"], self.rule), 1)
+        self.assertEqual(parseUserId(["42"], self.rule), 42)
+        self.assertEqual(parseUserId(["18446744073709551615"], self.rule), 2**64 - 1)
 
     def test_twice(self) -> None:
         """
@@ -333,6 +337,38 @@ class AnyIdTests(FactoryTestMixin, SynchronousTestCase):
         self.assertEqual(self.factory._known, {"b": "b"})
         self.reason({"type": "text", "text": "", "recipients": ["c d"]})
         self.assertEqual(self.factory._known, {"b": "b"})
+
+    def test_sameRecipientsAgain(self) -> None:
+        """
+        A list of string recipients equal to the last one is not read
+        again: each message gets its own list of the same ids.
+        """
+        obj = {"type": "text", "text": "", "recipients": ["a", "7", "b"]}
+        first = self.parse(obj, 5)
+        self.assertEqual(self.factory._lastGiven, ["a", "7", "b"])
+        self.factory._known.clear()
+        second = self.parse(obj, 5)
+        self.assertEqual(second.recipients, ["a", 7, "b"])
+        self.assertIsNot(second.recipients, first.recipients)
+        second.recipients.append("c")
+        self.assertEqual(self.parse(obj, 5).recipients, ["a", 7, "b"])
+        self.assertEqual(self.factory._known, {}, "read from the last list, not one by one")
+
+    def test_lastRecipientsOnlyStrings(self) -> None:
+        """
+        Only a list of strings is kept as the last one: a list with a
+        number is read each time, so that one equal to it by C{==} but
+        with a float (C{1.0 == 1}) is refused.
+        """
+        self.parse({"type": "text", "text": "", "recipients": ["a", 1]}, 5)
+        self.assertIsNone(self.factory._lastGiven)
+        self.assertEqual(
+            self.reason({"type": "text", "text": "", "recipients": ["a", 1.0]}),
+            "$.recipients[] must be user ids: a number or a string of letters, digits and _-.:@|+=: 1.0")
+        self.parse({"type": "text", "text": "", "recipients": ["a"]}, 5)
+        self.assertEqual(
+            self.reason({"type": "text", "text": "", "recipients": ["a b"]}),
+            '$.recipients[] must be user ids: "a b": only letters, digits and _-.:@|+=')
 
     def test_badSender(self) -> None:
         """

@@ -307,6 +307,10 @@ class MessageFactory:
         self.ids = ids
         #: string ids read lately, and what they are (see L{_recipients})
         self._known: dict[str, UserId] = {}
+        #: the last list of recipients made only of strings, as given and
+        #: as read (see L{_recipients})
+        self._lastGiven: list[str] | None = None
+        self._lastRead: list[UserId] = []
         self._clock = clock
         self._tz = tz
         node = random.getrandbits(32) if nodeTag is None else nodeTag
@@ -430,26 +434,44 @@ class MessageFactory:
         lately are remembered (at most L{KNOWN_IDS}), so that a recipient
         written again costs a dict lookup, not the rule's check.
 
+        A list of strings equal to the last one read (a sender writing to
+        its group again: the fan-out case) is not read again: comparing two
+        lists of strings costs a fraction of hashing each string anew, and
+        the ids it gives, already hashed, make the plan's lookups cheaper.
+        Only lists of strings are kept: a string equals nothing but a
+        string, whereas C{1.0 == 1}.
+
         @raise InvalidPayload: naming the first that is no id.
         """
         if self.ids.numeric:
             for r in given:
                 if type(r) is not int or not 0 <= r <= _MAX_ID:
                     raise InvalidPayload(self._badRecipients(r))
+        if given == self._lastGiven:
+            return self._lastRead[:]  # (a copy: each message owns its list)
         known = self._known
         fromJSON = self.ids.fromJSON
         out = []
+        strings = True
         for r in given:
-            userId = known.get(r) if type(r) is str else None
-            if userId is None:
-                userId = fromJSON(r)
+            if type(r) is str:
+                userId = known.get(r)
                 if userId is None:
-                    raise InvalidPayload(self._badRecipients(r))
-                if type(r) is str:
+                    userId = fromJSON(r)
+                    if userId is None:
+                        raise InvalidPayload(self._badRecipients(r))
                     if len(known) >= KNOWN_IDS:
                         known.clear()
                     known[r] = userId
+            else:
+                strings = False
+                userId = fromJSON(r)
+                if userId is None:
+                    raise InvalidPayload(self._badRecipients(r))
             out.append(userId)
+        if strings:
+            self._lastGiven = given
+            self._lastRead = out[:]
         return out
 
     def _badSender(self, value: object) -> str:
