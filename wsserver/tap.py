@@ -81,7 +81,8 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["config", "C", None, "The JSON config file (the original wsserver's layout)."],
-        ["ws", None, None, "WebSocket listen endpoint: tcp:8085 for ws://, ssl:8443:privateKey=K:certKey=C for wss://."],
+        ["ws", None, None,
+         "WebSocket listen endpoint: tcp:8085 for ws://, ssl:8443:privateKey=K:certKey=C for wss://."],
         ["rest", None, None, "REST API listen endpoint, e.g. tcp:8092:interface=127.0.0.1."],
         ["data-dir", None, None, "Directory for the data that survives a restart."],
         ["adopt", None, None, "Internal: listening sockets handed over by the parent of server.workers."],
@@ -511,8 +512,8 @@ def _notifier(config: Config, database: Database | None, httpClient: Any, reacto
     if not config.event.enabled:
         return None
     assert database is not None
-    return EventNotifier(config.event, SqliteEventStore(database, reactor), makeSenders(config.event, httpClient, reactor),
-                         reactor)
+    return EventNotifier(config.event, SqliteEventStore(database, reactor),
+                         makeSenders(config.event, httpClient, reactor), reactor)
 
 
 def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNode | None]:

@@ -265,7 +265,8 @@ class Session:
     """
 
     __slots__ = (
-        "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity", "pingOutstanding",
+        "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity",
+        "pingOutstanding",
         "_refusal", "_refusalKind", "_since", "_auth", "_authTimer", "_expiry", "_early", "_earlyBytes", "_arriving",
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
         "_unread", "attachedAt", "_ring", "_ringBytes", "_ringLimit", "_grace", "_answered",
