@@ -1135,6 +1135,30 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
 
 
+    def test_stopCancelsRetry(self) -> None:
+        """
+        L{Router.stop} cancels the retry of a failed read that waits (no
+        delayed call is left) and ends the drain as when the reads gave
+        up: what waited behind it is delivered; a read failing after the
+        stop is not tried again.
+        """
+        store = BrokenStore()
+        self.makeRouter(store)
+        alice = self.connect(1)
+        self.clock.advance(1.5)
+        self.clock.advance(2)
+        self.flushLoggedErrors(OSError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        bob = self.connect(2)
+        self.send(alice, [2], "live")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.router.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(bob.texts(), ["live"])
+        self.connect(3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
+
 class KeepUnsentTests(SynchronousTestCase):
     """
     L{Router.keepUnsent}: messages that never reached a connection.

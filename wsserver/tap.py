@@ -401,6 +401,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         # the events' bound too: senders wait while either is full
         pendingWrites=PendingBounds(pendingWrites, notifier.pending) if notifier is not None else pendingWrites,
     )
+    # stops after the WebSocket service (added later): its retry timers are
+    # cancelled once the clients are closed
+    _AtStop(router.stop).setServiceParent(top)
     if node is not None and presenceEvents is not None:
         # a dead node's users: offline once for the cluster (SPEC 7)
         nodeDied = presenceEvents.nodeDied
