@@ -471,7 +471,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
                                          operations=operations, limits=limits, idempotency=top.idempotency,
                                          idempotencySeconds=config.restApi.idempotencySeconds,
                                          messages=messages, clock=reactor, inbox=inbox),
-                        maxBody=chat.message.maxSize, limits=limits)
+                        maxBody=chat.message.maxSize, limits=limits, reactor=reactor)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
         top.rest.setServiceParent(top)
