@@ -31,9 +31,9 @@ from typing import Any, Callable
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
 __all__ = ["MariaDBServer", "PostgresServer", "RabbitMQServer", "SharedServer", "freePort"]
@@ -90,47 +90,23 @@ def _listening(port: int) -> Deferred[bool]:
     return connectProtocol(endpoint, Protocol()).addCallbacks(connected, lambda _: False)
 
 
-class _Collect(ProcessProtocol):
-    """
-    Keeps what a tool writes; C{ended} fires with its exit code.
-    """
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.err = bytearray()
-        self.ended: Deferred[int] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        code = getattr(reason.value, "exitCode", None)
-        self.ended.callback(-1 if code is None else code)
-
-
 @inlineCallbacks
 def _run(argv: list[str], env: dict[str, str] | None = None, path: str | None = None,
          check: bool = True) -> Any:
     """
-    Run a tool on the reactor, killed after L{START_TIMEOUT} seconds.
+    Run a tool on the reactor, for L{START_TIMEOUT} seconds at most.
 
     @param check: a failure when it exits with another code than 0.
     @return: a L{Deferred} of its exit code and what it wrote to stdout.
     """
-    process = _Collect()
-    transport = reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ if env is None else env), path=path)
-    killer = reactor.callLater(START_TIMEOUT, transport.signalProcess, "KILL")
-    try:
-        code = yield process.ended
-    finally:
-        if killer.active():
-            killer.cancel()
+    done = getProcessOutputAndValue(argv[0], argv[1:], env=os.environ if env is None else env, path=path,
+                                    reactor=reactor)
+    # ended by a signal: the failure is (out, err, signal)
+    done.addErrback(lambda f: f.value if isinstance(f.value, tuple) else f)
+    out, err, code = yield done.addTimeout(START_TIMEOUT, reactor)
     if check and code != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited with {code}:\n{process.err.decode(errors='replace')[-3000:]}")
-    return code, bytes(process.out)
+        raise RuntimeError(f"{' '.join(argv)} exited with {code}:\n{err.decode(errors='replace')[-3000:]}")
+    return code, out
 
 
 @inlineCallbacks
