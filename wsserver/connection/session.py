@@ -202,6 +202,14 @@ def _grantedUser(grant: Grant, queried: UserId, rule: UserIdRule) -> UserId | No
     return subject if queried in (0, subject) else None
 
 
+def _cancel(call: IDelayedCall | None) -> None:
+    """
+    Cancel C{call} unless there is none or it has run (or was cancelled).
+    """
+    if call is not None and call.active():
+        call.cancel()
+
+
 def _noWrite(data: bytes) -> None:
     pass
 
@@ -699,26 +707,20 @@ class Session:
         self.state = CLOSED
         self._handBack()
         self._ring = None
-        if self._grace is not None:
-            if self._grace.active():
-                self._grace.cancel()
-            self._grace = None
+        _cancel(self._grace)
+        self._grace = None
         if self._unread:
             self._unread = False
             self._hub.router.pendingWrites.forget(self._readAgain)
-        if self._authTimer is not None:
-            if self._authTimer.active():
-                self._authTimer.cancel()
-            self._authTimer = None
+        _cancel(self._authTimer)
+        self._authTimer = None
         if self._counted:
             self._counted = False
             self._hub.limits.addresses.release(self._address)
 
     def _detach(self, code: int | None) -> None:
-        if self._expiry is not None:
-            if self._expiry.active():
-                self._expiry.cancel()
-            self._expiry = None
+        _cancel(self._expiry)
+        self._expiry = None
         if self.attached:
             self.attached = False
             router = self._hub.router
