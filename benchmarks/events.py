@@ -165,7 +165,24 @@ def main() -> None:
     parser.add_argument("--cases", choices=["all", "targets"], default="all",
                         help="targets: only the baseline, the instant webhook and the three database/broker targets")
     args = parser.parse_args()
+    from twisted.internet import task, threads
+
+    # tests.servers waits for its servers on the reactor (here in the main
+    # thread, for its child processes); the runs block, in a thread
+    task.react(lambda reactor: threads.deferToThread(measure, args, reactor))
+
+
+def measure(args: argparse.Namespace, reactor) -> None:
+    """
+    Start the database servers, run every case --repeat times and print
+    the table.
+    """
+    from twisted.internet.threads import blockingCallFromThread
+
     from tests.servers import MariaDBServer, PostgresServer, RabbitMQServer
+
+    def onReactor(f, *args):
+        return blockingCallFromThread(reactor, f, *args)
 
     loads = standardLoads(args.duration)
     fast, slow, dead = freePort(), freePort(), freePort()
@@ -173,8 +190,10 @@ def main() -> None:
     servers: list = []
     try:
         print("starting PostgreSQL, MariaDB and RabbitMQ ...", file=sys.stderr, flush=True)
-        pg, maria, rabbit = PostgresServer(), MariaDBServer(), RabbitMQServer()
-        servers += [pg, maria, rabbit]
+        for factory in (PostgresServer, MariaDBServer, RabbitMQServer):
+            servers.append(factory())
+            onReactor(servers[-1].create)
+        pg, maria, rabbit = servers
         for s in servers:
             pin(s._process.pid, "1")
 
@@ -206,12 +225,12 @@ def main() -> None:
                 for kind, load in loads.items():
                     figures[(name, kind)].append(runOnce(name, config, kind, load, polled))
                     if "amqp" in name:
-                        rabbit.ctl("purge_queue", "wsserver.events")
+                        onReactor(rabbit.ctl, "purge_queue", "wsserver.events")
     finally:
         for s in sinks:
             s.terminate()
         for s in servers:
-            s.destroy()
+            onReactor(s.destroy)
 
     def median(name: str, kind: str, path: str) -> float:
         return resultMedian(figures[(name, kind)], path)

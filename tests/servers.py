@@ -3,10 +3,13 @@ Real PostgreSQL, MariaDB and RabbitMQ servers for the event target tests,
 each in a temporary directory on a free loopback port, with a password set.
 
 They take seconds to start (RabbitMQ several), so the tests of a class share
-one (L{SharedServer}: started by the first test, destroyed after the last,
-or at exit when only some ran); L{stop} and L{start} in the middle of a
-test play the server going away and coming back (same port, same data).  Starting and stopping wait for the server outside the reactor: they
-are the test's setup, not code under test.
+one (L{SharedServer}: started by the first test's C{setUp}, destroyed after
+the last, or at exit when only some ran); C{stop} and C{start} in the middle
+of a test play the server going away and coming back (same port, same data).
+Everything that waits for a server (its tools, its start, its end) runs on
+the reactor and returns a L{Deferred}: no test blocks or sleeps.  (The
+servers are C{subprocess} children, not the reactor's: L{_Server.destroyNow}
+must be able to end them at exit, when the reactor has stopped.)
 
 Tests are skipped when a server is not installed, except under C{CI=true}
 (C{.ci/run} installs all three with apt-get): there a missing server is an
@@ -23,8 +26,14 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
+from typing import Any, Callable
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
 __all__ = ["MariaDBServer", "PostgresServer", "RabbitMQServer", "SharedServer", "freePort"]
@@ -32,6 +41,8 @@ __all__ = ["MariaDBServer", "PostgresServer", "RabbitMQServer", "SharedServer", 
 #: seconds a server gets to start, or to end after SIGTERM
 START_TIMEOUT = 60
 STOP_TIMEOUT = 30
+#: seconds between two looks at a server that is starting or ending
+POLL_SECONDS = 0.1
 
 #: the password of every test server's user
 PASSWORD = "s3cret-pw"
@@ -61,20 +72,69 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _pause() -> Deferred[None]:
+    return deferLater(reactor, POLL_SECONDS, lambda: None)
 
 
-def _waitFor(check, what: str, process: subprocess.Popen | None, log: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not check():
+def _listening(port: int) -> Deferred[bool]:
+    """
+    Whether a TCP connection to C{port} on the loopback is accepted (it is
+    closed at once).
+    """
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
+
+    def connected(protocol: Protocol) -> bool:
+        protocol.transport.loseConnection()
+        return True
+
+    return connectProtocol(endpoint, Protocol()).addCallbacks(connected, lambda _: False)
+
+
+@inlineCallbacks
+def _run(argv: list[str], env: dict[str, str] | None = None, path: str | None = None,
+         check: bool = True) -> Any:
+    """
+    Run a tool on the reactor, for L{START_TIMEOUT} seconds at most.
+
+    @param check: a failure when it exits with another code than 0.
+    @return: a L{Deferred} of its exit code and what it wrote to stdout.
+    """
+    done = getProcessOutputAndValue(argv[0], argv[1:], env=os.environ if env is None else env, path=path,
+                                    reactor=reactor)
+    # ended by a signal: the failure is (out, err, signal)
+    done.addErrback(lambda f: f.value if isinstance(f.value, tuple) else f)
+    out, err, code = yield done.addTimeout(START_TIMEOUT, reactor)
+    if check and code != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with {code}:\n{err.decode(errors='replace')[-3000:]}")
+    return code, out
+
+
+@inlineCallbacks
+def _waitFor(check: Callable[[], Deferred[bool]], what: str, process: subprocess.Popen | None, log: str) -> Any:
+    """
+    Fires once C{check()} fires with true (tried every L{POLL_SECONDS});
+    fails when C{process} ends first or after L{START_TIMEOUT} seconds.
+    """
+    deadline = reactor.seconds() + START_TIMEOUT
+    while not (yield check()):
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{what} ended before it was ready:\n{_tail(log)}")
-        if time.monotonic() > deadline:
+        if reactor.seconds() > deadline:
             raise RuntimeError(f"{what} was not ready in {START_TIMEOUT} s:\n{_tail(log)}")
-        time.sleep(0.1)
+        yield _pause()
+
+
+@inlineCallbacks
+def _ended(process: subprocess.Popen, timeout: float) -> Any:
+    """
+    Fires with whether C{process} ended within C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+    while process.poll() is None:
+        if reactor.seconds() > deadline:
+            return False
+        yield _pause()
+    return True
 
 
 def _tail(path: str) -> str:
@@ -85,7 +145,24 @@ def _tail(path: str) -> str:
         return ""
 
 
-def _end(process: subprocess.Popen | None) -> None:
+@inlineCallbacks
+def _end(process: subprocess.Popen | None, kill: Callable[[], None] | None = None) -> Any:
+    """
+    End C{process} (SIGTERM, unless it was told to end already) and wait;
+    C{kill} (SIGKILL by default) after L{STOP_TIMEOUT} seconds.
+    """
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    if not (yield _ended(process, STOP_TIMEOUT)):
+        (kill or process.kill)()
+        yield _ended(process, STOP_TIMEOUT)
+
+
+def _endNow(process: subprocess.Popen | None) -> None:
+    """
+    End C{process} without the reactor (at exit: it has stopped).
+    """
     if process is None or process.poll() is not None:
         return
     process.terminate()
@@ -112,18 +189,37 @@ class _Server:
         self.log = os.path.join(self.directory, "server.log")
         self._process: subprocess.Popen | None = None
 
-    def stop(self) -> None:
+    def create(self) -> Deferred[None]:
+        """
+        Make its data, start it and make its user and database.
+        """
+        raise NotImplementedError()
+
+    def start(self) -> Deferred[None]:
+        """
+        Start (again, on the same port) and wait until it takes connections.
+        """
+        raise NotImplementedError()
+
+    def stop(self) -> Deferred[None]:
         """
         End the server (SIGTERM) and wait for it; its data stays.
         """
-        _end(self._process)
-        self._process = None
+        process, self._process = self._process, None
+        return _end(process)
 
-    def destroy(self) -> None:
+    def destroy(self) -> Deferred[None]:
         """
         Stop and remove its directory.
         """
-        self.stop()
+        return self.stop().addCallback(lambda _: shutil.rmtree(self.directory, True))
+
+    def destroyNow(self) -> None:
+        """
+        L{destroy} without the reactor (at exit).
+        """
+        process, self._process = self._process, None
+        _endNow(process)
         shutil.rmtree(self.directory, True)
 
 
@@ -149,24 +245,24 @@ class PostgresServer(_Server):
         with open(pwfile, "w") as f:
             f.write(PASSWORD)
         os.chown(pwfile, *self._ids)
-        subprocess.run(
-            self._as([f"{PG_BIN}/initdb", "-D", self.data, "-U", self.user, f"--pwfile={pwfile}",
-                      "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.directory)
-        self.start()
-        subprocess.run(
-            [f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database],
-            check=True, env={**os.environ, "PGPASSWORD": PASSWORD}, stderr=subprocess.PIPE)
+        self._pwfile = pwfile
 
-    def stop(self) -> None:
+    @inlineCallbacks
+    def create(self) -> Any:
+        yield _run(self._as([f"{PG_BIN}/initdb", "-D", self.data, "-U", self.user, f"--pwfile={self._pwfile}",
+                             "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"]), path=self.directory)
+        yield self.start()
+        yield _run([f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, self.database],
+                   env={**os.environ, "PGPASSWORD": PASSWORD})
+
+    def stop(self) -> Deferred[None]:
         """
         Fast shutdown (SIGINT: sessions are ended; SIGTERM would wait for
         every client to leave) and wait; its data stays.
         """
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGINT)
-        _end(self._process)
-        self._process = None
+        return super().stop()
 
     def _as(self, argv: list[str]) -> list[str]:
         uid, gid = self._ids
@@ -175,7 +271,7 @@ class PostgresServer(_Server):
     def dsn(self, password: str = PASSWORD, database: str | None = None) -> str:
         return f"postgresql://{self.user}:{password}@127.0.0.1:{self.port}/{database or self.database}"
 
-    def start(self) -> None:
+    def start(self) -> Deferred[None]:
         """
         Start (again, on the same port) and wait until it takes connections.
         """
@@ -186,10 +282,11 @@ class PostgresServer(_Server):
             stdout=logf, stderr=subprocess.STDOUT, cwd=self.directory)
         logf.close()
 
-        def ready() -> bool:
-            return subprocess.run([f"{PG_BIN}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]).returncode == 0
+        def ready() -> Deferred[bool]:
+            isReady = _run([f"{PG_BIN}/pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False)
+            return isReady.addCallback(lambda done: done[0] == 0)
 
-        _waitFor(ready, "postgres", self._process, self.log)
+        return _waitFor(ready, "postgres", self._process, self.log)
 
     def query(self, sql: str) -> list[tuple]:
         """
@@ -218,25 +315,27 @@ class MariaDBServer(_Server):
         super().__init__()
         self.data = os.path.join(self.directory, "data")
         self.socket = os.path.join(self.directory, "sock")
-        subprocess.run(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={self.data}", "--user=root",
-             "--auth-root-authentication-method=socket", "--skip-test-db"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.start()
-        self._root(
+
+    @inlineCallbacks
+    def create(self) -> Any:
+        yield _run([shutil.which("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
+                    f"--datadir={self.data}", "--user=root", "--auth-root-authentication-method=socket",
+                    "--skip-test-db"])
+        yield self.start()
+        yield self._root(
             f"CREATE DATABASE {self.database};"
             f"CREATE USER '{self.user}'@'%' IDENTIFIED BY '{PASSWORD}';"
             f"GRANT ALL ON *.* TO '{self.user}'@'%';"
             "FLUSH PRIVILEGES;")
 
-    def _root(self, sql: str) -> None:
-        subprocess.run(["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", "-e", sql],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def _root(self, sql: str) -> Deferred[Any]:
+        return _run([shutil.which("mariadb") or "mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot",
+                     "-e", sql])
 
     def dsn(self, password: str = PASSWORD, database: str | None = None) -> str:
         return f"mysql://{self.user}:{password}@127.0.0.1:{self.port}/{database or self.database}"
 
-    def start(self) -> None:
+    def start(self) -> Deferred[None]:
         """
         Start (again, on the same port) and wait until it takes connections.
         """
@@ -245,7 +344,7 @@ class MariaDBServer(_Server):
              f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", f"--log-error={self.log}",
              "--skip-log-bin", "--innodb-flush-log-at-trx-commit=2", "--pid-file=" + self.directory + "/pid"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _waitFor(lambda: _listening(self.port), "mariadbd", self._process, self.log)
+        return _waitFor(lambda: _listening(self.port), "mariadbd", self._process, self.log)
 
     def query(self, sql: str) -> list[tuple]:
         """
@@ -302,55 +401,65 @@ class RabbitMQServer(_Server):
         }
         with open(self.env["RABBITMQ_ENABLED_PLUGINS_FILE"], "w") as f:
             f.write("[].\n")
-        self.start()
-        self.ctl("add_user", self.user, PASSWORD)
-        self.ctl("set_user_tags", self.user, "administrator")
-        self.ctl("set_permissions", "-p", "/", self.user, ".*", ".*", ".*")
 
-    def ctl(self, *args: str) -> str:
+    @inlineCallbacks
+    def create(self) -> Any:
+        yield self.start()
+        yield self.ctl("add_user", self.user, PASSWORD)
+        yield self.ctl("set_user_tags", self.user, "administrator")
+        yield self.ctl("set_permissions", "-p", "/", self.user, ".*", ".*", ".*")
+
+    def ctl(self, *args: str) -> Deferred[str]:
         """
         Run C{rabbitmqctl} on this node; its output.
         """
-        done = subprocess.run([RABBIT_BIN + "/rabbitmqctl", "-n", self.node, *args], env=self.env, check=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=START_TIMEOUT)
-        return done.stdout.decode(errors="replace")
+        done = _run([RABBIT_BIN + "/rabbitmqctl", "-n", self.node, *args], env=self.env)
+        return done.addCallback(lambda done: done[1].decode(errors="replace"))
 
     def url(self, password: str = PASSWORD) -> str:
         return f"amqp://{self.user}:{password}@127.0.0.1:{self.port}/%2F"
 
-    def start(self) -> None:
+    @inlineCallbacks
+    def start(self) -> Any:
         """
         Start (again, on the same port) and wait until it takes AMQP
         connections.
         """
         logf = open(self.log, "ab")
-        self._process = subprocess.Popen([RABBIT_BIN + "/rabbitmq-server"], env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=self.directory)
+        self._process = subprocess.Popen([RABBIT_BIN + "/rabbitmq-server"], env=self.env, stdout=logf,
+                                         stderr=subprocess.STDOUT, start_new_session=True, cwd=self.directory)
         logf.close()
-        _waitFor(lambda: _listening(self.port), "rabbitmq-server", self._process, self.log)
-        self.ctl("await_startup")
+        yield _waitFor(lambda: _listening(self.port), "rabbitmq-server", self._process, self.log)
+        yield self.ctl("await_startup")
 
-    def stop(self) -> None:
+    @inlineCallbacks
+    def stop(self) -> Any:
         """
         End the node (C{rabbitmqctl stop}: its Erlang VM and all) and wait.
         """
-        if self._process is not None and self._process.poll() is None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
             try:
-                self.ctl("stop")
-            except (subprocess.SubprocessError, OSError):
+                yield self.ctl("stop")
+            except (RuntimeError, OSError):
                 pass
-            try:
-                self._process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, 9)
-                self._process.wait()
-        self._process = None
+            if not (yield _ended(process, STOP_TIMEOUT)):
+                os.killpg(process.pid, signal.SIGKILL)
+                yield _ended(process, STOP_TIMEOUT)
 
-    def queueDepth(self, queue: str) -> int:
+    def destroyNow(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            # the Erlang VM and all of its session
+            os.killpg(self._process.pid, signal.SIGKILL)
+        super().destroyNow()
+
+    @inlineCallbacks
+    def queueDepth(self, queue: str) -> Any:
         """
         How many messages C{queue} holds.
         """
-        for line in self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages").splitlines():
+        listed = yield self.ctl("list_queues", "-q", "--no-table-headers", "name", "messages")
+        for line in listed.splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0] == queue:
                 return int(parts[1])
@@ -371,23 +480,34 @@ class SharedServer:
         self._done = 0
         self._server: _Server | None = None
 
-    def get(self, test: object) -> _Server:
+    @inlineCallbacks
+    def get(self, test: object) -> Any:
         """
-        The server (started now when it is not), for C{test}.
+        The server (created and started now when it is not), for C{test}:
+        for its C{setUp} to return.
+
+        @return: a L{Deferred} of the server.
         """
         if self._server is None:
-            self._server = self._factory()
-            atexit.register(self._server.destroy)
+            server = self._factory()
+            atexit.register(server.destroyNow)
+            try:
+                yield server.create()
+            except BaseException:
+                yield server.destroy()
+                raise
+            self._server = server
         addCleanup = getattr(test, "addCleanup")
         addCleanup(self._finished)
         return self._server
 
-    def _finished(self) -> None:
+    def _finished(self) -> Deferred[None] | None:
         self._done += 1
         if self._done >= self._tests and self._server is not None:
-            self._server.destroy()
-            self._server = None
+            server, self._server = self._server, None
             self._done = 0
+            return server.destroy()
+        return None
 
     @classmethod
     def of(cls, testClass: type, factory: type[_Server]) -> SharedServer:

@@ -19,6 +19,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -30,7 +31,7 @@ from wsserver.ids import UserIdRule, anyRule, numericRule
 from wsserver.limits import Limits
 from wsserver.messages import MessageFactory
 from wsserver.metrics import Readiness, ServerCollector, makeRegistry
-from wsserver.rest import Operations, RestSite, makeRestResource
+from wsserver.rest import STOP_SECONDS, Operations, RestSite, makeRestResource
 from wsserver.routing import Router
 from wsserver.queue.memory import MemoryUndeliveredStore
 
@@ -1004,6 +1005,62 @@ class StoppingTests(SynchronousTestCase):
             answers.append((status, orjson.loads(body)))
         self.assertEqual(answers, [(503, {"status": "not ready"}), (200, {"status": "ok"})])
 
+
+    def inProgress(self) -> tuple[RestSite, Any, StringTransport, Deferred[bool]]:
+        """
+        A site, and a message on a connection to it whose auth has not
+        answered yet: a request in progress.
+        """
+        waiting = self.authenticator = _Waiting()
+        site = self.site()
+        channel = site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionError("test over")))
+        channel.dataReceived(self.post(self.message(100)))
+        [d] = waiting.pending
+        return site, channel, transport, d
+
+    def test_stopWaitsForRequests(self) -> None:
+        """
+        L{RestSite.stop} fires once the requests in progress are answered
+        (the message accepted then is routed), its timer cancelled.
+        """
+        site, channel, transport, auth = self.inProgress()
+        timers = list(self.reactor.getDelayedCalls())
+        stopped = site.stop()
+        self.assertNoResult(stopped)
+        [timer] = [c for c in self.reactor.getDelayedCalls() if c not in timers]
+        auth.callback(True)
+        self.successResultOf(stopped)
+        self.assertEqual(parseResponse(transport.value())[0], 202)
+        self.assertEqual(len(self.recipient.sent), 1)
+        self.assertTrue(timer.cancelled)
+
+    def test_stopWaitsForLostRequests(self) -> None:
+        """
+        A request whose connection is lost is no longer waited for.
+        """
+        site, channel, transport, auth = self.inProgress()
+        stopped = site.stop()
+        channel.connectionLost(Failure(ConnectionError("gone")))
+        self.successResultOf(stopped)
+
+    def test_stopTimeout(self) -> None:
+        """
+        L{RestSite.stop} waits C{STOP_SECONDS} at most for the requests in
+        progress, and says how many are left.
+        """
+        site, channel, transport, auth = self.inProgress()
+        stopped = site.stop()
+        self.reactor.advance(STOP_SECONDS - 0.1)
+        self.assertNoResult(stopped)
+        with capturedLogs() as logged:
+            self.reactor.advance(0.1)
+        self.successResultOf(stopped)
+        [event] = [e for e in logged if e.get("log_namespace") == "wsserver.rest"]
+        self.assertEqual((event["n"], event["timeout"]), (1, STOP_SECONDS))
+        self.assertEqual(formatEvent(event), "REST API: 1 requests still in progress after 5.0 s at stop")
 
 class OperationsTests(RestMixin, SynchronousTestCase):
     """

@@ -1110,12 +1110,10 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(again.texts(), ["s1", "s2", "b1", "b2", "b3", "b4"])
         self.assertEqual(self.pending(self.store, 2), 0)
 
-    def test_fetchFails(self) -> None:
+    def broken(self) -> tuple[BrokenStore, FakeConnection]:
         """
-        When the store cannot be read, the failure is logged and the read
-        tried again (1 s, then 2 s later) while newer messages wait behind
-        it; after the last attempt the waiting messages are delivered, and
-        the stored ones stay stored.
+        A router over a L{BrokenStore}, and user 1 connected (its reads
+        failed 3 times, logged, and given up).
         """
         store = BrokenStore()
         self.makeRouter(store)
@@ -1123,6 +1121,16 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.clock.advance(1.5)
         self.clock.advance(2)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+        return store, alice
+
+    def test_fetchFails(self) -> None:
+        """
+        When the store cannot be read, the failure is logged and the read
+        tried again (1 s, then 2 s later) while newer messages wait behind
+        it; after the last attempt the waiting messages are delivered, and
+        the stored ones stay stored.
+        """
+        store, alice = self.broken()
         self.send(alice, [2], "stored")
         bob = self.connect(2)
         self.send(alice, [2], "live")
@@ -1134,6 +1142,24 @@ class SlowStoreTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(self.pending(store, 2), 1)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
 
+    def test_stopCancelsRetry(self) -> None:
+        """
+        L{Router.stop} cancels the retry of a failed read that waits (no
+        delayed call is left) and ends the drain as when the reads gave
+        up: what waited behind it is delivered; a read failing after the
+        stop is not tried again.
+        """
+        store, alice = self.broken()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        bob = self.connect(2)
+        self.send(alice, [2], "live")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.router.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(bob.texts(), ["live"])
+        self.connect(3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
 
 class KeepUnsentTests(SynchronousTestCase):
     """

@@ -33,8 +33,9 @@ class AmqpTargetTests(ThroughTheServer, WaitsWhileDown, TestCase):
     shared: SharedServer
     kind = "amqp"
 
-    def setUp(self) -> None:
-        self.server: Any = self.shared.get(self)
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.server: Any = yield self.shared.get(self)
         self.queue = f"q_{self.id().rsplit('.', 1)[-1].lower()}"
         self.place = self.queue
         self._taken: dict[str, list[dict[str, Any]]] = {}
@@ -185,12 +186,12 @@ class AmqpTargetTests(ThroughTheServer, WaitsWhileDown, TestCase):
                 break
             yield deferLater(reactor, 0.05, lambda: None)
         burst(100, 100)
-        self.server.stop()
+        yield self.server.stop()
         try:
             burst(200, 100)
             yield deferLater(reactor, 1.0, lambda: None)
         finally:
-            self.server.start()
+            yield self.server.start()
         burst(300, 100)
         for _ in range(1200):
             c = yield succeeded()

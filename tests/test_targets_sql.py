@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -223,7 +223,7 @@ class WaitsWhileDown:
         """
         dataDir = self.mktemp()
         raw = serverEvents(self, self.targetWith(self.place), dataDir, retryCount=0)
-        yield maybeDeferred(self.server.stop)
+        yield self.server.stop()
         try:
             service = buildService(loopbackConfig(raw), reactor)
             service.startService()
@@ -241,7 +241,7 @@ class WaitsWhileDown:
             finally:
                 yield service.stopService()
         finally:
-            yield maybeDeferred(self.server.start)
+            yield self.server.start()
         server = yield startServer(self, raw)
         yield waitForRows(server, lambda rows: rows[0]["succeeded"] == 3, "3 deliveries after the restart")
         events = self.received(self.place)
@@ -256,8 +256,9 @@ class _SqlTargetTests(ThroughTheServer, WaitsWhileDown):
     shared: SharedServer
     kind: str
 
-    def setUp(self) -> None:
-        self.server: Any = self.shared.get(self)
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.server: Any = yield self.shared.get(self)
         self.table = f"ev_{self.id().rsplit('.', 1)[-1].lower()}"
         self.place = self.table
 
@@ -469,13 +470,13 @@ class _SqlTargetTests(ThroughTheServer, WaitsWhileDown):
         burst(0, 200)
         yield until(lambda: self.count() > 0)
         burst(200, 200)
-        self.server.stop()
+        yield self.server.stop()
         try:
             burst(400, 200)
             yield deferLater(reactor, 1.5, lambda: None)
             burst(600, 200)
         finally:
-            self.server.start()
+            yield self.server.start()
         yield until(lambda: self.count() == 800, 60)
         for _ in range(200):
             counts = yield notifier.counts()

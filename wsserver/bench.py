@@ -296,7 +296,9 @@ class Load:
         self._waiters: dict[int, Any] = {}
         self._closing = False
         self._protocol = _protocolClass()
-        self._payloadText = LOREM[: args.size] if args.size < len(LOREM) else (LOREM * (args.size // len(LOREM) + 1))[: args.size]
+        self._payloadText = (
+            LOREM[: args.size] if args.size < len(LOREM) else (LOREM * (args.size // len(LOREM) + 1))[: args.size]
+        )
         #: closed loop: messages in flight per sender index
         self.inflight: dict[int, int] = {}
         #: deliveries still missing, per (sender, seq)
@@ -631,7 +633,9 @@ def progress(done: float, total: float, results: Results, enabled: bool = True) 
         print(line, file=sys.stderr, flush=True)
 
 
-async def runLoad(reactor: Any, args: argparse.Namespace, ids: list[int], ready: Callable[[], Any] | None = None) -> Results:
+async def runLoad(
+    reactor: Any, args: argparse.Namespace, ids: list[int], ready: Callable[[], Any] | None = None
+) -> Results:
     """
     Connect this process's clients, wait for C{ready} (the start signal of a
     multi-process run), run the mode, close, and return the results.

@@ -17,8 +17,8 @@ from typing import Protocol
 
 from .configschema import listenKey
 
-__all__ = ["IListener", "IListening", "IRestListener", "endpointProblems", "fileProblem", "listenProblems", "readFile", "seedFileProblems",
-           "tlsProblems"]
+__all__ = ["IListener", "IListening", "IRestListener", "endpointProblems", "fileProblem", "listenProblems", "readFile",
+           "seedFileProblems", "tlsProblems"]
 
 
 class IListener(Protocol):
@@ -137,7 +137,8 @@ def tlsProblems(listen: str, names: tuple[str, str]) -> list[str]:
         try:
             PrivateCertificate.fromCertificateAndKeyPair(certificate, key)
         except Exception:
-            problems.append(f"{names[1]}: {json.dumps(keyPath)} is not the key of the certificate {json.dumps(certPath)}")
+            problems.append(
+                f"{names[1]}: {json.dumps(keyPath)} is not the key of the certificate {json.dumps(certPath)}")
     return problems
 
 

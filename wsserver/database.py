@@ -415,7 +415,8 @@ def _migrateFrom3(connection: sqlite3.Connection) -> None:
         "INSERT INTO undelivered (key, user, created, message)"
         " SELECT key, user, created, message FROM undelivered_v3 ORDER BY key"
     )
-    connection.execute("INSERT INTO inbox (user, seq, created, message) SELECT user, seq, created, message FROM inbox_v3")
+    connection.execute(
+        "INSERT INTO inbox (user, seq, created, message) SELECT user, seq, created, message FROM inbox_v3")
     connection.execute("INSERT INTO inbox_seq (user, seq) SELECT user, seq FROM inbox_seq_v3")
     for table in ("undelivered", "inbox", "inbox_seq"):
         connection.execute(f"DROP TABLE {table}_v3")

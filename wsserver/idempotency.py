@@ -29,7 +29,10 @@ class IIdempotency(Interface):
     """
 
     def claim(key: bytes, value: bytes, ttlSeconds: float) -> Deferred[bytes | None]:
-        "Store value under key if absent, for ttlSeconds; fire with None if this call stored it, or with the value stored earlier (within its ttl)."
+        """
+        Store value under key if absent, for ttlSeconds; fire with None if
+        this call stored it, or with the value stored earlier (within its ttl).
+        """
 
     def settle(key: bytes, value: bytes) -> Deferred[None]:
         "Replace the value of a claimed key (its expiry stays); nothing when the key is gone."

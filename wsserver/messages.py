@@ -25,7 +25,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -129,22 +129,31 @@ def parsePayload(payload: bytes | str) -> Any:
     return obj
 
 
-def _holdsHugeFloat(data: dict[str, Any] | list[Any]) -> bool:
+def _holds(data: Any, scalar: type, outside: Callable[[Any], bool]) -> bool:
     """
-    Whether decoded C{data} holds a float of magnitude 2^63 or more.
+    Whether decoded JSON C{data} holds a value of type C{scalar} (exactly:
+    a bool is no int) for which C{outside} is true; walked with a stack, so
+    any depth.
     """
     stack: list[Any] = [data]
     while stack:
         value = stack.pop()
         kind = type(value)
-        if kind is float:
-            if not -_HUGE < value < _HUGE:
+        if kind is scalar:
+            if outside(value):
                 return True
         elif kind is dict:
             stack.extend(value.values())
         elif kind is list:
             stack.extend(value)
     return False
+
+
+def _holdsHugeFloat(data: dict[str, Any] | list[Any]) -> bool:
+    """
+    Whether decoded C{data} holds a float of magnitude 2^63 or more.
+    """
+    return _holds(data, float, lambda value: not -_HUGE < value < _HUGE)
 
 
 def _parseRefused(payload: bytes | str, error: orjson.JSONDecodeError) -> Any:
@@ -184,18 +193,7 @@ def _holdsBigInt(obj: Any) -> bool:
     """
     Whether C{obj} (decoded JSON) holds an integer that orjson cannot write.
     """
-    stack = [obj]
-    while stack:
-        value = stack.pop()
-        kind = type(value)
-        if kind is int:
-            if not -(2**63) <= value < 2**64:
-                return True
-        elif kind is dict:
-            stack.extend(value.values())
-        elif kind is list:
-            stack.extend(value)
-    return False
+    return _holds(obj, int, lambda value: not -(2**63) <= value < 2**64)
 
 
 def dumpJSON(obj: Any) -> bytes:

@@ -247,9 +247,10 @@ class ServerCollector(Collector):
         deliveries = CounterMetricFamily("wsserver_event_deliveries_total",
                                          "Event deliveries that finished, by target (and its type) and result.",
                                          labels=["target", "type", "result"])
-        pending = GaugeMetricFamily("wsserver_event_pending",
-                                    "Event deliveries waiting (not tried yet, or for a retry), by target (and its type).",
-                                    labels=["target", "type"])
+        pending = GaugeMetricFamily(
+            "wsserver_event_pending",
+            "Event deliveries waiting (not tried yet, or for a retry), by target (and its type).",
+            labels=["target", "type"])
         for target in self._events:
             key, kind = target["target"], target["type"]
             deliveries.add_metric([key, kind, "succeeded"], target["succeeded"])

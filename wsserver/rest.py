@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,6 +64,9 @@ __all__ = ["Operations", "RestSite", "makeRestResource"]
 log = Logger()
 #: for the lines that a remote peer can cause (held to one a second per kind)
 peerLog = PeerLogger()
+
+#: Seconds L{RestSite.stop} waits for the requests in progress to finish.
+STOP_SECONDS = 5.0
 
 #: The longest C{Idempotency-Key}, in characters.
 MAX_IDEMPOTENCY_KEY = 200
@@ -174,6 +177,29 @@ class _BoundedRequest(server.Request):
 
     tooLarge = False
     _received = 0
+
+    #: the site while the request is answered (see L{RestSite.stop})
+    _inProgressAt: RestSite | None = None
+
+    def process(self) -> None:
+        # in progress until finished or lost: the site's stop waits for it
+        site = self._inProgressAt = self.channel.site
+        site.begun(self)
+        super().process()
+
+    def finish(self) -> None:
+        super().finish()
+        self._ended()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._ended()
+
+    def _ended(self) -> None:
+        site = self._inProgressAt
+        if site is not None:
+            self._inProgressAt = None
+            site.ended(self)
 
     def _limit(self) -> int:
         return getattr(self.channel.site, "maxBody", 0)
@@ -293,6 +319,10 @@ class RestSite(server.Site):
         self._idleTimeOut = self.timeOut
         #: seconds for a request to arrive whole (0: no limit)
         self.requestTimeout: float = 0
+        #: the requests being answered (L{stop} waits for them)
+        self._inProgress: set[server.Request] = set()
+        #: the L{stop}s waiting for them
+        self._idle: list[Deferred[None]] = []
         if limits is not None:
             self.setRequestTimeout(limits.config.requestTimeoutSeconds)
 
@@ -320,14 +350,43 @@ class RestSite(server.Site):
             applied.append("server.limits")
         return applied
 
-    def stop(self) -> Deferred[None]:
+    def begun(self, request: server.Request) -> None:
         """
-        Answer 503 from now on (the server is stopping).
+        C{request} is being answered (it has arrived whole): L{stop} waits
+        for it.
+        """
+        self._inProgress.add(request)
+
+    def ended(self, request: server.Request) -> None:
+        """
+        C{request} is answered, or its connection lost.
+        """
+        inProgress = self._inProgress
+        inProgress.discard(request)
+        if not inProgress and self._idle:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def stop(self, timeout: float = STOP_SECONDS) -> Deferred[None]:
+        """
+        Answer 503 from now on (the server is stopping), and wait for the
+        requests in progress to finish, for C{timeout} seconds at most: a
+        message accepted is routed before the router and the stores go.
+
+        @return: fires when none is in progress, or at the timeout.
         """
         self.stopping = True
-        from twisted.internet.defer import succeed
+        if not self._inProgress:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._idle.remove(d))
+        self._idle.append(d)
 
-        return succeed(None)
+        def timedOut(result: Any, timeout: float) -> None:
+            log.warn("REST API: {n} requests still in progress after {timeout} s at stop",
+                     n=len(self._inProgress), timeout=timeout)
+
+        return d.addTimeout(timeout, self.reactor, onTimeoutCancel=timedOut)
 
 
 class _Endpoint(Resource):

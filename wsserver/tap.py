@@ -81,7 +81,8 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["config", "C", None, "The JSON config file (the original wsserver's layout)."],
-        ["ws", None, None, "WebSocket listen endpoint: tcp:8085 for ws://, ssl:8443:privateKey=K:certKey=C for wss://."],
+        ["ws", None, None,
+         "WebSocket listen endpoint: tcp:8085 for ws://, ssl:8443:privateKey=K:certKey=C for wss://."],
         ["rest", None, None, "REST API listen endpoint, e.g. tcp:8092:interface=127.0.0.1."],
         ["data-dir", None, None, "Directory for the data that survives a restart."],
         ["adopt", None, None, "Internal: listening sockets handed over by the parent of server.workers."],
@@ -400,6 +401,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         # the events' bound too: senders wait while either is full
         pendingWrites=PendingBounds(pendingWrites, notifier.pending) if notifier is not None else pendingWrites,
     )
+    # stops after the WebSocket service (added later): its retry timers are
+    # cancelled once the clients are closed
+    _AtStop(router.stop).setServiceParent(top)
     if node is not None and presenceEvents is not None:
         # a dead node's users: offline once for the cluster (SPEC 7)
         nodeDied = presenceEvents.nodeDied
@@ -467,7 +471,7 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
                                          operations=operations, limits=limits, idempotency=top.idempotency,
                                          idempotencySeconds=config.restApi.idempotencySeconds,
                                          messages=messages, clock=reactor, inbox=inbox),
-                        maxBody=chat.message.maxSize, limits=limits)
+                        maxBody=chat.message.maxSize, limits=limits, reactor=reactor)
         top.rest = ListeningService("REST API", _endpoint(reactor, config.restApi.listen, adopt, "rest"), site,
                                     onStop=site.stop, key=listenKey("restApi", config.restApi.listenSource))
         top.rest.setServiceParent(top)
@@ -511,8 +515,8 @@ def _notifier(config: Config, database: Database | None, httpClient: Any, reacto
     if not config.event.enabled:
         return None
     assert database is not None
-    return EventNotifier(config.event, SqliteEventStore(database, reactor), makeSenders(config.event, httpClient, reactor),
-                         reactor)
+    return EventNotifier(config.event, SqliteEventStore(database, reactor),
+                         makeSenders(config.event, httpClient, reactor), reactor)
 
 
 def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNode | None]:

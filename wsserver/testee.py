@@ -81,7 +81,8 @@ def makeTesteeFactory(clock: IReactorTime, maxSize: int = TESTEE_MAX_SIZE) -> Ch
     """
     message = MessageConfig(maxSize=maxSize)
     router = EchoRouter(message, clock, MessageFactory(clock, ZoneInfo("UTC")))
-    return ChatServerFactory(router, ServerConfig(endpoint=TESTEE_PATH), message, buildAuthenticator(AuthConfig()), clock)
+    return ChatServerFactory(router, ServerConfig(endpoint=TESTEE_PATH), message, buildAuthenticator(AuthConfig()),
+                             clock)
 
 
 def listenTestee(reactor: IReactorTCP, port: int = 0, interface: str = "127.0.0.1") -> Deferred[IListeningPort]:

@@ -202,6 +202,14 @@ def _grantedUser(grant: Grant, queried: UserId, rule: UserIdRule) -> UserId | No
     return subject if queried in (0, subject) else None
 
 
+def _cancel(call: IDelayedCall | None) -> None:
+    """
+    Cancel C{call} unless there is none or it has run (or was cancelled).
+    """
+    if call is not None and call.active():
+        call.cancel()
+
+
 def _noWrite(data: bytes) -> None:
     pass
 
@@ -265,7 +273,8 @@ class Session:
     """
 
     __slots__ = (
-        "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity", "pingOutstanding",
+        "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity",
+        "pingOutstanding",
         "_refusal", "_refusalKind", "_since", "_auth", "_authTimer", "_expiry", "_early", "_earlyBytes", "_arriving",
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
         "_unread", "attachedAt", "_ring", "_ringBytes", "_ringLimit", "_grace", "_answered",
@@ -698,26 +707,20 @@ class Session:
         self.state = CLOSED
         self._handBack()
         self._ring = None
-        if self._grace is not None:
-            if self._grace.active():
-                self._grace.cancel()
-            self._grace = None
+        _cancel(self._grace)
+        self._grace = None
         if self._unread:
             self._unread = False
             self._hub.router.pendingWrites.forget(self._readAgain)
-        if self._authTimer is not None:
-            if self._authTimer.active():
-                self._authTimer.cancel()
-            self._authTimer = None
+        _cancel(self._authTimer)
+        self._authTimer = None
         if self._counted:
             self._counted = False
             self._hub.limits.addresses.release(self._address)
 
     def _detach(self, code: int | None) -> None:
-        if self._expiry is not None:
-            if self._expiry.active():
-                self._expiry.cancel()
-            self._expiry = None
+        _cancel(self._expiry)
+        self._expiry = None
         if self.attached:
             self.attached = False
             router = self._hub.router
@@ -734,15 +737,9 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                frame = prepared.payloadHybi
-                self._write(frame)
-                ring = self._ring
-                if ring is not None:
-                    # (the hot path: _written, inline)
-                    ring.append(prepared)
-                    self._ringBytes += len(frame)
-                    if self._ringBytes > self._ringLimit:
-                        self._trimRing()
+                self._write(prepared.payloadHybi)
+                if self._ring is not None:
+                    self._written(prepared)
             else:
                 self._hold(prepared, False)
 
@@ -754,19 +751,11 @@ class Session:
         C{maxPerUser}, already in memory; counted, a user with a long queue
         would be closed on every reconnect.
         """
-        if self.state == OPEN:
-            if self._held is None:
-                frame = prepared.payloadHybi
-                self._write(frame)
-                ring = self._ring
-                if ring is not None:
-                    # (the hot path: _written, inline)
-                    ring.append(prepared)
-                    self._ringBytes += len(frame)
-                    if self._ringBytes > self._ringLimit:
-                        self._trimRing()
-            else:
-                self._hold(prepared, True)
+        if self.state == OPEN and self._held is not None:
+            self._hold(prepared, True)
+        else:
+            # written (and kept in the ring) as any other frame
+            self.sendPrepared(prepared)
 
     def _hold(self, prepared: PreparedMessage | _Control, replay: bool) -> None:
         """

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -91,6 +91,22 @@ class CatchUp:
         self._counters = counters
         self._changed = changed
         self._replayLimit = replayLimit
+        #: the retries of failed reads waiting, with the user of each
+        self._retries: dict[IDelayedCall, User] = {}
+        self._stopped = False
+
+    def stop(self) -> None:
+        """
+        The server stops: cancel the retries of undelivered-queue reads that
+        wait (no timer outlives the server), and end those drains as when
+        their reads gave up; a read in flight that fails from now on is
+        not tried again.
+        """
+        self._stopped = True
+        retries, self._retries = self._retries, {}
+        for call, user in retries.items():
+            call.cancel()
+            self._drained(user, [])
 
     # the undelivered queue
 
@@ -106,6 +122,8 @@ class CatchUp:
         userId = user.userId
         user.startDrain()
         attempts = [0]
+        #: the retry waiting (one at a time)
+        calls: list[IDelayedCall] = []
 
         def failed(f: Failure) -> None:
             # the stored messages go first: hold the newer ones and try the
@@ -113,10 +131,16 @@ class CatchUp:
             attempts[0] += 1
             self.log.failure("could not read undelivered messages of user {uid} (attempt {n})", f,
                              uid=userId, n=attempts[0])
-            if attempts[0] < FETCH_ATTEMPTS and user.connections:
-                self._clock.callLater(attempts[0] * FETCH_RETRY_SECONDS, fetch)
+            if attempts[0] < FETCH_ATTEMPTS and user.connections and not self._stopped:
+                call = self._clock.callLater(attempts[0] * FETCH_RETRY_SECONDS, retry)
+                self._retries[call] = user
+                calls.append(call)
             else:
                 self._drained(user, [])
+
+        def retry() -> None:
+            del self._retries[calls.pop()]
+            fetch()
 
         def fetch() -> None:
             store.fetch(userId, self._clock.seconds()).addCallbacks(lambda stored: self._drained(user, stored), failed)

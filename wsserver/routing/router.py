@@ -154,6 +154,13 @@ class Router:
         self._claiming = self._acks.waiting
         self._peers.bind(self)
 
+    def stop(self) -> None:
+        """
+        The server stops (after its connections were closed): cancel the
+        timers of the catch-up (the retries of undelivered-queue reads).
+        """
+        self._catchUp.stop()
+
     def setMessageConfig(self, config: MessageConfig) -> None:
         """
         Route what comes next with the C{chat.message} settings C{config}
