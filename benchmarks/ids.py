@@ -6,9 +6,10 @@ Runs the same wsserver-bench loads -- throughput (100 clients in 50 pairs,
 recipients per message) -- side by side in one run, the cases alternating
 in each round:
 
-  - "before": numeric ids against the code of another checkout (--before,
-    by default a snapshot of git's ``main`` exported to a temporary
-    directory), the baseline;
+  - "before": numeric ids against the code of another checkout (--before),
+    or of a git revision (--rev, by default ``main``; the version before
+    string ids is the first parent of their merge) exported to a temporary
+    directory, the baseline;
   - "numeric ids": the same load against this checkout (``chat.userIds``
     "any", the default);
   - "numeric rule": this checkout with ``chat.userIds: "numeric"``;
@@ -19,7 +20,7 @@ to the baseline (numbers before and after) and to numeric ids (UUIDs), of
 the delivered messages/s and of the server's CPU per delivered message
 (steadier than the rates on a shared machine).
 
-    python benchmarks/ids.py [--duration 10] [--repeat 3] [--before DIR]
+    python benchmarks/ids.py [--duration 10] [--repeat 3] [--before DIR | --rev REV]
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ import compare  # noqa: E402
 from compare import median  # noqa: E402
 
 
-def exportMain() -> str:
+def export(rev: str) -> str:
     """
-    A snapshot of git's C{main} in a temporary directory (removed at exit).
+    A snapshot of the git revision C{rev} in a temporary directory (removed
+    at exit).
     """
-    where = tempfile.mkdtemp(prefix="wsserver-main-")
-    archive = subprocess.run(["git", "-C", ROOT, "archive", "main"], capture_output=True, check=True)
+    where = tempfile.mkdtemp(prefix="wsserver-before-")
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", where], input=archive.stdout, check=True)
     return where
 
@@ -90,12 +92,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", default="10", help="seconds per load")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--before", help="the checkout to compare with (default: git's main, exported)")
+    parser.add_argument("--before", help="the checkout to compare with (default: --rev, exported)")
+    parser.add_argument("--rev", default="main", help="the git revision to compare with (default: main)")
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--bench-core", default="1")
     parser.add_argument("--json", help="write every figure to this file")
     args = parser.parse_args()
-    before = args.before or exportMain()
+    before = args.before or export(args.rev)
     d = args.duration
     loads = {"throughput": ["throughput", "--clients", "100", "--duration", d],
              "fanout": ["fanout", "--recipients", "100", "--duration", d]}

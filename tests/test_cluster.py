@@ -591,3 +591,96 @@ class StringIdClusterTests(ClusterCase):
                                  [7, "a:seq", "alice@example.com", "offline-1"])
 
         self.assertTrue((yield _until(listed)))
+
+
+class RedisOutageTests(ClusterCase):
+    """
+    Live messages between two nodes while their Redis freezes (SIGSTOP,
+    longer than the command timeout) or is killed and restarted: every one
+    arrives once, in order (issue 15 item 6).  The command timeout is
+    1 s here (10 s by default), the heartbeat 0.2 s, and no node dies
+    meanwhile (30 s).
+    """
+
+    def raw(self, **extra):
+        cluster = {"heartbeatSeconds": 0.2, "nodeTimeoutSeconds": 30, "commandTimeoutSeconds": 1.0,
+                   **extra.pop("cluster", {})}
+        return super().raw(cluster=cluster, **extra)
+
+    @inlineCallbacks
+    def received(self, client, last):
+        """
+        The texts that C{client} gets up to C{last}: a second copy of
+        anything before it arrives before it (one sender, in order).
+        """
+        texts = []
+        while not texts or texts[-1] != last:
+            texts.append((yield client.messages.get())["text"])
+        return texts
+
+    @inlineCallbacks
+    def test_frozenExactlyOnce(self):
+        """
+        Messages sent before, during and after a freeze of Redis longer
+        than the command timeout: the batches that timed out are sent
+        again once Redis answers, and the node that got them drops a
+        second copy.
+        """
+        a = yield startServer(self, self.raw())
+        b = yield startServer(self, self.raw())
+        alice = yield self.open(a, 1)
+        bob = yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        for i in range(100):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        self.redis.freeze()
+        for i in range(100, 200):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        node = a.service.cluster
+        self.assertTrue((yield _until(lambda: node.outboxSize() > 0)))  # timed out
+        for i in range(200, 300):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        self.redis.thaw()
+        alice.send({"type": "text", "text": "end", "recipients": [2]})
+        texts = yield self.received(bob, "end")
+        self.assertEqual(texts, [str(i) for i in range(300)] + ["end"])
+        self.assertEqual(node.outboxSize(), 0)
+
+    @inlineCallbacks
+    def test_killedNothingLost(self):
+        """
+        Redis killed (its data gone) and started again: the messages for
+        a user online on the other node wait and arrive once, in order;
+        those for an offline user are queued on Redis once it is back and
+        delivered when the user connects.
+        """
+        # a killed Redis refuses at once: no need of a short timeout (the
+        # bulk work of a loaded machine would time out)
+        queue = {"chat": {"enableUndeliveredQueue": True, "undelivered": {"storage": "redis"}},
+                 "cluster": {"commandTimeoutSeconds": 10}}
+        a = yield startServer(self, self.raw(**queue))
+        b = yield startServer(self, self.raw(**queue))
+        alice = yield self.open(a, 1)
+        bob = yield self.open(b, 2)
+        self.assertTrue((yield _until(self.seen(a, 2))))
+        for i in range(50):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+        yield self.redis.kill()
+        for i in range(50, 100):
+            alice.send({"type": "text", "text": str(i), "recipients": [2]})
+            alice.send({"type": "text", "text": f"q{i}", "recipients": [9]})
+        self.assertTrue((yield _until(lambda: a.service.cluster.outboxSize() > 0)))
+        yield self.redis.start()
+        alice.send({"type": "text", "text": "end", "recipients": [2]})
+        texts = yield self.received(bob, "end")
+        self.assertEqual(texts, [str(i) for i in range(100)] + ["end"])
+
+        async def queued():
+            return int(await self.redis.command("LLEN", "wsserver:queue:9")) == 50
+
+        self.assertTrue((yield _until(queued, 10)))
+        late = yield self.open(b, 9)
+        texts = []
+        for _ in range(50):
+            texts.append((yield late.messages.get())["text"])
+        self.assertEqual(texts, [f"q{i}" for i in range(50, 100)])

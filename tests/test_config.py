@@ -291,6 +291,21 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             ['chat.undelivered.storage: with cluster.redis the queue is shared by the nodes: use "redis"'],
         )
 
+    def test_clusterCommandTimeout(self) -> None:
+        """
+        C{cluster.commandTimeoutSeconds} is read (10 by default); below 0.1
+        or not a number, it is refused with the key's name.
+        """
+        raw = json.loads(SPEC_EXAMPLE)
+        raw["cluster"]["redis"] = "redis://127.0.0.1:6379/0"
+        self.assertEqual(parseConfig(raw, checkEndpoints=False).cluster.commandTimeoutSeconds, 10)
+        raw["cluster"]["commandTimeoutSeconds"] = 0.5
+        self.assertEqual(parseConfig(raw, checkEndpoints=False).cluster.commandTimeoutSeconds, 0.5)
+        raw["cluster"]["commandTimeoutSeconds"] = 0
+        self.assertEqual(self.problemsOf(raw), ["cluster.commandTimeoutSeconds: 0 must be at least 0.1"])
+        raw["cluster"]["commandTimeoutSeconds"] = "5"
+        self.assertEqual(self.problemsOf(raw), ['cluster.commandTimeoutSeconds: must be a number, not string "5"'])
+
     def test_crossChecks(self) -> None:
         """
         L{_crossChecks} refuses the features this version lacks, events
@@ -1316,6 +1331,21 @@ class LimitsConfigTests(SynchronousTestCase):
             "server.limits.requestTimeoutSeconds: -1 must be at least 0",
         ])
         self.assertEqual(e.warnings, ["server.limits.maxRecipient: unknown key, ignored"])
+
+    def test_closeGraceSeconds(self) -> None:
+        """
+        C{closeGraceSeconds}: 10 by default, any number of seconds from 0;
+        a negative number or a string is an error naming the key.
+        """
+        self.assertEqual(parseConfig({}).server.limits.closeGraceSeconds, 10)
+        limits = parseConfig({"server": {"limits": {"closeGraceSeconds": 2.5}}}).server.limits
+        self.assertEqual(limits.closeGraceSeconds, 2.5)
+        off = parseConfig({"server": {"limits": {"closeGraceSeconds": 0}}}).server.limits
+        self.assertEqual(off.closeGraceSeconds, 0)
+        for value, problem in [(-1, "-1 must be at least 0"), ("10", 'must be a number, not string "10"')]:
+            with self.assertRaises(ConfigError) as caught:
+                parseConfig({"server": {"limits": {"closeGraceSeconds": value}}})
+            self.assertEqual(caught.exception.problems, [f"server.limits.closeGraceSeconds: {problem}"])
 
     def test_burstWithRate(self) -> None:
         """

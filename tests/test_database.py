@@ -1045,6 +1045,57 @@ class OpenDatabaseTests(DatabaseMixin, TestCase):
         await self.failUnlessFailure(SqliteEventStore(db).counts(), StorageError)
         self.assertIsNone(await db.close())
 
+    @asyncTest
+    async def test_closeWaitsForWritesOfReads(self) -> None:
+        """
+        What a query in flight when L{Database.close} is called makes its
+        caller write (the undelivered queue read for a user who left
+        meanwhile, kept again; a delivered batch, acked) is written: the
+        close waits for it, and for a group commit it starts, then closes.
+        The order of a server's stop, reproduced: the read is asked for,
+        the close starts, the read answers.
+        """
+        db = self.openDatabase()
+        store = SqliteUndeliveredStore(db, 100, 10)
+        await store.put(1, b"first", 0)
+        written: list[Any] = []
+
+        def keepAgain(stored: list[tuple[int, bytes]]) -> Deferred[None]:
+            # a write asked for by a read's result, after close() started
+            kept = store.put(2, b"again", 0)
+            kept.addBoth(written.append)
+            return store.ack(1, [key for key, _ in stored])
+
+        fetched = store.fetch(1, 0).addCallback(keepAgain)
+        closed = db.close()
+        self.assertFalse(closed.called)
+        await fetched
+        await closed
+        self.assertEqual(written, [None])
+        db = openDatabase(self.databasePath())
+        self.addCleanup(db.close)
+        again = SqliteUndeliveredStore(db, 100, 10)
+        self.assertEqual(await again.pending(1), 0)
+        self.assertEqual([payload for _, payload in await again.fetch(2, 0)], [b"again"])
+
+    @asyncTest
+    async def test_closeWithCommitWaiter(self) -> None:
+        """
+        A C{committed} waiter of a group commit whose write is in flight
+        when the database closes fires (it is not failed by a transaction
+        asked for after the close); once closed, C{committed} with nothing
+        pending answers at once.
+        """
+        db = self.openDatabase()
+        store = SqliteUndeliveredStore(db, 100, 10)
+        put = store.put(1, b"m", 0)
+        closed = db.close()
+        waiter = store._writer.committed()
+        await put
+        await waiter
+        await closed
+        self.assertIsNone(await store._writer.committed())
+
     def test_directoryUnderFile(self) -> None:
         """
         A data directory that cannot be created (a file is in the way) gives

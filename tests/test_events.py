@@ -18,6 +18,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
 from wsserver.config import parseConfig
+from wsserver.database import StorageError
 from wsserver.events.store import IEventStore, MemoryEventStore
 from wsserver.httpbody import MAX_ANSWER_BYTES
 from wsserver.events import DeliveryRefused
@@ -62,6 +63,48 @@ class FakeSender:
     def close(self) -> Deferred[None]:
         self.closed = True
         return succeed(None)
+
+
+class ClosingStore(MemoryEventStore):
+    """
+    A memory store that acts as the database under it: once C{closed}, a
+    call is recorded in C{late} and fails, as L{wsserver.database.Database}
+    fails after its close.  With C{holdReads}, each C{due} read waits in
+    C{reads} for the test to answer it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+        self.holdReads = False
+        self.reads: list[tuple[Deferred[Any], Any]] = []
+        self.late: list[str] = []
+        for name in ("add", "nextDue", "update", "succeeded", "failed", "counts"):
+            setattr(self, name, self._guarded(name, getattr(self, name)))
+
+    def _guarded(self, name: str, call: Any) -> Any:
+        def guarded(*args: Any) -> Any:
+            if self.closed:
+                self.late.append(name)
+                return fail(StorageError("wsserver database test.sqlite3 is closed"))
+            return call(*args)
+        return guarded
+
+    def due(self, now: float, limit: int, skip: frozenset[int]) -> Deferred[Any]:
+        if self.closed:
+            self.late.append("due")
+            return fail(StorageError("wsserver database test.sqlite3 is closed"))
+        answer = super().due(now, limit, skip)
+        if not self.holdReads:
+            return answer
+        held: Deferred[Any] = Deferred()
+        self.reads.append((held, answer))
+        return held
+
+    def answerReads(self) -> None:
+        reads, self.reads = self.reads, []
+        for held, answer in reads:
+            answer.chainDeferred(held)
 
 
 class NotifierTests(SynchronousTestCase):
@@ -234,6 +277,50 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(10)])
         self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 10)
 
+    def test_groupsOfBatchSize(self) -> None:
+        """
+        A sender with a C{batchSize} is handed the deliveries of a turn in
+        groups of at most that many; C{maxParallelWorkers} bounds the groups
+        in flight, not the deliveries.
+        """
+        sender = FakeSender("wait")
+        sender.batchSize = 4  # type: ignore[attr-defined]
+        notifier = self.make({"targets[0]": sender}, maxParallelWorkers=2)
+        for i in range(20):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual(len(sender.waiting), 8)
+        for d in sender.waiting[:3]:
+            d.callback(None)
+        # the first group is not finished: no new one
+        self.assertEqual(len(sender.waiting), 8)
+        sender.waiting[3].callback(None)
+        self.assertEqual(len(sender.waiting), 12)
+        while any(not d.called for d in sender.waiting):
+            [d for d in sender.waiting if not d.called][0].callback(None)
+        self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(20)])
+        self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 20)
+
+    def test_maxPending(self) -> None:
+        """
+        Over C{maxPending} deliveries stored and not settled, the bound is
+        full (the senders of messages stop being read); it is relieved once
+        the target caught up below half of it.
+        """
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, maxPending=4, maxParallelWorkers=10)
+        resumed: list[bool] = []
+        for i in range(5):
+            notifier.notify(*message(text=str(i)))
+        self.assertTrue(notifier.pending.full)
+        notifier.pending.whenRelieved(lambda: resumed.append(True))
+        self.clock.advance(0)
+        for d in sender.waiting[:2]:
+            d.callback(None)
+        self.assertEqual((notifier.pending.full, resumed), (True, []))
+        sender.waiting[2].callback(None)
+        self.assertEqual((notifier.pending.full, resumed), (False, [True]))
+
     def test_restartResends(self) -> None:
         """
         What a stopped notifier had not delivered is sent by the next one
@@ -300,6 +387,64 @@ class NotifierTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual(self.successResultOf(store.counts())["targets[0]"],
                          {"succeeded": 0, "pending": 1, "retrying": 0, "failed": 0})
+
+    def test_stopWaitsForDueRead(self) -> None:
+        """
+        A read of due deliveries in flight when the stop starts (a message
+        just stored, at the last disconnections) holds the stop until it
+        answers; what it answers is not started, stays pending for the next
+        start, and nothing touches the store once the stop has fired (the
+        server closes the database then).  The order of a server's stop,
+        reproduced step by step.
+        """
+        store = ClosingStore()
+        # a previous run left "last" pending (its target never answered):
+        # the next start reads it back from the store
+        previous = self.make({"targets[0]": FakeSender("wait")}, store=store)
+        previous.notify(*message(text="last"))
+        self.clock.advance(0)
+        stoppedBefore = previous.stopService()
+        self.clock.advance(10)
+        self.successResultOf(stoppedBefore)
+        store.holdReads = True
+        sender = FakeSender("ok")
+        notifier = self.make({"targets[0]": sender}, store=store)
+        self.clock.advance(0)
+        self.assertEqual(len(store.reads), 1)
+        stopped = notifier.stopService()
+        self.assertNoResult(stopped)
+        store.answerReads()
+        self.successResultOf(stopped)
+        store.closed = True
+        self.clock.advance(10)
+        self.assertEqual(sender.sent, [])
+        self.assertEqual(store.late, [])
+        store.closed = store.holdReads = False
+        again = FakeSender("ok")
+        self.make({"targets[0]": again}, store=store)
+        self.assertEqual([json.loads(p)["text"] for p in again.sent], ["last"])
+
+    def test_noBookkeepingAfterStop(self) -> None:
+        """
+        A delivery that the target accepts after the stop's grace period
+        (the stop has fired: the database is closed) is not written: it
+        stays pending, sent again at the next start, rather than failing
+        with "database is closed".
+        """
+        store = ClosingStore()
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, store=store)
+        notifier.notify(*message(text="slow"))
+        self.clock.advance(0)
+        self.assertEqual(len(sender.waiting), 1)
+        stopped = notifier.stopService()
+        self.clock.advance(3)
+        self.successResultOf(stopped)
+        store.closed = True
+        sender.waiting[0].callback(None)
+        self.assertEqual(store.late, [])
+        store.closed = False
+        self.assertEqual(self.successResultOf(store.counts())["targets[0]"]["pending"], 1)
 
     def test_targetKeys(self) -> None:
         """

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import socket
+import sys
 import textwrap
 from collections import deque
 from typing import Any
@@ -21,13 +23,14 @@ from autobahn.twisted.websocket import (
 )
 from autobahn.websocket import protocol as autobahnProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web import http, server
 from twisted.web.resource import Resource
 from txaio.testutil import replace_loop
@@ -36,8 +39,10 @@ from wsserver._internals import (
     HANDSHAKE_LEFTOVERS,
     AutobahnServerProtocol,
     HTTPChannelHooks,
+    kernelUnacked,
     requestLine,
     stopReading,
+    unackedBytes,
 )
 
 from .test_protocol import _TCPLikeTransport
@@ -232,15 +237,24 @@ class AutobahnTests(SynchronousTestCase):
 
     def test_handshakeLeftovers(self) -> None:
         """
-        5: once open, the attributes shed exist and the send queue is an
-        empty deque; shed, messages still flow both ways.
+        5: once open, the attributes shed exist on the instance and the
+        send queue is an empty deque; shed, they read as None from the
+        class, the instance's dict is half the size it was, and messages
+        still flow both ways.
         """
         server, client, pump = self.connect()
         for name in HANDSHAKE_LEFTOVERS:
-            self.assertTrue(hasattr(server, name), name)
+            self.assertIn(name, vars(server))
         self.assertIsInstance(server.send_queue, deque)
         self.assertEqual(len(server.send_queue), 0)
+        before = sys.getsizeof(vars(server))
+        count = len(vars(server))
         server.shedHandshake()
+        for name in HANDSHAKE_LEFTOVERS:
+            self.assertNotIn(name, vars(server))
+            self.assertIsNone(getattr(server, name), name)
+        self.assertEqual(len(vars(server)), count - len(HANDSHAKE_LEFTOVERS))
+        self.assertLessEqual(sys.getsizeof(vars(server)), before // 2)
         received = []
         client.onMessage = lambda payload, isBinary: received.append(payload)
         server.sendMessage(b"out")
@@ -434,6 +448,148 @@ class WatchFramesTests(AutobahnTests):
 
         self.assertIn("self.onMessageFrameBegin(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameBegin))
         self.assertIn("self.onMessageFrameData(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameData))
+
+
+class _HalfClosing(iosim.FakeTransport):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.halfClosed = False
+        self.aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.halfClosed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+class LingerTests(AutobahnTests):
+    """
+    Use 14: C{closeHandshakeTimeout} per protocol, and C{_closeConnection},
+    where Autobahn's server aborts once the close handshake is done.
+    """
+
+    def connectHalfClosing(self) -> tuple[_Recorder, _Client, iosim.IOPump, _HalfClosing]:
+        server = self.factory.buildProtocol(None)
+        clientFactory = WebSocketClientFactory("ws://127.0.0.1:8085/chat")
+        clientFactory.protocol = _Client
+        client = clientFactory.buildProtocol(None)
+        transport = _HalfClosing(server, isServer=True)
+        pump = iosim.connect(server, transport, client, iosim.FakeTransport(client, isServer=False))
+        pump.flush()
+        return server, client, pump, transport
+
+    def test_abortWhenAnswered(self) -> None:
+        """
+        Without it, Autobahn's server aborts the connection (a reset) once
+        the client answered its close frame, and times the answer.
+        """
+        server, client, pump, transport = self.connectHalfClosing()
+        server.sendClose(4011, "Slow consumer")
+        self.assertIsNotNone(server.closeHandshakeTimeoutCall)
+        pump.flush()
+        self.assertEqual((transport.aborted, transport.halfClosed), (True, False))
+
+    def test_halfCloseWhenAnswered(self) -> None:
+        """
+        With it, no timer of Autobahn's waits for the answer, and the
+        answer is followed by a half-close, not an abort.
+        """
+        server, client, pump, transport = self.connectHalfClosing()
+        server.lingerOnClose()
+        server.sendClose(4011, "Slow consumer")
+        self.assertIsNone(server.closeHandshakeTimeoutCall)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        pump.flush()
+        self.assertEqual((transport.aborted, transport.halfClosed), (False, True))
+        self.assertEqual(client.closedWith, None)
+        self.assertEqual(server.state, WebSocketProtocol.STATE_CLOSED)
+
+    def test_abortUnanswered(self) -> None:
+        """
+        With it, a drop that is not the end of a clean close handshake (a
+        protocol error, the caller's abort) still aborts.
+        """
+        server, client, pump, transport = self.connectHalfClosing()
+        server.lingerOnClose()
+        server.sendClose(4011, "Slow consumer")
+        server.dropConnection(abort=True)
+        self.assertEqual((transport.aborted, transport.halfClosed), (True, False))
+
+
+class UnackedTests(SynchronousTestCase):
+    """
+    Use 15: Twisted's write buffer of a TCP transport, and C{SIOCOUTQ}.
+    """
+
+    def test_writeBuffer(self) -> None:
+        """
+        A C{FileDescriptor}'s unwritten bytes are C{dataBuffer} from
+        C{offset}, and C{_tempDataLen} of what waits to be joined to it;
+        C{write} keeps them there until the reactor writes.
+        """
+        fd = FileDescriptor(reactor=Clock())
+        fd.startWriting = lambda: None  # type: ignore[method-assign]
+        fd.connected = True
+        self.assertEqual((fd.dataBuffer, fd.offset, fd._tempDataLen), (b"", 0, 0))
+        fd.write(b"x" * 100)
+        fd.write(b"y" * 20)
+        self.assertEqual(unackedBytes(fd), 120)
+        fd.dataBuffer, fd.offset = b"z" * 50, 10
+        self.assertEqual(unackedBytes(fd), 40 + 120)
+
+    def test_wrapper(self) -> None:
+        """
+        A wrapper (TLS) is looked through to its C{transport}; a transport
+        that is not TCP has nothing unacknowledged.
+        """
+        fd = FileDescriptor(reactor=Clock())
+        fd.startWriting = lambda: None  # type: ignore[method-assign]
+        fd.connected = True
+        fd.write(b"x" * 30)
+
+        class Wrapper:
+            transport = fd
+
+        self.assertEqual(unackedBytes(Wrapper()), 30)
+        self.assertEqual(unackedBytes(StringTransport()), 0)
+
+    def test_kernel(self) -> None:
+        """
+        C{SIOCOUTQ} counts what a TCP socket's peer has not acknowledged:
+        nothing once the peer's buffer took it, the rest when the peer does
+        not read.
+        """
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("SIOCOUTQ is Linux's")
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listening.getsockname())
+        server, _ = listening.accept()
+        self.addCleanup(server.close)
+        self.assertEqual(kernelUnacked(server), 0)
+        server.setblocking(False)
+        sent = 0
+        try:
+            while True:
+                sent += server.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        unacked = kernelUnacked(server)
+        self.assertGreater(unacked, 0)
+        self.assertLess(unacked, sent)
+        received = 0
+        client.settimeout(5)
+        while received < sent:
+            received += len(client.recv(1 << 20))
+        self.assertEqual(kernelUnacked(server), 0)
+        self.assertEqual(kernelUnacked(object()), 0)
 
 
 class TwistedLoggerTests(SynchronousTestCase):

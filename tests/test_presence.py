@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from wsserver.cluster.node import PRESENCE, ClusterNode, formatBatch, nodeChannel, parseBatch
+from wsserver.cluster.node import PRESENCE, ClusterNode, formatBatch, nodeChannel, parseBatch, parseHeader
 from wsserver.cluster.presence import Presence, Seat, formatSeat, parseSeats
 from wsserver.routing.interfaces import IInbound, IPeers, NoPeers
 from wsserver.redis.address import RedisAddress
@@ -286,10 +286,10 @@ class Inbound:
         return self.local
 
 
-class NodeTests(SynchronousTestCase):
+class NodeCase(SynchronousTestCase):
     """
-    L{ClusterNode}'s rules, with its Redis connections replaced by
-    L{FakeLink}s and time by a L{Clock}.
+    A L{ClusterNode} whose Redis connections are L{FakeLink}s and whose
+    time is a L{Clock}.
     """
 
     def setUp(self) -> None:
@@ -309,6 +309,23 @@ class NodeTests(SynchronousTestCase):
         A presence message arrives.
         """
         self.node._received(PRESENCE, data)
+
+    def answerPing(self, answer: Any = b"PONG") -> None:
+        """
+        Redis answers (or, with a failure, does not) the last C{PING}.
+        """
+        (d,) = [d for args, d in self.link.commands if args == (b"PING",) and not d.called][-1:]
+        if isinstance(answer, Exception):
+            d.errback(answer)
+        else:
+            d.callback(answer)
+
+
+class NodeTests(NodeCase):
+    """
+    L{ClusterNode}'s rules, with its Redis connections replaced by
+    L{FakeLink}s and time by a L{Clock}.
+    """
 
     def test_interfaces(self) -> None:
         """
@@ -333,7 +350,7 @@ class NodeTests(SynchronousTestCase):
         joined = self.node.whenJoined()
         self.node._subscribed()
         (hello, d), = self.link.published(PRESENCE)[:1]
-        self.assertEqual(hello, b"hello me")
+        self.assertEqual(hello, b"hello me seq")
         d.callback(3)  # this node and two others listen
         self.assertNoResult(joined)
         self.say(b"beat x 5:1:1:100")
@@ -402,7 +419,7 @@ class NodeTests(SynchronousTestCase):
         self.node.connected(4, stats, 2)
         self.node.disconnected(4, stats, 0)
         published = [data for data, _ in self.link.published(PRESENCE)]
-        self.assertEqual(published, [b"hello me", b"beat me 4:1:3:1234", b"conn me 4 2 3 1234",
+        self.assertEqual(published, [b"hello me seq", b"beat me 4:1:3:1234", b"conn me 4 2 3 1234",
                                      b"conn me 4 0 3 1234"])
 
     def test_batchPerNodePerTurn(self) -> None:
@@ -455,8 +472,11 @@ class NodeTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.link.published(nodeChannel("x"))), 1)
         self.clock.advance(1)
+        self.answerPing()
+        self.assertEqual(len(self.link.published(nodeChannel("x"))), 1)  # x not heard yet
         self.say(b"beat x 1:1:1:1")
         self.clock.advance(1)
+        self.answerPing()
         sent = self.link.published(nodeChannel("x"))[1:]
         self.assertEqual([parseBatch(body) for body, _ in sent], [[([1], b"m1")], [([1], b"m2")]])
         self.assertEqual(self.node.outboxSize(), 0)
@@ -516,3 +536,209 @@ class NodeTests(SynchronousTestCase):
         self.clock.advance(30)
         self.assertEqual(self.inbound.undelivered, [([1], b"m1")])
         self.assertEqual(self.node.outboxSize(), 0)
+
+
+class SequenceTests(NodeCase):
+    """
+    Batches numbered per sending node (issue 15): a batch sent again after
+    a timeout keeps its number and the receiving node drops a second copy;
+    nothing waits for a node that can hear it once Redis answers again; a
+    node of the previous version gets and sends batches without numbers.
+    """
+
+    def sequenced(self, node: bytes = b"x", users: bytes = b"1:1:1:1") -> None:
+        """
+        C{node} joined, reading sequenced batches, with C{users}.
+        """
+        self.say(b"hello %s seq" % node)
+        self.say(b"beat %s %s" % (node, users))
+
+    def sentTo(self, node: str = "x") -> list[tuple[tuple[str, bytes, int, int] | None, list[Any]]]:
+        return [(parseHeader(body), parseBatch(body, (parseHeader(body) or (0, 0, 0, 0))[3]))
+                for body, _ in self.link.published(nodeChannel(node))]
+
+    def test_helloAnsweredWithNumbering(self) -> None:
+        """
+        A hello that says C{seq} is answered, on that node's channel, by a
+        batch without messages numbered 0: this node numbers its batches
+        too (a beat cannot say it to the previous version).
+        """
+        self.say(b"hello x seq")
+        self.assertEqual(self.sentTo("x"), [(("me", self.node.epoch, 0, len(self.link.published(
+            nodeChannel("x"))[0][0])), [])])
+
+    def test_previousVersion(self) -> None:
+        """
+        A node whose hello does not say C{seq} (the previous version) gets
+        batches without a header, and gets no numbering batch; its batches
+        (without one) are delivered.
+        """
+        self.say(b"hello x")
+        self.say(b"beat x 1:1:1:1")
+        self.node.forward([1], b"m1")
+        self.clock.advance(0)
+        (body, _), = self.link.published(nodeChannel("x"))
+        self.assertEqual(body, formatBatch([([1], b"m1")]))
+        self.node._received(nodeChannel("me"), formatBatch([([5], b"old")]))
+        self.node._received(nodeChannel("me"), formatBatch([([5], b"old")]))
+        self.assertEqual(self.inbound.forwarded, [([5], b"old"), ([5], b"old")])
+
+    def test_numbered(self) -> None:
+        """
+        The batches for a node that reads numbers carry this node's id, its
+        epoch and a number that grows with each batch.
+        """
+        self.sequenced()
+        for text in (b"m1", b"m2"):
+            self.node.forward([1], text)
+            self.clock.advance(0)
+        self.assertEqual([(h[2] if h else None, e) for h, e in self.sentTo()[1:]],
+                         [(1, [([1], b"m1")]), (2, [([1], b"m2")])])
+        self.assertEqual(self.sentTo()[1][0][:2], ("me", self.node.epoch))
+
+    def test_secondCopyDropped(self) -> None:
+        """
+        A batch whose number is not above the highest delivered from its
+        sender's epoch is dropped (counted, not logged); a new epoch (the
+        sender restarted) starts again.
+        """
+        def batch(epoch: bytes, seq: int, text: bytes) -> bytes:
+            return b"#x %s %d\n" % (epoch, seq) + formatBatch([([1], text)])
+
+        for data in (batch(b"e1", 1, b"a"), batch(b"e1", 2, b"b"), batch(b"e1", 1, b"a"),
+                     batch(b"e1", 2, b"b"), batch(b"e1", 4, b"d"), batch(b"e1", 3, b"c"),
+                     batch(b"e2", 1, b"new"), batch(b"e1", 0, b"zero")):
+            self.node._received(nodeChannel("me"), data)
+        self.assertEqual([p for _, p in self.inbound.forwarded], [b"a", b"b", b"d", b"new", b"zero"])
+        self.assertEqual((self.node.duplicates, self.node.malformed), (3, 0))
+
+    def test_malformedHeader(self) -> None:
+        """
+        A header that is not one is a malformed batch: counted, nothing
+        delivered.
+        """
+        for data in (b"#x e1\n", b"#x e1 z\n", b"#x e1 -1\n", b"#x e1 1", b"#x e1 1 2\n"):
+            self.node._received(nodeChannel("me"), data + formatBatch([([1], b"a")]))
+        self.assertEqual((self.node.malformed, self.inbound.forwarded), (5, []))
+        self.assertRaises(ValueError, parseHeader, b"#x e1 -1\n")
+        self.assertIsNone(parseHeader(formatBatch([([1], b"a")])))
+
+    def test_frozenRetriedWithItsNumber(self) -> None:
+        """
+        A batch whose C{PUBLISH} timed out (Redis froze: it may have
+        published it) waits; once Redis answers a C{PING}, it goes out
+        again with the same number, without waiting to hear that node
+        (this node's subscription outlived the freeze: so did that
+        node's); the batches behind it follow in order.
+        """
+        from twisted.internet.defer import TimeoutError
+
+        self.node._subscribed()
+        self.clock.advance(5)
+        self.sequenced()
+        self.node.forward([1], b"m1")
+        self.clock.advance(0)
+        (_, d), = self.link.published(nodeChannel("x"))[1:]
+        d.errback(TimeoutError("no answer"))
+        self.node.forward([1], b"m2")
+        self.clock.advance(0)
+        self.assertEqual((len(self.sentTo()), self.node.outboxSize()), (2, 2))
+        self.clock.advance(1)
+        self.answerPing(TimeoutError("still frozen"))
+        self.assertEqual(len(self.sentTo()), 2)  # nothing more into a frozen Redis
+        self.clock.advance(1)
+        self.answerPing()
+        self.assertEqual([(h[2], e) for h, e in self.sentTo()[1:]],
+                         [(1, [([1], b"m1")]), (1, [([1], b"m1")]), (2, [([1], b"m2")])])
+        self.assertEqual(self.node.outboxSize(), 0)
+
+    def test_reachedNobodyRenumbered(self) -> None:
+        """
+        A batch that reached no subscriber (that node subscribes again
+        after a Redis restart) is sent again with a new number, and so is
+        every batch behind it: a batch published meanwhile may have
+        reached that node, and none may fall below its number.
+        """
+        self.sequenced()
+        self.node.forward([1], b"m1")
+        self.clock.advance(0)
+        self.node.forward([1], b"m2")
+        self.clock.advance(0)
+        self.clock.advance(1)
+        self.node._subscribed()  # Redis restarted
+        self.link.published(nodeChannel("x"))[1][1].callback(0)
+        self.link.published(nodeChannel("x"))[2][1].callback(1)  # x subscribed meanwhile
+        self.node.forward([1], b"m3")
+        self.clock.advance(0)
+        self.clock.advance(1)
+        self.say(b"beat x 1:1:1:1")
+        self.clock.advance(1)
+        self.answerPing()
+        self.assertEqual([(h[2], e[0][1]) for h, e in self.sentTo()[1:]],
+                         [(1, b"m1"), (2, b"m2"), (4, b"m1"), (5, b"m3")])
+
+    def test_exactlyOnceBetweenTwoNodes(self) -> None:
+        """
+        Between two nodes, every copy that Redis published of a batch sent
+        again after a timeout is delivered once, in order.
+        """
+        from twisted.internet.defer import TimeoutError
+
+        other = ClusterNode(FakeLinks(), self.clock, heartbeatSeconds=10, nodeTimeoutSeconds=30,
+                            nodeId="x", joinTimeout=2.0)
+        inbound = Inbound()
+        other.bind(inbound)
+        self.node._subscribed()
+        self.clock.advance(5)
+        self.sequenced()
+        for i in range(3):
+            self.node.forward([1], b"m%d" % i)
+            self.clock.advance(0)
+        sent = self.link.published(nodeChannel("x"))[1:]
+        sent[0][1].callback(1)
+        for _, d in sent[1:]:
+            d.errback(TimeoutError("no answer"))  # both reached Redis
+        self.node.forward([1], b"m3")
+        self.clock.advance(1)
+        self.answerPing()
+        for body, _ in self.link.published(nodeChannel("x")):
+            other._received(nodeChannel("x"), body)
+        self.assertEqual([p for _, p in inbound.forwarded], [b"m0", b"m1", b"m2", b"m3"])
+        self.assertEqual(other.duplicates, 2)
+
+    def test_outboxBackPressure(self) -> None:
+        """
+        With C{maxOutbox} messages waiting, the senders are paused once;
+        they resume once half of them went out.
+        """
+        node = ClusterNode(self.links, self.clock, heartbeatSeconds=10, nodeTimeoutSeconds=30,
+                           nodeId="me2", joinTimeout=2.0, maxOutbox=4)
+        node.bind(self.inbound)
+        node.startService()
+        self.addCleanup(node.stopService)
+        calls: list[str] = []
+        node.onPressure(lambda: calls.append("pause"), lambda: calls.append("resume"))
+        node._received(PRESENCE, b"beat x 1:1:1:1")
+        self.link.connected = False
+        for i in range(6):
+            node.forward([1], b"m%d" % i)
+            self.clock.advance(0)
+        self.assertEqual((calls, node.outboxSize(), node.paused), (["pause"], 6, True))
+        self.link.connected = True
+        self.clock.advance(0.5)
+        node._received(PRESENCE, b"beat x 1:1:1:1")
+        self.clock.advance(1)
+        self.answerPing()
+        self.assertEqual((calls, node.outboxSize(), node.paused), (["pause", "resume"], 0, False))
+        self.assertEqual(len(self.link.published(nodeChannel("x"))), 6)
+
+    def test_forgottenWhenGone(self) -> None:
+        """
+        A node that says goodbye leaves neither its numbers nor its
+        numbering behind (a bound: one entry per live node).
+        """
+        self.sequenced()
+        self.node._received(nodeChannel("me"), b"#x e1 3\n")
+        self.assertEqual((self.node._marks, self.node._sequenced), ({"x": (b"e1", 3)}, {"x"}))
+        self.say(b"bye x")
+        self.assertEqual((self.node._marks, self.node._sequenced), ({}, set()))

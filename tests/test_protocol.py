@@ -77,6 +77,16 @@ class _NoAuth(Authenticator):
         return succeed(True)
 
 
+class HalfClosing(iosim.FakeTransport):
+    """
+    iosim's transport, whose C{loseWriteConnection} does nothing: here a
+    half-close ends the connection, as the peer does once it read the FIN.
+    """
+
+    def loseWriteConnection(self) -> None:
+        self.loseConnection()
+
+
 class Harness(SynchronousTestCase):
     """
     The server protocol against a real Autobahn client, in memory: the
@@ -107,7 +117,7 @@ class Harness(SynchronousTestCase):
         server = factory.buildProtocol(None)
         client = clientFactory.buildProtocol(None)
         pump = iosim.connect(
-            server, iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", peer, 40000)),
+            server, HalfClosing(server, isServer=True, peerAddress=IPv4Address("TCP", peer, 40000)),
             client, iosim.FakeTransport(client, isServer=False),
         )
         self.pumps.append(pump)
@@ -313,6 +323,24 @@ class ProtocolTests(Harness):
         self.flush()
         self.assertIsNone(alice.closedWith)
         self.assertEqual(bob.closedWith, (4010, "Inactive connection"))
+
+    def test_pausedByTwoStores(self) -> None:
+        """
+        Reading paused by two stores (the undelivered queue and the
+        cluster's outbox) resumes only once both resumed; a resume
+        without a pause changes nothing.
+        """
+        factory = self.makeFactory()
+        factory.resumeReading()
+        self.assertFalse(factory.readingPaused)
+        factory.pauseReading()
+        factory.pauseReading()
+        factory.resumeReading()
+        self.assertTrue(factory.readingPaused)
+        factory.resumeReading()
+        self.assertFalse(factory.readingPaused)
+        factory.pauseReading()
+        self.assertTrue(factory.readingPaused)
 
     def test_closeAll(self) -> None:
         """

@@ -363,6 +363,61 @@ class SlowConsumerTests(Harness):
         self.assertEqual({tuple(m["recipients"]) for m in stored}, {(2,)})
         self.assertEqual(self.factory.limits.limitCloses["sendBufferBytes"], 1)
 
+    def test_closeHandshakeThenHalfClose(self) -> None:
+        """
+        The 4011 close waits for the client's answer with no Autobahn
+        timer, and the answer ends the connection with a half-close (no
+        abort); the grace timer goes with the connection.
+        """
+        self.bob.serverSide.session.pauseProducing()
+        for i in range(10):
+            self.send(self.alice, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [2]})
+        self.assertEqual(self.bob.closedWith, (4011, "Slow consumer"))
+        server = self.bob.serverSide
+        self.assertIsNone(server.closeHandshakeTimeoutCall)
+        self.assertTrue(server.wasClean)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_graceFromLimits(self) -> None:
+        """
+        C{closeGraceSeconds} is the sessions' grace, changed by a reload
+        for the sessions from then on.
+        """
+        factory = self.makeFactory(server=limited(sendBufferBytes=1000, closeGraceSeconds=3))
+        self.assertEqual(factory.hub.closeGraceSeconds, 3)
+        factory.setLimits(LimitsConfig(sendBufferBytes=1000, closeGraceSeconds=7))
+        self.assertEqual(factory.hub.closeGraceSeconds, 7)
+        slow = self.connect(factory, "id=5")
+        sender = self.connect(factory, "id=6")
+        self.flush()
+        slow.serverSide.session.pauseProducing()
+        # the client reads nothing from now on
+        slow.serverSide.transport.write = lambda data: None
+        for i in range(10):
+            self.send(sender, {"type": "text", "text": f"m{i}" + "x" * 200, "recipients": [5]})
+        self.assertEqual(factory.limits.limitCloses["sendBufferBytes"], 1)
+        self.clock.advance(6.9)
+        self.assertFalse(slow.serverSide.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(slow.serverSide.transport.disconnecting)
+
+    def test_closeTimedOutWithUnacked(self) -> None:
+        """
+        A close that Autobahn times out (a client that does not answer 4010)
+        aborts the connection: what the client had not acknowledged goes
+        back, as when a connection dies with bytes pending.
+        """
+        server = self.bob.serverSide
+        for i in range(3):
+            self.send(self.alice, {"type": "text", "text": f"m{i}", "recipients": [2]})
+        self.assertEqual(len(self.bob.received), 3)
+        server.unackedBytes = lambda: 10
+        server.transport.write = lambda data: None
+        server.session.close(4010, "Dangling connection")
+        self.assertEqual(self.stored(2), [])
+        self.clock.advance(2)
+        self.assertEqual([m["text"] for m in self.stored(2)], ["m0", "m1", "m2"])
+
     def test_lostWhilePaused(self) -> None:
         """
         A connection lost while frames wait (a stalled client that then
@@ -412,12 +467,12 @@ class SlowConsumerTests(Harness):
         from autobahn.twisted.websocket import WebSocketClientFactory
         from twisted.test import iosim
 
-        from .test_protocol import _Client
+        from .test_protocol import HalfClosing, _Client
 
         clientFactory = WebSocketClientFactory("ws://127.0.0.1:8085/chat?id=2")
         clientFactory.protocol = _Client
         bob = clientFactory.buildProtocol(None)
-        self.pumps.append(iosim.connect(server, iosim.FakeTransport(server, isServer=True), bob,
+        self.pumps.append(iosim.connect(server, HalfClosing(server, isServer=True), bob,
                                         iosim.FakeTransport(bob, isServer=False)))
         self.flush()
         self.assertTrue(server.session.attached)

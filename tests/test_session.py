@@ -6,6 +6,7 @@ driven with a L{Clock}, the real router, and no socket or Autobahn.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,10 +25,12 @@ from wsserver.connection.session import (
     CLOSE_CODES,
     MAX_EARLY_MESSAGES,
     MAX_HANDSHAKE_BYTES,
+    RING_SLACK,
     Hub,
     IWire,
     Refusal,
     Session,
+    unackedTail,
 )
 from wsserver.limits import Limits
 from wsserver.messages import MessageFactory
@@ -47,12 +50,26 @@ class FakeWire:
         self.watched: list[bool] = []
         self.reading: list[bool] = []
         self.dropped = False
+        #: what L{unackedBytes} answers
+        self.unacked = 0
+        self.lingering = False
+        self.aborted = False
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
     def sendAnyClose(self, code: int, reason: str) -> None:
         self.closes.append((code, reason))
+
+    def sendLingeringClose(self, code: int, reason: str) -> None:
+        self.lingering = True
+        self.closes.append((code, reason))
+
+    def unackedBytes(self) -> int:
+        return self.unacked
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def watchFrames(self, on: bool) -> None:
         self.watched.append(on)
@@ -104,7 +121,8 @@ class SessionTests(SynchronousTestCase):
     def makeHub(self, auth: Authenticator | None = None, **limits: Any) -> Hub:
         config = LimitsConfig(**limits)
         hub = Hub(self.router, Limits(config, self.clock), auth or buildAuthenticator(AuthConfig()), self.clock,
-                  maxConnectionsPerUser=config.maxConnectionsPerUser, sendBufferBytes=config.sendBufferBytes)
+                  maxConnectionsPerUser=config.maxConnectionsPerUser, sendBufferBytes=config.sendBufferBytes,
+                  closeGraceSeconds=config.closeGraceSeconds)
         return hub
 
     def open(self, hub: Hub, query: str = "1", address: str = "10.0.0.1", **handshake: Any
@@ -508,6 +526,178 @@ class SessionTests(SynchronousTestCase):
         stored = self.successResultOf(self.store.fetch(2, self.clock.seconds()))
         self.assertEqual([orjson.loads(p)["text"][:2] for _, p in stored], [f"m{i}" for i in range(8)])
         self.assertEqual(hub.limits.limitCloses["sendBufferBytes"], 1)
+
+    def stored(self, userId: int) -> list[str]:
+        """
+        The texts kept for C{userId}, up to their first C{x}.
+        """
+        stored = self.successResultOf(self.store.fetch(userId, self.clock.seconds()))
+        return [orjson.loads(p)["text"].partition("x")[0] for _, p in stored]
+
+    def stall(self, unacked: bool, grace: float = 10) -> tuple[Hub, Session, Session, FakeWire]:
+        """
+        Bob (user 2) takes m0 to m3 (written), then stalls (m4 and on wait)
+        until closed as a slow consumer; his kernel has not acknowledged
+        (when C{unacked}) the last frame written and one byte before it.
+        """
+        hub = self.makeHub(sendBufferBytes=1000, closeGraceSeconds=grace)
+        alice, _ = self.open(hub, "1")
+        bob, bobWire = self.open(hub, "2")
+        for i in range(4):
+            alice.received(self.message(f"m{i}" + "x" * 200, 2), False)
+        self.assertEqual(len(bobWire.written), 4)
+        bobWire.unacked = len(bobWire.written[-1]) + 1 if unacked else 0
+        bob.pauseProducing()
+        for i in range(4, 12):
+            alice.received(self.message(f"m{i}" + "x" * 200, 2), False)
+        self.assertEqual(bobWire.closes, [(4011, "Slow consumer")])
+        return hub, alice, bob, bobWire
+
+    def test_slowConsumerUnackedKept(self) -> None:
+        """
+        Closed as a slow consumer, what its kernel has not acknowledged
+        (here the last frame written and a part of the one before) goes
+        back with what waited, in order, before what came after.
+        """
+        hub, alice, bob, bobWire = self.stall(True)
+        self.assertEqual(self.stored(2), [f"m{i}" for i in range(2, 12)])
+
+    def test_slowConsumerAllAcked(self) -> None:
+        """
+        When the kernel has every written byte acknowledged, only what
+        waited goes back.
+        """
+        self.stall(False)
+        self.assertEqual(self.stored(2), [f"m{i}" for i in range(4, 12)])
+
+    def test_lingeringClose(self) -> None:
+        """
+        The 4011 close waits for the client (a lingering close); a client
+        that answered it in C{closeGraceSeconds} is not aborted, and hands
+        back nothing more when its connection ends.
+        """
+        hub, alice, bob, bobWire = self.stall(False)
+        self.assertTrue(bobWire.lingering)
+        self.clock.advance(9)
+        bob.peerClosing(4011)
+        bob.closing()
+        bob.closed(4011)
+        bob.stopProducing()
+        bob.lost()
+        self.clock.advance(60)
+        self.assertFalse(bobWire.aborted)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.stored(2)), 8)
+
+    def test_graceOver(self) -> None:
+        """
+        A slow consumer that does not answer in C{closeGraceSeconds} is
+        aborted; when it dies with bytes unacknowledged, the rest of its
+        ring (what its kernel may have received unread) goes back too.
+        """
+        hub, alice, bob, bobWire = self.stall(True, grace=5)
+        self.clock.advance(4.9)
+        self.assertFalse(bobWire.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(bobWire.aborted)
+        bob.stopProducing()
+        bob.closed(None)
+        bob.lost()
+        self.assertEqual(self.stored(2), [f"m{i}" for i in range(2, 12)] + ["m0", "m1"])
+
+    def test_noGrace(self) -> None:
+        """
+        With C{closeGraceSeconds} 0, the 4011 frame is sent and the
+        connection aborted at once.
+        """
+        hub, alice, bob, bobWire = self.stall(False, grace=0)
+        self.assertFalse(bobWire.lingering)
+        self.assertTrue(bobWire.aborted)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_diesWithUnacked(self) -> None:
+        """
+        A connection lost with bytes its client's kernel did not
+        acknowledge hands back its ring, then what waited, as for an
+        offline user; with everything acknowledged, only what waited.
+        """
+        hub = self.makeHub(sendBufferBytes=100_000)
+        alice, _ = self.open(hub, "1")
+        bob, bobWire = self.open(hub, "2")
+        for i in range(3):
+            alice.received(self.message(f"m{i}", 2), False)
+        bob.pauseProducing()
+        alice.received(self.message("m3", 2), False)
+        bobWire.unacked = 10
+        bob.stopProducing()
+        self.assertFalse(bob.attached)
+        bob.closed(None)
+        bob.lost()
+        self.assertEqual(self.stored(2), ["m0", "m1", "m2", "m3"])
+        carol, carolWire = self.open(hub, "3")
+        alice.received(self.message("c0", 3), False)
+        carol.stopProducing()
+        carol.lost()
+        self.assertEqual(self.stored(3), [])
+
+    def test_ringBounded(self) -> None:
+        """
+        The ring keeps what the kernel has not acknowledged plus
+        L{RING_SLACK} bytes, trimmed every L{RING_SLACK} bytes written.
+        """
+        hub = self.makeHub()
+        alice, _ = self.open(hub, "1")
+        bob, bobWire = self.open(hub, "2")
+        frame = prepareFrame(self.message("x" * 1000, 2))
+        for _ in range(1000):
+            bob.sendPrepared(frame)
+        self.assertLessEqual(bob._ringBytes, 2 * RING_SLACK + len(frame.payloadHybi))
+        bobWire.unacked = 500_000
+        for _ in range(1000):
+            bob.sendPrepared(frame)
+        self.assertGreaterEqual(bob._ringBytes, 500_000 + RING_SLACK)
+        self.assertLessEqual(bob._ringBytes, 500_000 + 2 * RING_SLACK + 2 * len(frame.payloadHybi))
+
+    def test_handedBackToNewerConnection(self) -> None:
+        """
+        What a slow consumer hands back goes to the user's connections
+        attached after it (they may not have had it), not to those attached
+        before (they had it), and not to the queue while the user has one.
+        """
+        hub = self.makeHub(sendBufferBytes=1000)
+        alice, _ = self.open(hub, "1")
+        older, olderWire = self.open(hub, "2")
+        self.clock.advance(1)
+        bob, bobWire = self.open(hub, "2")
+        bob.pauseProducing()
+        self.clock.advance(1)
+        newer, newerWire = self.open(hub, "2")
+        for i in range(8):
+            alice.received(self.message(f"m{i}" + "x" * 200, 2), False)
+        self.assertEqual(bobWire.closes, [(4011, "Slow consumer")])
+        self.assertEqual([t.partition("x")[0] for t in olderWire.texts()], [f"m{i}" for i in range(8)])
+        # every message, and what bob held (m0 to m2, the last passed the limit) twice
+        texts = [t.partition("x")[0] for t in newerWire.texts()]
+        self.assertEqual(sorted(set(texts)), [f"m{i}" for i in range(8)])
+        self.assertEqual(sorted(texts), sorted([f"m{i}" for i in range(8)] + ["m0", "m1", "m2"]))
+        self.assertEqual(self.stored(2), [])
+
+    def test_unackedTail(self) -> None:
+        """
+        L{unackedTail} takes the frames that the last C{unacked} bytes
+        cover, one only partly covered included, oldest first.
+        """
+        frames = [prepareFrame(b"a" * n) for n in (10, 20, 30)]
+        sizes = [len(f.payloadHybi) for f in frames]
+        ring = deque(frames)
+        self.assertEqual(unackedTail(ring, 0), [])
+        self.assertEqual(unackedTail(ring, sizes[2]), frames[2:])
+        self.assertEqual(list(ring), frames[:2])
+        ring = deque(frames)
+        self.assertEqual(unackedTail(ring, sizes[2] + 1), frames[1:])
+        ring = deque(frames)
+        self.assertEqual(unackedTail(ring, 10_000), frames)
+        self.assertEqual(list(ring), [])
 
     def test_replayNotCounted(self) -> None:
         """

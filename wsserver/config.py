@@ -93,6 +93,9 @@ class LimitsConfig:
     maxRecipients: int = 10000
     #: bytes kept for one connection that the network does not take; more: 4011
     sendBufferBytes: int = 4 * 1024 * 1024
+    #: seconds a client closed as a slow consumer has to read its frames and
+    #: the 4011 close frame and answer it; then the connection is aborted
+    closeGraceSeconds: float = 10
     #: seconds for the opening handshake and the auth check
     handshakeTimeoutSeconds: float = 10
     #: statistics of users with no connection kept, least recently seen dropped first
@@ -244,7 +247,15 @@ class EventConfig:
     retryIntervalSeconds: float = 10
     retryCount: int = 3
     sendBotMessages: bool = False
+    #: groups of deliveries in flight at once: webhook requests, and the
+    #: transactions (SQL) and confirm windows (C{amqp}) of up to a target's
+    #: C{batchSize} rows or publishes each
     maxParallelWorkers: int = 16
+    #: deliveries stored and not yet settled (pending or waiting for a
+    #: retry) over which the connections and REST requests that send
+    #: messages stop being read until the targets caught up below half of
+    #: it; nothing is dropped; 0: no bound
+    maxPending: int = 100000
     ignoreTypes: frozenset[str] = frozenset()
     targets: tuple[TargetConfig, ...] = ()
     #: C{user_online} / C{user_offline} events to the targets
@@ -261,6 +272,9 @@ class ClusterConfig:
     heartbeatSeconds: float = 10
     #: a node not heard for this long counts as dead (its users offline)
     nodeTimeoutSeconds: float = 30
+    #: seconds a Redis command (connecting included) may take before its
+    #: connection is dropped and it is tried again (a frozen Redis)
+    commandTimeoutSeconds: float = 10
 
 
 @dataclass(frozen=True)
@@ -421,6 +435,7 @@ def _parseLimits(sect: _Section) -> LimitsConfig:
         burst=burst,
         maxRecipients=sect.int("maxRecipients", default.maxRecipients, 0),
         sendBufferBytes=size("sendBufferBytes"),
+        closeGraceSeconds=sect.number("closeGraceSeconds", default.closeGraceSeconds, 0),
         handshakeTimeoutSeconds=sect.number("handshakeTimeoutSeconds", default.handshakeTimeoutSeconds, 0),
         maxTrackedUsers=sect.int("maxTrackedUsers", default.maxTrackedUsers, 0),
         authFailuresPerMinute=sect.int("authFailuresPerMinute", default.authFailuresPerMinute, 0),
@@ -584,6 +599,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         retryCount=e.int("retryCount", 3, 0),
         sendBotMessages=e.bool("sendBotMessages", False),
         maxParallelWorkers=e.int("maxParallelWorkers", 16, 1),
+        maxPending=e.int("maxPending", EventConfig.maxPending, 0),
         ignoreTypes=frozenset(e.strings("ignoreTypes")),
         targets=_parseTargets(e, "targets"),
         presence=e.bool("presence", False),
@@ -605,6 +621,7 @@ def parseConfig(raw: object, checkEndpoints: bool = True) -> Config:
         redis=redis,
         heartbeatSeconds=cl.number("heartbeatSeconds", 10, 0.1),
         nodeTimeoutSeconds=cl.number("nodeTimeoutSeconds", 30, 0.1),
+        commandTimeoutSeconds=cl.number("commandTimeoutSeconds", 10, 0.1),
     )
     cl.finish()
     top.finish()

@@ -451,6 +451,10 @@ class Database:
         self.path = path
         self.reactor = reactor
         self._closed = False
+        #: transactions asked for and not finished (L{close} waits for them)
+        self._running = 0
+        #: fires when a L{close} that started is done
+        self._closing: Deferred[None] | None = None
         #: the group commits of the stores, handed over at L{close}
         self._writers: list[BatchWriter[Any]] = []
         self._pool = adbapi.ConnectionPool(
@@ -479,33 +483,61 @@ class Database:
         """
         Run C{interaction(cursor, *args)} in the database thread, in one
         transaction committed before the result fires (rolled back if it
-        raises).
+        raises).  Accepted while a L{close} waits (what a finished query
+        makes its caller write still gets written); refused once closed.
         """
         if self._closed:
             return fail(StorageError(f"wsserver database {self.path} is closed"))
+        self._running += 1
         d: Deferred[_T] = self._pool.runInteraction(interaction, *args)
+        d.addBoth(self._ran)
         return d
+
+    def _ran(self, result: _T) -> _T:
+        """
+        A transaction finished: when a L{close} waits and none runs, look
+        again at the end of this turn, once its caller's callbacks (and the
+        writes they ask for) ran.
+        """
+        self._running -= 1
+        if self._closing is not None and not self._running:
+            self.reactor.callLater(0, self._drain)
+        return result
 
     def close(self) -> Deferred[None]:
         """
-        Close the database once the queries already asked for are done.
-        Later calls of the stores' methods fail with L{StorageError}.
+        Close the database once it is idle: the group commits are handed
+        over, then the queries already asked for, and those that their
+        results make the stores ask for (a write after a read), are
+        done.  Later calls of the stores' methods fail with L{StorageError}.
 
         Queries (and closing) wait for the reactor to run: before it does,
         the pool has no thread, so nothing keeps a process from exiting.
         """
         if self._closed:
             return succeed(None)
+        if self._closing is None:
+            self._closing = Deferred()
+            # at least one round trip through the database thread
+            self.run(lambda cursor: None).addErrback(lambda f: None)
+            self._drain()
+        waiter: Deferred[None] = Deferred()
+        self._closing.addBoth(lambda _: waiter.callback(None))
+        return waiter
+
+    def _drain(self) -> None:
+        """
+        Hand the group commits over; close the pool if nothing runs then.
+        """
+        if self._closed or self._closing is None:
+            return
         for writer in self._writers:
             writer.handOver()
-        flushed = self.run(lambda cursor: None)
+        if self._running:
+            return  # L{_ran} comes back
         self._closed = True
-
-        def closePool(result: object) -> object:
-            self._pool.close()
-            return result
-
-        return flushed.addBoth(closePool).addCallback(lambda _: None)
+        self._pool.close()
+        self._closing.callback(None)
 
     def addWriter(self, writer: BatchWriter[Any]) -> None:
         """
@@ -564,10 +596,13 @@ class BatchWriter(Generic[_I]):
         Fires once every item added so far is committed; fails if its write
         failed.
         """
+        if self._flushCall is None and not self._inflight and not self._batch:
+            # nothing pending: every item added so far was written (no
+            # transaction for nothing, which a closed database would fail)
+            return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
         if self._flushCall is None and not self._inflight:
-            # nothing pending: after the writes already handed over
             self._flush()
         return waiter
 
@@ -577,7 +612,7 @@ class BatchWriter(Generic[_I]):
         this runs after it (the thread runs them in order), so it sees every
         item added before.
         """
-        if self._batch:
+        if self._batch or (self._waiters and not self._inflight):
             self._flush()
 
     def _flush(self) -> None:

@@ -51,7 +51,7 @@ from .proxy import ProxyProtocolEndpoint, parseTrustedProxies
 from .quietlog import QuietStartLog
 from .queue import IUndeliveredStore
 from .queue.memory import MemoryUndeliveredStore
-from .queue.pending import PendingWrites
+from .queue.pending import PendingBounds, PendingWrites
 from .queue.redis import RedisUndeliveredStore
 from .queue.sqlite import SqliteUndeliveredStore
 from .redis.address import parseRedisURL
@@ -398,7 +398,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         notifyCommitted=notifier.committed if notifier is not None else None,
         ackSeconds=config.restApi.idempotencySeconds,
         idempotency=top.idempotency,
-        pendingWrites=pendingWrites,
+        # the events' bound too: senders wait while either is full
+        pendingWrites=PendingBounds(pendingWrites, notifier.pending) if notifier is not None else pendingWrites,
     )
     if node is not None and presenceEvents is not None:
         # a dead node's users: offline once for the cluster (SPEC 7)
@@ -436,6 +437,9 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
     if isinstance(store, RedisUndeliveredStore):
         # too many messages wait for Redis: the WebSocket senders wait too
         store.onPressure(factory.pauseReading, factory.resumeReading)
+    if node is not None:
+        # too many messages for other nodes wait for Redis: likewise
+        node.onPressure(factory.pauseReading, factory.resumeReading)
 
     top.httpClient = httpClient
     # in a cluster, ready once the node learnt who is online elsewhere, and
@@ -508,7 +512,7 @@ def _notifier(config: Config, database: Database | None, httpClient: Any, reacto
     if not config.event.enabled:
         return None
     assert database is not None
-    return EventNotifier(config.event, SqliteEventStore(database), makeSenders(config.event, httpClient, reactor),
+    return EventNotifier(config.event, SqliteEventStore(database, reactor), makeSenders(config.event, httpClient, reactor),
                          reactor)
 
 
@@ -519,7 +523,7 @@ def _cluster(config: Config, reactor: Any) -> tuple[RedisLinks | None, ClusterNo
     """
     if config.cluster.redis is None:
         return None, None
-    links = RedisLinks(parseRedisURL(config.cluster.redis), reactor)
+    links = RedisLinks(parseRedisURL(config.cluster.redis), reactor, config.cluster.commandTimeoutSeconds)
     cluster = config.cluster
     return links, ClusterNode(links, reactor, cluster.heartbeatSeconds, cluster.nodeTimeoutSeconds)
 

@@ -30,14 +30,25 @@ users after C{joinTimeout} and joins when Redis is back.
 B{Crossing.}  Messages for another node are batched: every message for that
 node in one turn of the reactor goes out as one C{PUBLISH} to its channel,
 each message once with the recipients it has there.  A batch is
-C{<uid>,<uid>... <length>\\n<payload>} entries one after the other.  The
+C{<uid>,<uid>... <length>\\n<payload>} entries one after the other, after a
+header C{#<node> <epoch> <seq>\\n} for a node that reads sequence numbers.  The
 messages go out on one connection, in order, so a sender's messages keep
 their order.  A C{PUBLISH} that reached no subscriber hands its messages
 back to the router as undeliverable (offline for their recipients) and makes
 that node suspect.  While Redis is unreachable the batches wait in an outbox
-per node, in order, and go out once that node was heard again after the
-outage (pub/sub keeps nothing for absent subscribers); the batches of a node
-that died meanwhile are handed back as undeliverable.
+per node, in order, bounded (L{onPressure}), and go out once Redis answers a
+C{PING} and that node can hear them: at once when this node's subscription
+outlived the outage (Redis froze), else once that node was heard again
+(pub/sub keeps nothing for absent subscribers); the batches of a node that
+died meanwhile are handed back as undeliverable.
+
+B{Once.}  A batch that timed out may have been published all the same: it
+is sent again with its sequence number, and the receiving node, which keeps
+the highest number delivered per sender and epoch (the batches of a sender
+come in order on one channel), drops it.  A node says in its hello (C{hello
+<node> seq}) that it reads numbers, and is answered by a numbered batch
+without messages (number 0); a node of the previous version (a plain hello)
+gets and sends batches without the header.
 
 Connections: the node is handed them (L{wsserver.redis.links.IRedisLinks},
 whose service makes and stops them); the hot one carries the batches and
@@ -47,6 +58,7 @@ presence, the pub/sub one listens on the node's channels.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
@@ -61,11 +73,16 @@ from ..ids import UserId, idBytes, parseIdBytes, sortKey
 from ..stats import UserStats
 from .presence import Presence, Seat, formatSeat, parseSeats
 
-__all__ = ["ClusterNode", "PRESENCE", "nodeChannel", "parseBatch"]
+__all__ = ["ClusterNode", "MAX_OUTBOX", "PRESENCE", "nodeChannel", "parseBatch", "parseHeader"]
 
 PRESENCE = b"wsserver:presence"
 #: seconds a joining node waits for the beats of the nodes already there
 JOIN_TIMEOUT = 2.0
+#: the messages for other nodes that wait for Redis before the senders are
+#: paused
+MAX_OUTBOX = 10000
+#: the flag of a hello from a node that reads sequenced batches
+SEQUENCED = b"seq"
 
 
 def _bySortKey(item: tuple[UserId, Any]) -> tuple[int, int, str]:
@@ -91,14 +108,33 @@ def formatBatch(entries: Sequence[tuple[Sequence[UserId], bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def parseBatch(data: bytes) -> list[tuple[list[UserId], bytes]]:
+def parseHeader(data: bytes) -> tuple[str, bytes, int, int] | None:
     """
-    The messages of a batch (L{formatBatch}).
+    The sequence header of a batch (C{#<node> <epoch> <seq>\\n}, before its
+    entries): the sending node, its epoch, the sequence number and where
+    the entries begin; L{None} for a batch without one (from a node of the
+    previous version, or to one).
+
+    @raise ValueError: for a header that is not one.
+    """
+    if data[:1] != b"#":
+        return None
+    nl = data.index(b"\n")
+    node, epoch, seq = data[1:nl].split(b" ")
+    number = int(seq)
+    if number < 0:
+        raise ValueError("negative sequence")
+    return node.decode("utf-8"), epoch, number, nl + 1
+
+
+def parseBatch(data: bytes, pos: int = 0) -> list[tuple[list[UserId], bytes]]:
+    """
+    The messages of a batch (L{formatBatch}), from C{pos} on (after its
+    header: L{parseHeader}).
 
     @raise ValueError: for a batch that is not one.
     """
     out = []
-    pos = 0
     end = len(data)
     while pos < end:
         nl = data.index(b"\n", pos)
@@ -112,6 +148,25 @@ def parseBatch(data: bytes) -> list[tuple[list[UserId], bytes]]:
     return out
 
 
+@dataclass(slots=True)
+class _Batch:
+    """
+    One C{PUBLISH} for a node: kept until Redis answered it, sent again
+    with the same sequence number after a timeout (it may have reached the
+    node: the node drops a second copy).
+    """
+
+    #: the messages, each with its recipients on that node
+    entries: list[tuple[Sequence[UserId], bytes]]
+    #: the entries as they are published (L{formatBatch})
+    body: bytes
+    #: the sequence number; 0: that node does not read sequences
+    seq: int
+    #: whether Redis answered that it reached no subscriber (so it surely
+    #: did not reach the node: sent again, it takes a new number)
+    reachedNobody: bool = False
+
+
 @implementer(IPeers)
 class ClusterNode(Service):
     """
@@ -123,15 +178,30 @@ class ClusterNode(Service):
     @param nodeTimeoutSeconds: a node not heard for this long is dead.
     @param nodeId: this node's name (a random one by default).
     @param joinTimeout: seconds to wait for the other nodes' beats at a join.
+    @param maxOutbox: the messages that wait in the outbox before the
+        senders are paused (L{onPressure}).
     """
 
     log = Logger()
 
     def __init__(self, links: IRedisLinks, reactor: Any, heartbeatSeconds: float = 10,
                  nodeTimeoutSeconds: float = 30, nodeId: str | None = None,
-                 joinTimeout: float = JOIN_TIMEOUT) -> None:
+                 joinTimeout: float = JOIN_TIMEOUT, maxOutbox: int = MAX_OUTBOX) -> None:
         self.nodeId = nodeId or os.urandom(6).hex()
         self._id = self.nodeId.encode()
+        #: this run of the node: a restarted node numbers its batches anew
+        self.epoch = os.urandom(4).hex().encode()
+        self._header = b"#%s %s " % (self._id, self.epoch)
+        #: the last sequence number given to a batch (one counter for every
+        #: node: each node sees its batches' numbers grow)
+        self._seq = 0
+        #: the nodes that read sequenced batches (their hello said so, or
+        #: they sent one)
+        self._sequenced: set[str] = set()
+        #: sending node -> (its epoch, the highest sequence number delivered)
+        self._marks: dict[str, tuple[bytes, int]] = {}
+        #: batches dropped because they were delivered already
+        self.duplicates = 0
         self._address = links.address
         self._reactor = reactor
         self.heartbeatSeconds = heartbeatSeconds
@@ -148,8 +218,15 @@ class ClusterNode(Service):
         self._flushCall: Any = None
         #: node -> (since when, the batches) waiting for Redis and for that
         #: node to be back
-        self._outbox: dict[str, tuple[float, list[list[tuple[Sequence[int], bytes]]]]] = {}
+        self._outbox: dict[str, tuple[float, list[_Batch]]] = {}
         self._outboxCall: Any = None
+        self._outboxMessages = 0
+        self._maxOutbox = max(1, maxOutbox)
+        #: whether a PING asks Redis if it answers again
+        self._probing = False
+        #: whether the senders are paused (the outbox is full)
+        self.paused = False
+        self._pressure: list[tuple[Callable[[], Any], Callable[[], Any]]] = []
         #: when the pub/sub connection last subscribed
         self._subscribedAt = 0.0
         #: node -> when a presence message from it last arrived
@@ -300,46 +377,85 @@ class ClusterNode(Service):
             for node, entries in batches.items():
                 self._handBack(entries)
             return
+        sequenced = self._sequenced
         for node, entries in batches.items():
+            seq = 0
+            if node in sequenced:
+                seq = self._seq = self._seq + 1
+            batch = _Batch(entries, formatBatch(entries), seq)
             if node in self._outbox or not self.link.connected:
-                self._wait(node, entries)  # behind what waits already: in order
+                self._wait(node, batch)  # behind what waits already: in order
             else:
-                self._send(node, entries)
+                self._send(node, batch)
 
-    def _send(self, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
-        d = self.link.execute(b"PUBLISH", nodeChannel(node), formatBatch(entries))
-        d.addCallbacks(self._published, self._notPublished, (node, entries), None, (node, entries))
+    def _send(self, node: str, batch: _Batch) -> None:
+        data = self._header + b"%d\n" % batch.seq + batch.body if batch.seq else batch.body
+        d = self.link.execute(b"PUBLISH", nodeChannel(node), data)
+        d.addCallbacks(self._published, self._notPublished, (node, batch), None, (node, batch))
 
-    def _published(self, receivers: Any, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
+    def _published(self, receivers: Any, node: str, batch: _Batch) -> None:
         if int(receivers) > 0:
             return
         if self._heard.get(node, 0.0) <= self._subscribedAt:
             # not heard since this node (re)subscribed itself: Redis may have
             # restarted, and that node not subscribed again yet
-            self._wait(node, entries)
+            batch.reachedNobody = True
+            self._wait(node, batch)
             return
         self.log.info("cluster node {node} did not take {n} messages: it is suspect, and they are "
-                      "handled as messages for offline users", node=node, n=len(entries))
+                      "handled as messages for offline users", node=node, n=len(batch.entries))
         self.presence.suspect(node)
-        self._handBack(entries)
+        self._handBack(batch.entries)
 
-    def _notPublished(self, failure: Any, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
-        if not self._outbox:
+    def _notPublished(self, failure: Any, node: str, batch: _Batch) -> None:
+        # it may have reached Redis (a timeout): sent again, it keeps its
+        # number, and the node drops it if it got it
+        if not self._outbox and not self._probing:
             self.log.warn("cluster Redis unreachable ({why}); messages for other nodes wait",
                           why=failure.getErrorMessage())
-        self._wait(node, entries)
+        batch.reachedNobody = False
+        self._wait(node, batch)
 
-    def _wait(self, node: str, entries: list[tuple[Sequence[int], bytes]]) -> None:
+    def _wait(self, node: str, batch: _Batch) -> None:
         """
-        Keep C{entries} for C{node} until the node is heard again (its
-        subscription is then in place), in order behind what waits already.
+        Keep C{batch} for C{node} until Redis answers again and that node
+        can hear it, in order behind what waits already; pause the senders
+        when the outbox is full.
         """
         waiting = self._outbox.get(node)
         if waiting is None:
             waiting = self._outbox[node] = (self._reactor.seconds(), [])
-        waiting[1].append(entries)
-        if self._outboxCall is None:
+        waiting[1].append(batch)
+        self._outboxMessages += len(batch.entries)
+        if self._outboxMessages >= self._maxOutbox and not self.paused:
+            self.paused = True
+            self.log.warn("{n} messages for other nodes wait for Redis: the senders are paused",
+                          n=self._outboxMessages)
+            for pause, _ in self._pressure:
+                pause()
+        self._scheduleOutbox()
+
+    def _scheduleOutbox(self) -> None:
+        if self._outboxCall is None and not self._probing and self._outbox and self.running:
             self._outboxCall = self._reactor.callLater(self._retry, self._flushOutbox)
+
+    def _taken(self, batches: list[_Batch]) -> None:
+        """
+        C{batches} left the outbox: resume the senders once half of it is
+        free.
+        """
+        self._outboxMessages -= sum(len(batch.entries) for batch in batches)
+        if self.paused and self._outboxMessages <= self._maxOutbox // 2:
+            self.paused = False
+            for _, resume in self._pressure:
+                resume()
+
+    def onPressure(self, pause: Callable[[], Any], resume: Callable[[], Any]) -> None:
+        """
+        Call C{pause} when the outbox holds C{maxOutbox} messages (the
+        senders should stop sending), C{resume} when half of them are out.
+        """
+        self._pressure.append((pause, resume))
 
     def _handBack(self, entries: list[tuple[Sequence[int], bytes]]) -> None:
         if self._inbound is None:
@@ -349,8 +465,9 @@ class ClusterNode(Service):
 
     def _flushOutbox(self) -> None:
         """
-        Send what waits for each node heard since its messages began to
-        wait, in order; hand back what waits for a node that died.
+        Hand back what waits for a node that died; then, once Redis answers
+        a C{PING}, send what waits for the nodes that can hear it (see
+        L{_sendOutbox}).
         """
         self._outboxCall = None
         if not self.running:
@@ -360,30 +477,76 @@ class ClusterNode(Service):
             if node not in alive:
                 # the node died meanwhile: its users are offline now
                 del self._outbox[node]
-                for entries in batches:
-                    self._handBack(entries)
-            elif self._heard.get(node, 0.0) > since and self.link.connected:
-                del self._outbox[node]
-                for entries in batches:
-                    self._send(node, entries)
-        if self._outbox:
-            self._outboxCall = self._reactor.callLater(self._retry, self._flushOutbox)
-        else:
+                self._taken(batches)
+                for batch in batches:
+                    self._handBack(batch.entries)
+        if not self._outbox:
+            return
+        if not self.link.connected:
+            self._scheduleOutbox()
+            return
+        # one command, not the whole outbox, into a Redis that may be frozen
+        self._probing = True
+        self.link.execute(b"PING").addCallbacks(self._pingAnswered, self._pingFailed)
+
+    def _pingAnswered(self, _: Any) -> None:
+        self._probing = False
+        if self.running:
+            self._sendOutbox()
+            self._scheduleOutbox()
+
+    def _pingFailed(self, _: Any) -> None:
+        self._probing = False
+        self._scheduleOutbox()
+
+    def _sendOutbox(self) -> None:
+        """
+        Redis answers: send, in order, what waits for each node that can
+        hear it: a node heard since its messages began to wait, or any
+        node while this node's own subscription is older than the wait
+        (Redis froze but did not restart: the subscriptions are there).
+
+        A batch keeps its sequence number (the node drops it if an earlier
+        try reached it), except from the first batch that reached nobody on:
+        those take new numbers, so that none is below a number the node
+        has seen already.
+        """
+        intact = self.subscribed
+        for node, (since, batches) in list(self._outbox.items()):
+            if not (self._heard.get(node, 0.0) > since or (intact and self._subscribedAt < since)):
+                continue
+            del self._outbox[node]
+            self._taken(batches)
+            renumber = False
+            for batch in batches:
+                renumber = renumber or batch.reachedNobody
+                if renumber and batch.seq:
+                    batch.seq = self._seq = self._seq + 1
+                batch.reachedNobody = False
+                self._send(node, batch)
+        if not self._outbox:
             self.log.info("cluster messages that waited for other nodes are sent")
 
     def outboxSize(self) -> int:
         """
         How many messages wait in the outbox.
         """
-        return sum(len(entries) for _, batches in self._outbox.values() for entries in batches)
+        return self._outboxMessages
 
     # receiving
 
     def _received(self, channel: bytes, data: bytes) -> None:
         try:
             if channel == self._channel:
+                pos = 0
+                if data[:1] == b"#":
+                    header = parseHeader(data)
+                    assert header is not None
+                    sender, epoch, seq, pos = header
+                    if not self._fresh(sender, epoch, seq):
+                        return
                 inbound = self._inbound
-                for userIds, payload in parseBatch(data):
+                for userIds, payload in parseBatch(data, pos):
                     if inbound is not None:
                         inbound.deliverForwarded(userIds, payload)
             else:
@@ -392,6 +555,24 @@ class ClusterNode(Service):
             self.malformed += 1
             self.log.warn("ignoring a malformed cluster message on {channel} ({size} bytes)",
                           channel=channel.decode("utf-8", "replace"), size=len(data))
+
+    def _fresh(self, sender: str, epoch: bytes, seq: int) -> bool:
+        """
+        Whether a batch numbered C{seq} by C{sender} in its C{epoch} is new:
+        the batches of one sender come in order on this node's channel, so
+        one that is not above the highest delivered is a second copy (its
+        first try reached Redis, the answer did not come back).  Number 0
+        is no delivery: a sender saying that it numbers its batches.
+        """
+        self._sequenced.add(sender)
+        if not seq:
+            return True
+        mark = self._marks.get(sender)
+        if mark is not None and mark[0] == epoch and seq <= mark[1]:
+            self.duplicates += 1
+            return False
+        self._marks[sender] = (epoch, seq)
+        return True
 
     def _presenceMessage(self, data: bytes) -> None:
         kind, node, *rest = data.split(b" ", 2)
@@ -417,8 +598,17 @@ class ClusterNode(Service):
         elif kind == b"hello":
             presence.heard(nodeId)
             self._beat()
+            if rest and SEQUENCED in rest[0].split(b" "):
+                # it reads sequenced batches; tell it that this node does
+                # too (a beat cannot say it: the previous version would not
+                # read the beat)
+                self._sequenced.add(nodeId)
+                self._publish(nodeChannel(nodeId), self._header + b"0\n")
+            else:
+                self._sequenced.discard(nodeId)
         elif kind == b"bye":
             presence.goodbye(nodeId)
+            self._forget(nodeId)
         else:
             raise ValueError(f"unknown kind {kind!r}")
 
@@ -434,11 +624,20 @@ class ClusterNode(Service):
         self.log.info("cluster node {node} not heard for {s:g} s: its {n} users are offline",
                       node=node, s=self.presence.timeout, n=len(users))
         self._heard.pop(node, None)
+        self._forget(node)
         _, batches = self._outbox.pop(node, (0.0, []))
-        for entries in batches:
-            self._handBack(entries)
+        self._taken(batches)
+        for batch in batches:
+            self._handBack(batch.entries)
         for observer in self._diedObservers:
             observer(node, users)
+
+    def _forget(self, node: str) -> None:
+        """
+        C{node} left: what this node knows of its batches goes.
+        """
+        self._sequenced.discard(node)
+        self._marks.pop(node, None)
 
     def _subscribed(self) -> None:
         """
@@ -450,7 +649,7 @@ class ClusterNode(Service):
         self._subscribedAt = self._reactor.seconds()
         self.presence.reconnected()
         self._answered = set()
-        d = self._publish(PRESENCE, b"hello %s" % self._id)
+        d = self._publish(PRESENCE, b"hello %s %s" % (self._id, SEQUENCED))
         if not self.joined:
             if self._startTimer is not None and self._startTimer.active():
                 self._startTimer.cancel()

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._internals import AutobahnServerProtocol
+from .._internals import AutobahnServerProtocol, unackedBytes
 from ..auth import Authenticator, buildAuthenticator
 from ..config import AuthConfig, Config, LimitsConfig, MessageConfig, ServerConfig
 from ..limits import Limits
@@ -161,9 +161,38 @@ class ChatServerProtocol(AutobahnServerProtocol):
 
     # IWire (sendAnyClose, watchFrames: AutobahnServerProtocol's)
 
+    def dropConnection(self, abort: bool = False) -> None:
+        """
+        Autobahn drops the connection: before an abort (its close handshake
+        timed out, or a protocol error) the session hands back what the
+        client did not acknowledge, as when the connection is lost (Autobahn
+        unregisters the session as producer first: no C{stopProducing}
+        follows).
+        """
+        if abort:
+            self.session.dying()
+        super().dropConnection(abort)
+
     def drop(self) -> None:
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def unackedBytes(self) -> int:
+        transport = self.transport
+        return 0 if transport is None else unackedBytes(transport)
+
+    def sendLingeringClose(self, code: int, reason: str) -> None:
+        self.lingerOnClose()
+        self.sendAnyClose(code, reason)
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            abort = getattr(transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:
+                transport.loseConnection()
 
 
 @implementer(IProtocolNegotiationFactory, IReloadable)
@@ -223,6 +252,8 @@ class ChatServerFactory(WebSocketServerFactory):
         self.live: set[ChatServerProtocol] = set()
         #: whether reading from the connections is paused (L{pauseReading})
         self.readingPaused = False
+        #: how many of the stores that pause the senders want them paused
+        self._pauses = 0
         self._emptied: Deferred[None] | None = None
         self.setMessageConfig(message)
         self.setProtocolOptions(
@@ -326,6 +357,7 @@ class ChatServerFactory(WebSocketServerFactory):
         """
         self.hub.maxConnectionsPerUser = config.maxConnectionsPerUser
         self.hub.sendBufferBytes = config.sendBufferBytes
+        self.hub.closeGraceSeconds = config.closeGraceSeconds
         # the opening handshake: the request must arrive whole within
         # requestTimeoutSeconds, and be done within handshakeTimeoutSeconds
         # (Autobahn's timer: it drops the connection)
@@ -418,8 +450,12 @@ class ChatServerFactory(WebSocketServerFactory):
         Stop reading from every connection, and from each new one, until
         L{resumeReading}: the back-pressure of a store that cannot take
         more (the senders' messages wait in their sockets, and TCP slows
-        the senders down).
+        the senders down).  Several stores may pause: reading resumes
+        when every one of them resumed.
         """
+        self._pauses += 1
+        if self._pauses > 1:
+            return
         self.readingPaused = True
         for protocol in self.live:
             if protocol.transport is not None:
@@ -427,8 +463,14 @@ class ChatServerFactory(WebSocketServerFactory):
 
     def resumeReading(self) -> None:
         """
-        Read from every connection again.
+        Read from every connection again (once each L{pauseReading} has
+        had its resume).
         """
+        if self._pauses == 0:
+            return
+        self._pauses -= 1
+        if self._pauses:
+            return
         self.readingPaused = False
         for protocol in self.live:
             if protocol.transport is not None:

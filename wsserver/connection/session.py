@@ -33,7 +33,8 @@ from ..messages import InvalidPayload, InvalidSince, InvalidUserId, parseSince, 
 from ..metrics import ROUTING_SAMPLE_MASK
 from ..routing import IConnection, Router
 
-__all__ = ["CLOSE_CODES", "MAX_EARLY_MESSAGES", "MAX_HANDSHAKE_BYTES", "Hub", "IWire", "Refusal", "Session"]
+__all__ = ["CLOSE_CODES", "MAX_EARLY_MESSAGES", "MAX_HANDSHAKE_BYTES", "RING_SLACK", "Hub", "IWire", "Refusal",
+           "Session", "unackedTail"]
 
 #: The close codes of the wire protocol.
 CLOSE_CODES = {
@@ -58,6 +59,13 @@ MAX_EARLY_MESSAGES = 100
 MAX_HANDSHAKE_BYTES = 16 * 1024
 
 CONNECTING, OPEN, CLOSING, CLOSED = range(4)
+
+#: Bytes of the frames last written that a connection keeps beyond what its
+#: client has not acknowledged (the ring, see L{Session}): what the client's
+#: kernel may have received and the client not read, handed back when the
+#: connection dies with data pending.  Also how often (in bytes written) the
+#: ring is trimmed to what the kernel still holds.
+RING_SLACK = 64 * 1024
 
 
 class IWire(Interface):
@@ -93,6 +101,28 @@ class IWire(Interface):
         back-pressure of the undelivered queue's writes.
         """
 
+    def unackedBytes() -> int:
+        """
+        The bytes written that the client's TCP has not acknowledged yet:
+        the transport's buffer and the kernel's send queue (0 where that
+        cannot be known).  Asked only when frames may have to be handed
+        back, and every L{RING_SLACK} bytes written.
+        """
+
+    def sendLingeringClose(code: int, reason: str) -> None:
+        """
+        Send a close frame as L{sendAnyClose}, then wait for the client's
+        close frame however long it takes (the session times the wait), and
+        half-close (FIN) once it came: never a reset while the client may
+        still read.
+        """
+
+    def abort() -> None:
+        """
+        Abort the TCP connection (a reset): the grace of a lingering close
+        is over.
+        """
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -124,6 +154,9 @@ class Hub:
     cookieAuth: bool = False
     maxConnectionsPerUser: int = 0
     sendBufferBytes: int = 0
+    #: seconds a slow consumer has to read what it was sent and answer the
+    #: 4011 close frame (C{closeGraceSeconds}; 0: aborted at once)
+    closeGraceSeconds: float = 10
     #: how the C{?id=} query and a token's C{sub} are read (C{chat.userIds})
     ids: UserIdRule = anyRule
 
@@ -184,6 +217,24 @@ def _controlFrame(opcode: int, payload: bytes) -> bytes:
 _PING = _controlFrame(0x9, b"")
 
 
+def unackedTail(ring: deque, unacked: int) -> list:
+    """
+    Take from the end of C{ring} (the frames last written, oldest first)
+    the frames that C{unacked} bytes at the end of what was written cover,
+    a frame of which only a part may have reached the client included.
+
+    @return: those frames, oldest first (they are removed from C{ring}).
+    """
+    tail = []
+    covered = 0
+    while ring and covered < unacked:
+        frame = ring.pop()
+        covered += len(frame.payloadHybi)
+        tail.append(frame)
+    tail.reverse()
+    return tail
+
+
 class _Control:
     """
     A ping or pong kept while the transport is paused, with the frames: it
@@ -207,14 +258,17 @@ class Session:
     the transport's buffer is full (the client does not read), frames wait
     in C{_held} until the transport asks for more; past C{sendBufferBytes}
     of them the connection is closed with 4011 and they are kept for the
-    user as for an offline one.
+    user as for an offline one.  The frames last written wait in a ring
+    (what the kernel has not acknowledged, and L{RING_SLACK} bytes more):
+    on that close, or when the connection dies with bytes unacknowledged,
+    those the client may not have read are handed back too.
     """
 
     __slots__ = (
         "_hub", "_clock", "_wire", "_write", "state", "userId", "isBinary", "attached", "lastActivity", "pingOutstanding",
         "_refusal", "_refusalKind", "_since", "_auth", "_authTimer", "_expiry", "_early", "_earlyBytes", "_arriving",
         "_address", "_peer", "_counted", "_connectedAt", "_bucket", "_held", "_heldBytes", "_replayBytes", "_paused",
-        "_unread",
+        "_unread", "attachedAt", "_ring", "_ringBytes", "_ringLimit", "_grace", "_answered",
     )
 
     #: every line of a session is one a remote peer can cause
@@ -264,6 +318,20 @@ class Session:
         self._paused = False
         #: not read from the network while the undelivered queue catches up
         self._unread = False
+        #: when the router began to deliver to it
+        self.attachedAt = 0.0
+        #: the frames last written, oldest first (with C{sendBufferBytes}):
+        #: what the client may not have received when it dies or is closed as
+        #: a slow consumer, handed back then
+        self._ring: deque[PreparedMessage | _Control] | None = None
+        self._ringBytes = 0
+        #: when C{_ringBytes} passes it, the ring is trimmed
+        self._ringLimit = RING_SLACK
+        #: the wait for a slow consumer to read and answer its 4011 close
+        self._grace: IDelayedCall | None = None
+        #: the client sent a close frame: it read everything sent before
+        #: the server's own close frame, if that came first
+        self._answered = False
 
     @property
     def address(self) -> str:
@@ -295,7 +363,10 @@ class Session:
         self._write = write
         self._connectedAt = self._clock.seconds()
         self._bucket = self._hub.limits.bucket()
-        return bool(self._hub.sendBufferBytes)
+        if self._hub.sendBufferBytes:
+            self._ring = deque()
+            return True
+        return False
 
     def requestTooLarge(self, buffered: bytes, data: bytes) -> bool:
         """
@@ -450,7 +521,7 @@ class Session:
             return
         self.attached = True
         hub.router.counters.connects += 1
-        self.lastActivity = self._clock.seconds()
+        self.lastActivity = self.attachedAt = self._clock.seconds()
         hub.router.attach(self, self._since)
         self._log.info("user {uid} connected from {peer}", uid=self.userId, peer=self._peer)
 
@@ -560,8 +631,33 @@ class Session:
     def _sendControl(self, frame: bytes) -> None:
         if self._held is None:
             self._write(frame)
+            if self._ring is not None:
+                self._written(_Control(frame))
         else:
             self._hold(_Control(frame), False)
+
+    def _written(self, frame: PreparedMessage | _Control) -> None:
+        """
+        C{frame} was handed to the transport: keep it in the ring, trimmed
+        (every L{RING_SLACK} bytes) to what the client has not acknowledged
+        plus L{RING_SLACK}.
+        """
+        ring = self._ring
+        assert ring is not None
+        ring.append(frame)
+        self._ringBytes += len(frame.payloadHybi)
+        if self._ringBytes > self._ringLimit:
+            self._trimRing()
+
+    def _trimRing(self) -> None:
+        ring = self._ring
+        assert ring is not None
+        keep = self._wire.unackedBytes() + RING_SLACK
+        size = self._ringBytes
+        while ring and size - len(ring[0].payloadHybi) >= keep:
+            size -= len(ring.popleft().payloadHybi)
+        self._ringBytes = size
+        self._ringLimit = size + RING_SLACK
 
     def pong(self) -> None:
         """
@@ -575,6 +671,7 @@ class Session:
         router must stop counting on it now (or messages meanwhile would be
         lost instead of kept for the user).
         """
+        self._answered = True
         self._detach(code)
 
     def closing(self) -> None:
@@ -600,6 +697,11 @@ class Session:
         """
         self.state = CLOSED
         self._handBack()
+        self._ring = None
+        if self._grace is not None:
+            if self._grace.active():
+                self._grace.cancel()
+            self._grace = None
         if self._unread:
             self._unread = False
             self._hub.router.pendingWrites.forget(self._readAgain)
@@ -632,7 +734,15 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                self._write(prepared.payloadHybi)
+                frame = prepared.payloadHybi
+                self._write(frame)
+                ring = self._ring
+                if ring is not None:
+                    # (the hot path: _written, inline)
+                    ring.append(prepared)
+                    self._ringBytes += len(frame)
+                    if self._ringBytes > self._ringLimit:
+                        self._trimRing()
             else:
                 self._hold(prepared, False)
 
@@ -646,7 +756,15 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                self._write(prepared.payloadHybi)
+                frame = prepared.payloadHybi
+                self._write(frame)
+                ring = self._ring
+                if ring is not None:
+                    # (the hot path: _written, inline)
+                    ring.append(prepared)
+                    self._ringBytes += len(frame)
+                    if self._ringBytes > self._ringLimit:
+                        self._trimRing()
             else:
                 self._hold(prepared, True)
 
@@ -716,6 +834,7 @@ class Session:
             prepared = held.popleft()
             self._heldBytes -= len(prepared.payloadHybi)
             write(prepared.payloadHybi)
+            self._written(prepared)
         if not self._paused:
             self._held = None
         # the replay is written first (it was kept first)
@@ -724,23 +843,78 @@ class Session:
 
     def stopProducing(self) -> None:
         """
-        The transport is gone; L{lost} hands back what is kept.
+        The TCP connection is being lost (its socket still open; L{lost}
+        follows): see L{dying}.
         """
+        self.dying()
+
+    def dying(self) -> None:
+        """
+        The TCP connection is lost or aborted, its socket still open.  When
+        the client's kernel has not acknowledged every byte written (and the
+        client did not answer a close frame, which says it read everything
+        before it), the client may not have read what it was sent: the ring
+        (what the kernel holds, and L{RING_SLACK} bytes before it, which the
+        client's kernel may have received unread) goes back to the router,
+        before what was never written.  Idempotent.
+        """
+        ring = self._ring
+        if ring and not self._answered and self._wire.unackedBytes():
+            self._ring = None
+            self._ringBytes = 0
+            # (the router counts on it no more: an abnormal close)
+            self._detach(1006)
+            self._handBack(list(ring))
 
     def _slowConsumer(self) -> None:
-        self._hub.limits.closed("sendBufferBytes")
+        """
+        Close a slow consumer (4011): what the client's kernel has not
+        acknowledged (the end of the ring) goes back to the router with
+        what was never written; the client has C{closeGraceSeconds} to read
+        what it was sent and answer the close frame, then it is aborted.
+        """
+        hub = self._hub
+        hub.limits.closed("sendBufferBytes")
         self._log.info("closing user {uid}: slow consumer ({size} bytes waiting)", uid=self.userId,
                        size=self._heldBytes)
-        self.close(CLOSE_CODES["slowConsumer"], "Slow consumer")
+        ring = self._ring
+        unacked = self._wire.unackedBytes() if ring else 0
+        tail = unackedTail(ring, unacked) if ring and unacked else []
+        if ring is not None:
+            self._ringBytes = sum(len(f.payloadHybi) for f in ring)
+        self.state = CLOSING
+        self._early = None
+        self._detach(CLOSE_CODES["slowConsumer"])
+        self._handBack(tail)
+        grace = hub.closeGraceSeconds
+        if grace:
+            self._grace = self._clock.callLater(grace, self._graceOver)
+            self._wire.sendLingeringClose(CLOSE_CODES["slowConsumer"], "Slow consumer")
+        else:
+            self._wire.sendAnyClose(CLOSE_CODES["slowConsumer"], "Slow consumer")
+            self._wire.abort()
 
-    def _handBack(self) -> None:
+    def _graceOver(self) -> None:
         """
-        Give what was routed to this connection and never written to the
-        router, which keeps it for the user (the undelivered queue).
+        A slow consumer did not read its frames and answer the close frame
+        in C{closeGraceSeconds}: abort (L{dying} hands back what it did not
+        acknowledge).
+        """
+        self._grace = None
+        self._log.info("aborting user {uid}: slow consumer did not read its close", uid=self.userId)
+        self._wire.abort()
+
+    def _handBack(self, written: list[PreparedMessage | _Control] | None = None) -> None:
+        """
+        Give what was routed to this connection and may not have reached
+        the client (C{written}, frames handed to the transport, then what
+        was never written) to the router, which keeps it for the user (the
+        undelivered queue) or sends it to the user's other connections.
         """
         held, self._held = self._held, None
         self._heldBytes = self._replayBytes = 0
-        if held:
-            payloads = [p.payload for p in held if p.payload is not None]
+        frames = list(written or ()) + list(held or ())
+        if frames:
+            payloads = [p.payload for p in frames if p.payload is not None]
             if payloads:
-                self._hub.router.keepUnsent(self.userId, payloads)
+                self._hub.router.keepUnsent(self.userId, payloads, self.attachedAt)

@@ -8,15 +8,19 @@ Each delivery is stored (L{wsserver.events.store}) before it is tried; a failed
 one is retried C{retryCount} times, C{retryIntervalSeconds} apart, then each
 target of the target's C{fallback} list is tried in turn with the same
 policy; what every target refused stays stored as failed and is counted.  At
-most C{maxParallelWorkers} deliveries are in flight at once.  A restart tries
-again whatever had not succeeded: at least once.
+most C{maxParallelWorkers} groups of deliveries (a group: what one target
+takes in one transaction or confirm window) are in flight at once.  A restart
+tries again whatever had not succeeded: at least once.
 
 Routing never waits for any of this: C{notify} only appends to a batch that
-is written to the store on the next turn of the reactor.
+is written to the store on the next turn of the reactor.  What is stored and
+not settled is bounded by C{maxPending}: over it, the senders of messages
+stop being read until the targets caught up (nothing is dropped).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from twisted.application.service import Service
@@ -27,14 +31,19 @@ from twisted.python.failure import Failure
 
 from ..config import EventConfig, TargetConfig
 from ..messages import BOT, Message
+from ..queue.pending import PendingWrites
 from . import ISender
 from .store import Delivery, IEventStore, emptyCounts, moved
 from .targets.base import TargetUnreachable
 
-__all__ = ["EventNotifier", "targetKeys"]
+__all__ = ["READY_LIMIT", "EventNotifier", "targetKeys"]
 
 #: Seconds that in-flight deliveries get to finish at stop.
 STOP_GRACE = 3.0
+
+#: At most this many stored deliveries wait in memory to be started; more
+#: are read back from the store when there is room.
+READY_LIMIT = 10000
 
 
 def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]:
@@ -57,33 +66,73 @@ class EventNotifier(Service):
     """
     Hands routed messages to the event targets.
 
+    Deliveries go out in I{groups}: the deliveries to one target started in
+    one turn of the reactor, at most the sender's C{batchSize} (an attribute
+    of the sender; 1 when it has none), which the SQL targets write in one
+    multi-row C{INSERT} and the C{amqp} target publishes in one confirm
+    window.  C{maxParallelWorkers} bounds the groups in flight (the
+    transactions, the publish windows, the webhook requests), not the rows.
+
+    The deliveries this run stored are handed to the senders from memory
+    (at most L{READY_LIMIT} wait there); only what does not fit, the retries
+    and what a previous run left are read back from the store.
+
     @param config: the C{event} settings.
     @param store: where deliveries wait.
     @param senders: a sender for every target key of L{targetKeys}.
     @param clock: the clock of retries.
+    @param pending: counts the deliveries stored (or about to be) and not
+        settled: over C{maxPending} the connections and REST requests that
+        route messages stop being read until the targets caught up (a bound
+        of its own, made from C{config} when L{None}).
+
+    @ivar pending: that bound.
     """
 
     log = Logger()
 
     def __init__(
-        self, config: EventConfig, store: IEventStore, senders: dict[str, ISender], clock: IReactorTime
+        self, config: EventConfig, store: IEventStore, senders: dict[str, ISender], clock: IReactorTime,
+        pending: PendingWrites | None = None,
     ) -> None:
         self._config = config
         self._store = store
-        self._senders = senders
         self._clock = clock
-        self._chains = {primary: [key for key, _ in chain] for primary, chain in targetKeys(config).items()}
-        self._primaries = list(self._chains)
+        self.pending = PendingWrites(config.maxPending) if pending is None else pending
         self._batch: list[tuple[str, bytes]] = []
         self._flushCall: IDelayedCall | None = None
         self._writing: list[Deferred[Any]] = []
         #: fired when the batch of this turn is stored (L{committed})
         self._commitWaiters: list[Deferred[None]] = []
         self._inflight: dict[int, Deferred[Any]] = {}
-        self._pumping = False
+        #: groups in flight
+        self._workers = 0
+        #: stored by this run, due, neither in flight nor read back
+        self._ready: deque[Delivery] = deque()
+        #: whether the store may hold due deliveries that are not in
+        #: C{_ready} nor in flight (what a previous run left, retries,
+        #: what did not fit)
+        self._spilled = True
+        self._querying = False
         self._pumpAgain = False
         self._wakeCall: IDelayedCall | None = None
+        #: the reads of the store in flight (due deliveries, the next due
+        #: time): a stop waits for them
+        self._reads: list[Deferred[Any]] = []
         self._stopping = False
+        #: the stop has fired: the store (the database) may be closed, so
+        #: nothing more is written to it
+        self._stopped = False
+        self._use(config, senders)
+
+    def _use(self, config: EventConfig, senders: dict[str, ISender]) -> None:
+        self._config = config
+        self._senders = senders
+        self._chains = {primary: [key for key, _ in chain] for primary, chain in targetKeys(config).items()}
+        self._primaries = list(self._chains)
+        self._sizes = {key: max(1, int(getattr(sender, "batchSize", 1))) for key, sender in senders.items()}
+        self._maxBatch = max(self._sizes.values(), default=1)
+        self.pending.setLimits(config.maxPending, 0)
 
     def reconfigure(self, config: EventConfig, senders: dict[str, ISender]) -> None:
         """
@@ -94,10 +143,7 @@ class EventNotifier(Service):
         them that fails is retried on the new one.
         """
         old = self._senders
-        self._config = config
-        self._senders = senders
-        self._chains = {primary: [key for key, _ in chain] for primary, chain in targetKeys(config).items()}
-        self._primaries = list(self._chains)
+        self._use(config, senders)
         for sender in old.values():
             maybeDeferred(sender.close).addErrback(
                 lambda f: self.log.failure("could not close a replaced event sender", f))
@@ -113,11 +159,7 @@ class EventNotifier(Service):
         config = self._config
         if message.type in config.ignoreTypes or (message.sender == BOT and not config.sendBotMessages):
             return
-        batch = self._batch
-        for primary in self._primaries:
-            batch.append((primary, payload))
-        if self._flushCall is None:
-            self._flushCall = self._clock.callLater(0, self._flush)
+        self._queue(payload)
 
     def notifyServerEvent(self, kind: str, payload: bytes) -> None:
         """
@@ -127,11 +169,16 @@ class EventNotifier(Service):
         """
         if kind in self._config.ignoreTypes:
             return
+        self._queue(payload)
+
+    def _queue(self, payload: bytes) -> None:
         batch = self._batch
         for primary in self._primaries:
             batch.append((primary, payload))
+        self.pending.add(len(self._primaries), 0)
         if self._flushCall is None:
             self._flushCall = self._clock.callLater(0, self._flush)
+
     def committed(self) -> Deferred[None]:
         """
         Fires once every delivery queued so far is stored (for acks).
@@ -164,49 +211,131 @@ class EventNotifier(Service):
                     waiter.callback(None)
             return result
 
+        def lost(failure: Failure) -> None:
+            # not stored: they will not be delivered, nor wait
+            self.pending.done(len(batch), 0)
+            self.log.failure("could not store events", failure)
+
         d.addBoth(written)
-        d.addCallbacks(lambda _: self._pump(), lambda f: self.log.failure("could not store events", f))
+        d.addCallbacks(self._arrived, lost)
+
+    def _arrived(self, deliveries: list[Delivery]) -> None:
+        """
+        New deliveries are stored: into memory, as many as fit, and out.
+        """
+        if not self._spilled:
+            room = max(0, READY_LIMIT - len(self._ready))
+            if len(deliveries) > room:
+                # the rest is read back from the store once there is room
+                deliveries = deliveries[:room]
+                self._spilled = True
+            self._ready.extend(deliveries)
+        self._pump()
 
     # delivery
 
     def _pump(self) -> None:
         """
-        Start due deliveries while workers are free.
+        Start due deliveries while workers are free: those in memory first,
+        then (when the store may have more) those read from it.
         """
         if self._stopping or not self.running:
             return
-        if self._pumping:
-            self._pumpAgain = True
-            return
-        free = self._config.maxParallelWorkers - len(self._inflight)
+        free = self._config.maxParallelWorkers - self._workers
         if free <= 0:
             return
-        self._pumping = True
+        ready = self._ready
+        if ready:
+            take = [ready.popleft() for _ in range(min(len(ready), free * self._maxBatch))]
+            left = self._startGroups(take, free)
+            ready.extendleft(reversed(left))
+            free = self._config.maxParallelWorkers - self._workers
+        if free <= 0 or not self._spilled:
+            return
+        if self._querying:
+            self._pumpAgain = True
+            return
+        self._querying = True
         self._pumpAgain = False
-        d = self._store.due(self._clock.seconds(), free, frozenset(self._inflight))
+        limit = free * self._maxBatch
+        skip = frozenset(self._inflight).union(d.id for d in ready)
+        d = self._read(self._store.due(self._clock.seconds(), limit, skip))
 
         def start(deliveries: list[Delivery]) -> None:
-            for delivery in deliveries:
-                self._start(delivery)
+            if len(deliveries) < limit:
+                # every due one is read: until a retry is due or more did
+                # not fit, the new ones are all in memory
+                self._spilled = False
+                self._scheduleWake()
+            known = frozenset(self._inflight).union(d.id for d in self._ready)
+            fresh = [d for d in deliveries if d.id not in known]
+            free = self._config.maxParallelWorkers - self._workers
+            self._ready.extend(self._startGroups(fresh, free) if free > 0 and not self._stopping else fresh)
 
         def done(result: Any) -> None:
-            self._pumping = False
+            self._querying = False
             if isinstance(result, Failure):
                 self.log.failure("could not read due events", result)
             if self._pumpAgain:
                 self._pump()
-            else:
-                self._scheduleWake()
 
         d.addCallback(start).addBoth(done)
 
+    def _startGroups(self, deliveries: list[Delivery], free: int) -> list[Delivery]:
+        """
+        Start the C{deliveries} in at most C{free} groups, each to one
+        target and at most its sender's C{batchSize}; those that fit in no
+        group are answered, in order.
+        """
+        sizes = self._sizes
+        groups: list[list[Delivery]] = []
+        open: dict[str, list[Delivery]] = {}
+        left: list[Delivery] = []
+        for delivery in deliveries:
+            group = open.get(delivery.target)
+            if group is None or len(group) >= sizes.get(delivery.target, 1):
+                if len(groups) >= free:
+                    left.append(delivery)
+                    continue
+                group = open[delivery.target] = []
+                groups.append(group)
+            group.append(delivery)
+        for group in groups:
+            self._startGroup(group)
+        return left
+
+    def _startGroup(self, group: list[Delivery]) -> None:
+        """
+        Hand one group to its sender (in this turn: one transaction, one
+        confirm window); a worker is busy until every delivery of it is
+        settled.
+        """
+        self._workers += 1
+        sender = self._senders.get(group[0].target)
+        started = [self._start(delivery, sender) for delivery in group]
+
+        def finished(_: Any) -> None:
+            self._workers -= 1
+            self._pump()
+
+        DeferredList(started, consumeErrors=True).addBoth(finished)
+
+    def _wake(self) -> None:
+        """
+        A waiting delivery is due: read it from the store.
+        """
+        self._wakeCall = None
+        self._spilled = True
+        self._pump()
+
     def _scheduleWake(self) -> None:
         """
-        Pump again when the next waiting delivery is due.
+        Read the store again when the next waiting delivery is due.
         """
         if self._stopping or not self.running:
             return
-        d = self._store.nextDue(frozenset(self._inflight))
+        skip = frozenset(self._inflight).union(d.id for d in self._ready)
+        d = self._read(self._store.nextDue(skip))
 
         def wake(when: float | None) -> None:
             if when is None or self._stopping:
@@ -217,34 +346,64 @@ class EventNotifier(Service):
                 if call.getTime() <= self._clock.seconds() + delay:
                     return
                 call.cancel()
-            self._wakeCall = self._clock.callLater(delay, self._pump)
+            self._wakeCall = self._clock.callLater(delay, self._wake)
 
         d.addCallbacks(wake, lambda f: self.log.failure("could not read due events", f))
 
-    def _start(self, delivery: Delivery) -> None:
-        sender = self._senders.get(delivery.target)
+    def _read(self, d: Deferred[Any]) -> Deferred[Any]:
+        """
+        Track the read C{d} until it answers (see L{stopService}).
+        """
+        reads = self._reads
+        reads.append(d)
+
+        def answered(result: Any) -> Any:
+            reads.remove(d)
+            return result
+
+        return d.addBoth(answered)
+
+    def _start(self, delivery: Delivery, sender: ISender | None) -> Deferred[Any]:
         if sender is None or delivery.primary not in self._chains:
             # stored by a run whose targets were configured differently
             self.log.warn("event delivery {id} is for {target}, which is no longer configured; kept as failed",
                           id=delivery.id, target=delivery.target)
-            d = self._store.failed(delivery)
-            self._inflight[delivery.id] = d
-            d.addErrback(lambda f: self.log.failure("event bookkeeping failed", f))
-            d.addBoth(lambda _: (self._inflight.pop(delivery.id, None), self._pump()))
-            return
-        d = maybeDeferred(sender.send, delivery.payload)
+            d = self._store.failed(delivery).addCallback(self._settled)
+        else:
+            d = maybeDeferred(sender.send, delivery.payload)
+            d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
         self._inflight[delivery.id] = d
-        d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
         d.addErrback(lambda f: self.log.failure("event bookkeeping failed", f))
 
         def finished(_: Any) -> None:
             self._inflight.pop(delivery.id, None)
-            self._pump()
 
         d.addBoth(finished)
+        return d
+
+    def _settled(self, _: None) -> None:
+        """
+        A delivery is settled for good (succeeded or failed): it no longer
+        counts against C{maxPending}.
+        """
+        self.pending.done(1, 0)
 
     def _accepted(self, _: None, delivery: Delivery) -> Deferred[None]:
-        return self._store.succeeded(delivery)
+        if self._stopped:
+            # after the stop's grace period: the store may be closed; it
+            # stays pending and is sent again at the next start
+            return succeed(None)
+        return self._store.succeeded(delivery).addCallback(self._settled)
+
+    def _moved(self, delivery: Delivery) -> Deferred[None]:
+        """
+        Keep C{delivery} waiting (a retry, a fallback, an unreachable
+        target): it is read back from the store when due.
+        """
+        def stored(_: None) -> None:
+            self._spilled = True
+
+        return self._store.update(delivery).addCallback(stored)
 
     def _refused(self, failure: Failure, delivery: Delivery) -> Deferred[None]:
         if self._stopping:
@@ -255,11 +414,11 @@ class EventNotifier(Service):
         now = self._clock.seconds()
         if failure.check(TargetUnreachable):
             # not tried (not connected): it waits, spending no retry
-            return self._store.update(moved(delivery, notBefore=now + failure.value.retryAfter))
+            return self._moved(moved(delivery, notBefore=now + failure.value.retryAfter))
         attempts = delivery.attempts + 1
         reason = failure.getErrorMessage() or failure.type.__name__
         if config.enableRetry and attempts <= config.retryCount:
-            return self._store.update(moved(delivery, attempts=attempts, notBefore=now + config.retryIntervalSeconds))
+            return self._moved(moved(delivery, attempts=attempts, notBefore=now + config.retryIntervalSeconds))
         chain = self._chains[delivery.primary]
         position = chain.index(delivery.target)
         if position + 1 < len(chain):
@@ -267,10 +426,10 @@ class EventNotifier(Service):
                 "event target {target} failed ({reason}); trying {fallback}",
                 target=delivery.target, reason=reason, fallback=chain[position + 1],
             )
-            return self._store.update(moved(delivery, target=chain[position + 1], attempts=0, notBefore=now))
+            return self._moved(moved(delivery, target=chain[position + 1], attempts=0, notBefore=now))
         self.log.warn("event delivery {id} failed for good at {target}: {reason}",
                       id=delivery.id, target=delivery.target, reason=reason)
-        return self._store.failed(moved(delivery, attempts=attempts))
+        return self._store.failed(moved(delivery, attempts=attempts)).addCallback(self._settled)
 
     # reports and life cycle
 
@@ -301,15 +460,30 @@ class EventNotifier(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._stopping = False
-        # resend whatever a previous run left pending
+        self._stopping = self._stopped = False
+        # resend whatever a previous run left pending (read from the store),
+        # counted against maxPending
+        self._ready.clear()
+        self._spilled = True
+
+        def count(counts: dict[str, dict[str, int]]) -> None:
+            stored = sum(c["pending"] + c["retrying"] for c in counts.values()) + len(self._batch)
+            change = stored - self.pending.messages
+            if change > 0:
+                self.pending.add(change, 0)
+            elif change < 0:
+                self.pending.done(-change, 0)
+
+        self._store.counts().addCallbacks(count, lambda f: self.log.failure("could not count stored events", f))
         self._pump()
 
     def stopService(self) -> Deferred[None]:
         """
-        Store what is batched, give in-flight deliveries a short grace
+        Store what is batched, wait for the reads in flight (what they
+        answer is not started), give in-flight deliveries a short grace
         period (what does not finish stays pending for the next start), then
-        close the senders.
+        close the senders.  Once this fires the store is not used again: the
+        server closes the database next.
         """
         super().stopService()
         if self._flushCall is not None and self._flushCall.active():
@@ -318,7 +492,8 @@ class EventNotifier(Service):
         self._stopping = True
         if self._wakeCall is not None and self._wakeCall.active():
             self._wakeCall.cancel()
-        waits = DeferredList(list(self._writing) + list(self._inflight.values()), consumeErrors=True)
+        waits = DeferredList([_copy(d) for d in [*self._writing, *self._reads, *self._inflight.values()]],
+                             consumeErrors=True)
         done: Deferred[None] = Deferred()
         timer = self._clock.callLater(STOP_GRACE, lambda: done.called or done.callback(None))
         waits.addBoth(lambda _: done.called or done.callback(None))
@@ -326,6 +501,7 @@ class EventNotifier(Service):
         def close(_: Any) -> Deferred[Any]:
             if timer.active():
                 timer.cancel()
+            self._stopped = True
             return DeferredList([maybeDeferred(s.close) for s in self._senders.values()], consumeErrors=True)
 
         return done.addCallback(close).addCallback(lambda _: None)

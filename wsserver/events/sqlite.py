@@ -7,6 +7,16 @@ Tables (see L{wsserver.database} for the schema): C{events(id,
 primary_target, target, payload, attempts, not_before, state)}, C{state}
 C{"pending"} or C{"failed"} (a delivery that succeeded is deleted and
 counted); the counters C{"succeeded:<target>"} in C{counters}.
+
+Group commit (L{wsserver.database.BatchWriter}): what the notifier settles
+in one reactor turn (succeeded, failed, moved for a retry or a fallback) is
+written in one transaction, one in flight at a time; each method's
+L{Deferred} fires once its batch is committed, and a read first hands the
+pending batch to the database thread, so that it sees every change made
+before it.  The per-target counts of L{SqliteEventStore.counts} (what
+C{GET /events} and the metrics read) are loaded once at start and kept in
+memory from then on, updated as each write commits: reading them never
+scans the table.
 """
 
 from __future__ import annotations
@@ -14,9 +24,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..database import Database
+from ..database import BatchWriter, Database
 from .store import Delivery, IEventStore, emptyCounts
 
 __all__ = ["SqliteEventStore"]
@@ -25,6 +37,14 @@ _SUCCEEDED = "succeeded:"
 _PENDING = "pending"
 _FAILED = "failed"
 
+#: what L{BatchWriter} writes: C{(state, delivery)}, the state
+#: C{"succeeded"}, C{"failed"} or C{"pending"} (moved: new target, attempts
+#: or time)
+_Settled = tuple[str, Delivery]
+
+#: count changes: C{(target, counter, change)}
+_Changes = list[tuple[str, str, int]]
+
 
 @implementer(IEventStore)
 class SqliteEventStore:
@@ -32,46 +52,98 @@ class SqliteEventStore:
     The event notifier's queue in SQLite: pending and failed deliveries and
     the per-target success counters survive restarts.  Behaves like
     L{wsserver.events.store.MemoryEventStore}.
+
+    @param clock: schedules the batch write at the end of the reactor turn
+        (the database's reactor when L{None}).
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, clock: IReactorTime | None = None) -> None:
         self._db = database
+        self._counts: dict[str, dict[str, int]] = {}
+        for name, value in database.readNow("SELECT name, value FROM counters"):
+            if name.startswith(_SUCCEEDED):
+                self._counts.setdefault(name[len(_SUCCEEDED):], emptyCounts())["succeeded"] += value
+        for target, state, retried, n in database.readNow(
+            "SELECT target, state, attempts > 0, COUNT(*) FROM events GROUP BY target, state, attempts > 0"
+        ):
+            self._counts.setdefault(target, emptyCounts())[_key(state, retried)] += n
+        self._writer: BatchWriter[_Settled] = BatchWriter(
+            database, database.reactor if clock is None else clock, _settle, "event deliveries",
+            settled=self._settled,
+        )
+
+    def _apply(self, changes: _Changes) -> None:
+        counts = self._counts
+        for target, counter, change in changes:
+            row = counts.get(target)
+            if row is None:
+                row = counts[target] = emptyCounts()
+            row[counter] += change
+
+    def _settled(self, batch: list[_Settled], result: _Changes | Failure) -> None:
+        if not isinstance(result, Failure):
+            self._apply(result)
+
+    def _added(self, added: list[Delivery]) -> list[Delivery]:
+        self._apply([(d.target, _PENDING, 1) for d in added])
+        return added
 
     def add(self, items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
         rows = [(primary, primary, bytes(payload), 0, now, _PENDING) for primary, payload in items]
         if not rows:
             return succeed([])
-        return self._db.run(_add, rows)
+        self._writer.handOver()
+        return self._db.run(_add, rows).addCallback(self._added)
 
     def due(self, now: float, limit: int, skip: frozenset[int]) -> Deferred[list[Delivery]]:
         if limit <= 0:
             return succeed([])
+        self._writer.handOver()
         return self._db.run(_due, now, limit, frozenset(skip))
 
     def nextDue(self, skip: frozenset[int]) -> Deferred[float | None]:
+        self._writer.handOver()
         return self._db.run(_nextDue, frozenset(skip))
 
+    def _settle(self, state: str, delivery: Delivery) -> Deferred[None]:
+        self._writer.add((state, delivery))
+        return self._writer.committed()
+
     def update(self, delivery: Delivery) -> Deferred[None]:
-        return self._db.run(_update, delivery, _PENDING)
+        return self._settle(_PENDING, delivery)
 
     def succeeded(self, delivery: Delivery) -> Deferred[None]:
-        return self._db.run(_succeeded, delivery)
+        return self._settle("succeeded", delivery)
 
     def failed(self, delivery: Delivery) -> Deferred[None]:
-        return self._db.run(_update, delivery, _FAILED)
+        return self._settle(_FAILED, delivery)
 
     def counts(self) -> Deferred[dict[str, dict[str, int]]]:
-        return self._db.run(_counts)
+        """
+        The counts kept in memory, once every write asked for before is
+        committed (so they include it); no query reads the table.
+        """
+        self._writer.handOver()
+        return self._db.run(lambda cursor: None).addCallback(
+            lambda _: {target: dict(row) for target, row in self._counts.items() if any(row.values())})
 
     def close(self) -> Deferred[None]:
         """
         Wait for the queries already asked for; the database itself is closed
         by L{Database.close}, as the undelivered queue may still use it.
         """
+        self._writer.handOver()
         return self._db.run(lambda cursor: None)
 
 
 _DELIVERY_COLUMNS = "id, primary_target, target, payload, attempts, not_before"
+
+
+def _key(state: str, retried: Any) -> str:
+    """
+    The counter of a stored row.
+    """
+    return _FAILED if state == _FAILED else "retrying" if retried else _PENDING
 
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
@@ -123,33 +195,33 @@ def _nextDue(cursor: Any, skip: frozenset[int]) -> float | None:
     return None
 
 
-def _update(cursor: Any, delivery: Delivery, state: str) -> None:
-    cursor.execute(
-        "UPDATE events SET primary_target = ?, target = ?, payload = ?, attempts = ?, not_before = ?, state = ?"
-        " WHERE id = ? AND state = ?",
-        (delivery.primary, delivery.target, bytes(delivery.payload), delivery.attempts, delivery.notBefore,
-         state, delivery.id, _PENDING),
-    )
-
-
-def _succeeded(cursor: Any, delivery: Delivery) -> None:
-    cursor.execute("DELETE FROM events WHERE id = ? AND state = ?", (delivery.id, _PENDING))
-    if cursor.rowcount:
+def _settle(cursor: Any, batch: list[_Settled]) -> _Changes:
+    """
+    Write what one turn settled, in order: the count changes of the rows
+    it changed (a row no longer pending is left alone and counts nothing).
+    """
+    changes: _Changes = []
+    succeeded: dict[str, int] = {}
+    for state, delivery in batch:
+        # what the row was: the counter it leaves
+        cursor.execute("SELECT target, attempts FROM events WHERE id = ? AND state = ?", (delivery.id, _PENDING))
+        row = cursor.fetchone()
+        if row is None:
+            continue
+        target, attempts = row
+        changes.append((target, _key(_PENDING, attempts), -1))
+        if state == "succeeded":
+            cursor.execute("DELETE FROM events WHERE id = ?", (delivery.id,))
+            succeeded[delivery.target] = succeeded.get(delivery.target, 0) + 1
+            changes.append((delivery.target, "succeeded", 1))
+            continue
         cursor.execute(
-            "INSERT INTO counters (name, value) VALUES (?, 1)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            (_SUCCEEDED + delivery.target,),
+            "UPDATE events SET primary_target = ?, target = ?, attempts = ?, not_before = ?, state = ? WHERE id = ?",
+            (delivery.primary, delivery.target, delivery.attempts, delivery.notBefore, state, delivery.id),
         )
-
-
-def _counts(cursor: Any) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    cursor.execute("SELECT name, value FROM counters")
-    for name, value in cursor.fetchall():
-        if name.startswith(_SUCCEEDED):
-            counts.setdefault(name[len(_SUCCEEDED):], emptyCounts())["succeeded"] += value
-    cursor.execute("SELECT target, state, attempts > 0, COUNT(*) FROM events GROUP BY target, state, attempts > 0")
-    for target, state, retried, n in cursor.fetchall():
-        key = _FAILED if state == _FAILED else "retrying" if retried else _PENDING
-        counts.setdefault(target, emptyCounts())[key] += n
-    return counts
+        changes.append((delivery.target, _key(state, delivery.attempts), 1))
+    cursor.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        [(_SUCCEEDED + target, n) for target, n in succeeded.items()],
+    )
+    return changes

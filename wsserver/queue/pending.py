@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-__all__ = ["LOW_WATER", "MARKS", "PendingWrites"]
+__all__ = ["LOW_WATER", "MARKS", "PendingBounds", "PendingWrites"]
 
 #: The fraction of each limit below which readers are resumed.
 LOW_WATER = 0.5
@@ -60,11 +60,8 @@ class PendingWrites:
     """
 
     def __init__(self, maxMessages: int = 0, maxBytes: int = 0, maxSeconds: float = 0.0) -> None:
-        self.maxMessages = maxMessages
-        self.maxBytes = maxBytes
+        self.setLimits(maxMessages, maxBytes)
         self.maxSeconds = maxSeconds
-        self._lowMessages = int(maxMessages * LOW_WATER)
-        self._lowBytes = int(maxBytes * LOW_WATER)
         self.messages = 0
         self.size = 0
         self.full = False
@@ -84,6 +81,16 @@ class PendingWrites:
         self._step = maxSeconds / MARKS
         #: while L{late}: the messages added before it became so
         self._lateUntil = 0
+
+    def setLimits(self, maxMessages: int, maxBytes: int) -> None:
+        """
+        Bound by C{maxMessages} and C{maxBytes} from now on (a reload); the
+        next L{add} or L{done} applies them.
+        """
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+        self._lowMessages = int(maxMessages * LOW_WATER)
+        self._lowBytes = int(maxBytes * LOW_WATER)
 
     def add(self, messages: int, size: int, now: float = 0.0) -> None:
         """
@@ -172,6 +179,68 @@ class PendingWrites:
             resume()
         else:
             self._waiting[resume] = None
+
+    def forget(self, resume: Callable[[], None]) -> None:
+        """
+        C{resume} is no longer to be called (its reader is gone).
+        """
+        self._waiting.pop(resume, None)
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many readers wait.
+        """
+        return len(self._waiting)
+
+
+class PendingBounds:
+    """
+    Several bounds read as one (the undelivered queue's and the event
+    notifier's): full while any of them is; a reader waits until every one
+    of them has room again.
+
+    @param bounds: the bounds, each a L{PendingWrites}.
+    """
+
+    def __init__(self, *bounds: PendingWrites) -> None:
+        self.bounds = bounds
+        #: what to call once none is full, in the order of waiting
+        self._waiting: dict[Callable[[], None], None] = {}
+
+    @property
+    def full(self) -> bool:
+        """
+        Whether readers should stop (read on every message).
+        """
+        for bound in self.bounds:
+            if bound.full:
+                return True
+        return False
+
+    def whenRelieved(self, resume: Callable[[], None]) -> None:
+        """
+        Call C{resume} once no bound is full (at once when none is); a
+        reader that waits already is not added twice.
+        """
+        if not self.full:
+            resume()
+            return
+        self._waiting[resume] = None
+        self._check()
+
+    def _check(self) -> None:
+        """
+        Resume the waiting readers when no bound is full; else wait for the
+        first full one.
+        """
+        for bound in self.bounds:
+            if bound.full:
+                bound.whenRelieved(self._check)
+                return
+        waiting, self._waiting = self._waiting, {}
+        for resume in waiting:
+            resume()
 
     def forget(self, resume: Callable[[], None]) -> None:
         """

@@ -16,7 +16,7 @@ Two things hold copies back, and both are kept in one L{Held}:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from ..stats import UserStats
 from .interfaces import IConnection
@@ -210,12 +210,13 @@ class User:
         elif seq is None or state.fresh(seq):
             connection.sendPrepared(prepared)
 
-    def writeStored(self, prepared: Any, seq: int | None) -> None:
+    def writeStored(self, prepared: Any, seq: int | None, connections: Sequence[IConnection] | None = None) -> None:
         """
         Write a copy that the user missed (from the undelivered queue) to
-        every connection: as L{writeOne}, with L{IConnection.sendStored}.
+        every connection (or to C{connections}, some of them): as
+        L{writeOne}, with L{IConnection.sendStored}.
         """
-        for connection in self.connections:
+        for connection in self.connections if connections is None else connections:
             state = self.resumed(connection)
             if state is None or (state.buffer is None and (seq is None or state.fresh(seq))):
                 connection.sendStored(prepared)

@@ -37,7 +37,7 @@ from ..metrics import Counters
 from ..stats import UserStats
 from ..queue import IUndeliveredStore, forRecipient
 from ..reloadable import IReloadable
-from ..queue.pending import PendingWrites
+from ..queue.pending import PendingBounds, PendingWrites
 from .acks import AckLedger
 from .catchup import CatchUp, OfflineQueue
 from .delivery import User
@@ -93,8 +93,10 @@ class Router:
     @param ackSeconds: how long an ack token is remembered
         (C{restApi.idempotencySeconds}).
     @param pendingWrites: what the undelivered queue has not written yet
-        (the store counts it); while it is full, the connections and REST
-        requests that route messages are not read.  Unbounded when L{None}.
+        (the store counts it), with the event notifier's deliveries not
+        settled when it has targets (a L{PendingBounds} of both); while it
+        is full, the connections and REST requests that route messages are
+        not read.  Unbounded when L{None}.
 
     @ivar messages: the factory of messages (the REST API is handed it
         apart).
@@ -122,10 +124,10 @@ class Router:
         notifyCommitted: Callable[[], Deferred[None]] | None = None,
         idempotency: IIdempotency | None = None,
         ackSeconds: float = 300,
-        pendingWrites: PendingWrites | None = None,
+        pendingWrites: PendingWrites | PendingBounds | None = None,
     ) -> None:
         self._config = config
-        self.pendingWrites = PendingWrites() if pendingWrites is None else pendingWrites
+        self.pendingWrites: PendingWrites | PendingBounds = PendingWrites() if pendingWrites is None else pendingWrites
         self._clock = clock
         self.messages = messages
         self.inbox = inbox
@@ -571,12 +573,31 @@ class Router:
         if self._queue is not None and user.connections and not user.draining:
             self._catchUp.drain(user)
 
-    def keepUnsent(self, userId: UserId, payloads: list[bytes]) -> None:
+    def keepUnsent(self, userId: UserId, payloads: list[bytes], attachedAt: float | None = None) -> None:
         """
-        Keep messages that were routed to a connection of C{userId} and
-        never written to it (it was closed as a slow consumer, or lost), in
-        the undelivered queue when it is on, as for an offline user.
+        Messages that were routed to a connection of C{userId} (attached at
+        C{attachedAt}) and may not have reached it: it was closed as a slow
+        consumer, or lost with data its client had not acknowledged.
+
+        When the user has other connections on this node, those attached
+        later than C{attachedAt} (all of them when it is L{None}),
+        which may have missed them, are sent them (a connection that
+        resumed with C{since} skips what it had); those attached before had
+        them.  When the user has none on this node, they are kept in the
+        undelivered queue when it is on, as for an offline user (also when
+        the user's other connections are on other nodes of a cluster: they
+        get them when they next connect).
         """
+        user = self._registry.users.get(userId)
+        if user is not None and user.connections:
+            newer = [c for c in user.connections
+                     if attachedAt is None or getattr(c, "attachedAt", attachedAt + 1) > attachedAt]
+            if newer:
+                withInbox = self.inbox is not None
+                prepare = self._prepare
+                for payload in payloads:
+                    user.writeStored(prepare(payload), seqOf(payload) if withInbox else None, newer)
+            return
         if self._queue is None:
             return
         now = self._clock.seconds()

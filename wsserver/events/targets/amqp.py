@@ -38,6 +38,8 @@ KEYS = (
     KeyDoc("routingKey", "string", '"wsserver.events"', "the routing key; C{{type}} is replaced by the message type"),
     KeyDoc("declareQueue", "string", '""', "a queue declared durable at start (bound to C{exchange} with "
            "C{routingKey} when C{exchange} is not C{\"\"}); C{\"\"}: none"),
+    KeyDoc("batchSize", "integer", "500", "at most this many publishes in one confirm window (1 to 10,000): "
+           "what one of C{maxParallelWorkers} sends at once"),
 )
 
 
@@ -62,6 +64,7 @@ class AmqpOptions:
     routingKey: str
     declareQueue: str
     destination: str
+    batchSize: int = 500
 
 
 def parse(section: ISection) -> AmqpOptions | None:
@@ -73,6 +76,7 @@ def parse(section: ISection) -> AmqpOptions | None:
     exchange = section.str("exchange", "")
     routingKey = section.str("routingKey", "wsserver.events")
     declareQueue = section.str("declareQueue", "")
+    batchSize = section.int("batchSize", 500, 1, 10000)
     for name, value in (("exchange", exchange), ("routingKey", routingKey), ("declareQueue", declareQueue)):
         if len(value.encode("utf-8")) > 255:
             section.error(name, "must be at most 255 bytes")
@@ -84,7 +88,7 @@ def parse(section: ISection) -> AmqpOptions | None:
     return AmqpOptions(
         host=url.hostname or "", port=url.port or 5672, user=unquote(url.username or "guest"),
         password=unquote(url.password or "guest"), vhost=vhost, exchange=exchange, routingKey=routingKey,
-        declareQueue=declareQueue, destination=where,
+        declareQueue=declareQueue, destination=where, batchSize=batchSize,
     )
 
 
@@ -126,6 +130,13 @@ class AmqpSender:
 
     def __repr__(self) -> str:
         return f"<AmqpSender {self._name} {self._options.destination}>"
+
+    @property
+    def batchSize(self) -> int:
+        """
+        The publishes the notifier hands over at once (one confirm window).
+        """
+        return self._options.batchSize
 
     # connection
 

@@ -194,6 +194,13 @@ class SqlSender:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name} {self._options.destination}>"
 
+    @property
+    def batchSize(self) -> int:
+        """
+        The rows the notifier hands over at once (one C{INSERT}).
+        """
+        return self._options.batchSize
+
     # connection
 
     def _probe(self) -> None:

@@ -17,7 +17,7 @@ run:
     the peak RSS of the server (sampled every 20 ms) and the time until
     every message is in the data file.
 
-    python benchmarks/queue.py [--duration 10] [--flood 200000] [--baseline DIR]
+    python benchmarks/undelivered.py [--duration 10] [--flood 200000] [--baseline DIR]
 """
 
 from __future__ import annotations
