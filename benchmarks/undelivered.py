@@ -20,7 +20,9 @@ run, and on this checkout with other C{chat.undelivered} settings given with
     whether it kept up.  pauses: how many times the
     bound on what waits to be written stopped the senders (age: of them,
     for maxPendingMillis), read from the server process (a signal handler
-    this script installs there); server CPU: its share of its core.
+    this script installs there); server CPU: its share of its core, and
+    routed per CPU s the cost of a message where the box's other processes
+    leave the server less than its core.
   - flood: the sender sends --flood messages to one offline user only;
     the peak RSS of the server (sampled every 20 ms) and the time until
     every message is in the data file.
@@ -289,7 +291,8 @@ def stream(source: str, duration: float, size: int, undelivered: dict[str, Any])
                 "received/s": r["received"] / elapsed, "persisted/s": r["persisted"] / elapsed,
                 "persisted/routed": r["persisted"] / max(r["delivered"], 1),
                 "receiver backlog KB": backlog.value / 1024 if backlog.value >= 0 else -1,
-                "server CPU %": 100 * cpu, "pauses": r["pauses"], "age pauses": r["age"]}
+                "server CPU %": 100 * cpu, "routed per CPU s": r["delivered"] / max(cpu * elapsed, 1e-9),
+                "pauses": r["pauses"], "age pauses": r["age"]}
     finally:
         server.stop()
 
@@ -356,6 +359,7 @@ def main() -> None:
     if args.baseline:
         trees = {"baseline": (args.baseline, {}), **trees}
     for name, settings in args.variant:
+        # the same code as "this checkout": the figures compare settings
         trees[name] = (SOURCE, settings)
     results = {}
     for name, (source, settings) in trees.items():

@@ -178,7 +178,9 @@ class UndeliveredConfig:
     #: written, in milliseconds: a message routed while it is older stops
     #: the senders being read until what waited then is written.  What a
     #: crash (C{kill -9}) loses without acks is what waits, so at most the
-    #: messages routed in about this long (plus a quarter); 0: no limit
+    #: messages routed in about this long (plus a quarter), which are
+    #: committed about a transaction later: the last ~100 ms of routing by
+    #: default; 0: no limit
     maxPendingMillis: float = 50
 
 
