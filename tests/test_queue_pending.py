@@ -209,6 +209,18 @@ class AgeBoundTests(SynchronousTestCase):
         pending.done(1, 0)
         self.assertFalse(pending.full)
 
+    def test_setLimitsKeepsAge(self) -> None:
+        """
+        L{PendingWrites.setLimits} (the notifier's reload of its count)
+        changes the counts only: the age bound stays and still pauses.
+        """
+        pending = PendingWrites(4, 0, 0.1)
+        pending.setLimits(1000, 0)
+        self.assertEqual((pending.maxMessages, pending.maxSeconds), (1000, 0.1))
+        pending.add(1, 0, 100.0)
+        pending.add(1, 0, 100.2)
+        self.assertEqual((pending.full, pending.late), (True, True))
+
 
 class SlowDatabase:
     """
