@@ -931,6 +931,19 @@ class QueueTests(ConfigTestMixin, SynchronousTestCase):
         ).chat.undelivered
         self.assertEqual((undelivered.maxPendingWrites, undelivered.maxPendingBytes), (0, 512 << 10))
 
+    def test_pendingMillis(self) -> None:
+        """
+        C{maxPendingMillis} bounds the age of what waits to be written
+        (50 ms); 0 turns it off; a negative one is an error naming the key.
+        """
+        self.assertEqual(parseConfig({}).chat.undelivered.maxPendingMillis, 50)
+        undelivered = parseConfig({"chat": {"undelivered": {"maxPendingMillis": 0}}}).chat.undelivered
+        self.assertEqual(undelivered.maxPendingMillis, 0)
+        self.assertEqual(
+            self.problemsOf({"chat": {"undelivered": {"maxPendingMillis": -1}}}),
+            ["chat.undelivered.maxPendingMillis: -1 must be at least 0"],
+        )
+
     def test_pendingWritesErrors(self) -> None:
         """
         A negative count or an unparsable size is an error naming the key.

@@ -109,6 +109,119 @@ class PendingWritesTests(SynchronousTestCase):
         self.assertEqual(calls, ["a"])
 
 
+class AgeBoundTests(SynchronousTestCase):
+    """
+    L{PendingWrites} with C{maxSeconds}: full once a message is added while
+    the oldest one waiting is that old, until what waited then is written.
+    """
+
+    def test_fullWhenOldestTooOld(self) -> None:
+        """
+        Messages added while the oldest waits less than C{maxSeconds} leave
+        it open; the first one added once it waits C{maxSeconds} makes it
+        full (and late), and a pause is counted.
+        """
+        pending = PendingWrites(0, 0, 0.1)
+        pending.add(1, 10, 100.0)
+        pending.add(1, 10, 100.05)
+        pending.add(1, 10, 100.099)
+        self.assertEqual((pending.full, pending.late, pending.pauses), (False, False, 0))
+        pending.add(1, 10, 100.101)
+        self.assertEqual((pending.full, pending.late, pending.pauses), (True, True, 1))
+
+    def test_relievedWhenWhatWaitedIsWritten(self) -> None:
+        """
+        Late, it is relieved once every message added before it became late
+        is written, not before; then the readers are resumed.  What was added
+        after (already read) need not be.
+        """
+        pending = PendingWrites(0, 0, 0.1)
+        resumed: list[bool] = []
+        for i in range(4):
+            pending.add(1, 0, 100.0 + i * 0.04)  # 100.0 .. 100.12: the last makes it late
+        self.assertTrue(pending.late)
+        pending.add(1, 0, 100.13)  # read before the sender was paused
+        pending.whenRelieved(lambda: resumed.append(True))
+        pending.done(2, 0)
+        self.assertEqual((pending.full, resumed), (True, []))
+        pending.done(1, 0)  # the three before the one that made it late
+        self.assertEqual((pending.full, pending.late, resumed), (False, False, [True]))
+        self.assertEqual(pending.messages, 2)
+
+    def test_writtenInTimeStaysOpen(self) -> None:
+        """
+        A writer that keeps up (each message written within C{maxSeconds})
+        never makes it full, however long the stream.
+        """
+        pending = PendingWrites(0, 0, 0.05)
+        for i in range(10000):
+            pending.add(1, 0, 100.0 + i * 0.001)
+            if i % 30 == 29:  # a commit every 30 ms
+                pending.done(30, 0)
+        self.assertEqual((pending.full, pending.pauses), (False, 0))
+        self.assertLessEqual(len(pending._marks), 3)
+
+    def test_oldestWrittenNewerMarkCounts(self) -> None:
+        """
+        Once the oldest messages are written, the age is the next mark's:
+        a mark is written when the next one's first message is.
+        """
+        pending = PendingWrites(0, 0, 0.1)
+        pending.add(2, 0, 100.0)
+        pending.add(1, 0, 100.03)  # a new mark (a step is 25 ms)
+        pending.done(2, 0)
+        pending.add(1, 0, 100.12)  # the oldest waiting is from 100.03
+        self.assertFalse(pending.full)
+        pending.add(1, 0, 100.131)
+        self.assertTrue(pending.full)
+
+    def test_emptyStartsAfresh(self) -> None:
+        """
+        Once everything is written, an old first mark is forgotten: the
+        next message starts the age anew.
+        """
+        pending = PendingWrites(0, 0, 0.1)
+        pending.add(1, 0, 100.0)
+        pending.done(1, 0)
+        pending.add(1, 0, 200.0)
+        pending.add(1, 0, 200.05)
+        self.assertFalse(pending.full)
+
+    def test_offIgnoresTime(self) -> None:
+        """
+        With C{maxSeconds} 0 the time given is never looked at.
+        """
+        pending = PendingWrites(0, 0, 0)
+        pending.add(1, 0, 0.0)
+        pending.add(1, 0, 10 ** 9)
+        self.assertEqual((pending.full, pending._marks), (False, type(pending._marks)()))
+
+    def test_withCountLimit(self) -> None:
+        """
+        Late and over C{maxMessages}: relieved only when both are cleared.
+        """
+        pending = PendingWrites(4, 0, 0.1)
+        pending.add(3, 0, 100.0)
+        pending.add(3, 0, 100.2)
+        self.assertEqual((pending.full, pending.late, pending.pauses), (True, True, 1))
+        pending.done(3, 0)  # written what waited when late; 3 > 2 still wait
+        self.assertEqual((pending.full, pending.late), (True, False))
+        pending.done(1, 0)
+        self.assertFalse(pending.full)
+
+    def test_setLimitsKeepsAge(self) -> None:
+        """
+        L{PendingWrites.setLimits} (the notifier's reload of its count)
+        changes the counts only: the age bound stays and still pauses.
+        """
+        pending = PendingWrites(4, 0, 0.1)
+        pending.setLimits(1000, 0)
+        self.assertEqual((pending.maxMessages, pending.maxSeconds), (1000, 0.1))
+        pending.add(1, 0, 100.0)
+        pending.add(1, 0, 100.2)
+        self.assertEqual((pending.full, pending.late), (True, True))
+
+
 class SlowDatabase:
     """
     A L{wsserver.database.Database} whose thread runs each interaction only
@@ -253,6 +366,26 @@ class GroupCommitTests(SynchronousTestCase):
         self.clock.advance(0)
         self.db.finish()
         self.assertEqual((self.pending.messages, self.pending.size, self.pending.full), (0, 0, False))
+
+    def test_ageCounted(self) -> None:
+        """
+        The store hands each put's C{now} to its L{PendingWrites}: a put
+        while an older one waits C{maxSeconds} makes it full; the commit of
+        the older ones relieves it.
+        """
+        pending = PendingWrites(0, 0, 0.05)
+        store = SqliteUndeliveredStore(self.db, 3600, 3, self.clock, pending)  # type: ignore[arg-type]
+        store.put(1, b"a", 1.0)
+        self.clock.advance(0)
+        store.putMany([2, 3], b"b", 1.04)
+        self.assertFalse(pending.full)
+        store.put(1, b"c", 1.05)
+        self.assertTrue(pending.late)
+        self.db.finish()
+        self.assertTrue(pending.full)  # b waited when it became late
+        self.clock.advance(0)
+        self.db.finish()
+        self.assertEqual((pending.full, pending.messages), (False, 0))
 
     def test_failedWriteStopsWaiting(self) -> None:
         """

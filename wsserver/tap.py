@@ -347,7 +347,8 @@ def buildService(config: Config, reactor: Any, httpClient: Any = None,
         top.cluster = node
 
     undelivered = config.chat.undelivered
-    pendingWrites = PendingWrites(undelivered.maxPendingWrites, undelivered.maxPendingBytes)
+    pendingWrites = PendingWrites(undelivered.maxPendingWrites, undelivered.maxPendingBytes,
+                                  undelivered.maxPendingMillis / 1000)
     store = _undeliveredStore(config, database, links, node, pendingWrites, reactor)
     if isinstance(store, RedisUndeliveredStore):
         # stops after the clients are closed (the WebSocket service is

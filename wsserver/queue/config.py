@@ -33,6 +33,14 @@ class UndeliveredConfig:
     maxPendingWrites: int = 10000
     #: their payload bytes (a size, as C{maxSize}); over it, the same; 0: no limit
     maxPendingBytes: int = 16 * 1024 * 1024
+    #: the age of the oldest message handed to the queue and not yet
+    #: written, in milliseconds: a message routed while it is older stops
+    #: the senders being read until what waited then is written.  What a
+    #: crash (C{kill -9}) loses without acks is what waits, so at most the
+    #: messages routed in about this long (plus a quarter), which are
+    #: committed about a transaction later: the last ~100 ms of routing by
+    #: default; 0: no limit
+    maxPendingMillis: float = 50
 
 
 def parseUndelivered(u: _Section) -> UndeliveredConfig:
@@ -56,6 +64,7 @@ def parseUndelivered(u: _Section) -> UndeliveredConfig:
         maxPerUser=u.int("maxPerUser", 1000, 1),
         maxPendingWrites=u.int("maxPendingWrites", UndeliveredConfig.maxPendingWrites, 0),
         maxPendingBytes=pendingBytes,
+        maxPendingMillis=u.number("maxPendingMillis", UndeliveredConfig.maxPendingMillis, 0),
     )
     u.finish()
     return undelivered

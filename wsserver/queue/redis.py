@@ -252,12 +252,13 @@ class RedisUndeliveredStore:
 
     # the store
 
-    def _counted(self, d: Deferred[None], messages: int, size: int) -> Deferred[None]:
+    def _counted(self, d: Deferred[None], messages: int, size: int, now: float) -> Deferred[None]:
         """
-        Count C{messages} of C{size} bytes as waiting until C{d} fires.
+        Count C{messages} of C{size} bytes, handed over at C{now}, as
+        waiting until C{d} fires.
         """
         pending = self._pending
-        pending.add(messages, size)
+        pending.add(messages, size, now)
 
         def done(result: Any) -> Any:
             pending.done(messages, size)
@@ -266,13 +267,13 @@ class RedisUndeliveredStore:
         return d.addBoth(done)
 
     def put(self, userId: UserId, payload: bytes, now: float) -> Deferred[None]:
-        return self._counted(self._push(userId, b"%r " % now + payload), 1, len(payload))
+        return self._counted(self._push(userId, b"%r " % now + payload), 1, len(payload), now)
 
     def putMany(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         if len(userIds) <= 1:
             # one user: the copy for that user, in the list itself
             return self.put(userIds[0], forRecipient(payload, userIds[0]), now) if userIds else succeed(None)
-        return self._counted(self._putShared(userIds, payload, now), len(userIds), len(payload))
+        return self._counted(self._putShared(userIds, payload, now), len(userIds), len(payload), now)
 
     def _putShared(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         ref = uuid.uuid4().hex.encode()

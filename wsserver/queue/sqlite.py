@@ -93,7 +93,7 @@ class SqliteUndeliveredStore:
         self._pending.done(sum(len(users) for users, _, _, _ in batch), sum(len(p) for _, p, _, _ in batch))
 
     def _keep(self, users: list[int], payload: bytes, shared: bool, now: float) -> Deferred[None]:
-        self._pending.add(len(users), len(payload))
+        self._pending.add(len(users), len(payload), now)
         self._writer.add((users, payload, shared, now))
         return self._writer.committed()
 
