@@ -322,6 +322,29 @@ class _SqlTargetTests(ThroughTheServer, WaitsWhileDown):
         self.assertEqual(_json(payload)["text"], "hello 1")
 
     @inlineCallbacks
+    def test_textKeptExactly(self) -> Any:
+        """
+        Quotes, backslashes, a percent sign, non-ASCII letters and an emoji
+        (four UTF-8 bytes), in the payload and in the id, sender and
+        recipients, land as they were sent, in a batch of several rows.
+        """
+        sender = self.sender()
+        yield self.connected(sender)
+        text = "it's \\ \"quoted\" 100% caf\u00e9 \U0001f600 '); DROP TABLE x; --"
+        yield gatherResults([
+            sender.send(event(1, text=text, sender="o'neil\\", recipients=["b\u00e9", "\U0001f600"])),
+            sender.send(event(2, text=text)),
+            sender.send(orjson.dumps({"id": "m'3%s", "type": None, "text": text})),
+        ])
+        rows = {r[0]: r for r in self.rows()}
+        self.assertEqual(sorted(rows), ["m'3%s", "m0", "m1", "m2"])
+        _, kind, who, recipients, payload = rows["m1"]
+        self.assertEqual((kind, who, _json(recipients)), ("chat", "o'neil\\", ["b\u00e9", "\U0001f600"]))
+        self.assertEqual(_json(payload)["text"], text)
+        self.assertEqual(_json(rows["m2"][4])["text"], text)
+        self.assertEqual(rows["m'3%s"][1:4], (None, None, None))
+
+    @inlineCallbacks
     def test_resendLandsOnce(self) -> Any:
         """
         A message sent again (at-least-once) changes nothing: one row.

@@ -3,15 +3,16 @@
 The C{postgresql} event target (SPEC section 12): each event a row of
 C{table} (created when missing), through a pool of kept psycopg 3
 connections (L{twisted.enterprise.adbapi}); a resend changes nothing
-(C{ON CONFLICT DO NOTHING}).  The shared machinery is L{wsserver.events.targets.sql}.
+(C{ON CONFLICT DO NOTHING}).  The rows of a batch go in one C{INSERT ...
+SELECT FROM unnest(...)}, one array parameter a column.  The shared machinery is L{wsserver.events.targets.sql}.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from .base import ISection
-from .sql import SqlDialect, SqlOptions, SqlSender, parseSqlOptions, sqlKeys
+from .sql import Row, SqlDialect, SqlOptions, SqlSender, parseSqlOptions, sqlKeys
 
 __all__ = ["KEYS", "dialect", "parse", "sender"]
 
@@ -46,9 +47,16 @@ def _create(table: str) -> str:
             f"recipients jsonb, payload jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now())")
 
 
-def _insert(table: str, n: int) -> str:
-    rows = ", ".join(["(%s, %s, %s, %s::jsonb, %s::jsonb)"] * n)
-    return f"INSERT INTO {table} (id, type, sender, recipients, payload) VALUES {rows} ON CONFLICT (id) DO NOTHING"
+def _insert(table: str, rows: Sequence[Row]) -> tuple[str, list[list[Any]]]:
+    # one array parameter a column: the same short statement whatever the
+    # number of rows, so that psycopg parses it once and the server
+    # prepares it once (VALUES with five placeholders a row made a new
+    # statement of up to 50,000 parameters to split and plan for every
+    # batch size)
+    statement = (f"INSERT INTO {table} (id, type, sender, recipients, payload) "
+                 "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[]) "
+                 "ON CONFLICT (id) DO NOTHING")
+    return statement, [list(column) for column in zip(*rows)]
 
 
 def dialect() -> SqlDialect:

@@ -31,10 +31,14 @@ from twisted.python.failure import Failure
 
 from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
-__all__ = ["SqlDialect", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions", "sqlKeys"]
+__all__ = ["Row", "SqlDialect", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions", "sqlKeys"]
 
 #: a table name: an identifier, optionally qualified by a schema
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+#: the columns of one event: id, type, sender, recipients as JSON, the payload
+Row = tuple[str, "str | None", "str | None", "str | None", str]
 
 
 class SqlRefused(Exception):
@@ -110,9 +114,10 @@ class SqlDialect:
     @ivar module: the DB-API module's name (for L{adbapi.ConnectionPool}).
     @ivar connect: the connect keywords for the options and a timeout.
     @ivar create: the C{CREATE TABLE IF NOT EXISTS} statement for a table.
-    @ivar insert: the statement inserting C{n} rows into a table, ignoring
-        ids already there; five parameters a row: id, type, sender,
-        recipients (JSON), payload (JSON).
+    @ivar insert: the one statement (and its parameters, or L{None})
+        that inserts rows into a table, ignoring ids already there; a row
+        is five columns: id, type, sender, recipients (JSON), payload
+        (JSON).
     @ivar lost: whether an error of the module means the connection is
         gone (rather than the rows refused).
     """
@@ -120,11 +125,11 @@ class SqlDialect:
     module: str
     connect: Callable[[SqlOptions, float], dict[str, Any]]
     create: Callable[[str], str]
-    insert: Callable[[str, int], str]
+    insert: Callable[[str, Sequence[Row]], tuple[str, Sequence[Any] | None]]
     lost: Callable[[BaseException], bool]
 
 
-def _row(payload: bytes) -> tuple[str, str | None, str | None, str | None, str]:
+def _row(payload: bytes) -> Row:
     """
     The columns of one event: id, type, sender, recipients as JSON, the
     payload as text.
@@ -344,7 +349,7 @@ class SqlSender:
         @raise _Lost: the connection failed (nothing is known committed).
         """
         outcomes: list[str | None] = [None] * len(payloads)
-        rows: list[tuple[int, tuple[Any, ...]]] = []
+        rows: list[tuple[int, Row]] = []
         for i, payload in enumerate(payloads):
             try:
                 rows.append((i, _row(payload)))
@@ -357,7 +362,7 @@ class SqlSender:
         try:
             cursor = conn.cursor()
             try:
-                cursor.execute(self._dialect.insert(table, len(rows)), [v for _, row in rows for v in row])
+                cursor.execute(*self._dialect.insert(table, [row for _, row in rows]))
             finally:
                 cursor.close()
             conn.commit()
@@ -366,12 +371,11 @@ class SqlSender:
             if lost(e):
                 raise _Lost(_text(e))
             _rollback(conn)
-        single = self._dialect.insert(table, 1)
         for i, row in rows:
             try:
                 cursor = conn.cursor()
                 try:
-                    cursor.execute(single, list(row))
+                    cursor.execute(*self._dialect.insert(table, [row]))
                 finally:
                     cursor.close()
                 conn.commit()
