@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .base import ISection
-from .sql import Row, SqlDialect, SqlOptions, SqlSender, parseSqlOptions, sqlKeys
+from .sql import SqlDialect, SqlOptions, SqlSender, eventRow, parseSqlOptions, sqlKeys
 
 __all__ = ["KEYS", "dialect", "parse", "sender"]
 
@@ -63,8 +63,8 @@ def _literal(value: str | None) -> str:
     return f"CONVERT(X'{value.encode('utf-8').hex()}' USING utf8mb4)"
 
 
-def _insert(table: str, rows: Sequence[Row]) -> tuple[str, None]:
-    values = ", ".join(f"({', '.join(map(_literal, row))})" for row in rows)
+def _insert(table: str, payloads: Sequence[bytes]) -> tuple[str, None]:
+    values = ", ".join(f"({', '.join(map(_literal, eventRow(payload)))})" for payload in payloads)
     return f"INSERT IGNORE INTO {table} (id, type, sender, recipients, payload) VALUES {values}", None
 
 
