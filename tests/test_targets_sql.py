@@ -530,6 +530,32 @@ class PostgresqlTargetTests(_SqlTargetTests, TestCase):
         return {pid for (pid,) in self.server.query(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'wsserver'")}
 
+    @inlineCallbacks
+    def test_oneInsertPerTurnThroughTheServer(self) -> Any:
+        """
+        In the real server, the 50 messages a client's one write carries
+        (one read, one turn of the reactor) are stored by the event store,
+        handed to the target as one group and reach PostgreSQL in one
+        C{INSERT} of 50 rows: PostgreSQL's own count of the statements
+        (C{pg_stat_statements}) says so.
+        """
+        self.server.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        server = yield startServer(self, serverEvents(self, self.target()))
+        alice = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, alice)
+        bob = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, bob)
+        alice.send({"type": "text", "text": "first", "recipients": [2]})
+        yield until(lambda: self.count() == 1)
+        self.server.query("SELECT pg_stat_statements_reset()")
+        for i in range(50):
+            alice.send({"type": "text", "text": f"m{i}", "recipients": [2]})
+        yield until(lambda: self.count() == 51)
+        inserts = self.server.query(
+            "SELECT calls, rows FROM pg_stat_statements WHERE query LIKE 'INSERT INTO %' "
+            f"AND query LIKE '%{self.table} %'")
+        self.assertEqual(inserts, [(1, 50)])
+
 
 class MysqlTargetTests(_SqlTargetTests, TestCase):
     """
