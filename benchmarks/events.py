@@ -19,8 +19,11 @@ For every case with a target, C{GET /events} is read once a second during
 the run and for up to 20 seconds after it: the table's last columns are the
 events the target wrote per second during the latency load (2,000
 messages/s offered), the largest backlog seen then (deliveries stored and
-not yet written), and the events written per second once the throughput
-load has ended and the server drains its backlog with nothing else to do.
+not yet written), the events written per second once the throughput
+load has ended and the server drains its backlog with nothing else to do,
+and the events written per second during the throughput load with the
+largest backlog seen then (a target that keeps up writes what is routed,
+its backlog bounded).
 
 With C{--rev REV} every case also runs against the code of the git
 revision C{REV} (exported to a temporary directory), in the same round,
@@ -246,7 +249,8 @@ def main() -> None:
     base = median(BASELINE, "throughput", "delivered_per_s")
     baseCost = median(BASELINE, "throughput", "server_us_per_msg")
     print(f"{'case':<44} {'throughput msg/s':>16} {'ratio':>6} {'server us/msg':>13} {'ratio':>6} "
-          f"{'p99 ms at 2,000 msg/s':>22} {'written/s at 2,000':>18} {'backlog max':>11} {'written/s idle':>14}")
+          f"{'p99 ms at 2,000 msg/s':>22} {'written/s at 2,000':>18} {'backlog max':>11} {'written/s idle':>14} "
+          f"{'written/s at full load':>22} {'its backlog max':>15}")
     for name, (_, polled) in cases.items():
         rate = median(name, "throughput", "delivered_per_s")
         cost = median(name, "throughput", "server_us_per_msg")
@@ -256,7 +260,9 @@ def main() -> None:
             idle = [r["drain_per_s"] for r in figures[(name, "throughput")] if r["drain_per_s"] is not None]
             line += (f" {median(name, 'latency', 'written_per_s'):>18,.0f}"
                      f" {max(r['backlog_max'] for r in figures[(name, 'latency')]):>11,}"
-                     f" {statistics.median(idle) if idle else 0:>14,.0f}")
+                     f" {statistics.median(idle) if idle else 0:>14,.0f}"
+                     f" {median(name, 'throughput', 'written_per_s'):>22,.0f}"
+                     f" {max(r['backlog_max'] for r in figures[(name, 'throughput')]):>15,}")
         print(line)
 
 if __name__ == "__main__":

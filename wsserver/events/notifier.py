@@ -318,13 +318,11 @@ class EventNotifier(Service):
         """
         self._workers += 1
         sender = self._senders.get(group[0].target)
-        started = [self._start(delivery, sender) for delivery in group]
-
-        def finished(_: Any) -> None:
-            self._workers -= 1
-            self._pump()
-
-        DeferredList(started, consumeErrors=True).addBoth(finished)
+        # the deliveries of the group not yet settled (a count, not a
+        # DeferredList: no Deferred and callbacks more per delivery)
+        left = [len(group)]
+        for delivery in group:
+            self._start(delivery, sender, left)
 
     def _wake(self) -> None:
         """
@@ -369,7 +367,11 @@ class EventNotifier(Service):
 
         return d.addBoth(answered)
 
-    def _start(self, delivery: Delivery, sender: ISender | None) -> Deferred[Any]:
+    def _start(self, delivery: Delivery, sender: ISender | None, left: list[int]) -> None:
+        """
+        Send C{delivery} (one of a group whose unsettled deliveries
+        C{left} counts) and settle it with the store.
+        """
         if sender is None or delivery.primary not in self._chains:
             # stored by a run whose targets were configured differently
             self.deliveryLog.warn("event delivery {id} is for {target}, which is no longer configured; kept as failed",
@@ -379,13 +381,23 @@ class EventNotifier(Service):
             d = maybeDeferred(sender.send, delivery.payload)
             d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
         self._inflight[delivery.id] = d
-        d.addErrback(lambda f: self.deliveryLog.failure("event bookkeeping failed", f))
+        d.addCallbacks(self._finished, self._bookkeepingFailed, callbackArgs=(delivery.id, left),
+                       errbackArgs=(delivery.id, left))
 
-        def finished(_: Any) -> None:
-            self._inflight.pop(delivery.id, None)
+    def _bookkeepingFailed(self, failure: Failure, id: int, left: list[int]) -> None:
+        self.deliveryLog.failure("event bookkeeping failed", failure)
+        self._finished(None, id, left)
 
-        d.addBoth(finished)
-        return d
+    def _finished(self, _: object, id: int, left: list[int]) -> None:
+        """
+        A delivery is settled (or kept for later): no longer in flight; the
+        last of its group frees the group's worker.
+        """
+        self._inflight.pop(id, None)
+        left[0] -= 1
+        if not left[0]:
+            self._workers -= 1
+            self._pump()
 
     def _settled(self, _: None) -> None:
         """
