@@ -926,6 +926,33 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         self.assertTrue(e.id > d.id)
 
     @asyncTest
+    async def test_oneTurnSettlesInOrder(self) -> None:
+        """
+        What one turn settles goes in one write, in order, the successes
+        deleted 500 a statement: 1,200 succeeded are all counted, one
+        succeeded twice counts once, one moved to a fallback and then
+        accepted counts for the fallback, one failed and then succeeded
+        stays failed.
+        """
+        items = [("targets[0]", b"%d" % i) for i in range(1203)]
+        *many, a, b, c = await self.store.add(items, 0)
+        b2 = moved(b, target="targets[0].fallback[0]")
+        writes = [self.store.succeeded(d) for d in many]
+        writes += [self.store.succeeded(a), self.store.succeeded(a), self.store.update(b2),
+                   self.store.succeeded(b2), self.store.failed(c), self.store.succeeded(c)]
+        await gatherResults(writes)
+        self.assertEqual(await self.store.due(100, 10, frozenset()), [])
+        expected = {
+            "targets[0]": dict(emptyCounts(), succeeded=1201, failed=1),
+            "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
+        }
+        self.assertEqual(await self.store.counts(), expected)
+        await self.store.close()
+        await self.store._db.close()
+        self.store = self.makeStore()
+        self.assertEqual(await self.store.counts(), expected)
+
+    @asyncTest
     async def test_largeBatchAndSkip(self) -> None:
         """
         A large batch is added with its ids in order, and C{due} and
