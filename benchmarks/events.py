@@ -19,10 +19,17 @@ For every case with a target, C{GET /events} is read once a second during
 the run and for up to 20 seconds after it: the table's last columns are the
 events the target wrote per second during the latency load (2,000
 messages/s offered), the largest backlog seen then (deliveries stored and
-not yet written), and the events written per second once the throughput
-load has ended and the server drains its backlog with nothing else to do.
+not yet written), the events written per second once the throughput
+load has ended and the server drains its backlog with nothing else to do,
+and the events written per second during the throughput load with the
+largest backlog seen then (a target that keeps up writes what is routed,
+its backlog bounded).
 
-    python benchmarks/events.py [--duration 10] [--repeat 3] [--cases all|targets]
+With C{--rev REV} every case also runs against the code of the git
+revision C{REV} (exported to a temporary directory), in the same round,
+as C{"... @REV"}: what a change did to each case, measured side by side.
+
+    python benchmarks/events.py [--duration 10] [--repeat 3] [--cases all|targets] [--rev REV]
 """
 
 import argparse
@@ -107,14 +114,25 @@ class Poller(threading.Thread):
         self.join()
 
 
-def runOnce(name: str, config: dict, kind: str, load: list[str], polled: bool) -> dict:
+def export(rev: str) -> str:
     """
-    One load against a fresh server with C{config}; with C{polled}, the
-    target's write rate, largest backlog and drain time added.
+    A snapshot of the git revision C{rev} in a temporary directory.
+    """
+    where = tempfile.mkdtemp(prefix="wsserver-before-")
+    archive = subprocess.run(["git", "-C", os.path.dirname(HERE), "archive", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", where], input=archive.stdout, check=True)
+    return where
+
+
+def runOnce(name: str, config: dict, kind: str, load: list[str], polled: bool, tree: str | None = None) -> dict:
+    """
+    One load against a fresh server with C{config} (running the code of
+    C{tree}, this checkout's when L{None}); with C{polled}, the target's
+    write rate, largest backlog and drain time added.
     """
     config = dict(config)
     config["server"] = {**config.get("server", {}), "dataDir": tempfile.mkdtemp()}
-    server = Server("wsserver", "0", config)
+    server = Server("wsserver", "0", config, tree=tree)
     try:
         poller = None
         if polled:
@@ -164,6 +182,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cases", choices=["all", "targets"], default="all",
                         help="targets: only the baseline, the instant webhook and the three database/broker targets")
+    parser.add_argument("--rev", help="also run every case against this git revision, side by side")
     args = parser.parse_args()
     from twisted.internet import task, threads
 
@@ -179,6 +198,7 @@ def measure(args: argparse.Namespace, reactor) -> None:
     """
     from twisted.internet.threads import blockingCallFromThread
 
+    before = export(args.rev) if args.rev else None
     from tests.servers import MariaDBServer, PostgresServer, RabbitMQServer
 
     def onReactor(f, *args):
@@ -219,11 +239,19 @@ def measure(args: argparse.Namespace, reactor) -> None:
             keep = {BASELINE, "queue + webhook (answers at once)", "postgresql target", "mysql target (MariaDB)",
                     "amqp target (RabbitMQ)"}
             cases = {k: v for k, v in cases.items() if k in keep}
+        trees: dict[str, str | None] = {name: None for name in cases}
+        if before is not None:
+            # each case next to its run at REV, so that both see the same load of the machine
+            both: dict = {}
+            for name, case in cases.items():
+                both[name] = both[f"{name} @{args.rev}"] = case
+                trees[f"{name} @{args.rev}"] = before
+            cases = both
         figures: dict = {(name, kind): [] for name in cases for kind in loads}
         for _ in range(args.repeat):
             for name, (config, polled) in cases.items():
                 for kind, load in loads.items():
-                    figures[(name, kind)].append(runOnce(name, config, kind, load, polled))
+                    figures[(name, kind)].append(runOnce(name, config, kind, load, polled, trees[name]))
                     if "amqp" in name:
                         onReactor(rabbit.ctl, "purge_queue", "wsserver.events")
     finally:
@@ -231,24 +259,29 @@ def measure(args: argparse.Namespace, reactor) -> None:
             s.terminate()
         for s in servers:
             onReactor(s.destroy)
+        if before is not None:
+            shutil.rmtree(before, True)
 
     def median(name: str, kind: str, path: str) -> float:
         return resultMedian(figures[(name, kind)], path)
 
     base = median(BASELINE, "throughput", "delivered_per_s")
     baseCost = median(BASELINE, "throughput", "server_us_per_msg")
-    print(f"{'case':<36} {'throughput msg/s':>16} {'ratio':>6} {'server us/msg':>13} {'ratio':>6} "
-          f"{'p99 ms at 2,000 msg/s':>22} {'written/s at 2,000':>18} {'backlog max':>11} {'written/s idle':>14}")
+    print(f"{'case':<44} {'throughput msg/s':>16} {'ratio':>6} {'server us/msg':>13} {'ratio':>6} "
+          f"{'p99 ms at 2,000 msg/s':>22} {'written/s at 2,000':>18} {'backlog max':>11} {'written/s idle':>14} "
+          f"{'written/s at full load':>22} {'its backlog max':>15}")
     for name, (_, polled) in cases.items():
         rate = median(name, "throughput", "delivered_per_s")
         cost = median(name, "throughput", "server_us_per_msg")
         p99 = median(name, "latency", "latency_ms.p99")
-        line = f"{name:<36} {rate:>16,.0f} {rate / base:>5.2f}x {cost:>13.1f} {baseCost / cost:>5.2f}x {p99:>22.2f}"
+        line = f"{name:<44} {rate:>16,.0f} {rate / base:>5.2f}x {cost:>13.1f} {baseCost / cost:>5.2f}x {p99:>22.2f}"
         if polled:
             idle = [r["drain_per_s"] for r in figures[(name, "throughput")] if r["drain_per_s"] is not None]
             line += (f" {median(name, 'latency', 'written_per_s'):>18,.0f}"
                      f" {max(r['backlog_max'] for r in figures[(name, 'latency')]):>11,}"
-                     f" {statistics.median(idle) if idle else 0:>14,.0f}")
+                     f" {statistics.median(idle) if idle else 0:>14,.0f}"
+                     f" {median(name, 'throughput', 'written_per_s'):>22,.0f}"
+                     f" {max(r['backlog_max'] for r in figures[(name, 'throughput')]):>15,}")
         print(line)
 
 if __name__ == "__main__":

@@ -226,7 +226,8 @@ class _Server:
 class PostgresServer(_Server):
     """
     Debian's PostgreSQL 15, run as C{nobody} (C{initdb} refuses root), with
-    the superuser C{wsserver} and the database C{events}.
+    the superuser C{wsserver} and the database C{events}; the extension
+    C{pg_stat_statements} is loaded (C{CREATE EXTENSION} makes its view).
     """
 
     name = "pg"
@@ -278,7 +279,9 @@ class PostgresServer(_Server):
         logf = open(self.log, "ab")
         self._process = subprocess.Popen(
             self._as([f"{PG_BIN}/postgres", "-D", self.data, "-p", str(self.port), "-h", "127.0.0.1",
-                      "-k", self.directory, "-c", "fsync=off", "-c", "full_page_writes=off"]),
+                      "-k", self.directory, "-c", "fsync=off", "-c", "full_page_writes=off",
+                      # statements counted per text (tests that count the INSERTs of a batch)
+                      "-c", "shared_preload_libraries=pg_stat_statements"]),
             stdout=logf, stderr=subprocess.STDOUT, cwd=self.directory)
         logf.close()
 

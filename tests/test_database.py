@@ -926,6 +926,33 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         self.assertTrue(e.id > d.id)
 
     @asyncTest
+    async def test_oneTurnSettlesInOrder(self) -> None:
+        """
+        What one turn settles goes in one write, in order, the successes
+        deleted 500 a statement: 1,200 succeeded are all counted, one
+        succeeded twice counts once, one moved to a fallback and then
+        accepted counts for the fallback, one failed and then succeeded
+        stays failed.
+        """
+        items = [("targets[0]", b"%d" % i) for i in range(1203)]
+        *many, a, b, c = await self.store.add(items, 0)
+        b2 = moved(b, target="targets[0].fallback[0]")
+        writes = [self.store.succeeded(d) for d in many]
+        writes += [self.store.succeeded(a), self.store.succeeded(a), self.store.update(b2),
+                   self.store.succeeded(b2), self.store.failed(c), self.store.succeeded(c)]
+        await gatherResults(writes)
+        self.assertEqual(await self.store.due(100, 10, frozenset()), [])
+        expected = {
+            "targets[0]": dict(emptyCounts(), succeeded=1201, failed=1),
+            "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
+        }
+        self.assertEqual(await self.store.counts(), expected)
+        await self.store.close()
+        await self.store._db.close()
+        self.store = self.makeStore()
+        self.assertEqual(await self.store.counts(), expected)
+
+    @asyncTest
     async def test_largeBatchAndSkip(self) -> None:
         """
         A large batch is added with its ids in order, and C{due} and
@@ -1282,6 +1309,61 @@ class Version3MigrationTests(DatabaseMixin, TestCase):
                 fresh.execute(statement)
             self.assertEqual(names, {n for (n,) in fresh.execute("SELECT name FROM sqlite_master")
                                      if not n.startswith("sqlite_")})
+        finally:
+            connection.close()
+
+
+class Version4MigrationTests(DatabaseMixin, TestCase):
+    """
+    A database of schema version 4 gets the index C{events_pending} of the
+    due deliveries (version 5), its pending deliveries kept.
+    """
+
+    def makeVersion4(self) -> str:
+        """
+        A version 4 database (the current schema less C{events_pending})
+        with three pending deliveries, one of them not due before 50.
+        """
+        path = self.databasePath()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        connection = sqlite3.connect(path, isolation_level=None)
+        from wsserver import database
+
+        for statement in database._SCHEMA:
+            if "events_pending" not in statement:
+                connection.execute(statement)
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("PRAGMA user_version = 4")
+        connection.executemany(
+            "INSERT INTO events (primary_target, target, payload, attempts, not_before, state)"
+            " VALUES ('targets[0]', 'targets[0]', ?, 0, ?, 'pending')",
+            [(b"a", 10.0), (b"b", 50.0), (b"c", 10.0)])
+        connection.close()
+        return path
+
+    async def test_migrated(self) -> None:
+        """
+        After the migration the version is 5, the names are the current
+        schema's, the deliveries are read as before, and the read of the due
+        ones walks C{events_pending} (no sort of the backlog).
+        """
+        from wsserver import database
+
+        path = self.makeVersion4()
+        db = self.openDatabase()
+        store = SqliteEventStore(db)
+        due = await store.due(20.0, 10, frozenset())
+        self.assertEqual([d.payload for d in due], [b"a", b"c"])
+        connection = sqlite3.connect(path)
+        try:
+            self.assertEqual(connection.execute("PRAGMA user_version").fetchone()[0], 5)
+            names = {n for (n,) in connection.execute("SELECT name FROM sqlite_master") if not n.startswith("sqlite_")}
+            self.assertEqual(names, database._NAMES[5])
+            self.assertIn("events_pending", names)
+            plan = connection.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM events WHERE state = ? AND not_before <= ? ORDER BY id LIMIT ?",
+                ("pending", 20.0, 10)).fetchall()
+            self.assertEqual([row[-1] for row in plan], ["SEARCH events USING COVERING INDEX events_pending (state=?)"])
         finally:
             connection.close()
 

@@ -12,6 +12,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -21,6 +22,7 @@ from wsserver.config import parseConfig
 from wsserver.database import StorageError
 from wsserver.events.store import IEventStore, MemoryEventStore
 from wsserver.httpbody import MAX_ANSWER_BYTES
+from wsserver.logflood import FloodGuard
 from wsserver.events import DeliveryRefused
 from wsserver.events.notifier import EventNotifier, targetKeys
 from wsserver.events.targets.postback import PostbackSender
@@ -253,6 +255,64 @@ class NotifierTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual((len(primary.sent), len(fallback.sent)), (1, 1))
         self.assertEqual(self.counts(notifier)["targets[0].fallback[0]"]["failed"], 1)
+
+    def test_deliveryLogsHeld(self) -> None:
+        """
+        A dead target and a dead fallback with a backlog of 1,000: the
+        per-delivery lines (fallback tried, failed for good) are marked as
+        the log's L{FloodGuard} holds to one a second per kind, so the log
+        gets one of each in the first second, then one a second, each saying
+        how many like it were held back; nothing else is logged per
+        delivery.
+        """
+        primary, fallback = FakeSender(), FakeSender()
+        targets = [{"type": "postback", "url": "http://a/", "fallback": [{"type": "postback", "url": "http://b/"}]}]
+        notifier = self.make({"targets[0]": primary, "targets[0].fallback[0]": fallback},
+                             targets=targets, retryCount=0, maxParallelWorkers=4)
+
+        def refuse(sender: FakeSender) -> Any:
+            # each refusal on a later turn, as a webhook's
+            def send(payload: bytes) -> Deferred[None]:
+                d: Deferred[None] = Deferred()
+                self.clock.callLater(0, d.errback, DeliveryRefused("HTTP 500"))
+                return d
+
+            return send
+
+        primary.send = refuse(primary)  # type: ignore[method-assign]
+        fallback.send = refuse(fallback)  # type: ignore[method-assign]
+        raw: list[dict[str, Any]] = []
+        shown: list[dict[str, Any]] = []
+        guard = FloodGuard(shown.append, self.clock)
+        for observer in (raw.append, guard):
+            globalLogPublisher.addObserver(observer)
+            self.addCleanup(globalLogPublisher.removeObserver, observer)
+        for i in range(1000):
+            notifier.notify(*message(text=str(i)))
+        for _ in range(20):
+            self.clock.advance(0.1)
+        self.assertEqual(self.counts(notifier)["targets[0].fallback[0]"]["failed"], 1000)
+        mine = [e for e in raw if e.get("log_namespace", "").startswith("wsserver.events")]
+        self.assertEqual(len(mine), 2000)
+        fallbackFormat = "event target {target} failed ({reason}); trying {fallback}"
+        failedFormat = "event delivery {id} failed for good at {target}: {reason}"
+        self.assertEqual({e["log_format"] for e in mine}, {fallbackFormat, failedFormat})
+        formats = [e["log_format"] for e in shown]
+        self.assertEqual(formats.count(fallbackFormat), 1)
+        self.assertEqual(formats.count(failedFormat), 1)
+        self.assertEqual(guard.held, 1998)
+        self.assertEqual(len(shown), 2)
+        # a second later, the next of a kind passes, after the count of those held
+        self.clock.advance(1)
+        notifier.notify(*message(text="late"))
+        for _ in range(5):
+            self.clock.advance(0.1)
+        held = [formatEvent(e) for e in shown if e["log_namespace"] == "wsserver.logflood"]
+        self.assertEqual(sorted(held), [
+            "999 more log lines like the next were held back in the last 3 s",
+            "999 more log lines like the next were held back in the last 3 s",
+        ])
+        self.assertEqual(len(shown), 6)
 
     def test_maxParallel(self) -> None:
         """

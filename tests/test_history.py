@@ -252,7 +252,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         await SqliteUndeliveredStore(db, 100, 10).put(1, b"kept", 10.0)
         await db.close()
         connection = sqlite3.connect(self.databasePath(), isolation_level=None)
-        for name in ("inbox_release", "inbox_created", "inbox_message"):
+        for name in ("inbox_release", "inbox_created", "inbox_message", "events_pending"):
             connection.execute(f"DROP {'TRIGGER' if name == 'inbox_release' else 'INDEX'} {name}")
         for name in ("inbox", "inbox_messages", "inbox_seq"):
             connection.execute(f"DROP TABLE {name}")
@@ -262,7 +262,7 @@ class SqliteInboxTests(DatabaseMixin, InboxTestsMixin, TestCase):
         connection = sqlite3.connect(self.databasePath())
         self.assertEqual(connection.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
         connection.close()
-        self.assertEqual(SCHEMA_VERSION, 4)
+        self.assertEqual(SCHEMA_VERSION, 5)
         self.assertEqual(await SqliteUndeliveredStore(db, 100, 10).fetch(1, 10.0), [(1, b"kept")])
         inbox = SqliteInbox(db, reactor, 100, 10)
         self.assertEqual(inbox.append([1], b'{"m":1}', 10.0), [1])

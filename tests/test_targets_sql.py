@@ -323,6 +323,29 @@ class _SqlTargetTests(ThroughTheServer, WaitsWhileDown):
         self.assertEqual(_json(payload)["text"], "hello 1")
 
     @inlineCallbacks
+    def test_textKeptExactly(self) -> Any:
+        """
+        Quotes, backslashes, a percent sign, non-ASCII letters and an emoji
+        (four UTF-8 bytes), in the payload and in the id, sender and
+        recipients, land as they were sent, in a batch of several rows.
+        """
+        sender = self.sender()
+        yield self.connected(sender)
+        text = "it's \\ \"quoted\" 100% caf\u00e9 \U0001f600 '); DROP TABLE x; --"
+        yield gatherResults([
+            sender.send(event(1, text=text, sender="o'neil\\", recipients=["b\u00e9", "\U0001f600"])),
+            sender.send(event(2, text=text)),
+            sender.send(orjson.dumps({"id": "m'3%s", "type": None, "text": text})),
+        ])
+        rows = {r[0]: r for r in self.rows()}
+        self.assertEqual(sorted(rows), ["m'3%s", "m0", "m1", "m2"])
+        _, kind, who, recipients, payload = rows["m1"]
+        self.assertEqual((kind, who, _json(recipients)), ("chat", "o'neil\\", ["b\u00e9", "\U0001f600"]))
+        self.assertEqual(_json(payload)["text"], text)
+        self.assertEqual(_json(rows["m2"][4])["text"], text)
+        self.assertEqual(rows["m'3%s"][1:4], (None, None, None))
+
+    @inlineCallbacks
     def test_resendLandsOnce(self) -> Any:
         """
         A message sent again (at-least-once) changes nothing: one row.
@@ -507,6 +530,32 @@ class PostgresqlTargetTests(_SqlTargetTests, TestCase):
     def connectionIds(self) -> set[int]:
         return {pid for (pid,) in self.server.query(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'wsserver'")}
+
+    @inlineCallbacks
+    def test_oneInsertPerTurnThroughTheServer(self) -> Any:
+        """
+        In the real server, the 50 messages a client's one write carries
+        (one read, one turn of the reactor) are stored by the event store,
+        handed to the target as one group and reach PostgreSQL in one
+        C{INSERT} of 50 rows: PostgreSQL's own count of the statements
+        (C{pg_stat_statements}) says so.
+        """
+        self.server.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        server = yield startServer(self, serverEvents(self, self.target()))
+        alice = yield openClient(server, userId=1)
+        self.addCleanup(closeClient, alice)
+        bob = yield openClient(server, userId=2)
+        self.addCleanup(closeClient, bob)
+        alice.send({"type": "text", "text": "first", "recipients": [2]})
+        yield until(lambda: self.count() == 1)
+        self.server.query("SELECT pg_stat_statements_reset()")
+        for i in range(50):
+            alice.send({"type": "text", "text": f"m{i}", "recipients": [2]})
+        yield until(lambda: self.count() == 51)
+        inserts = self.server.query(
+            "SELECT calls, rows FROM pg_stat_statements WHERE query LIKE 'INSERT INTO %' "
+            f"AND query LIKE '%{self.table} %'")
+        self.assertEqual(inserts, [(1, 50)])
 
 
 class MysqlTargetTests(_SqlTargetTests, TestCase):

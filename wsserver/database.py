@@ -38,7 +38,9 @@ APPLICATION_ID} and C{PRAGMA user_version}):
       statement deletes that row (C{ack}, the age, C{maxPerUser});
     - C{events(id, primary_target, target, payload, attempts, not_before,
       state)}: C{state} is C{"pending"} or C{"failed"}; a delivery that
-      succeeded is deleted and counted;
+      succeeded is deleted and counted; the index C{events_due} (state,
+      not_before) finds the next due time, C{events_pending} (state, id,
+      not_before, version 5) the due deliveries oldest first;
     - C{counters(name, value)}: C{"dropped"} (the undelivered messages
       dropped for their age or C{maxPerUser}) and C{"succeeded:<target>"};
     - the inbox (C{chat.history}, version 3; see L{wsserver.history.sqlite}):
@@ -55,8 +57,8 @@ compares equal to an integer (version 3 declared them C{INTEGER}, whose
 affinity would turn the text C{"-5"} into the integer -5).
 
 Version 1 (before C{messages}: C{undelivered} held a copy of the payload per
-user) version 2 (before the inbox) and version 3 (C{INTEGER} user columns, numeric
-ids only) are migrated in place when opened,
+user) version 2 (before the inbox), version 3 (C{INTEGER} user columns, numeric
+ids only) and version 4 (before C{events_pending}) are migrated in place when opened,
 one version after the other, in one transaction: a crash or an error during
 it leaves the file as it was.
 """
@@ -97,7 +99,7 @@ DATABASE_FILENAME = "wsserver.sqlite3"
 APPLICATION_ID = 0x77737376
 
 #: C{PRAGMA user_version}: the version of the schema below.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -113,6 +115,7 @@ _NAMES[3] = _NAMES[2] | {
     "inbox_messages", "inbox", "inbox_seq", "inbox_created", "inbox_message", "inbox_release",
 }
 _NAMES[4] = _NAMES[3]
+_NAMES[5] = _NAMES[4] | {"events_pending"}
 
 _UNDELIVERED = [
     """CREATE TABLE IF NOT EXISTS messages (
@@ -161,6 +164,11 @@ END""",
 ) WITHOUT ROWID""",
 ]
 
+#: the due deliveries oldest first (the notifier's read of what is due)
+#: walk this index in id order and stop at the limit; with C{events_due}
+#: alone every due row of the backlog was sorted for each read
+_EVENTS_PENDING = "CREATE INDEX IF NOT EXISTS events_pending ON events (state, id, not_before)"
+
 _SCHEMA = _UNDELIVERED + _INBOX + [
     """CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -172,6 +180,7 @@ _SCHEMA = _UNDELIVERED + _INBOX + [
     state TEXT NOT NULL
 )""",
     "CREATE INDEX IF NOT EXISTS events_due ON events (state, not_before)",
+    _EVENTS_PENDING,
     """CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -426,9 +435,18 @@ def _migrateFrom3(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA user_version = 4")
 
 
+def _migrateFrom4(connection: sqlite3.Connection) -> None:
+    """
+    Migrate a database of schema version 4, in the caller's transaction:
+    the index C{events_pending} of the due deliveries in id order.
+    """
+    connection.execute(_EVENTS_PENDING)
+    connection.execute("PRAGMA user_version = 5")
+
+
 #: For each older schema version, what brings it to the next version.
 _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    1: _migrateFrom1, 2: _migrateFrom2, 3: _migrateFrom3,
+    1: _migrateFrom1, 2: _migrateFrom2, 3: _migrateFrom3, 4: _migrateFrom4,
 }
 
 

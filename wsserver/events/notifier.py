@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .config import EventConfig, TargetConfig
+from ..logflood import PeerLogger
 from ..messages import BOT, Message
 from ..queue.pending import PendingWrites
 from . import ISender
@@ -90,6 +91,11 @@ class EventNotifier(Service):
     """
 
     log = Logger()
+    #: the lines that each delivery, or each turn's batch, can cause: a
+    #: dead target (or store) with a backlog of 100,000 would write as many;
+    #: held to one a second per kind by the log's
+    #: L{wsserver.logflood.FloodGuard}, which says how many it held
+    deliveryLog = PeerLogger()
 
     def __init__(
         self, config: EventConfig, store: IEventStore, senders: dict[str, ISender], clock: IReactorTime,
@@ -214,7 +220,7 @@ class EventNotifier(Service):
         def lost(failure: Failure) -> None:
             # not stored: they will not be delivered, nor wait
             self.pending.done(len(batch), 0)
-            self.log.failure("could not store events", failure)
+            self.deliveryLog.failure("could not store events", failure)
 
         d.addBoth(written)
         d.addCallbacks(self._arrived, lost)
@@ -275,7 +281,7 @@ class EventNotifier(Service):
         def done(result: Any) -> None:
             self._querying = False
             if isinstance(result, Failure):
-                self.log.failure("could not read due events", result)
+                self.deliveryLog.failure("could not read due events", result)
             if self._pumpAgain:
                 self._pump()
 
@@ -312,13 +318,11 @@ class EventNotifier(Service):
         """
         self._workers += 1
         sender = self._senders.get(group[0].target)
-        started = [self._start(delivery, sender) for delivery in group]
-
-        def finished(_: Any) -> None:
-            self._workers -= 1
-            self._pump()
-
-        DeferredList(started, consumeErrors=True).addBoth(finished)
+        # the deliveries of the group not yet settled (a count, not a
+        # DeferredList: no Deferred and callbacks more per delivery)
+        left = [len(group)]
+        for delivery in group:
+            self._start(delivery, sender, left)
 
     def _wake(self) -> None:
         """
@@ -348,7 +352,7 @@ class EventNotifier(Service):
                 call.cancel()
             self._wakeCall = self._clock.callLater(delay, self._wake)
 
-        d.addCallbacks(wake, lambda f: self.log.failure("could not read due events", f))
+        d.addCallbacks(wake, lambda f: self.deliveryLog.failure("could not read due events", f))
 
     def _read(self, d: Deferred[Any]) -> Deferred[Any]:
         """
@@ -363,23 +367,37 @@ class EventNotifier(Service):
 
         return d.addBoth(answered)
 
-    def _start(self, delivery: Delivery, sender: ISender | None) -> Deferred[Any]:
+    def _start(self, delivery: Delivery, sender: ISender | None, left: list[int]) -> None:
+        """
+        Send C{delivery} (one of a group whose unsettled deliveries
+        C{left} counts) and settle it with the store.
+        """
         if sender is None or delivery.primary not in self._chains:
             # stored by a run whose targets were configured differently
-            self.log.warn("event delivery {id} is for {target}, which is no longer configured; kept as failed",
+            self.deliveryLog.warn("event delivery {id} is for {target}, which is no longer configured; kept as failed",
                           id=delivery.id, target=delivery.target)
             d = self._store.failed(delivery).addCallback(self._settled)
         else:
             d = maybeDeferred(sender.send, delivery.payload)
             d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
         self._inflight[delivery.id] = d
-        d.addErrback(lambda f: self.log.failure("event bookkeeping failed", f))
+        d.addCallbacks(self._finished, self._bookkeepingFailed, callbackArgs=(delivery.id, left),
+                       errbackArgs=(delivery.id, left))
 
-        def finished(_: Any) -> None:
-            self._inflight.pop(delivery.id, None)
+    def _bookkeepingFailed(self, failure: Failure, id: int, left: list[int]) -> None:
+        self.deliveryLog.failure("event bookkeeping failed", failure)
+        self._finished(None, id, left)
 
-        d.addBoth(finished)
-        return d
+    def _finished(self, _: object, id: int, left: list[int]) -> None:
+        """
+        A delivery is settled (or kept for later): no longer in flight; the
+        last of its group frees the group's worker.
+        """
+        self._inflight.pop(id, None)
+        left[0] -= 1
+        if not left[0]:
+            self._workers -= 1
+            self._pump()
 
     def _settled(self, _: None) -> None:
         """
@@ -422,12 +440,12 @@ class EventNotifier(Service):
         chain = self._chains[delivery.primary]
         position = chain.index(delivery.target)
         if position + 1 < len(chain):
-            self.log.info(
+            self.deliveryLog.info(
                 "event target {target} failed ({reason}); trying {fallback}",
                 target=delivery.target, reason=reason, fallback=chain[position + 1],
             )
             return self._moved(moved(delivery, target=chain[position + 1], attempts=0, notBefore=now))
-        self.log.warn("event delivery {id} failed for good at {target}: {reason}",
+        self.deliveryLog.warn("event delivery {id} failed for good at {target}: {reason}",
                       id=delivery.id, target=delivery.target, reason=reason)
         return self._store.failed(moved(delivery, attempts=attempts)).addCallback(self._settled)
 

@@ -31,10 +31,14 @@ from twisted.python.failure import Failure
 
 from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
-__all__ = ["SqlDialect", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions", "sqlKeys"]
+__all__ = ["Row", "SqlDialect", "eventRow", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions", "sqlKeys"]
 
 #: a table name: an identifier, optionally qualified by a schema
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+
+#: the columns of one event: id, type, sender, recipients as JSON, the payload
+Row = tuple[str, "str | None", "str | None", "str | None", str]
 
 
 class SqlRefused(Exception):
@@ -110,9 +114,11 @@ class SqlDialect:
     @ivar module: the DB-API module's name (for L{adbapi.ConnectionPool}).
     @ivar connect: the connect keywords for the options and a timeout.
     @ivar create: the C{CREATE TABLE IF NOT EXISTS} statement for a table.
-    @ivar insert: the statement inserting C{n} rows into a table, ignoring
-        ids already there; five parameters a row: id, type, sender,
-        recipients (JSON), payload (JSON).
+    @ivar insert: the one statement (and its parameters, or L{None})
+        that inserts the events of some payloads into a table, ignoring
+        ids already there: the columns id, type, sender, recipients (JSON)
+        and payload (JSON) of each (see L{eventRow}); it raises
+        L{SqlRefused} when a payload is no event.
     @ivar lost: whether an error of the module means the connection is
         gone (rather than the rows refused).
     """
@@ -120,11 +126,11 @@ class SqlDialect:
     module: str
     connect: Callable[[SqlOptions, float], dict[str, Any]]
     create: Callable[[str], str]
-    insert: Callable[[str, int], str]
+    insert: Callable[[str, Sequence[bytes]], tuple[str, Sequence[Any] | None]]
     lost: Callable[[BaseException], bool]
 
 
-def _row(payload: bytes) -> tuple[str, str | None, str | None, str | None, str]:
+def eventRow(payload: bytes) -> Row:
     """
     The columns of one event: id, type, sender, recipients as JSON, the
     payload as text.
@@ -337,41 +343,46 @@ class SqlSender:
 
     def _insert(self, conn: Any, payloads: Sequence[bytes]) -> list[str | None]:
         """
-        In a pool thread: insert the rows in one transaction; when the
-        database refuses it, each row in its own.
+        In a pool thread: insert the rows in one statement and
+        transaction; when the database refuses it (or a payload is no
+        event), each row in its own.
 
         @return: per payload, L{None} (committed) or why it was refused.
         @raise _Lost: the connection failed (nothing is known committed).
         """
         outcomes: list[str | None] = [None] * len(payloads)
-        rows: list[tuple[int, tuple[Any, ...]]] = []
-        for i, payload in enumerate(payloads):
-            try:
-                rows.append((i, _row(payload)))
-            except SqlRefused as e:
-                outcomes[i] = str(e)
-        if not rows:
-            return outcomes
         table = self._options.table
+        insert = self._dialect.insert
         lost = self._dialect.lost
         try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(self._dialect.insert(table, len(rows)), [v for _, row in rows for v in row])
-            finally:
-                cursor.close()
-            conn.commit()
-            return outcomes
-        except Exception as e:
-            if lost(e):
-                raise _Lost(_text(e))
-            _rollback(conn)
-        single = self._dialect.insert(table, 1)
-        for i, row in rows:
+            statement: tuple[str, Sequence[Any] | None] | None = insert(table, payloads)
+        except SqlRefused:
+            statement = None
+        if statement is not None:
             try:
                 cursor = conn.cursor()
                 try:
-                    cursor.execute(single, list(row))
+                    cursor.execute(*statement)
+                finally:
+                    cursor.close()
+                conn.commit()
+                return outcomes
+            except Exception as e:
+                if lost(e):
+                    raise _Lost(_text(e))
+                _rollback(conn)
+        for i, payload in enumerate(payloads):
+            try:
+                # what is wrong with the event itself, before the database's word
+                eventRow(payload)
+                one = insert(table, [payload])
+            except SqlRefused as e:
+                outcomes[i] = str(e)
+                continue
+            try:
+                cursor = conn.cursor()
+                try:
+                    cursor.execute(*one)
                 finally:
                     cursor.close()
                 conn.commit()
