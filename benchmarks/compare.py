@@ -112,12 +112,15 @@ class Server:
         self._drain.wait()
 
 
-def bench(server: Server, core: str, load: list[str]) -> dict:
+def bench(server: Server, core: str, load: list[str], procs: int = 1) -> dict:
     """
-    Run one wsserver-bench load against C{server}; its JSON summary with the
-    CPU use of both sides added.
+    Run one wsserver-bench load against C{server} (its clients spread over
+    C{procs} processes); its JSON summary with the CPU use of both sides
+    added (the bench's summed over its processes).
     """
     argv = ["taskset", "-c", core, sys.executable, "-m", "wsserver.bench", *load, "--url", server.url, "--json"]
+    if procs > 1:
+        argv += ["--procs", str(procs)]
     if load[0] == "connections":
         argv += ["--pid", str(server.proc.pid)]
     serverBefore = cpuSeconds(server.proc.pid)
@@ -144,7 +147,7 @@ def _childrenCPU() -> float:
 
 
 def measure(kind: str, load: list[str], repeat: int, config: dict | None, serverCore: str, benchCore: str,
-            baselinePython: str | None = None, baselineTree: str | None = None) -> list[dict]:
+            baselinePython: str | None = None, baselineTree: str | None = None, procs: int = 1) -> list[dict]:
     """
     Run C{load} C{repeat} times against a new server of C{kind} each time
     (C{"relay"}, C{"wsserver"}: this build, C{"baseline"}: the build of
@@ -158,7 +161,7 @@ def measure(kind: str, load: list[str], repeat: int, config: dict | None, server
             server = Server(kind, serverCore, config)
         try:
             time.sleep(0.5)
-            results.append(bench(server, benchCore, load))
+            results.append(bench(server, benchCore, load, procs))
         finally:
             server.stop()
     return results
@@ -271,7 +274,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--connections", default="10000")
     parser.add_argument("--server-core", default="0")
-    parser.add_argument("--bench-core", default="1")
+    parser.add_argument("--bench-core", default="1", help="the bench's cores (taskset list, e.g. 1 or 0,1)")
+    parser.add_argument("--procs", type=int, default=1,
+                        help="wsserver-bench processes per load (its --procs), so the client is not the limit")
     parser.add_argument("--only", help="comma-separated loads: throughput,fanout,latency,connections,features")
     parser.add_argument("--baseline-tree", metavar="DIR",
                         help="the source tree of an older build, measured as a third side (first on its path)")
@@ -300,7 +305,7 @@ def main() -> None:
             # load falls on all of them
             for kind in sides:
                 r = measure(kind, load, 1, None if kind == "relay" else config, args.server_core,
-                            args.bench_core, args.baseline_python, args.baseline_tree)
+                            args.bench_core, args.baseline_python, args.baseline_tree, args.procs)
                 figures[name][kind] += r
                 print(f"{name:<12} {kind:<9} {json.dumps(r[0])}", file=sys.stderr, flush=True)
 

@@ -21,15 +21,17 @@ import statistics
 import subprocess
 import sys
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: run with the tree first on the path and this directory last (for inmemory)
 CHILD = r"""
-import sys, time
+import sys
 from zoneinfo import ZoneInfo
 
-import orjson
-from autobahn.websocket.protocol import PreparedMessage
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+
+sys.path.append(sys.argv[3])
+from inmemory import clientFrames, connect, feed
 
 from wsserver.auth import buildAuthenticator
 from wsserver.config import AuthConfig, MessageConfig, ServerConfig
@@ -42,20 +44,6 @@ except ImportError:  # a85a95f's layout: one protocol module, no limits
     from wsserver.protocol import ChatServerFactory, prepareFrame
     OLD = True
 from wsserver.routing import Router
-
-HANDSHAKE = (
-    "GET /chat?id={uid} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-def connect(factory, uid):
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + uid))
-    protocol.makeConnection(transport)
-    protocol.dataReceived(HANDSHAKE.format(uid=uid).encode())
-    transport.clear()
-    return protocol, transport
 
 
 def measure(count, features):
@@ -74,20 +62,12 @@ def measure(count, features):
     alice, aliceTransport = connect(factory, 1)
     bob, bobTransport = connect(factory, 2)
     assert (alice if OLD else alice.session).attached and (bob if OLD else bob.session).attached
-    payload = orjson.dumps({"type": "text", "text": "x" * 3200, "recipients": [2], "data": {"t": 1.5}})
-    frame = PreparedMessage(payload, False, True, False).payloadHybi
-    frames = [frame * 8] * (count // 8)
-    started = time.process_time()
-    for chunk in frames:
-        alice.dataReceived(chunk)
-        bobTransport.clear()
-        aliceTransport.clear()
-        clock.advance(0.0001)
-    used = time.process_time() - started
+    payload, frames = clientFrames(count, stamp=1.5)
+    used = feed(alice, [bobTransport, aliceTransport], frames, clock)
     assert not alice.transport.disconnecting
     alice.dataReceived(frames[0])
     assert len(bobTransport.value()) >= 8 * len(payload), "not delivered"
-    return used / (len(frames) * 8) * 1e6
+    return used
 
 
 print(measure(int(sys.argv[1]), sys.argv[2] == "1"))
@@ -106,7 +86,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for tree in trees:
             env = {**os.environ, "PYTHONPATH": tree}
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.messages), "1" if args.features else "0"],
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.messages), "1" if args.features else "0", HERE],
                                  env=env, capture_output=True, text=True, cwd=tree)
             if out.returncode:
                 raise SystemExit(f"{tree}: {out.stderr[-2000:]}")

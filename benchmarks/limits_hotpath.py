@@ -12,38 +12,22 @@ defaults plus a token bucket, alternating, best of --repeat rounds.
 import argparse
 import os
 import sys
-import time
 from zoneinfo import ZoneInfo
 
-import orjson
-from autobahn.websocket.protocol import PreparedMessage
-from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from inmemory import clientFrames, connect, feed  # noqa: E402
 from wsserver.auth import buildAuthenticator  # noqa: E402
 from wsserver.config import AuthConfig, LimitsConfig, MessageConfig, ServerConfig  # noqa: E402
 from wsserver.messages import MessageFactory  # noqa: E402
 from wsserver.connection import ChatServerFactory, prepareFrame  # noqa: E402
 from wsserver.routing import Router  # noqa: E402
 
-HANDSHAKE = (
-    "GET /chat?id={uid} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
 
-
-def connect(factory, uid):
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000 + uid))
-    protocol.makeConnection(transport)
-    protocol.dataReceived(HANDSHAKE.format(uid=uid).encode())
-    transport.clear()
-    return protocol, transport
-
-
-def measure(limits, frames, count):
+def measure(limits, frames):
     clock = Clock()
     message = MessageConfig()
     router = Router(message, clock, MessageFactory(clock, ZoneInfo("UTC"), maxRecipients=limits.maxRecipients),
@@ -52,13 +36,9 @@ def measure(limits, frames, count):
     alice, _ = connect(factory, 1)
     bob, bobTransport = connect(factory, 2)
     assert alice.session.attached and bob.session.attached
-    started = time.process_time()
-    for chunk in frames:
-        alice.dataReceived(chunk)
-        bobTransport.clear()
-    used = time.process_time() - started
+    used = feed(alice, [bobTransport], frames)
     assert not alice.transport.disconnecting
-    return used / count * 1e6
+    return used
 
 
 def main():
@@ -66,11 +46,7 @@ def main():
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    payload = orjson.dumps({"type": "text", "text": "x" * 3200, "recipients": [2], "data": {"t": 1.0}})
-    frame = PreparedMessage(payload, False, True, False).payloadHybi
-    # 8 frames a read, as the bench's window of 8 in flight
-    frames = [frame * 8] * (args.messages // 8)
-    count = len(frames) * 8
+    _, frames = clientFrames(args.messages)
     cases = {
         "all limits off": LimitsConfig.off(),
         "default limits": LimitsConfig(),
@@ -79,7 +55,7 @@ def main():
     best = {name: float("inf") for name in cases}
     for _ in range(args.repeat):
         for name, limits in cases.items():
-            best[name] = min(best[name], measure(limits, frames, count))
+            best[name] = min(best[name], measure(limits, frames))
     base = best["all limits off"]
     print(f"{'case':<30} {'server us/msg (best)':>21} {'ratio':>6}")
     for name in cases:

@@ -6,7 +6,9 @@ The server runs under cProfile (pinned to one core, the bench to the other,
 as in compare.py); profiling is switched on once the clients are connected
 (SIGUSR1) and off before the load ends (SIGUSR2, which writes the profile),
 so that neither start-up nor the connects are in it.  The top entries are
-printed by own time and by cumulative time, in microseconds per message:
+printed by stage (the reactor, frames in, the connection, the message,
+routing, frame out), by own time and by cumulative time, in microseconds
+per message:
 the profile's times divided by the calls of --per (Autobahn's
 C{onMessageEnd} by default: once per message the server received).
 
@@ -83,6 +85,65 @@ def messagesIn(stats: pstats.Stats, per: str) -> int:
     return sum(nc for (_, _, name), (_, nc, _, _, _) in stats.stats.items() if name == per)  # type: ignore[attr-defined]
 
 
+#: the stages of a message through the server, as L{stage} names them
+STAGES = {
+    "reactor": "reactor: epoll wait, reads, dispatch",
+    "in": "frames in: Autobahn parsing, unmasking",
+    "session": "connection: session, limits, back-pressure",
+    "message": "message: parse, check, id, timestamp, JSON",
+    "routing": "routing: plan, fan-out, status",
+    "out": "frame out: framing, transport write, send",
+    "other": "other",
+}
+
+
+def stage(file: str, line: int, name: str) -> str:
+    """
+    The stage (a key of L{STAGES}) of the function C{name} at C{file}:C{line}
+    of a profile; the builtins are charged to their callers (L{stages}).
+    """
+    base = os.path.basename(file)
+    if "autobahn" in file:
+        if base == "protocol.py" and (name in ("sendPreparedMessage", "sendMessage", "sendData")
+                                      or (name == "__init__" and line > 2700)):  # PreparedMessage
+            return "out"
+        return "in"
+    if "twisted" in file:
+        if base == "abstract.py" or name in ("writeSomeData", "doWrite", "startWriting", "stopWriting"):
+            return "out"
+        return "reactor"
+    if "wsserver" in file:
+        if "messages" in file:
+            return "message"
+        if "routing" in file:
+            return "routing"
+        if name == "prepareFrame":
+            return "out"
+        return "session"
+    return "other"
+
+
+def stages(stats: pstats.Stats) -> dict[str, float]:
+    """
+    The profile's own time by stage (L{STAGES}) in seconds; a builtin's
+    time goes to its callers' stages in proportion to what each spent in
+    it (epoll's wait is the reactor's, a socket send the frame out's).
+    """
+    out = dict.fromkeys(STAGES, 0.0)
+    for (file, line, name), (_, _, tt, _, callers) in stats.stats.items():  # type: ignore[attr-defined]
+        if file != "~":
+            out[stage(file, line, name)] += tt
+        elif "select.epoll" in name:
+            out["reactor"] += tt
+        elif "_socket.socket" in name and "send" in name:
+            out["out"] += tt
+        else:
+            total = sum(edge[2] for edge in callers.values()) or 1.0
+            for caller, edge in callers.items():
+                out[stage(*caller)] += tt * edge[2] / total
+    return out
+
+
 def report(path: str, per: str, top: int) -> str:
     """
     The top C{top} entries of the profile at C{path} by own and by
@@ -98,6 +159,10 @@ def report(path: str, per: str, top: int) -> str:
     for (file, line, name), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{os.path.basename(file)}:{line}({name})" if line else name
         rows.append((tt, ct, nc, where))
+    n = max(1, messages)
+    out.write(f"\nby stage:\n{'us/msg':>7} {'share':>6}  stage\n")
+    for key, seconds in stages(stats).items():
+        out.write(f"{seconds / n * 1e6:7.1f} {seconds / max(total, 1e-9) * 100:5.0f}%  {STAGES[key]}\n")
     for title, key in (("own time", 0), ("cumulative time", 1)):
         out.write(f"\nby {title}:\n{'us/msg own':>11} {'us/msg cum':>11} {'calls/msg':>10}  function\n")
         for tt, ct, nc, where in sorted(rows, key=lambda r: r[key], reverse=True)[:top]:

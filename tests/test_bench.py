@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from wsserver.bench import LOREM, Histogram, Load, Results, parseArgs, run, runLoad, table
+from wsserver.bench import LOREM, Histogram, Load, Results, mergeResults, parseArgs, run, runLoad, table
 
 from .support import startServer
 
@@ -88,6 +88,31 @@ class ResultsTests(SynchronousTestCase):
         b = Results.fromJSON(json.loads(json.dumps(a.toJSON())))
         a.merge(b)
         self.assertEqual((a.clients, a.sent, a.received, a.dropped), (4, 20, 18, 2))
+
+    def test_mergeMemoryOverAllProcesses(self) -> None:
+        """
+        The merged memory per connection is the server's growth over the
+        whole run divided by the connections of every process, not the
+        figure of one process (each of which saw only its own connections).
+        """
+        parts = [Results("connections", clients=n, connections=n) for n in (100, 200, 300)]
+        parts[1].memoryPerConnection = 99999.0
+        parts[2].memoryPerConnection = 12345.0
+        merged = mergeResults(parts, rssBefore=10_000_000, rssAfter=10_000_000 + 600 * 4096)
+        self.assertEqual((merged.clients, merged.connections), (600, 600))
+        self.assertEqual(merged.memoryPerConnection, 4096.0)
+        self.assertEqual(merged.summary()["server_kib_per_connection"], 4.0)
+
+    def test_mergeMemoryUnknown(self) -> None:
+        """
+        Without both readings of the server's memory, or without any
+        connection, there is no figure (not one process's).
+        """
+        for before, after, n in ((None, 5000, 10), (1000, None, 10), (1000, 5000, 0)):
+            parts = [Results("connections", connections=n, memoryPerConnection=7.0),
+                     Results("connections", connections=n, memoryPerConnection=8.0)]
+            self.assertIsNone(mergeResults(parts, before, after).memoryPerConnection)
+            self.assertNotIn("server_kib_per_connection", mergeResults(parts, before, after).summary())
 
     def test_table(self) -> None:
         """
@@ -282,6 +307,23 @@ class ModeTests(TestCase):
         self.check(results)
         self.assertEqual((results.clients, results.expected), (8, 8 * 2 * 2))
         self.assertEqual(json.loads(out.getvalue())["received"], 32)
+
+    @inlineCallbacks
+    def test_procsConnections(self):
+        """
+        connections with --procs 2: the connections of both processes are
+        counted, and the memory per connection is read once for all of them
+        (here the server is this process).
+        """
+        server = yield startServer(self)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            results = yield Deferred.fromCoroutine(run(reactor, [
+                "connections", "--url", server.wsURL(), "--clients", "40", "--hold", "0.2",
+                "--procs", "2", "--pid", str(os.getpid()), "--json"]))
+        self.assertEqual((results.connections, results.errors), (40, 0))
+        self.assertIsNotNone(results.memoryPerConnection)
+        self.assertIn("server_kib_per_connection", json.loads(out.getvalue()))
 
 
 class ExitStatusTests(TestCase):

@@ -45,7 +45,7 @@ from typing import Any, Callable
 
 import orjson
 
-__all__ = ["Histogram", "Results", "main", "run"]
+__all__ = ["Histogram", "Results", "main", "mergeResults", "run"]
 
 #: The original benchmark's message: ~3.3 KB of lorem ipsum.
 LOREM = (
@@ -633,12 +633,33 @@ def progress(done: float, total: float, results: Results, enabled: bool = True) 
         print(line, file=sys.stderr, flush=True)
 
 
+def mergeResults(parts: list[Results], rssBefore: int | None = None, rssAfter: int | None = None) -> Results:
+    """
+    The results of every process of a C{--procs} run as one.
+
+    The memory per connection is the server's growth over the whole run
+    (C{rssBefore}: read before any process connected, C{rssAfter}: once all
+    of them had connected) divided by the connections of all processes; what
+    each process measured on its own is dropped, as it saw only part of the
+    connections against a growth that others' connections also caused.
+    """
+    merged = parts[0]
+    for other in parts[1:]:
+        merged.merge(other)
+    merged.memoryPerConnection = None
+    if rssBefore is not None and rssAfter is not None and merged.connections:
+        merged.memoryPerConnection = (rssAfter - rssBefore) / merged.connections
+    return merged
+
+
 async def runLoad(
-    reactor: Any, args: argparse.Namespace, ids: list[int], ready: Callable[[], Any] | None = None
+    reactor: Any, args: argparse.Namespace, ids: list[int], ready: Callable[[], Any] | None = None,
+    held: Callable[[], Any] | None = None,
 ) -> Results:
     """
     Connect this process's clients, wait for C{ready} (the start signal of a
-    multi-process run), run the mode, close, and return the results.
+    multi-process run), run the mode, wait for C{held} (connections mode:
+    the other processes' memory reading), close, and return the results.
     """
     load = Load(reactor, args, ids)
     load.rssBefore = _rss(args.pid) if args.pid else None
@@ -665,6 +686,8 @@ async def runLoad(
         await load.fanout()
     elif mode == "connections":
         await load.connections()
+        if held is not None:
+            await held()
     load.finish()
     await load.closeAll()
     return load.results
@@ -691,7 +714,13 @@ def _share(args: argparse.Namespace, index: int) -> list[int]:
 async def _parent(reactor: Any, args: argparse.Namespace) -> Results:
     """
     Run the load in this process and C{--procs - 1} children started at once.
+
+    In connections mode the server's memory is read here, before any child
+    is started and once every process has connected (the children hold
+    their connections until told to close), and divided by all of them.
     """
+    import copy
+
     from twisted.internet.defer import Deferred, gatherResults
     from twisted.internet.protocol import ProcessProtocol
 
@@ -721,6 +750,8 @@ async def _parent(reactor: Any, args: argparse.Namespace) -> Results:
                 r = Results(args.mode, errors=1)
                 self.done.callback(r)
 
+    memory = args.mode == "connections" and args.pid is not None
+    rss: dict[str, int | None] = {"before": _rss(args.pid) if memory else None, "after": None}
     argv = list(args.argv)
     for index in range(1, args.procs):
         child = Child()
@@ -736,10 +767,19 @@ async def _parent(reactor: Any, args: argparse.Namespace) -> Results:
         for c in children:
             c.transport.write(b"GO\n")
 
-    mine = await runLoad(reactor, args, _share(args, 0), ready)
-    for result in await gatherResults([c.done for c in children]):
-        mine.merge(result)
-    return mine
+    async def held() -> None:
+        # every process connected before it said READY, and the children
+        # hold until CLOSE: all the connections are open now
+        if memory:
+            rss["after"] = _rss(args.pid)
+        for c in children:
+            c.transport.write(b"CLOSE\n")
+
+    local = copy.copy(args)
+    local.pid = None
+    mine = await runLoad(reactor, local, _share(args, 0), ready, held if args.mode == "connections" else None)
+    theirs = await gatherResults([c.done for c in children])
+    return mergeResults([mine, *theirs], rss["before"], rss["after"])
 
 
 async def _child(reactor: Any, args: argparse.Namespace) -> None:
@@ -748,11 +788,24 @@ async def _child(reactor: Any, args: argparse.Namespace) -> None:
     from twisted.internet.protocol import Protocol
 
     go: Deferred[None] = Deferred()
+    close: Deferred[None] = Deferred()
 
     class Control(Protocol):
+        buffer = b""
+
         def dataReceived(self, data: bytes) -> None:
-            if b"GO" in data and not go.called:
+            self.buffer += data
+            lines = self.buffer.split(b"\n")
+            if b"GO" in lines[:-1] and not go.called:
                 go.callback(None)
+            if b"CLOSE" in lines[:-1] and not close.called:
+                close.callback(None)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            # the parent is gone: nothing to wait for
+            for d in (go, close):
+                if not d.called:
+                    d.callback(None)
 
     stdio.StandardIO(Control(), reactor=reactor)
 
@@ -761,7 +814,13 @@ async def _child(reactor: Any, args: argparse.Namespace) -> None:
         sys.stdout.flush()
         await go
 
-    results = await runLoad(reactor, args, _share(args, args.child), ready)
+    async def held() -> None:
+        await close
+
+    # the parent reads the server's memory for all processes
+    args.pid = None
+    results = await runLoad(reactor, args, _share(args, args.child), ready,
+                            held if args.mode == "connections" else None)
     sys.stdout.write(orjson.dumps(results.toJSON()).decode() + "\n")
     sys.stdout.flush()
 
