@@ -68,7 +68,7 @@ class Server:
         @param python: the interpreter of a wsserver build (this one's by
             default), and C{tree} its source tree (put first on its path).
         @param preamble: Python code run in the server's process before the
-            server (benchmarks/profile.py's profiler).
+            server (benchmarks/serverprofile.py's profiler).
         """
         self.kind = kind
         self.port = freePort()

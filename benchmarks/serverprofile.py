@@ -12,9 +12,9 @@ per message:
 the profile's times divided by the calls of --per (Autobahn's
 C{onMessageEnd} by default: once per message the server received).
 
-    python benchmarks/profile.py [--duration 10] [--top 25] [--out main.prof]
-    python benchmarks/profile.py --baseline-tree /tmp/old --baseline-python /tmp/venv-old/bin/python
-    python benchmarks/profile.py --relay
+    python benchmarks/serverprofile.py [--duration 10] [--top 25] [--out main.prof]
+    python benchmarks/serverprofile.py --baseline-tree /tmp/old --baseline-python /tmp/venv-old/bin/python
+    python benchmarks/serverprofile.py --relay
 
 cProfile slows the server (every call is counted: about 2x), and more so
 where there are many small calls; compare builds with the same tool, not
