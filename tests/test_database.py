@@ -763,6 +763,24 @@ class EventStoreTestsMixin:
         self.assertEqual(await self.ids(0, 5, frozenset(ids)), [])
 
     @asyncTest
+    async def test_dueThrough(self) -> None:
+        """
+        With C{through}, C{due} and C{nextDue} leave out the ids above it
+        (those the notifier has in memory); L{None} bounds nothing.
+        """
+        added = await self.store.add([("t", b"%d" % (i,)) for i in range(5)], 0)
+        ids = [d.id for d in added]
+        await self.store.update(moved(added[0], attempts=1, notBefore=30.0))
+        self.assertEqual([d.id for d in await self.store.due(0, 10, frozenset(), ids[2])], ids[1:3])
+        self.assertEqual([d.id for d in await self.store.due(0, 10, frozenset([ids[1]]), ids[2])], ids[2:3])
+        self.assertEqual([d.id for d in await self.store.due(0, 10, frozenset(), None)], ids[1:])
+        self.assertEqual(await self.store.due(0, 10, frozenset(), ids[0] - 1), [])
+        self.assertEqual(await self.store.nextDue(frozenset(ids[1:]), ids[4]), 30.0)
+        self.assertEqual(await self.store.nextDue(frozenset(), ids[2]), 0)
+        self.assertIsNone(await self.store.nextDue(frozenset(), ids[0] - 1))
+        self.assertIsNone(await self.store.nextDue(frozenset(ids[:2]), ids[1]))
+
+    @asyncTest
     async def test_dueNotBefore(self) -> None:
         """
         A delivery is due once C{now} reaches its C{notBefore}; C{nextDue}

@@ -24,6 +24,7 @@ from wsserver.events.store import IEventStore, MemoryEventStore
 from wsserver.httpbody import MAX_ANSWER_BYTES
 from wsserver.logflood import FloodGuard
 from wsserver.events import DeliveryRefused
+from wsserver.events import notifier as notifierModule
 from wsserver.events.notifier import EventNotifier, targetKeys
 from wsserver.events.targets.postback import PostbackSender
 from wsserver.messages import Message
@@ -92,11 +93,11 @@ class ClosingStore(MemoryEventStore):
             return call(*args)
         return guarded
 
-    def due(self, now: float, limit: int, skip: frozenset[int]) -> Deferred[Any]:
+    def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[Any]:
         if self.closed:
             self.late.append("due")
             return fail(StorageError("wsserver database test.sqlite3 is closed"))
-        answer = super().due(now, limit, skip)
+        answer = super().due(now, limit, skip, through)
         if not self.holdReads:
             return answer
         held: Deferred[Any] = Deferred()
@@ -107,6 +108,27 @@ class ClosingStore(MemoryEventStore):
         reads, self.reads = self.reads, []
         for held, answer in reads:
             answer.chainDeferred(held)
+
+
+class CountingStore(MemoryEventStore):
+    """
+    A memory store that records the ids each C{due} read answers (the
+    deliveries read back rather than handed over from memory).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readBack: list[int] = []
+        self.reads = 0
+
+    def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[Any]:
+        self.reads += 1
+        d = super().due(now, limit, skip, through)
+        return d.addCallback(self._record)
+
+    def _record(self, deliveries: list[Any]) -> list[Any]:
+        self.readBack += [d.id for d in deliveries]
+        return deliveries
 
 
 class NotifierTests(SynchronousTestCase):
@@ -380,6 +402,116 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual((notifier.pending.full, resumed), (True, []))
         sender.waiting[2].callback(None)
         self.assertEqual((notifier.pending.full, resumed), (False, [True]))
+
+    def answerAll(self, sender: FakeSender, step: Any = None) -> None:
+        """
+        Answer the open sends of C{sender} one at a time, oldest first,
+        calling C{step} (a load: true while it has more to add) before
+        each, until none is open and the load is done.
+        """
+        for _ in range(10000):
+            more = step is not None and step()
+            open = [d for d in sender.waiting if not d.called]
+            if not open and not more:
+                return
+            if open:
+                open[0].callback(None)
+        self.fail("sends still open")
+
+    def test_backlogDrainsThenFromMemory(self) -> None:
+        """
+        A backlog that a previous run left is read back from the store (a
+        read of it comes back full) while new deliveries arrive under a
+        sustained load; those are handed over from memory, never read back,
+        and once the backlog is drained the store is not read again.  Each
+        delivery is sent once.
+        """
+        store = CountingStore()
+        old = self.successResultOf(store.add([("targets[0]", b'{"text":"old%d"}' % (i,)) for i in range(10)], 0))
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, store=store, maxParallelWorkers=2)
+        self.assertEqual(store.readBack, [old[0].id, old[1].id])
+        steps = iter(range(60))
+
+        def load() -> bool:
+            # a new message every other answer: the target keeps up
+            step = next(steps, None)
+            if step is not None and step % 2 == 0:
+                notifier.notify(*message(text="new%d" % (step,)))
+                self.clock.advance(0)
+            return step is not None
+
+        self.answerAll(sender, load)
+        texts = [json.loads(p)["text"] for p in sender.sent]
+        self.assertEqual(len(texts), 40)
+        self.assertEqual(len(texts), len(set(texts)))
+        self.assertEqual(sorted(t for t in texts if t.startswith("old")), sorted("old%d" % (i,) for i in range(10)))
+        # the backlog drained while the load went on
+        self.assertLess(max(i for i, t in enumerate(texts) if t.startswith("old")), 20)
+        self.assertEqual(sorted(store.readBack), [d.id for d in old])
+        reads = store.reads
+        for i in range(50):
+            notifier.notify(*message(text="later%d" % (i,)))
+            self.clock.advance(0)
+            self.answerAll(sender)
+        self.assertEqual(len(sender.sent), 90)
+        self.assertEqual(store.reads, reads)
+        self.assertEqual(sorted(store.readBack), [d.id for d in old])
+        self.assertEqual(len(sender.sent), len(set(sender.sent)))
+        self.assertEqual(self.counts(notifier)["targets[0]"]["pending"], 0)
+
+    def test_overflowReadBack(self) -> None:
+        """
+        Deliveries stored beyond what memory holds (L{READY_LIMIT}) are read
+        back from the store and delivered, once each, while those that fit
+        and the later ones go from memory.
+        """
+        self.patch(notifierModule, "READY_LIMIT", 3)
+        store = CountingStore()
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, store=store, maxParallelWorkers=1)
+        for i in range(6):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual(store.readBack, [])
+        steps = iter(range(28))
+
+        def load() -> bool:
+            step = next(steps, None)
+            if step is not None and step % 2 == 0:
+                notifier.notify(*message(text=str(6 + step // 2)))
+                self.clock.advance(0)
+            return step is not None
+
+        self.answerAll(sender, load)
+        texts = [json.loads(p)["text"] for p in sender.sent]
+        self.assertEqual(sorted(texts, key=int), [str(i) for i in range(20)])
+        self.assertEqual(len(sender.sent), len(sender.waiting))
+        # the three that did not fit, and nothing else, came from the store
+        self.assertEqual(len(store.readBack), 3)
+        self.assertEqual(self.counts(notifier)["targets[0]"]["pending"], 0)
+
+    def test_retryReadBackBesideMemory(self) -> None:
+        """
+        A delivery kept for a retry is read back when due while the others
+        go from memory.
+        """
+        store = CountingStore()
+        sender = FakeSender("wait")
+        notifier = self.make({"targets[0]": sender}, store=store, retryCount=1, retryIntervalSeconds=5)
+        notifier.notify(*message(text="first"))
+        self.clock.advance(0)
+        sender.waiting[0].errback(DeliveryRefused("HTTP 500"))
+        for i in range(3):
+            notifier.notify(*message(text=str(i)))
+            self.clock.advance(1)
+            self.answerAll(sender)
+        self.assertEqual(store.readBack, [])
+        self.clock.advance(2)
+        self.answerAll(sender)
+        self.assertEqual([json.loads(p)["text"] for p in sender.sent], ["first", "0", "1", "2", "first"])
+        self.assertEqual(len(store.readBack), 1)
+        self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 4)
 
     def test_restartResends(self) -> None:
         """

@@ -46,6 +46,10 @@ STOP_GRACE = 3.0
 #: are read back from the store when there is room.
 READY_LIMIT = 10000
 
+#: C{_spillTo} before the first read or delivery of a run: what a previous
+#: run left may have any id
+_ANY = 2 ** 63 - 1
+
 
 def targetKeys(config: EventConfig) -> dict[str, list[tuple[str, TargetConfig]]]:
     """
@@ -76,7 +80,10 @@ class EventNotifier(Service):
 
     The deliveries this run stored are handed to the senders from memory
     (at most L{READY_LIMIT} wait there); only what does not fit, the retries
-    and what a previous run left are read back from the store.
+    and what a previous run left are read back from the store, and only
+    while some may wait there: a read does not take what is in memory (its
+    ids are skipped, and those above the newest that did not fit are left
+    out), and once it has caught up, the deliveries go from memory again.
 
     @param config: the C{event} settings.
     @param store: where deliveries wait.
@@ -115,10 +122,18 @@ class EventNotifier(Service):
         self._workers = 0
         #: stored by this run, due, neither in flight nor read back
         self._ready: deque[Delivery] = deque()
-        #: whether the store may hold due deliveries that are not in
-        #: C{_ready} nor in flight (what a previous run left, retries,
-        #: what did not fit)
-        self._spilled = True
+        #: the store may hold due deliveries up to this id that are in
+        #: memory neither in C{_ready} nor in flight (they did not fit, or
+        #: a previous run left them: L{_ANY} until known); 0: none
+        self._spillTo = _ANY
+        #: the newest id stored by this run (L{None}: none yet); every
+        #: later one is handed over by L{_arrived}
+        self._newest: int | None = None
+        #: the store may hold due deliveries that wait for a retry or a
+        #: fallback (up to C{_newest}); C{_moves} counts those kept, so
+        #: that a read cannot clear one kept while it ran
+        self._retrying = False
+        self._moves = 0
         self._querying = False
         self._pumpAgain = False
         self._wakeCall: IDelayedCall | None = None
@@ -229,12 +244,16 @@ class EventNotifier(Service):
         """
         New deliveries are stored: into memory, as many as fit, and out.
         """
-        if not self._spilled:
+        if deliveries:
+            if self._spillTo == _ANY:
+                # what a previous run left is older than this run's first
+                self._spillTo = deliveries[0].id - 1
+            self._newest = deliveries[-1].id
             room = max(0, READY_LIMIT - len(self._ready))
             if len(deliveries) > room:
                 # the rest is read back from the store once there is room
+                self._spillTo = deliveries[-1].id
                 deliveries = deliveries[:room]
-                self._spilled = True
             self._ready.extend(deliveries)
         self._pump()
 
@@ -243,7 +262,9 @@ class EventNotifier(Service):
     def _pump(self) -> None:
         """
         Start due deliveries while workers are free: those in memory first,
-        then (when the store may have more) those read from it.
+        then (when the store may have more) those read from it: the ids up
+        to the newest that did not fit, or, when a retry may be due, up to
+        the newest stored (every later one comes through L{_arrived}).
         """
         if self._stopping or not self.running:
             return
@@ -256,7 +277,7 @@ class EventNotifier(Service):
             left = self._startGroups(take, free)
             ready.extendleft(reversed(left))
             free = self._config.maxParallelWorkers - self._workers
-        if free <= 0 or not self._spilled:
+        if free <= 0 or not (self._spillTo or self._retrying):
             return
         if self._querying:
             self._pumpAgain = True
@@ -264,14 +285,25 @@ class EventNotifier(Service):
         self._querying = True
         self._pumpAgain = False
         limit = free * self._maxBatch
-        skip = frozenset(self._inflight).union(d.id for d in ready)
-        d = self._read(self._store.due(self._clock.seconds(), limit, skip))
+        through: int | None
+        if self._spillTo == _ANY or (self._retrying and self._newest is None):
+            through = None
+        else:
+            through = self._newest if self._retrying else self._spillTo
+        skip = self._inMemory(through)
+        moves = self._moves
+        d = self._read(self._store.due(self._clock.seconds(), limit, skip, through))
 
         def start(deliveries: list[Delivery]) -> None:
-            if len(deliveries) < limit:
-                # every due one is read: until a retry is due or more did
-                # not fit, the new ones are all in memory
-                self._spilled = False
+            if len(deliveries) < limit or (through is not None and deliveries[-1].id >= through):
+                # every due one up to through is read (an unbounded read
+                # saw every row that _arrived has handed over: the
+                # database answers in order): until a retry is due or more
+                # did not fit, the new ones are all in memory
+                if through is None or self._spillTo <= through:
+                    self._spillTo = 0
+                if self._moves == moves:
+                    self._retrying = False
                 self._scheduleWake()
             known = frozenset(self._inflight).union(d.id for d in self._ready)
             fresh = [d for d in deliveries if d.id not in known]
@@ -329,7 +361,7 @@ class EventNotifier(Service):
         A waiting delivery is due: read it from the store.
         """
         self._wakeCall = None
-        self._spilled = True
+        self._retrying = True
         self._pump()
 
     def _scheduleWake(self) -> None:
@@ -338,8 +370,8 @@ class EventNotifier(Service):
         """
         if self._stopping or not self.running:
             return
-        skip = frozenset(self._inflight).union(d.id for d in self._ready)
-        d = self._read(self._store.nextDue(skip))
+        through = None if self._spillTo == _ANY else self._newest
+        d = self._read(self._store.nextDue(self._inMemory(through), through))
 
         def wake(when: float | None) -> None:
             if when is None or self._stopping:
@@ -353,6 +385,16 @@ class EventNotifier(Service):
             self._wakeCall = self._clock.callLater(delay, self._wake)
 
         d.addCallbacks(wake, lambda f: self.deliveryLog.failure("could not read due events", f))
+
+    def _inMemory(self, through: int | None) -> frozenset[int]:
+        """
+        The ids in memory (in flight or in C{_ready}), up to C{through}
+        (all when L{None}): what a read of the store leaves out.
+        """
+        ids = frozenset(self._inflight).union(d.id for d in self._ready)
+        if through is None:
+            return ids
+        return frozenset(i for i in ids if i <= through)
 
     def _read(self, d: Deferred[Any]) -> Deferred[Any]:
         """
@@ -419,7 +461,8 @@ class EventNotifier(Service):
         target): it is read back from the store when due.
         """
         def stored(_: None) -> None:
-            self._spilled = True
+            self._retrying = True
+            self._moves += 1
 
         return self._store.update(delivery).addCallback(stored)
 
@@ -482,7 +525,9 @@ class EventNotifier(Service):
         # resend whatever a previous run left pending (read from the store),
         # counted against maxPending
         self._ready.clear()
-        self._spilled = True
+        self._spillTo = _ANY
+        self._newest = None
+        self._retrying = False
 
         def count(counts: dict[str, dict[str, int]]) -> None:
             stored = sum(c["pending"] + c["retrying"] for c in counts.values()) + len(self._batch)

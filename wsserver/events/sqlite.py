@@ -95,15 +95,15 @@ class SqliteEventStore:
         self._writer.handOver()
         return self._db.run(_add, rows).addCallback(self._added)
 
-    def due(self, now: float, limit: int, skip: frozenset[int]) -> Deferred[list[Delivery]]:
+    def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
         if limit <= 0:
             return succeed([])
         self._writer.handOver()
-        return self._db.run(_due, now, limit, frozenset(skip))
+        return self._db.run(_due, now, limit, frozenset(skip), _NO_BOUND if through is None else through)
 
-    def nextDue(self, skip: frozenset[int]) -> Deferred[float | None]:
+    def nextDue(self, skip: frozenset[int], through: int | None = None) -> Deferred[float | None]:
         self._writer.handOver()
-        return self._db.run(_nextDue, frozenset(skip))
+        return self._db.run(_nextDue, frozenset(skip), _NO_BOUND if through is None else through)
 
     def _settle(self, state: str, delivery: Delivery) -> Deferred[None]:
         self._writer.add((state, delivery))
@@ -136,6 +136,9 @@ class SqliteEventStore:
         return self._db.run(lambda cursor: None)
 
 
+#: the C{through} of a read without one: above every id SQLite gives
+_NO_BOUND = 2 ** 63 - 1
+
 _DELIVERY_COLUMNS = "id, primary_target, target, payload, attempts, not_before"
 
 
@@ -164,13 +167,13 @@ def _add(cursor: Any, rows: list[tuple[Any, ...]]) -> list[Delivery]:
             for id, (primary, target, payload, attempts, notBefore, _) in zip(ids, rows)]
 
 
-def _due(cursor: Any, now: float, limit: int, skip: frozenset[int]) -> list[Delivery]:
+def _due(cursor: Any, now: float, limit: int, skip: frozenset[int], through: int) -> list[Delivery]:
     # the ids first, from the index alone: sorting whole rows would read
     # every due payload (a backlog of 80,000 events of 3 KB each made each
     # call read 250 MB); then the rows of the few chosen
     cursor.execute(
-        "SELECT id FROM events WHERE state = ? AND not_before <= ? ORDER BY id LIMIT ?",
-        (_PENDING, now, limit + len(skip)),
+        "SELECT id FROM events WHERE state = ? AND id <= ? AND not_before <= ? ORDER BY id LIMIT ?",
+        (_PENDING, through, now, limit + len(skip)),
     )
     ids = [id for (id,) in cursor.fetchall() if id not in skip][:limit]
     out = []
@@ -183,11 +186,11 @@ def _due(cursor: Any, now: float, limit: int, skip: frozenset[int]) -> list[Deli
     return out
 
 
-def _nextDue(cursor: Any, skip: frozenset[int]) -> float | None:
+def _nextDue(cursor: Any, skip: frozenset[int], through: int) -> float | None:
     # of the len(skip) + 1 earliest, at least one is not skipped
     cursor.execute(
-        "SELECT id, not_before FROM events WHERE state = ? ORDER BY not_before LIMIT ?",
-        (_PENDING, len(skip) + 1),
+        "SELECT id, not_before FROM events WHERE state = ? AND id <= ? ORDER BY not_before LIMIT ?",
+        (_PENDING, through, len(skip) + 1),
     )
     for id, notBefore in cursor.fetchall():
         if id not in skip:

@@ -60,15 +60,17 @@ class IEventStore(Interface):
         transaction; they are due at C{now}.
         """
 
-    def due(now: float, limit: int, skip: frozenset[int]) -> Deferred[list[Delivery]]:
+    def due(now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
         """
         Up to C{limit} pending deliveries due at C{now}, oldest first, leaving
-        out the ids in C{skip} (those in flight).
+        out the ids in C{skip} (those in flight) and, unless C{through} is
+        L{None}, the ids above C{through} (those the caller has in memory).
         """
 
-    def nextDue(skip: frozenset[int]) -> Deferred[float | None]:
+    def nextDue(skip: frozenset[int], through: int | None = None) -> Deferred[float | None]:
         """
-        The earliest C{notBefore} of the pending deliveries not in C{skip}, or
+        The earliest C{notBefore} of the pending deliveries not in C{skip}
+        (and, unless C{through} is L{None}, of ids up to C{through}), or
         L{None} when there is none.
         """
 
@@ -121,12 +123,13 @@ class MemoryEventStore:
             added.append(delivery)
         return succeed(added)
 
-    def due(self, now: float, limit: int, skip: frozenset[int]) -> Deferred[list[Delivery]]:
-        ready = [d for i, d in sorted(self._pending.items()) if i not in skip and d.notBefore <= now]
+    def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
+        ready = [d for i, d in sorted(self._pending.items())
+                 if i not in skip and d.notBefore <= now and (through is None or i <= through)]
         return succeed(ready[:limit])
 
-    def nextDue(self, skip: frozenset[int]) -> Deferred[float | None]:
-        times = [d.notBefore for i, d in self._pending.items() if i not in skip]
+    def nextDue(self, skip: frozenset[int], through: int | None = None) -> Deferred[float | None]:
+        times = [d.notBefore for i, d in self._pending.items() if i not in skip and (through is None or i <= through)]
         return succeed(min(times) if times else None)
 
     def update(self, delivery: Delivery) -> Deferred[None]:
