@@ -713,6 +713,23 @@ class SessionTests(SynchronousTestCase):
         session.sendPrepared(prepareFrame(self.message("x" * 150, 1)))
         self.assertEqual(wire.closes, [(4011, "Slow consumer")])
 
+    def test_storedInRing(self) -> None:
+        """
+        A frame of a replay written (L{Session.sendStored}) is kept in the
+        ring as any other: unacknowledged, a slow consumer hands it back.
+        """
+        hub = self.makeHub(sendBufferBytes=1000)
+        alice, _ = self.open(hub, "1")
+        bob, bobWire = self.open(hub, "2")
+        bob.sendStored(prepareFrame(self.message("s0" + "x" * 200, 2)))
+        self.assertEqual(len(bobWire.written), 1)
+        bobWire.unacked = len(bobWire.written[-1])
+        bob.pauseProducing()
+        for i in range(8):
+            alice.received(self.message(f"m{i}" + "x" * 200, 2), False)
+        self.assertEqual(bobWire.closes, [(4011, "Slow consumer")])
+        self.assertEqual(self.stored(2), ["s0"] + [f"m{i}" for i in range(8)])
+
     def test_nothingAfterClosing(self) -> None:
         """
         Once the wire left the open state (a close frame sent for the

@@ -734,15 +734,9 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                frame = prepared.payloadHybi
-                self._write(frame)
-                ring = self._ring
-                if ring is not None:
-                    # (the hot path: _written, inline)
-                    ring.append(prepared)
-                    self._ringBytes += len(frame)
-                    if self._ringBytes > self._ringLimit:
-                        self._trimRing()
+                self._write(prepared.payloadHybi)
+                if self._ring is not None:
+                    self._written(prepared)
             else:
                 self._hold(prepared, False)
 
@@ -754,19 +748,11 @@ class Session:
         C{maxPerUser}, already in memory; counted, a user with a long queue
         would be closed on every reconnect.
         """
-        if self.state == OPEN:
-            if self._held is None:
-                frame = prepared.payloadHybi
-                self._write(frame)
-                ring = self._ring
-                if ring is not None:
-                    # (the hot path: _written, inline)
-                    ring.append(prepared)
-                    self._ringBytes += len(frame)
-                    if self._ringBytes > self._ringLimit:
-                        self._trimRing()
-            else:
-                self._hold(prepared, True)
+        if self.state == OPEN and self._held is not None:
+            self._hold(prepared, True)
+        else:
+            # written (and kept in the ring) as any other frame
+            self.sendPrepared(prepared)
 
     def _hold(self, prepared: PreparedMessage | _Control, replay: bool) -> None:
         """
