@@ -5,11 +5,14 @@ alternating, --repeat rounds), fed client frames (the throughput load's
 3.3 KB message, 8 to a read) into one connection, writing to another's
 in-memory transport; CPU time per message (time.process_time), default
 config (--features: with delivery status and send-back too), the best and
-the median of the rounds.  No network and no neighbours' noise: it tells
+the median of the rounds.  With --pairs N, N pairs of connections send to
+each other in turn, as the throughput load's 50 pairs do: what a change
+costs in memory per connection (frames kept longer, the allocator's and
+the caches' work) shows only with many connections, not with one pair.  No network and no neighbours' noise: it tells
 apart changes of a few percent that compare.py's rates cannot.
 
     git archive HEAD~1 | tar -x -C /tmp/before
-    python benchmarks/hotpath.py --tree /tmp/before --tree . [--messages 20000] [--repeat 9]
+    python benchmarks/hotpath.py --tree /tmp/before --tree . [--messages 20000] [--repeat 9] [--pairs 50]
 
 The trees must have this one's modules (wsserver.connection, wsserver.routing),
 or a85a95f's (wsserver.protocol, no limits), the baseline of issue 14.
@@ -58,7 +61,7 @@ def connect(factory, uid):
     return protocol, transport
 
 
-def measure(count, features):
+def measure(count, features, pairs):
     clock = Clock()
     clock.advance(1.8e9)
     message = MessageConfig(enableDeliveryStatus=features, enableSendBack=features)
@@ -71,26 +74,31 @@ def measure(count, features):
                         prepare=prepareFrame, maxTrackedUsers=limits.maxTrackedUsers)
         factory = ChatServerFactory(router, ServerConfig(limits=limits), message, buildAuthenticator(AuthConfig()),
                                     clock)
-    alice, aliceTransport = connect(factory, 1)
-    bob, bobTransport = connect(factory, 2)
-    assert (alice if OLD else alice.session).attached and (bob if OLD else bob.session).attached
-    payload = orjson.dumps({"type": "text", "text": "x" * 3200, "recipients": [2], "data": {"t": 1.5}})
-    frame = PreparedMessage(payload, False, True, False).payloadHybi
-    frames = [frame * 8] * (count // 8)
+    # connections 2k+1 and 2k+2 are a pair: each sends to the other
+    conns = [connect(factory, uid) for uid in range(1, 2 * pairs + 1)]
+    assert all((p if OLD else p.session).attached for p, _ in conns)
+    frames = []
+    for k in range(2 * pairs):
+        partner = k + 2 if k % 2 == 0 else k
+        payload = orjson.dumps({"type": "text", "text": "x" * 3200, "recipients": [partner], "data": {"t": 1.5}})
+        frames.append(PreparedMessage(payload, False, True, False).payloadHybi * 8)
+    rounds = max(1, count // (8 * 2 * pairs))
     started = time.process_time()
-    for chunk in frames:
-        alice.dataReceived(chunk)
-        bobTransport.clear()
-        aliceTransport.clear()
+    for _ in range(rounds):
+        for k, (protocol, transport) in enumerate(conns):
+            protocol.dataReceived(frames[k])
+            conns[k + 1 if k % 2 == 0 else k - 1][1].clear()
+            transport.clear()
         clock.advance(0.0001)
     used = time.process_time() - started
+    alice, aliceTransport = conns[0]
     assert not alice.transport.disconnecting
     alice.dataReceived(frames[0])
-    assert len(bobTransport.value()) >= 8 * len(payload), "not delivered"
-    return used / (len(frames) * 8) * 1e6
+    assert len(conns[1][1].value()) >= 8 * len(payload), "not delivered"
+    return used / (rounds * 2 * pairs * 8) * 1e6
 
 
-print(measure(int(sys.argv[1]), sys.argv[2] == "1"))
+print(measure(int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])))
 """
 
 
@@ -99,6 +107,8 @@ def main() -> None:
     parser.add_argument("--tree", action="append", required=True, help="a source tree (twice or more)")
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="pairs of connections sending to each other in turn (50: the throughput load's)")
     parser.add_argument("--features", action="store_true", help="delivery status and send-back on")
     args = parser.parse_args()
     trees = [os.path.abspath(t) for t in args.tree]
@@ -106,7 +116,8 @@ def main() -> None:
     for _ in range(args.repeat):
         for tree in trees:
             env = {**os.environ, "PYTHONPATH": tree}
-            out = subprocess.run([sys.executable, "-c", CHILD, str(args.messages), "1" if args.features else "0"],
+            out = subprocess.run([sys.executable, "-c", CHILD, str(args.messages), "1" if args.features else "0",
+                                  str(args.pairs)],
                                  env=env, capture_output=True, text=True, cwd=tree)
             if out.returncode:
                 raise SystemExit(f"{tree}: {out.stderr[-2000:]}")
