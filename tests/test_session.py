@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from autobahn.websocket.protocol import PreparedMessage
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
@@ -30,6 +31,7 @@ from wsserver.connection.session import (
     IWire,
     Refusal,
     Session,
+    framePayload,
     unackedTail,
 )
 from wsserver.limits import Limits
@@ -687,8 +689,8 @@ class SessionTests(SynchronousTestCase):
         L{unackedTail} takes the frames that the last C{unacked} bytes
         cover, one only partly covered included, oldest first.
         """
-        frames = [prepareFrame(b"a" * n) for n in (10, 20, 30)]
-        sizes = [len(f.payloadHybi) for f in frames]
+        frames = [prepareFrame(b"a" * n).payloadHybi for n in (10, 20, 30)]
+        sizes = [len(f) for f in frames]
         ring = deque(frames)
         self.assertEqual(unackedTail(ring, 0), [])
         self.assertEqual(unackedTail(ring, sizes[2]), frames[2:])
@@ -698,6 +700,20 @@ class SessionTests(SynchronousTestCase):
         ring = deque(frames)
         self.assertEqual(unackedTail(ring, 10_000), frames)
         self.assertEqual(list(ring), [])
+
+    def test_framePayload(self) -> None:
+        """
+        L{framePayload} reads a message's payload back from its frame, for
+        each length encoding (7, 7+16 and 7+64 bits); a ping or pong has
+        none.
+        """
+        for size in (0, 125, 126, 65535, 65536):
+            payload = bytes(range(256)) * (size // 256) + b"p" * (size % 256)
+            self.assertEqual(framePayload(prepareFrame(payload).payloadHybi), payload)
+        binary = PreparedMessage(b"\x00\x01", True, False, False).payloadHybi
+        self.assertEqual(framePayload(binary), b"\x00\x01")
+        self.assertIsNone(framePayload(b"\x89\x00"))
+        self.assertIsNone(framePayload(b"\x8a\x03abc"))
 
     def test_replayNotCounted(self) -> None:
         """

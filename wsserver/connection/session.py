@@ -34,7 +34,7 @@ from ..metrics import ROUTING_SAMPLE_MASK
 from ..routing import IConnection, Router
 
 __all__ = ["CLOSE_CODES", "MAX_EARLY_MESSAGES", "MAX_HANDSHAKE_BYTES", "RING_SLACK", "Hub", "IWire", "Refusal",
-           "Session", "unackedTail"]
+           "Session", "framePayload", "unackedTail"]
 
 #: The close codes of the wire protocol.
 CLOSE_CODES = {
@@ -225,7 +225,7 @@ def _controlFrame(opcode: int, payload: bytes) -> bytes:
 _PING = _controlFrame(0x9, b"")
 
 
-def unackedTail(ring: deque, unacked: int) -> list:
+def unackedTail(ring: deque[bytes], unacked: int) -> list[bytes]:
     """
     Take from the end of C{ring} (the frames last written, oldest first)
     the frames that C{unacked} bytes at the end of what was written cover,
@@ -237,10 +237,25 @@ def unackedTail(ring: deque, unacked: int) -> list:
     covered = 0
     while ring and covered < unacked:
         frame = ring.pop()
-        covered += len(frame.payloadHybi)
+        covered += len(frame)
         tail.append(frame)
     tail.reverse()
     return tail
+
+
+def framePayload(frame: bytes) -> bytes | None:
+    """
+    The payload of a frame this server wrote (a whole message, unmasked:
+    RFC 6455 section 5.2, its length in 7, 7+16 or 7+64 bits); L{None} for
+    a control frame (a ping or pong), which is never handed back.  The ring
+    keeps the frames' bytes only (see L{Session}); this reads a message's
+    payload back from them when they are handed back.
+    """
+    if frame[0] & 0x08:
+        # (opcodes 0x8 to 0xF are control frames)
+        return None
+    length = frame[1] & 0x7F
+    return frame[2 if length < 126 else 4 if length == 126 else 10:]
 
 
 class _Control:
@@ -269,7 +284,12 @@ class Session:
     user as for an offline one.  The frames last written wait in a ring
     (what the kernel has not acknowledged, and L{RING_SLACK} bytes more):
     on that close, or when the connection dies with bytes unacknowledged,
-    those the client may not have read are handed back too.
+    those the client may not have read are handed back too.  The ring keeps
+    the frames' bytes, not their L{PreparedMessage}s: those hold the
+    serializer's buffer of the payload too, and kept for every connection
+    they made the throughput load's CPU per message 1.3x dearer (allocator
+    and cache work); the payloads are read back from the frames
+    (L{framePayload}) when handed back, which is rare.
     """
 
     __slots__ = (
@@ -332,7 +352,7 @@ class Session:
         #: the frames last written, oldest first (with C{sendBufferBytes}):
         #: what the client may not have received when it dies or is closed as
         #: a slow consumer, handed back then
-        self._ring: deque[PreparedMessage | _Control] | None = None
+        self._ring: deque[bytes] | None = None
         self._ringBytes = 0
         #: when C{_ringBytes} passes it, the ring is trimmed
         self._ringLimit = RING_SLACK
@@ -641,20 +661,21 @@ class Session:
         if self._held is None:
             self._write(frame)
             if self._ring is not None:
-                self._written(_Control(frame))
+                self._written(frame)
         else:
             self._hold(_Control(frame), False)
 
-    def _written(self, frame: PreparedMessage | _Control) -> None:
+    def _written(self, frame: bytes) -> None:
         """
         C{frame} was handed to the transport: keep it in the ring, trimmed
         (every L{RING_SLACK} bytes) to what the client has not acknowledged
-        plus L{RING_SLACK}.
+        plus L{RING_SLACK}.  (L{sendPrepared}, the hot path, does the same
+        inline.)
         """
         ring = self._ring
         assert ring is not None
         ring.append(frame)
-        self._ringBytes += len(frame.payloadHybi)
+        self._ringBytes += len(frame)
         if self._ringBytes > self._ringLimit:
             self._trimRing()
 
@@ -663,8 +684,8 @@ class Session:
         assert ring is not None
         keep = self._wire.unackedBytes() + RING_SLACK
         size = self._ringBytes
-        while ring and size - len(ring[0].payloadHybi) >= keep:
-            size -= len(ring.popleft().payloadHybi)
+        while ring and size - len(ring[0]) >= keep:
+            size -= len(ring.popleft())
         self._ringBytes = size
         self._ringLimit = size + RING_SLACK
 
@@ -737,9 +758,15 @@ class Session:
         """
         if self.state == OPEN:
             if self._held is None:
-                self._write(prepared.payloadHybi)
-                if self._ring is not None:
-                    self._written(prepared)
+                frame = prepared.payloadHybi
+                self._write(frame)
+                ring = self._ring
+                if ring is not None:
+                    # (L{_written}, inline: once per message and recipient)
+                    ring.append(frame)
+                    self._ringBytes += len(frame)
+                    if self._ringBytes > self._ringLimit:
+                        self._trimRing()
             else:
                 self._hold(prepared, False)
 
@@ -820,10 +847,10 @@ class Session:
             return
         write = self._write
         while held and not self._paused:
-            prepared = held.popleft()
-            self._heldBytes -= len(prepared.payloadHybi)
-            write(prepared.payloadHybi)
-            self._written(prepared)
+            frame = held.popleft().payloadHybi
+            self._heldBytes -= len(frame)
+            write(frame)
+            self._written(frame)
         if not self._paused:
             self._held = None
         # the replay is written first (it was kept first)
@@ -870,7 +897,7 @@ class Session:
         unacked = self._wire.unackedBytes() if ring else 0
         tail = unackedTail(ring, unacked) if ring and unacked else []
         if ring is not None:
-            self._ringBytes = sum(len(f.payloadHybi) for f in ring)
+            self._ringBytes = sum(len(f) for f in ring)
         self.state = CLOSING
         self._early = None
         self._detach(CLOSE_CODES["slowConsumer"])
@@ -893,7 +920,7 @@ class Session:
         self._log.info("aborting user {uid}: slow consumer did not read its close", uid=self.userId)
         self._wire.abort()
 
-    def _handBack(self, written: list[PreparedMessage | _Control] | None = None) -> None:
+    def _handBack(self, written: list[bytes] | None = None) -> None:
         """
         Give what was routed to this connection and may not have reached
         the client (C{written}, frames handed to the transport, then what
@@ -902,8 +929,7 @@ class Session:
         """
         held, self._held = self._held, None
         self._heldBytes = self._replayBytes = 0
-        frames = list(written or ()) + list(held or ())
-        if frames:
-            payloads = [p.payload for p in frames if p.payload is not None]
-            if payloads:
-                self._hub.router.keepUnsent(self.userId, payloads, self.attachedAt)
+        payloads = [framePayload(f) for f in written or ()] + [p.payload for p in held or ()]
+        payloads = [p for p in payloads if p is not None]
+        if payloads:
+            self._hub.router.keepUnsent(self.userId, payloads, self.attachedAt)
