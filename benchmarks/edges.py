@@ -296,7 +296,8 @@ def preAuth(sides: Sides, side: str, fragmented: bool, args: argparse.Namespace)
     threading.Thread(target=responder.serve_forever, daemon=True).start()
     config = {"server": {"auth": {"type": "remote", "url": f"http://127.0.0.1:{responder.server_port}/check",
                                   "source": {"type": "bearer"}}}}
-    server = sides.start(side, config)
+    log = tempfile.NamedTemporaryFile(suffix=".log", delete=False).name
+    server = sides.start(side, config, log=log)
     payload = memoryview(b"x" * (10 * MB))
     if fragmented:
         frames: list[bytes | memoryview] = []
@@ -317,9 +318,14 @@ def preAuth(sides: Sides, side: str, fragmented: bool, args: argparse.Namespace)
         server.stop()
         responder.shutdown()
         responder.server_close()
+    with open(log, "rb") as f:
+        # why a check failed (one line each before; held to one a second after)
+        timeouts = sum(1 for line in f if b"remote auth" in line and b"no answer within" in line)
+    os.unlink(log)
     peak = max(samples, key=lambda s: s[1])
     return {"idle_mb": round(idle, 1), "peak_mb": round(peak[1], 1), "peak_at_s": round(peak[0], 1),
-            "closes": dict(collections.Counter(c.outcome for c in clients).most_common())}
+            "closes": dict(collections.Counter(c.outcome for c in clients).most_common()),
+            "auth_timeouts_logged": timeouts}
 
 
 LOGTIME = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
