@@ -63,12 +63,14 @@ class Server:
     """
 
     def __init__(self, kind: str, core: str, config: dict | None = None, python: str | None = None,
-                 tree: str | None = None, preamble: str = "") -> None:
+                 tree: str | None = None, preamble: str = "", log: str | None = None) -> None:
         """
         @param python: the interpreter of a wsserver build (this one's by
             default), and C{tree} its source tree (put first on its path).
         @param preamble: Python code run in the server's process before the
             server (benchmarks/serverprofile.py's profiler).
+        @param log: a file that gets the server's output after its start line
+            (benchmarks/edges.py counts the lines); by default it is dropped.
         """
         self.kind = kind
         self.port = freePort()
@@ -99,7 +101,8 @@ class Server:
         else:
             raise RuntimeError(f"{kind} did not start")
         # keep reading its output so that it never blocks on a full pipe
-        self._drain = subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=subprocess.DEVNULL)
+        with open(log or os.devnull, "ab") as sink:
+            self._drain = subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=sink)
         self.url = f"ws://127.0.0.1:{self.port}/chat"
 
     def stop(self) -> None:
