@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.config import LimitsConfig
 from wsserver.limits import (FILE_RESERVE, AddressCounter, AuthFailures, Limits, RefusalLog, TokenBucket,
-                             connectionCeiling)
+                             acceptCeiling, connectionCeiling)
 from wsserver.proxy import parseTrustedProxies
 
 
@@ -218,6 +218,15 @@ class ConnectionCeilingTests(SynchronousTestCase):
         self.assertFalse(ceiling.warning)
         self.assertEqual(ceiling.text, "server.limits.maxConnections: 3840: the open files limit is 4096 and 256 "
                                        "are kept for REST, Redis and files")
+
+    def test_acceptCeiling(self) -> None:
+        """
+        The WebSocket port holds at most the ceiling of C{maxConnections}
+        and a quarter of the files kept apart: the rest stay free for REST,
+        Redis and the database whatever a flood does.
+        """
+        self.assertEqual(acceptCeiling(4096), 4096 - FILE_RESERVE + FILE_RESERVE // 4)
+        self.assertEqual(acceptCeiling(400), 200 + 50)
 
     def test_explicitLoweredWithWarning(self) -> None:
         """

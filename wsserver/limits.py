@@ -37,7 +37,7 @@ from .limitsconfig import LimitsConfig
 from .reloadable import IReloadable
 
 __all__ = ["FILE_RESERVE", "AddressCounter", "AuthFailures", "ConnectionCeiling", "Limits", "RefusalLog",
-           "TokenBucket", "connectionCeiling"]
+           "TokenBucket", "acceptCeiling", "connectionCeiling"]
 
 #: The window of C{authFailuresPerMinute}, in seconds.
 AUTH_WINDOW = 60.0
@@ -85,6 +85,20 @@ def connectionCeiling(configured: int, openFiles: int) -> ConnectionCeiling:
         return ConnectionCeiling(ceiling, False, f"{key}: {ceiling}: {why}")
     return ConnectionCeiling(ceiling, True, f"{key}: {configured} lowered to {ceiling}: {why}; raise the limit "
                                             "(LimitNOFILE= in the systemd unit, ulimit -n) to allow more")
+
+
+def acceptCeiling(openFiles: int) -> int:
+    """
+    The most connections the WebSocket port holds at once, opening
+    handshake done or not, under an open files limit of C{openFiles}: the
+    ceiling of C{maxConnections} (see L{connectionCeiling}) and a quarter of
+    the files kept apart.  The first connections over C{maxConnections}
+    still get their HTTP 503; past this, a connection is closed as it is
+    accepted, so that a flood of connections that never send a handshake
+    cannot take the files REST, Redis and the database need.
+    """
+    ceiling = max(openFiles - FILE_RESERVE, openFiles // 2)
+    return ceiling + (openFiles - ceiling) // 4
 
 
 class TokenBucket:

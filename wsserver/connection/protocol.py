@@ -23,7 +23,7 @@ from zope.interface import implementer
 from .._internals import AutobahnServerProtocol, unackedBytes
 from ..auth import Authenticator, buildAuthenticator
 from ..config import AuthConfig, Config, LimitsConfig, MessageConfig, ServerConfig
-from ..limits import Limits
+from ..limits import Limits, acceptCeiling
 from ..reloadable import IReloadable
 from ..routing import Router
 from .pages import CLIENT_LIBRARY_PATH, NOT_FOUND, PlainResponse, clientLibrary, demoPage
@@ -267,9 +267,17 @@ class ChatServerFactory(WebSocketServerFactory):
             # ?redirect=)
             webStatus=False,
         )
+        #: connections past which one is closed as it is accepted (see
+        #: L{acceptCeiling}); 0: no open files limit known
+        self._acceptCeiling = 0 if self.limits.openFiles is None else acceptCeiling(self.limits.openFiles)
         self.setLimits(self.limits.config)
 
-    def buildProtocol(self, addr: Any) -> ChatServerProtocol:
+    def buildProtocol(self, addr: Any) -> ChatServerProtocol | None:  # type: ignore[override]
+        if self._acceptCeiling and len(self.live) >= self._acceptCeiling:
+            # (Twisted closes the socket it accepted: no file held)
+            self.limits.refused("maxConnections", getattr(addr, "host", None) or str(addr),
+                                f"{len(self.live)} connections open, the most the open files limit allows")
+            return None
         protocol: ChatServerProtocol = super().buildProtocol(addr)
         session = protocol.session = Session(self.hub, protocol, self.clock)
         # the hot path: a message goes from Autobahn to the session directly
