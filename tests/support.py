@@ -9,7 +9,7 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote
 
 import orjson
@@ -218,19 +218,18 @@ class ServerProcess(ProcessProtocol):
         self.ended.callback(reason.value)  # type: ignore[attr-defined]
 
 
-def spawnServer(test: TestCase, *args: str) -> ServerProcess:
+def spawnServer(test: TestCase, *args: str, prefix: Sequence[str] = ()) -> ServerProcess:
     """
     Start C{twistd --nodaemon --pidfile= wsserver ARGS} in a new directory;
     killed at the test's end if still running.
+
+    @param prefix: a command that runs the server (C{prlimit --nofile=N --}).
     """
     process = ServerProcess()
     cwd = test.mktemp()
     os.makedirs(cwd)
-    transport = reactor.spawnProcess(
-        process, sys.executable,
-        [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "wsserver", *args],
-        env=dict(os.environ), path=cwd,
-    )
+    argv = [*prefix, sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "wsserver", *args]
+    transport = reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=cwd)
 
     def kill() -> Deferred[object] | None:
         # SIGTERM first, so that a worker pool's parent stops its workers

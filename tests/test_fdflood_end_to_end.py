@@ -7,11 +7,9 @@ while the WebSocket port is flooded.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
-import sys
 from typing import Any
 
 import treq
@@ -20,7 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from .support import TWISTD, ServerProcess
+from .support import ServerProcess, spawnServer
 
 #: the open files limit the server runs under
 OPEN_FILES = 400
@@ -39,24 +37,8 @@ class FileDescriptorFloodTests(TestCase):
         prlimit = shutil.which("prlimit")
         if prlimit is None:
             raise SkipTest("needs prlimit (util-linux) to start the server with a small open files limit")
-        process = ServerProcess()
-        cwd = self.mktemp()
-        os.makedirs(cwd)
-        transport = reactor.spawnProcess(
-            process, prlimit,
-            [prlimit, f"--nofile={OPEN_FILES}:{OPEN_FILES}", "--", sys.executable, "-c", TWISTD, "--nodaemon",
-             "--pidfile=", "wsserver", "--ws", "tcp:0:interface=127.0.0.1:backlog=1024", "--rest", "tcp:0:interface=127.0.0.1"],
-            env=dict(os.environ), path=cwd,
-        )
-
-        def kill() -> Any:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-                return process.ended
-            return None
-
-        self.addCleanup(kill)
-        return process
+        return spawnServer(self, "--ws", "tcp:0:interface=127.0.0.1:backlog=1024", "--rest",
+                           "tcp:0:interface=127.0.0.1", prefix=[prlimit, f"--nofile={OPEN_FILES}:{OPEN_FILES}", "--"])
 
     @inlineCallbacks
     def test_restAnswersDuringFlood(self) -> Any:
