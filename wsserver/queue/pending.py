@@ -41,7 +41,36 @@ LOW_WATER = 0.5
 MARKS = 4
 
 
-class PendingWrites:
+class _Readers:
+    """
+    The readers that wait for room, in the order of waiting (shared by
+    L{PendingWrites} and L{PendingBounds}).
+    """
+
+    def __init__(self) -> None:
+        #: what to call once there is room, in the order of waiting
+        self._waiting: dict[Callable[[], None], None] = {}
+
+    def _resumeAll(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for resume in waiting:
+            resume()
+
+    def forget(self, resume: Callable[[], None]) -> None:
+        """
+        C{resume} is no longer to be called (its reader is gone).
+        """
+        self._waiting.pop(resume, None)
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many readers wait.
+        """
+        return len(self._waiting)
+
+
+class PendingWrites(_Readers):
     """
     Counts the messages (and their bytes) that wait to be written, and
     tells the waiting readers when there is room again.
@@ -67,8 +96,7 @@ class PendingWrites:
         self.full = False
         self.late = False
         self.pauses = 0
-        #: what to call once below the low-water mark, in the order of waiting
-        self._waiting: dict[Callable[[], None], None] = {}
+        _Readers.__init__(self)
         #: messages ever added, and ever done (writes finish in order)
         self._added = 0
         self._done = 0
@@ -166,9 +194,7 @@ class PendingWrites:
             and (not self.maxBytes or self.size <= self._lowBytes)
         ):
             self.full = False
-            waiting, self._waiting = self._waiting, {}
-            for resume in waiting:
-                resume()
+            self._resumeAll()
 
     def whenRelieved(self, resume: Callable[[], None]) -> None:
         """
@@ -180,21 +206,8 @@ class PendingWrites:
         else:
             self._waiting[resume] = None
 
-    def forget(self, resume: Callable[[], None]) -> None:
-        """
-        C{resume} is no longer to be called (its reader is gone).
-        """
-        self._waiting.pop(resume, None)
 
-    @property
-    def waiting(self) -> int:
-        """
-        How many readers wait.
-        """
-        return len(self._waiting)
-
-
-class PendingBounds:
+class PendingBounds(_Readers):
     """
     Several bounds read as one (the undelivered queue's and the event
     notifier's): full while any of them is; a reader waits until every one
@@ -205,8 +218,7 @@ class PendingBounds:
 
     def __init__(self, *bounds: PendingWrites) -> None:
         self.bounds = bounds
-        #: what to call once none is full, in the order of waiting
-        self._waiting: dict[Callable[[], None], None] = {}
+        _Readers.__init__(self)
 
     @property
     def full(self) -> bool:
@@ -238,19 +250,5 @@ class PendingBounds:
             if bound.full:
                 bound.whenRelieved(self._check)
                 return
-        waiting, self._waiting = self._waiting, {}
-        for resume in waiting:
-            resume()
+        self._resumeAll()
 
-    def forget(self, resume: Callable[[], None]) -> None:
-        """
-        C{resume} is no longer to be called (its reader is gone).
-        """
-        self._waiting.pop(resume, None)
-
-    @property
-    def waiting(self) -> int:
-        """
-        How many readers wait.
-        """
-        return len(self._waiting)
