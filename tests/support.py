@@ -125,7 +125,7 @@ def _trust() -> Any:
 
 
 def openClient(
-    server: Running, query: str = "", headers: dict[str, str] | None = None, userId: int | None = None,
+    server: Running, query: str = "", headers: dict[str, str] | None = None, userId: int | str | None = None,
     protocol: type[ChatClient] = ChatClient,
 ) -> Deferred[ChatClient]:
     """
@@ -218,17 +218,21 @@ class ServerProcess(ProcessProtocol):
         self.ended.callback(reason.value)  # type: ignore[attr-defined]
 
 
-def spawnServer(test: TestCase, *args: str, prefix: Sequence[str] = ()) -> ServerProcess:
+def spawnServer(test: TestCase, *args: str, prefix: Sequence[str] = (), twist: bool = False) -> ServerProcess:
     """
     Start C{twistd --nodaemon --pidfile= wsserver ARGS} in a new directory;
     killed at the test's end if still running.
 
     @param prefix: a command that runs the server (C{prlimit --nofile=N --}).
+    @param twist: run it with Twisted's other runner, C{twist wsserver ARGS}.
     """
     process = ServerProcess()
     cwd = test.mktemp()
     os.makedirs(cwd)
-    argv = [*prefix, sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "wsserver", *args]
+    if twist:
+        argv = [*prefix, sys.executable, "-m", "twisted", "--log-format=text", "wsserver", *args]
+    else:
+        argv = [*prefix, sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "wsserver", *args]
     transport = reactor.spawnProcess(process, argv[0], argv, env=dict(os.environ), path=cwd)
 
     def kill() -> Deferred[object] | None:

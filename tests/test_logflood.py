@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -129,8 +130,45 @@ class GuardPublisherTests(SynchronousTestCase):
 
         events: list[dict[str, Any]] = []
         publisher = LogPublisher(events.append)
-        service = LogGuardService(publisher, Clock())
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        service = LogGuardService(publisher, reactor)
         service.startService()
         self.assertNotEqual(logObservers(publisher), [events.append])
         service.stopService()
+        self.assertEqual(logObservers(publisher), [events.append])
+
+    def test_serviceWaitsForTheReactor(self) -> None:
+        """
+        Started before the reactor runs (as C{twist} starts services, before
+        logging begins), L{LogGuardService} leaves the observers alone until
+        the reactor runs: the log beginner must still find its buffer of
+        early events on the publisher to take it off.
+        """
+        from wsserver.service import LogGuardService
+
+        events: list[dict[str, Any]] = []
+        publisher = LogPublisher(events.append)
+        reactor = MemoryReactorClock()
+        service = LogGuardService(publisher, reactor)
+        service.startService()
+        self.assertEqual(logObservers(publisher), [events.append])
+        reactor.run()
+        self.assertNotEqual(logObservers(publisher), [events.append])
+        service.stopService()
+        self.assertEqual(logObservers(publisher), [events.append])
+
+    def test_serviceStoppedBeforeTheReactorRuns(self) -> None:
+        """
+        A L{LogGuardService} stopped before the reactor ran never guards.
+        """
+        from wsserver.service import LogGuardService
+
+        events: list[dict[str, Any]] = []
+        publisher = LogPublisher(events.append)
+        reactor = MemoryReactorClock()
+        service = LogGuardService(publisher, reactor)
+        service.startService()
+        service.stopService()
+        reactor.run()
         self.assertEqual(logObservers(publisher), [events.append])

@@ -11,7 +11,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, LogPublisher
 
@@ -128,20 +128,34 @@ class ListeningService(StreamServerEndpointService):
 
 class LogGuardService(Service):
     """
-    While running, the observers of C{publisher} (twistd's: logging has
-    begun by the time services start) sit behind one
+    While running, the observers of C{publisher} sit behind one
     L{wsserver.logflood.FloodGuard}: a line that a remote peer can cause
     passes at most once a second per kind.
+
+    The guard goes in once the reactor runs: twistd starts services after
+    logging has begun, but C{twist} starts them before, while the global
+    publisher still feeds the log beginner's buffer of early events; moved
+    behind the guard, that buffer would keep receiving events while it is
+    replayed (C{twist wsserver} died with "deque mutated during iteration").
     """
 
-    def __init__(self, publisher: LogPublisher, clock: IReactorTime) -> None:
+    def __init__(self, publisher: LogPublisher, reactor: IReactorCore) -> None:
+        """
+        @param reactor: its clock times the guard; the guard goes in when it
+            runs (at once if it does).
+        """
         self._publisher = publisher
-        self._clock = clock
+        self._reactor = reactor
         self._undo: Callable[[], None] | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._undo = guardPublisher(self._publisher, self._clock)
+        self._reactor.callWhenRunning(self._guard)
+
+    def _guard(self) -> None:
+        # (a service stopped before the reactor ran guards nothing)
+        if self.running and self._undo is None:
+            self._undo = guardPublisher(self._publisher, self._reactor)  # type: ignore[arg-type]
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
