@@ -18,8 +18,9 @@ setup(
     # hook: Twisted finds plugins by scanning sys.path for twisted/plugins/,
     # which an import hook does not show it ("Unknown command: wsserver").
     package_dir={"": "."},
-    # the dashboard, the demo chat page and the client library (a copy of
-    # clients/js/wsserver.js), served from the package
+    # the dashboard, the demo chat page and the client library (web/wsserver.js
+    # links to clients/js/wsserver.js, the npm package's: a wheel holds the
+    # file itself), served from the package
     package_data={"twisted": ["plugins/wsserver_plugin.py"], "wsserver": ["web/*.html", "web/*.js"]},
     install_requires=[
         "Twisted[tls]>=24.3",

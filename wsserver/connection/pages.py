@@ -5,10 +5,11 @@ port: the demo chat page at C{/} (when C{server.demoPage}), the client
 library at C{/wsserver.js} (always; with an ETag, and 304 when the browser
 already has it), 404 elsewhere.
 
-C{wsserver/web/wsserver.js} is a copy of C{clients/js/wsserver.js} (the
-npm package's, where it is edited and tested): a wheel carries no symlink,
-and a package directory outside C{wsserver/} would need an import hook in
-an editable install. C{tests/test_assets.py} fails when the two differ.
+C{wsserver/web/wsserver.js} is a symbolic link to C{clients/js/wsserver.js}
+(the npm package's, where it is edited and tested; npm leaves links out of
+a package, so the link goes this way): an editable install reads through
+it, and a wheel holds the file's bytes (setuptools copies what the link
+names).  C{tests/test_assets.py} checks that the two are the same.
 """
 
 from __future__ import annotations
