@@ -470,3 +470,22 @@ class ClusterStatsTests(RedisTestCase):
 
         self.assertTrue((yield _until(written, 10)))
 
+
+
+class ClusterStatisticsInterfaceTests(SynchronousTestCase):
+    """
+    L{wsserver.cluster.stats.ClusterStats} is what the REST API takes as the
+    cluster's statistics.
+    """
+
+    def test_provides(self) -> None:
+        """
+        L{ClusterStats} implements L{IClusterStatistics}, every method with
+        the interface's signature.
+        """
+        from zope.interface.verify import verifyClass
+
+        from wsserver.cluster.stats import ClusterStats
+        from wsserver.routing.interfaces import IClusterStatistics
+
+        self.assertTrue(verifyClass(IClusterStatistics, ClusterStats))

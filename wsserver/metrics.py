@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
@@ -28,6 +28,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from .events.notifier import EventNotifier
+from .queue import IUndeliveredStore
 
 __all__ = [
     "Counters",
@@ -141,6 +144,16 @@ class Readiness:
         return self.listening and not self.stopping and bool(self.joined()) and bool(self.redis())
 
 
+class RouterFigures(Protocol):
+    """
+    What L{ServerCollector} reads of the router: its counters and how many
+    connections it has.
+    """
+
+    counters: Counters
+    connectionCount: int
+
+
 class ServerCollector(Collector):
     """
     The server's metrics, read when scraped.
@@ -156,9 +169,9 @@ class ServerCollector(Collector):
 
     def __init__(
         self,
-        router: Any,
-        notifier: Any = None,
-        store: Any = None,
+        router: RouterFigures,
+        notifier: EventNotifier | None = None,
+        store: IUndeliveredStore | None = None,
         limitCloses: Mapping[str, int] | None = None,
         clusterGauges: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
@@ -208,7 +221,7 @@ class ServerCollector(Collector):
     def _dropped(self) -> dict[str, int]:
         dropped = {"offline": self._router.counters.droppedOffline}
         if self._store is not None:
-            dropped["queue"] = int(getattr(self._store, "dropped", 0))
+            dropped["queue"] = int(self._store.dropped)
         return dropped
 
     def collect(self) -> Iterator[Metric]:

@@ -58,6 +58,7 @@ from .ids import UserId
 from .messages import BOT, InvalidPayload, InvalidUserId, MessageFactory, parseUserId
 from .metrics import Readiness, ServerCollector, SharedMetrics, makeRegistry, summaryOf
 from .routing import Router
+from .routing.interfaces import IClusterStatistics
 
 __all__ = ["Operations", "RestSite", "makeRestResource"]
 
@@ -457,7 +458,7 @@ class _Api:
         authenticator: Authenticator,
         realm: bytes | None,
         notifier: EventNotifier | None,
-        clusterStats: Any = None,
+        clusterStats: IClusterStatistics | None = None,
         operations: Operations | None = None,
         limits: Limits | None = None,
         idempotency: IIdempotency | None = None,
@@ -826,7 +827,7 @@ def makeRestResource(
     authenticator: Authenticator,
     basicRealm: str | None = "wsserver",
     notifier: EventNotifier | None = None,
-    stats: Any = None,
+    stats: IClusterStatistics | None = None,
     operations: Operations | None = None,
     limits: Limits | None = None,
     idempotency: IIdempotency | None = None,

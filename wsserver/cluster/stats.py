@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..routing.interfaces import IStatsListener, IUserDirectory
+from ..routing.interfaces import IClusterStatistics, IStatsListener, IUserDirectory
 from ..redis.link import RedisLink
 from ..ids import UserId, parseIdBytes, redisKey, sortKey
 from ..stats import mergeStatRecords
@@ -83,6 +83,7 @@ def _hash(reply: Any) -> dict[bytes, bytes]:
     return dict(zip(reply[::2], reply[1::2]))
 
 
+@implementer(IClusterStatistics)
 class ClusterStats(Service):
     """
     C{/stat} and C{/stats} for the whole cluster (SPEC section 7).

@@ -20,6 +20,9 @@ many.
   - L{IStatsListener}: told which users' statistics changed, to write them
     somewhere (the cluster's L{wsserver.cluster.stats.StatsJournal}).
     L{NoStatsListener}: nobody listens.
+  - L{IClusterStatistics}: every user's statistics in the whole cluster,
+    read where the nodes keep them (L{wsserver.cluster.stats.ClusterStats});
+    C{/stat} and C{/stats} answer with it instead of one node's router.
   - L{IPresenceListener}: told when a user's first connection on this node
     opens and its last one closes (the presence events,
     L{wsserver.events.presence}).  L{NoPresenceListener}: nobody listens.
@@ -29,12 +32,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from twisted.internet.defer import Deferred
+
 from zope.interface import Attribute, Interface, implementer
 
 from ..ids import UserId
 from ..stats import UserStats
 
-__all__ = ["IConnection", "IInbound", "IPeers", "IPresenceListener", "IStatsListener", "IUserDirectory", "NoPeers",
+__all__ = ["IClusterStatistics", "IConnection", "IInbound", "IPeers", "IPresenceListener", "IStatsListener", "IUserDirectory", "NoPeers",
            "NoPresenceListener", "NoStatsListener"]
 
 
@@ -71,12 +76,12 @@ class IUserDirectory(Interface):
     statistics.
     """
 
-    def userIds() -> Sequence[int]:
+    def userIds() -> Sequence[UserId]:
         """
         The ids of every user seen on this node.
         """
 
-    def localUserIds() -> Sequence[int]:
+    def localUserIds() -> Sequence[UserId]:
         """
         The users with a connection on this node.
         """
@@ -118,7 +123,7 @@ class IInbound(Interface):
         here: a message was queued for the user just now.
         """
 
-    def localUserIds() -> Sequence[int]:
+    def localUserIds() -> Sequence[UserId]:
         """
         The users with a connection on this node.
         """
@@ -196,6 +201,23 @@ class IStatsListener(Interface):
     def wentOffline(userId: UserId) -> None:
         """
         The last connection of C{userId} on this node closed.
+        """
+
+
+class IClusterStatistics(Interface):
+    """
+    The statistics of the users of a whole cluster, merged from every node's
+    (what C{/stat} and C{/stats} answer in a cluster).
+    """
+
+    def statItem(userId: UserId) -> Deferred[dict[str, Any]]:
+        """
+        One user's statistics; zeros for a user never seen.
+        """
+
+    def statItems() -> Deferred[list[dict[str, Any]]]:
+        """
+        The statistics of every user seen in the cluster, by id.
         """
 
 
