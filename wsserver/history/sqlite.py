@@ -104,7 +104,7 @@ def _append(cursor: Any, batch: list[_Entry], maxPerUser: int) -> None:
     )
 
 
-def _read(cursor: Any, user: int, since: int, limit: int, oldest: float, last: int) -> Page:
+def _read(cursor: Any, user: UserId, since: int, limit: int, oldest: float, last: int) -> Page:
     cursor.execute(
         "SELECT MIN(seq) FROM inbox WHERE user = ? AND created >= ?", (user, oldest)
     )

@@ -120,7 +120,7 @@ class RedisUndeliveredStore:
     log = Logger()
 
     def __init__(self, link: RedisLink, ttlSeconds: float, maxPerUser: int,
-                 announce: Callable[[int], Any] | None = None, pending: PendingWrites | None = None,
+                 announce: Callable[[UserId], Any] | None = None, pending: PendingWrites | None = None,
                  clock: IReactorTime | None = None, maxWaiting: int = MAX_WAITING_WRITES) -> None:
         self._link = link
         self._pending = PendingWrites() if pending is None else pending

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..database import BatchWriter, Database, signed
+from ..ids import UserId
 from . import IUndeliveredStore, forRecipient
 from .pending import PendingWrites
 
@@ -97,20 +98,20 @@ class SqliteUndeliveredStore:
         self._writer.add((users, payload, shared, now))
         return self._writer.committed()
 
-    def put(self, userId: int, payload: bytes, now: float) -> Deferred[None]:
+    def put(self, userId: UserId, payload: bytes, now: float) -> Deferred[None]:
         return self._keep([signed(userId)], bytes(payload), False, now)
 
-    def putMany(self, userIds: Sequence[int], payload: bytes, now: float) -> Deferred[None]:
+    def putMany(self, userIds: Sequence[UserId], payload: bytes, now: float) -> Deferred[None]:
         if not userIds:
             return succeed(None)
         users = [signed(userId) for userId in userIds]
         return self._keep(users, bytes(payload), True, now)
 
-    def fetch(self, userId: int, now: float) -> Deferred[list[tuple[int, bytes]]]:
+    def fetch(self, userId: UserId, now: float) -> Deferred[list[tuple[int, bytes]]]:
         self._writer.handOver()
         return self._db.run(_fetch, userId, now, self._ttl).addCallback(self._counted)
 
-    def ack(self, userId: int, keys: Iterable[int]) -> Deferred[None]:
+    def ack(self, userId: UserId, keys: Iterable[int]) -> Deferred[None]:
         rows = [(signed(userId), key) for key in keys]
         if not rows:
             return succeed(None)
@@ -121,7 +122,7 @@ class SqliteUndeliveredStore:
         self._writer.handOver()
         return self._db.run(_prune, now, self._ttl).addCallback(self._counted)
 
-    def pending(self, userId: int) -> Deferred[int]:
+    def pending(self, userId: UserId) -> Deferred[int]:
         self._writer.handOver()
         return self._db.run(_pending, signed(userId))
 
@@ -161,7 +162,7 @@ def _putBatch(cursor: Any, batch: list[_Kept], maxPerUser: int) -> int | None:
     return _addDropped(cursor, cursor.rowcount)
 
 
-def _fetch(cursor: Any, userId: int, now: float, ttl: float) -> tuple[list[tuple[int, bytes]], int | None]:
+def _fetch(cursor: Any, userId: UserId, now: float, ttl: float) -> tuple[list[tuple[int, bytes]], int | None]:
     user = signed(userId)
     cursor.execute("DELETE FROM undelivered WHERE user = ? AND ? - created > ?", (user, now, ttl))
     dropped = _addDropped(cursor, cursor.rowcount)
@@ -191,6 +192,6 @@ def _prune(cursor: Any, now: float, ttl: float) -> tuple[int, int | None]:
     return n, _addDropped(cursor, n)
 
 
-def _pending(cursor: Any, user: int) -> int:
+def _pending(cursor: Any, user: UserId) -> int:
     cursor.execute("SELECT COUNT(*) FROM undelivered WHERE user = ?", (user,))
     return int(cursor.fetchone()[0])

@@ -82,7 +82,7 @@ class CatchUp:
 
     def __init__(self, clock: IReactorTime, queue: OfflineQueue | None, inbox: IInbox | None,
                  prepare: Callable[[bytes], Any], messages: MessageFactory, counters: Counters,
-                 changed: Callable[[int], None], replayLimit: int) -> None:
+                 changed: Callable[[UserId], None], replayLimit: int) -> None:
         self._clock = clock
         self._queue = queue
         self._inbox = inbox

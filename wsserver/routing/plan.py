@@ -89,12 +89,12 @@ class Plan:
             is online); L{None}: no send-back.
         """
         self.local: list[User] = []
-        self.reached: list[int] = []
+        self.reached: list[UserId] = []
         local = self.local
         reached = self.reached
-        remote: list[int] | None = None
-        offline: list[int] | None = None
-        seen: set[int] | None = None if len(recipients) == 1 else set()
+        remote: list[UserId] | None = None
+        offline: list[UserId] | None = None
+        seen: set[UserId] | None = None if len(recipients) == 1 else set()
         for r in recipients:
             if r == BOT:
                 continue

@@ -140,7 +140,7 @@ class Router:
         self._statsListener = listener
         #: called on every change of a user's statistics (bound once: it is
         #: on every message's path; L{None} when nobody listens)
-        self._changed: Callable[[int], None] | None = None if statsListener is None else listener.changed
+        self._changed: Callable[[UserId], None] | None = None if statsListener is None else listener.changed
         self._presence: IPresenceListener = NoPresenceListener() if presenceListener is None else presenceListener
         self._registry = Registry(maxTrackedUsers)
         #: (the registry's own dict: read on every message)
