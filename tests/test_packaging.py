@@ -2,15 +2,19 @@
 Tests for the packaging: C{pip install .} and C{pip install -e .} both give
 a C{twistd} that finds the wsserver plugin.
 
-Each test installs this checkout into a scratch prefix with the venv's own
-pip and setuptools (no network: C{--no-index --no-build-isolation
---no-deps}), then asks Twisted's plugin scan in a child process that sees
-that prefix first.
+Each test copies this checkout to a scratch directory (pip and setuptools
+write C{build/} and C{wsserver.egg-info} beside C{setup.py}: in the
+checkout itself, tests running at the same time would find the package's
+metadata appear under them), installs the copy into a scratch prefix with
+the venv's own pip and setuptools (no network: C{--no-index
+--no-build-isolation --no-deps}), then asks Twisted's plugin scan in a child
+process that sees that prefix first.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -49,10 +53,23 @@ print(sys.modules["twisted.plugins.wsserver_plugin"].__file__ if found else "not
 """
 
 
+#: what of the checkout is not copied: what git ignores, and its history
+_NOT_COPIED = shutil.ignore_patterns(".git", "_trial_temp*", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
+                                     "_build", "dropin.cache", ".hypothesis", "node_modules", ".venv", "venv")
+
+
 class InstallTests(SynchronousTestCase):
     """
     The installed package exposes the twistd plugin.
     """
+
+    def checkout(self) -> str:
+        """
+        A copy of this checkout (links kept as links), to install from.
+        """
+        copy = os.path.abspath(self.mktemp())
+        shutil.copytree(ROOT, copy, symlinks=True, ignore=_NOT_COPIED)
+        return copy
 
     def install(self, *args: str) -> str:
         """
@@ -61,10 +78,11 @@ class InstallTests(SynchronousTestCase):
         runs these tests from its own environment first.
         """
         prefix = os.path.abspath(self.mktemp())
+        os.makedirs(prefix + "-cwd")
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-build-isolation", "--no-deps",
              "--no-warn-script-location", "--ignore-installed", "--prefix", prefix, *args],
-            check=True, cwd=ROOT, capture_output=True,
+            check=True, cwd=prefix + "-cwd", capture_output=True,
         )
         return sysconfig.get_path("purelib", vars={"base": prefix, "platbase": prefix})
 
@@ -83,21 +101,26 @@ class InstallTests(SynchronousTestCase):
     def test_editable(self) -> None:
         """
         After C{pip install -e .}, Twisted's plugin scan
-        (C{getPlugins(IServiceMaker)}) finds the plugin in this checkout.
+        (C{getPlugins(IServiceMaker)}) finds the plugin in the checkout.
         """
-        sitePackages = self.install("--editable", ROOT)
-        self.assertEqual(self.pluginFile(sitePackages), os.path.join(ROOT, "twisted", "plugins", "wsserver_plugin.py"))
+        checkout = self.checkout()
+        sitePackages = self.install("--editable", checkout)
+        self.assertEqual(self.pluginFile(sitePackages),
+                         os.path.join(checkout, "twisted", "plugins", "wsserver_plugin.py"))
 
     def test_regular(self) -> None:
         """
         After C{pip install .}, the plugin is installed into Twisted's own
         C{twisted/plugins}, and found there.
         """
-        sitePackages = self.install(ROOT)
+        sitePackages = self.install(self.checkout())
         installed = os.path.join(sitePackages, "twisted", "plugins", "wsserver_plugin.py")
         self.assertTrue(os.path.isfile(installed))
         self.assertTrue(os.path.isfile(os.path.join(sitePackages, "wsserver", "tap.py")))
-        # the client library that GET /wsserver.js serves
-        self.assertTrue(os.path.isfile(os.path.join(sitePackages, "wsserver", "web", "wsserver.js")))
+        # the client library that GET /wsserver.js serves: the file, not the
+        # checkout's link to clients/js/wsserver.js
+        library = os.path.join(sitePackages, "wsserver", "web", "wsserver.js")
+        self.assertTrue(os.path.isfile(library))
+        self.assertFalse(os.path.islink(library))
         found = self.pluginFile(sitePackages)
         self.assertTrue(found.startswith(os.path.join(sitePackages, "twisted", "plugins")), found)
