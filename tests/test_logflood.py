@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger, LogPublisher, formatEvent
+from twisted.logger import LimitedHistoryLogObserver, Logger, LogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver._internals import logObservers
@@ -130,9 +130,8 @@ class GuardPublisherTests(SynchronousTestCase):
 
         events: list[dict[str, Any]] = []
         publisher = LogPublisher(events.append)
-        reactor = MemoryReactorClock()
-        reactor.running = True
-        service = LogGuardService(publisher, reactor)
+        # (logging has begun: the guard goes in at once, the reactor running or not)
+        service = LogGuardService(publisher, MemoryReactorClock())
         service.startService()
         self.assertNotEqual(logObservers(publisher), [events.append])
         service.stopService()
@@ -143,16 +142,22 @@ class GuardPublisherTests(SynchronousTestCase):
         Started before the reactor runs (as C{twist} starts services, before
         logging begins), L{LogGuardService} leaves the observers alone until
         the reactor runs: the log beginner must still find its buffer of
-        early events on the publisher to take it off.
+        early events on the publisher to take it off, and the observers it
+        then adds must go behind the guard.
         """
         from wsserver.service import LogGuardService
 
         events: list[dict[str, Any]] = []
-        publisher = LogPublisher(events.append)
+        # (the log beginner's temporary observer: its buffer and stderr)
+        early = LogPublisher(LimitedHistoryLogObserver(), [].append)
+        publisher = LogPublisher(early)
         reactor = MemoryReactorClock()
         service = LogGuardService(publisher, reactor)
         service.startService()
-        self.assertEqual(logObservers(publisher), [events.append])
+        self.assertEqual(logObservers(publisher), [early])
+        # logging begins, then the reactor runs (as under twist)
+        publisher.removeObserver(early)
+        publisher.addObserver(events.append)
         reactor.run()
         self.assertNotEqual(logObservers(publisher), [events.append])
         service.stopService()
@@ -164,11 +169,11 @@ class GuardPublisherTests(SynchronousTestCase):
         """
         from wsserver.service import LogGuardService
 
-        events: list[dict[str, Any]] = []
-        publisher = LogPublisher(events.append)
+        early = LimitedHistoryLogObserver()
+        publisher = LogPublisher(early)
         reactor = MemoryReactorClock()
         service = LogGuardService(publisher, reactor)
         service.startService()
         service.stopService()
         reactor.run()
-        self.assertEqual(logObservers(publisher), [events.append])
+        self.assertEqual(logObservers(publisher), [early])

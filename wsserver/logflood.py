@@ -22,12 +22,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher
+from twisted.logger import ILogObserver, LimitedHistoryLogObserver, Logger, LogLevel, LogPublisher
 from zope.interface import implementer
 
 from ._internals import logObservers
 
-__all__ = ["FloodGuard", "PeerLogger", "guardPublisher"]
+__all__ = ["FloodGuard", "PeerLogger", "guardPublisher", "loggingBegun"]
 
 #: The event key that marks a line a remote peer can cause (L{PeerLogger}).
 BY_PEER = "log_byPeer"
@@ -118,6 +118,20 @@ class PeerLogger(Logger):
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
         kwargs[BY_PEER] = True
         super().emit(level, format, **kwargs)
+
+
+def loggingBegun(publisher: LogPublisher) -> bool:
+    """
+    Whether logging to C{publisher} has begun: the log beginner's buffer of
+    early events (a L{LimitedHistoryLogObserver}, inside the publisher that
+    is its temporary observer) no longer observes it.
+    """
+    for observer in logObservers(publisher):
+        if isinstance(observer, LimitedHistoryLogObserver):
+            return False
+        if isinstance(observer, LogPublisher) and not loggingBegun(observer):
+            return False
+    return True
 
 
 def guardPublisher(publisher: LogPublisher, clock: IReactorTime) -> Callable[[], None]:

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamSer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, LogPublisher
 
-from .logflood import guardPublisher
+from .logflood import guardPublisher, loggingBegun
 
 __all__ = ["ListeningService", "LogGuardService", "StartError", "cannotListen"]
 
@@ -132,17 +132,19 @@ class LogGuardService(Service):
     L{wsserver.logflood.FloodGuard}: a line that a remote peer can cause
     passes at most once a second per kind.
 
-    The guard goes in once the reactor runs: twistd starts services after
-    logging has begun, but C{twist} starts them before, while the global
-    publisher still feeds the log beginner's buffer of early events; moved
-    behind the guard, that buffer would keep receiving events while it is
-    replayed (C{twist wsserver} died with "deque mutated during iteration").
+    twistd starts services after logging has begun, but C{twist} starts them
+    before, while the global publisher still feeds the log beginner's buffer
+    of early events; moved behind the guard, that buffer went on receiving
+    events while it was replayed (C{twist wsserver} died with "deque mutated
+    during iteration"), and the observers logging then begins with would
+    not be behind the guard.  So until logging has begun the guard waits
+    for the reactor to run (C{twist} begins logging just before).
     """
 
     def __init__(self, publisher: LogPublisher, reactor: IReactorCore) -> None:
         """
-        @param reactor: its clock times the guard; the guard goes in when it
-            runs (at once if it does).
+        @param reactor: its clock times the guard; it runs the guard once it
+            runs when logging has not begun yet.
         """
         self._publisher = publisher
         self._reactor = reactor
@@ -150,7 +152,10 @@ class LogGuardService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._reactor.callWhenRunning(self._guard)
+        if loggingBegun(self._publisher):
+            self._guard()
+        else:
+            self._reactor.callWhenRunning(self._guard)
 
     def _guard(self) -> None:
         # (a service stopped before the reactor ran guards nothing)
