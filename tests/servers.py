@@ -318,12 +318,16 @@ class MariaDBServer(_Server):
         super().__init__()
         self.data = os.path.join(self.directory, "data")
         self.socket = os.path.join(self.directory, "sock")
+        # its own: in the shared /tmp, two bootstraps at once (another test
+        # run beside this one) trip over each other's temporary tables
+        self.tmp = os.path.join(self.directory, "tmp")
+        os.makedirs(self.tmp)
 
     @inlineCallbacks
     def create(self) -> Any:
         yield _run([shutil.which("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
                     f"--datadir={self.data}", "--user=root", "--auth-root-authentication-method=socket",
-                    "--skip-test-db"])
+                    "--skip-test-db", f"--tmpdir={self.tmp}"])
         yield self.start()
         yield self._root(
             f"CREATE DATABASE {self.database};"
@@ -345,6 +349,7 @@ class MariaDBServer(_Server):
         self._process = subprocess.Popen(
             ["mariadbd", "--no-defaults", f"--datadir={self.data}", f"--socket={self.socket}",
              f"--port={self.port}", "--bind-address=127.0.0.1", "--user=root", f"--log-error={self.log}",
+             f"--tmpdir={self.tmp}",
              "--skip-log-bin", "--innodb-flush-log-at-trx-commit=2", "--pid-file=" + self.directory + "/pid"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return _waitFor(lambda: _listening(self.port), "mariadbd", self._process, self.log)
