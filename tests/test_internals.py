@@ -432,9 +432,10 @@ class WatchFramesTests(AutobahnTests):
         self.assertEqual(server.message_data_total_length, 1050)
         # the first frame was kept, the second one's payload was not
         self.assertEqual(b"".join(server.message_data), b"x" * 50)
+        self.assertIn("_onMessageFrameBegin", vars(server))
         server.watchFrames(False)
-        self.assertNotIn("onMessageFrameBegin", vars(server))
-        self.assertNotIn("onMessageFrameData", vars(server))
+        self.assertNotIn("_onMessageFrameBegin", vars(server))
+        self.assertNotIn("_onMessageFrameData", vars(server))
 
     def test_calledThroughInstance(self) -> None:
         """
@@ -445,10 +446,60 @@ class WatchFramesTests(AutobahnTests):
         source += inspect.getsource(autobahnProtocol.WebSocketProtocol.onFrameData)
         self.assertIn("self._onMessageFrameBegin(", source)
         self.assertIn("self._onMessageFrameData(", source)
+
+
+class FrameEventsTests(AutobahnTests):
+    """
+    Use 17: the frame events go to Autobahn's hooks without its Twisted
+    adapter's forwarding methods.
+    """
+
+    def test_adapterForwardsOnly(self) -> None:
+        """
+        Autobahn calls the private names, and its adapter's versions only
+        call the hooks of the same name (which the private names are bound
+        to here); its C{onMessageFrameEnd} hands C{frame_data} to
+        C{onMessageFrame}, which extends C{message_data} (what
+        C{_onMessageFrameEnd} does here in one).
+        """
+        source = "".join(inspect.getsource(getattr(autobahnProtocol.WebSocketProtocol, name))
+                         for name in ("onFrameBegin", "onFrameData", "onFrameEnd"))
+        for name in ("_onMessageBegin(", "_onMessageFrameBegin(", "_onMessageFrameData(", "_onMessageFrameEnd()",
+                     "_onMessageEnd()"):
+            self.assertIn("self." + name, source)
         from autobahn.twisted.websocket import WebSocketAdapterProtocol
 
-        self.assertIn("self.onMessageFrameBegin(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameBegin))
-        self.assertIn("self.onMessageFrameData(", inspect.getsource(WebSocketAdapterProtocol._onMessageFrameData))
+        forwards = {"onMessageBegin": "isBinary", "onMessageFrameBegin": "length", "onMessageFrameData": "payload",
+                    "onMessageFrameEnd": "", "onMessageFrame": "payload", "onMessageEnd": ""}
+        for name, argument in forwards.items():
+            body = inspect.getsource(getattr(WebSocketAdapterProtocol, "_" + name)).strip().splitlines()[1:]
+            self.assertEqual([line.strip() for line in body], [f"self.{name}({argument})"])
+        end = inspect.getsource(autobahnProtocol.WebSocketProtocol.onMessageFrameEnd)
+        self.assertIn("self._onMessageFrame(self.frame_data)", end)
+        self.assertIn("self.message_data.extend(payload)", inspect.getsource(autobahnProtocol.WebSocketProtocol.onMessageFrame))
+
+    def test_noForwarding(self) -> None:
+        """
+        Messages, in one frame or several, arrive whole without a call of
+        the adapter's forwarding methods.
+        """
+        from autobahn.twisted.websocket import WebSocketAdapterProtocol
+
+        def forwarded(*args: Any) -> None:
+            raise AssertionError("the adapter's forwarding method was called")
+
+        for name in ("_onMessageBegin", "_onMessageFrameBegin", "_onMessageFrameData", "_onMessageFrameEnd",
+                     "_onMessageFrame", "_onMessageEnd"):
+            self.patch(WebSocketAdapterProtocol, name, forwarded)
+        server, client, pump = self.connect()
+        client.sendMessage(b"one")
+        client.beginMessage()
+        client.sendMessageFrame(b"tw")
+        client.sendMessageFrame(b"o")
+        client.endMessage()
+        pump.flush()
+        self.assertEqual(server.messages, [(b"one", False), (b"two", False)])
+        self.assertIsNone(server.frame_data)
 
 
 class _HalfClosing(iosim.FakeTransport):

@@ -19,7 +19,7 @@ from wsserver.config import MessageConfig
 from wsserver.ids import UserIdRule, anyRule, numericRule
 from wsserver.messages import InvalidPayload, Message, MessageFactory
 from wsserver.connection.session import Session
-from wsserver.routing import IConnection, IInbound, IUserDirectory, Router
+from wsserver.routing import IConnection, IInbound, IUserDirectory, NoPeers, Router
 from wsserver.stats import emptyStatItem
 from wsserver.queue import IUndeliveredStore
 from wsserver.queue.memory import MemoryUndeliveredStore
@@ -416,6 +416,58 @@ class RoutingTests(RouterTestMixin, SynchronousTestCase):
         self.assertEqual(bob.sent, [message.serialize()])
         self.assertEqual(carol.sent, [message.serialize()])
         self.assertEqual([m for m, _ in self.notified], [message])
+
+    def test_oneRecipientEveryConnection(self) -> None:
+        """
+        A message to one recipient online here (the fan-out's short path)
+        reaches each of its connections once, and is counted once: in the
+        recipient's statistics and in the delivered counter.
+        """
+        alice = self.connect(1)
+        bob1, bob2 = self.connect(2), self.connect(2)
+        message = self.send(alice, [2])
+        self.assertEqual(bob1.sent, [message.serialize()])
+        self.assertEqual(bob2.sent, [message.serialize()])
+        self.assertEqual(alice.sent, [])
+        stats = self.router.userStats(2)
+        assert stats is not None
+        self.assertEqual((stats.receivedMessages, stats.bytesTransferred), (1, len(message.serialize())))
+        self.assertEqual(self.router.counters.delivered, 1)
+        self.assertEqual([m for m, _ in self.notified], [message])
+
+    def test_oneRecipientDeliveryStatus(self) -> None:
+        """
+        With C{enableDeliveryStatus}, a message to one recipient online here
+        gives the sender one C{notification_received}, for it.
+        """
+        self.makeRouter(enableDeliveryStatus=True)
+        alice = self.connect(1)
+        bob = self.connect(2)
+        message = self.send(alice, [2])
+        self.assertEqual(bob.sent, [message.serialize()])
+        self.assertEqual([(n["type"], n["data"]) for n in alice.received()],
+                         [("notification_received", {"id": message.id, "recipient": 2})])
+        self.assertEqual(self.router.counters.delivered, 2)
+
+    def test_oneRecipientAlsoElsewhere(self) -> None:
+        """
+        A message to one recipient online here and on another node goes to
+        both: the short path is only for a user online here alone.
+        """
+        forwarded: list[tuple[list[int], bytes]] = []
+
+        class Peers(NoPeers):
+            def forward(self, userIds: Sequence[int], payload: bytes) -> None:
+                forwarded.append((list(userIds), payload))
+
+        peers = Peers()
+        peers.remoteUsers = {2: None}
+        self.router = Router(MessageConfig(), self.clock, self.factory, peers=peers)
+        alice = self.connect(1)
+        bob = self.connect(2)
+        message = self.send(alice, [2])
+        self.assertEqual(bob.sent, [message.serialize()])
+        self.assertEqual(forwarded, [([2], message.serialize())])
 
     def test_deliveryStatusOff(self) -> None:
         """

@@ -49,6 +49,18 @@ Autobahn (L{AutobahnServerProtocol}, a base for the server's adapter):
       and buffer nothing once not open.  Only while watched: the hot path
       pays nothing.
 
+  17. Autobahn's Twisted adapter forwards each frame event through a
+      private method of its own (C{_onMessageBegin}, C{_onMessageFrameBegin},
+      C{_onMessageFrameData}, C{_onMessageFrameEnd}, C{_onMessageFrame},
+      C{_onMessageEnd}) to the documented hook of the same name without
+      the underscore: L{AutobahnServerProtocol} binds those private names
+      to the hooks themselves, and C{_onMessageFrameEnd} to what
+      Autobahn's C{onMessageFrameEnd} and C{onMessageFrame} do together
+      (the frame's data goes to C{message_data} unless C{failedByMe}):
+      seven calls less per message (hot path).  The hooks are not to be
+      overridden by subclasses (L{AutobahnServerProtocol.onWholeMessage}
+      is theirs; L{watchFrames} sets the private names per instance).
+
   14. L{AutobahnServerProtocol.lingerOnClose}: the close of a slow
       consumer waits for the client to read its frames.  It sets
       C{closeHandshakeTimeout} (a protocol option Autobahn copies to each
@@ -194,7 +206,7 @@ class AutobahnServerProtocol(WebSocketServerProtocol):
         begins; its payload has not arrived.
         """
 
-    # use 11
+    # use 11 (through the names of use 17)
     def watchFrames(self, on: bool) -> None:
         """
         Tell L{onFrameLength} of each data frame from now on (C{on}), or no
@@ -202,11 +214,11 @@ class AutobahnServerProtocol(WebSocketServerProtocol):
         is no longer open (a close frame was sent) is not kept.
         """
         if on:
-            self.onMessageFrameBegin = self._watchedFrameBegin  # type: ignore[method-assign]
-            self.onMessageFrameData = self._watchedFrameData  # type: ignore[method-assign]
+            self._onMessageFrameBegin = self._watchedFrameBegin  # type: ignore[method-assign]
+            self._onMessageFrameData = self._watchedFrameData  # type: ignore[method-assign]
         else:
-            vars(self).pop("onMessageFrameBegin", None)
-            vars(self).pop("onMessageFrameData", None)
+            vars(self).pop("_onMessageFrameBegin", None)
+            vars(self).pop("_onMessageFrameData", None)
 
     def _watchedFrameBegin(self, length: int) -> None:
         type(self).onMessageFrameBegin(self, length)
@@ -235,6 +247,19 @@ class AutobahnServerProtocol(WebSocketServerProtocol):
         if not self.failedByMe:
             self.onWholeMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
+
+    # use 17: Autobahn calls these (self._onMessageBegin(...) and so on);
+    # its adapter's versions only call the hooks without the underscore
+    _onMessageBegin = WebSocketServerProtocol.onMessageBegin
+    _onMessageFrameBegin = WebSocketServerProtocol.onMessageFrameBegin
+    _onMessageFrameData = WebSocketServerProtocol.onMessageFrameData
+    _onMessageEnd = onMessageEnd
+
+    def _onMessageFrameEnd(self) -> None:
+        # (Autobahn's onMessageFrameEnd, then its onMessageFrame, in one)
+        if not self.failedByMe:
+            self.message_data.extend(self.frame_data)
+        self.frame_data = None
 
     # use 3
     def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False) -> None:

@@ -401,7 +401,28 @@ class Router:
         frame for all the connections here, one crossing to each node, one
         write to the undelivered queue.
         """
-        plan = Plan(self._users, self._peers.remoteUsers, message.recipients, message.sender, sendBack)
+        recipients = message.recipients
+        if sendBack is None and len(recipients) == 1:
+            # one recipient, online here only, its copies not held: the
+            # plan would be local [user] and reached [r] (most messages;
+            # done without a Plan, its lists and its calls)
+            r = recipients[0]
+            user = self._users.get(r)
+            if (user is not None and user.connections and user.held is None and r != BOT
+                    and r not in self._peers.remoteUsers):
+                prepared = self._prepare(payload)
+                stats = user.stats
+                stats.receivedMessages += 1
+                stats.bytesTransferred += len(payload)
+                if self._changed is not None:
+                    self._changed(r)
+                for connection in user.connections:
+                    connection.sendPrepared(prepared)
+                self.counters.delivered += 1
+                if self._config.enableDeliveryStatus:
+                    self._deliveryStatus(message, senderUser, [r])
+                return
+        plan = Plan(self._users, self._peers.remoteUsers, recipients, message.sender, sendBack)
         local = plan.local
         if local:
             # (L{_deliver}, inlined: this is every message's path)
@@ -435,8 +456,8 @@ class Router:
                     writes.append(d)
         if plan.remote is not None:
             self._peers.forward(plan.remote, payload)
-        if plan.reached:
-            self._deliveryStatus(message, senderUser, plan)
+        if plan.reached and self._config.enableDeliveryStatus:
+            self._deliveryStatus(message, senderUser, plan.reached)
 
     def _appendToInboxes(self, message: Message, payload: bytes, senderUser: User | None, sendBack: User | None,
                          now: float, writes: list[Deferred[Any]] | None) -> None:
@@ -500,9 +521,9 @@ class Router:
                 if writes is not None:
                     writes.append(d)
         if plan.reached:
-            self._deliveryStatus(message, senderUser, plan)
+            self._deliveryStatus(message, senderUser, plan.reached)
 
-    def _deliveryStatus(self, message: Message, senderUser: User | None, plan: Plan) -> None:
+    def _deliveryStatus(self, message: Message, senderUser: User | None, reached: list[UserId]) -> None:
         """
         Tell the sender which recipients its message reached
         (C{enableDeliveryStatus}).
@@ -510,7 +531,7 @@ class Router:
         if senderUser is None or not senderUser.connections or not self._config.enableDeliveryStatus:
             return
         stamp = self.messages.timestamp()
-        for r in plan.reached:
+        for r in reached:
             raw = self.messages.notification(message, r, stamp).serialize()
             self._deliver(senderUser, raw, self._prepare(raw), None)
 
