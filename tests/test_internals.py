@@ -25,12 +25,15 @@ from autobahn.websocket import protocol as autobahnProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import SSL4ClientEndpoint, TCP4ClientEndpoint
 from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web import http, server
 from twisted.web.resource import Resource
 from txaio.testutil import replace_loop
@@ -39,6 +42,7 @@ from wsserver._internals import (
     HANDSHAKE_LEFTOVERS,
     AutobahnServerProtocol,
     HTTPChannelHooks,
+    UnackedGauge,
     endpointStringParts,
     kernelUnacked,
     requestLine,
@@ -46,6 +50,7 @@ from wsserver._internals import (
     unackedBytes,
 )
 
+from .support import KEY, CERT, _trust
 from .test_protocol import _TCPLikeTransport
 
 txaio.use_twisted()
@@ -642,6 +647,155 @@ class UnackedTests(SynchronousTestCase):
             received += len(client.recv(1 << 20))
         self.assertEqual(kernelUnacked(server), 0)
         self.assertEqual(kernelUnacked(object()), 0)
+
+
+class UnackedGaugeTests(SynchronousTestCase):
+    """
+    Use 15, walked once: L{UnackedGauge} answers what L{unackedBytes} does.
+    """
+
+    def test_writeBuffer(self) -> None:
+        """
+        The gauge of a C{FileDescriptor}, or of a wrapper around one, reads
+        its write buffer as it is when asked, not when the gauge was made.
+        """
+        fd = FileDescriptor(reactor=Clock())
+        fd.startWriting = lambda: None  # type: ignore[method-assign]
+        fd.connected = True
+
+        class Wrapper:
+            transport = fd
+
+        direct, wrapped = UnackedGauge(fd), UnackedGauge(Wrapper())
+        self.assertEqual((direct(), wrapped()), (0, 0))
+        fd.write(b"x" * 100)
+        fd.write(b"y" * 20)
+        self.assertEqual((direct(), wrapped(), unackedBytes(fd)), (120, 120, 120))
+        fd.dataBuffer, fd.offset = b"z" * 50, 10
+        self.assertEqual((direct(), wrapped()), (160, 160))
+
+    def test_notTCP(self) -> None:
+        """
+        A transport that is not TCP has nothing unacknowledged.
+        """
+        transport = StringTransport()
+        transport.write(b"x" * 10)
+        self.assertEqual(UnackedGauge(transport)(), 0)
+        self.assertEqual(UnackedGauge(object())(), 0)
+
+    def test_closedSocket(self) -> None:
+        """
+        The gauge keeps the socket, not its number: once closed (the number
+        free for another connection's socket) it counts nothing.
+        """
+        sock = socket.socket()
+
+        class Handle:
+            def getHandle(self) -> socket.socket:
+                return sock
+
+        gauge = UnackedGauge(Handle())
+        self.assertEqual(gauge(), 0)
+        sock.close()
+        other = socket.socket()
+        self.addCleanup(other.close)
+        self.assertEqual(gauge(), 0)
+
+
+class _Stuffer(Protocol):
+    """
+    Writes C{size} bytes once connected, and keeps its transport.
+    """
+
+    def __init__(self, size: int, connected: Deferred[Any]) -> None:
+        self.size = size
+        self.made = connected
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"x" * self.size)  # type: ignore[union-attr]
+        self.made.callback(self.transport)
+
+
+class _Stalled(Protocol):
+    """
+    Reads nothing once the first bytes came (over TLS, once the handshake
+    is done): the peer's writes fill the kernel's buffers.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+
+class UnackedGaugeSocketTests(TestCase):
+    """
+    L{UnackedGauge} against the wrapper walk of L{unackedBytes}, on real
+    loopback connections (plain TCP and TLS) whose client reads nothing.
+    """
+
+    def setUp(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("SIOCOUTQ is Linux's")
+
+    @inlineCallbacks
+    def stalled(self, tls: bool) -> Any:
+        """
+        Connect a client that reads nothing to a server that writes 8 MB;
+        fire with the server's transport once the kernel holds some of it
+        unacknowledged and Twisted's buffer the rest.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.ssl import DefaultOpenSSLContextFactory
+
+        connected: Deferred[Any] = Deferred()
+        factory = Factory.forProtocol(lambda: _Stuffer(8 << 20, connected))
+        clientFactory = Factory.forProtocol(_Stalled)
+        if tls:
+            port = reactor.listenSSL(0, factory, DefaultOpenSSLContextFactory(KEY, CERT), interface="127.0.0.1")
+        else:
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        endpoint = (SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, _trust()) if tls
+                    else TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port))
+        client = yield endpoint.connect(clientFactory)
+        self.addCleanup(client.transport.abortConnection)
+        transport = yield connected
+        self.addCleanup(transport.abortConnection)
+        inner = transport.transport if tls else transport
+        for _ in range(500):
+            if kernelUnacked(inner.getHandle()) and len(inner.dataBuffer) - inner.offset:
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        return transport, inner
+
+    @inlineCallbacks
+    def check(self, tls: bool) -> Any:
+        transport, inner = yield self.stalled(tls)
+        gauge = UnackedGauge(transport)
+        measured, walked = gauge(), unackedBytes(transport)
+        buffered = len(inner.dataBuffer) - inner.offset + inner._tempDataLen
+        kernel = kernelUnacked(inner.getHandle())
+        self.assertEqual(measured, walked)
+        self.assertEqual(measured, buffered + kernel)
+        self.assertGreater(kernel, 0)
+        self.assertGreater(buffered, 0)
+        # the same gauge, asked again later: a number of now
+        from twisted.internet import reactor
+
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(gauge(), unackedBytes(transport))
+
+    def test_tcp(self) -> None:
+        """
+        Plain TCP: Twisted's write buffer and the kernel's send queue.
+        """
+        return self.check(False)
+
+    def test_tls(self) -> None:
+        """
+        TLS: the wrapper is walked to the TCP transport, whose buffer (the
+        ciphertext) and kernel queue count.
+        """
+        return self.check(True)
 
 
 class EndpointStringTests(SynchronousTestCase):

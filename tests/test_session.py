@@ -642,6 +642,52 @@ class SessionTests(SynchronousTestCase):
         carol.lost()
         self.assertEqual(self.stored(3), [])
 
+    def test_pongReleasesRing(self) -> None:
+        """
+        The pong of a ping written after the ring's last frame says the
+        client read them all: the ring is emptied, and a connection that
+        dies then hands nothing back.
+        """
+        hub = self.makeHub(sendBufferBytes=100_000)
+        alice, _ = self.open(hub, "1")
+        bob, bobWire = self.open(hub, "2")
+        for i in range(3):
+            alice.received(self.message(f"m{i}", 2), False)
+        bob.ping()
+        self.assertGreater(bob._ringBytes, 0)
+        bob.pong()
+        self.assertEqual((len(bob._ring), bob._ringBytes, bob._ringLimit), (0, 0, RING_SLACK))
+        alice.received(self.message("m3", 2), False)
+        bobWire.unacked = 10
+        bob.stopProducing()
+        bob.lost()
+        self.assertEqual(self.stored(2), ["m3"])
+
+    def test_pongAfterWritesKeepsRing(self) -> None:
+        """
+        A frame written after the ping may not have been read when the pong
+        came (nor may anything, for a pong the server did not ask for): the
+        ring stays, and a connection that dies hands it all back.
+        """
+        hub = self.makeHub(sendBufferBytes=100_000)
+        alice, _ = self.open(hub, "1")
+        bob, bobWire = self.open(hub, "2")
+        alice.received(self.message("m0", 2), False)
+        bob.ping()
+        alice.received(self.message("m1", 2), False)
+        bob.pong()
+        bob.pong()
+        self.assertEqual(len(bob._ring), 3)
+        carol, carolWire = self.open(hub, "3")
+        alice.received(self.message("c0", 3), False)
+        carol.pong()
+        self.assertEqual(len(carol._ring), 1)
+        bobWire.unacked = carolWire.unacked = 10
+        for session in (bob, carol):
+            session.stopProducing()
+            session.lost()
+        self.assertEqual((self.stored(2), self.stored(3)), (["m0", "m1"], ["c0"]))
+
     def test_ringBounded(self) -> None:
         """
         The ring keeps what the kernel has not acknowledged plus

@@ -74,12 +74,15 @@ Autobahn (L{AutobahnServerProtocol}, a base for the server's adapter):
 
 twisted.internet (for C{wsserver.connection}):
 
-  15. L{unackedBytes} reads Twisted's write buffer of a TCP transport
-      (C{FileDescriptor.dataBuffer}, C{offset}, C{_tempDataLen}: bytes
-      written and not yet handed to the kernel), through a TLS wrapper's
-      C{transport}; and asks the kernel (Linux C{SIOCOUTQ}, an ioctl on
-      the public C{getHandle()} socket) how many bytes it holds that the
-      peer has not acknowledged.
+  15. L{unackedBytes} and L{UnackedGauge} read Twisted's write buffer of
+      a TCP transport (C{FileDescriptor.dataBuffer}, C{offset},
+      C{_tempDataLen}: bytes written and not yet handed to the kernel),
+      through a TLS or PROXY wrapper's C{transport}; and ask the kernel
+      (Linux C{SIOCOUTQ}, an ioctl on the public C{getHandle()} socket)
+      how many bytes it holds that the peer has not acknowledged.
+      L{UnackedGauge} walks the wrappers once per connection, so that the
+      ring's trim (every 64 KiB written) is the buffer arithmetic and one
+      ioctl into a buffer of its own.
 
 twisted.internet (for C{wsserver.checks}):
 
@@ -124,6 +127,7 @@ twistd (for C{wsserver.quietlog}):
 
 from __future__ import annotations
 
+import array
 import fcntl
 import pprint
 import struct
@@ -143,6 +147,7 @@ __all__ = [
     "AutobahnServerProtocol",
     "HTTPChannelHooks",
     "Lazy",
+    "UnackedGauge",
     "endpointStringParts",
     "logObservers",
     "makeDebugArgumentsLazy",
@@ -462,6 +467,71 @@ def kernelUnacked(sock: Any) -> int:
     except (OSError, ValueError, AttributeError):
         return 0
     return max(0, struct.unpack("i", answer)[0])
+
+
+def _innermost(transport: Any) -> Any:
+    """
+    The transport under the TLS or PROXY wrappers of C{transport} (each a
+    protocol wrapper whose C{transport} is the next): the first
+    C{FileDescriptor}, or the last one found.
+    """
+    for _ in range(4):
+        if isinstance(transport, FileDescriptor):
+            break
+        inner = getattr(transport, "transport", None)
+        if inner is None or inner is transport:
+            break
+        transport = inner
+    return transport
+
+
+class UnackedGauge:
+    """
+    L{unackedBytes} of one transport, with the wrappers walked once: the
+    TCP transport (whose write buffer holds the ciphertext under TLS) and
+    its socket are kept, and the kernel's answer is read into a buffer kept
+    for it.  Made when first needed, for the life of the connection.
+
+    The socket object is kept rather than its number: once closed its
+    C{fileno()} is -1 and the ioctl fails (0), where a number kept could by
+    then name another connection's socket.
+    """
+
+    __slots__ = ("_fd", "_socket", "_answer")
+
+    def __init__(self, transport: Any) -> None:
+        inner = _innermost(transport)
+        #: the TCP transport whose write buffer counts (L{None}: none)
+        self._fd: FileDescriptor | None = inner if isinstance(inner, FileDescriptor) else None
+        sock = None
+        getHandle = getattr(inner, "getHandle", None)
+        if getHandle is not None:
+            try:
+                sock = getHandle()
+            except (OSError, AttributeError):
+                sock = None
+        if sock is not None and not hasattr(sock, "fileno"):
+            sock = None
+        self._socket = sock
+        self._answer = array.array("i", [0])
+
+    def __call__(self) -> int:
+        """
+        The bytes written that the peer's TCP has not acknowledged: as
+        L{unackedBytes} of the transport.
+        """
+        fd = self._fd
+        total = 0 if fd is None else len(fd.dataBuffer) - fd.offset + fd._tempDataLen
+        sock = self._socket
+        if sock is not None:
+            answer = self._answer
+            try:
+                fcntl.ioctl(sock, SIOCOUTQ, answer, True)
+            except (OSError, ValueError, TypeError):
+                return total
+            if answer[0] > 0:
+                total += answer[0]
+        return total
 
 
 def unackedBytes(transport: Any) -> int:

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._internals import AutobahnServerProtocol, unackedBytes
+from .._internals import AutobahnServerProtocol, UnackedGauge
 from ..auth import Authenticator, buildAuthenticator
 from ..config import AuthConfig, Config, LimitsConfig, MessageConfig, ServerConfig
 from ..limits import Limits, acceptCeiling
@@ -177,9 +177,18 @@ class ChatServerProtocol(AutobahnServerProtocol):
         if self.transport is not None:
             self.transport.loseConnection()
 
+    #: L{unackedBytes}' gauge, made when first asked (only connections
+    #: with a ring ask: none is kept for the others)
+    _unackedGauge: UnackedGauge | None = None
+
     def unackedBytes(self) -> int:
-        transport = self.transport
-        return 0 if transport is None else unackedBytes(transport)
+        gauge = self._unackedGauge
+        if gauge is None:
+            transport = self.transport
+            if transport is None:
+                return 0
+            gauge = self._unackedGauge = UnackedGauge(transport)
+        return gauge()
 
     def sendLingeringClose(self, code: int, reason: str) -> None:
         self.lingerOnClose()

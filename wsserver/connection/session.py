@@ -691,8 +691,19 @@ class Session:
 
     def pong(self) -> None:
         """
-        A pong arrived: the watchdog's ping is answered.
+        A pong arrived: the watchdog's ping is answered.  When nothing was
+        written after that ping, the client read every frame of the ring
+        (frames are read in order, the ping last): the ring is emptied, so
+        that a connection that took a burst and went idle does not hold it
+        (up to 2 L{RING_SLACK}) until its next write; the watchdog's next
+        tick pings it.
         """
+        if self.pingOutstanding:
+            ring = self._ring
+            if ring and ring[-1] is _PING:
+                ring.clear()
+                self._ringBytes = 0
+                self._ringLimit = RING_SLACK
         self.pingOutstanding = False
 
     def peerClosing(self, code: int | None) -> None:
