@@ -861,6 +861,33 @@ class EventStoreTestsMixin:
         )
 
     @asyncTest
+    async def test_settle(self) -> None:
+        """
+        C{settle} settles a group in one call, each delivery as
+        C{succeeded}, C{update} or C{failed} would: what succeeded is
+        forgotten and counted, what is kept waits with its new state, what
+        failed is kept as failed; a delivery already settled counts
+        nothing.
+        """
+        a, b, c, d = await self.store.add([("targets[0]", b"a"), ("targets[0]", b"b"), ("targets[0]", b"c"),
+                                           ("targets[0]", b"d")], 0)
+        unknown = Delivery(12345, "x", "x", b"", 0, 0)
+        self.assertIsNone(await self.store.settle(
+            [a, moved(b, target="targets[0].fallback[0]"), unknown], [moved(c, attempts=1, notBefore=50.0)],
+            [moved(d, attempts=4)]))
+        await self.store.settle([a], [], [d])
+        self.assertEqual(await self.ids(10), [])
+        self.assertEqual(await self.ids(50), [c.id])
+        self.assertEqual((await self.store.due(50, 10, frozenset()))[0].attempts, 1)
+        self.assertEqual(
+            await self.store.counts(),
+            {
+                "targets[0]": dict(emptyCounts(), succeeded=1, retrying=1, failed=1),
+                "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
+            },
+        )
+
+    @asyncTest
     async def test_counts(self) -> None:
         """
         C{counts} answers, per target, how many succeeded, are pending (not

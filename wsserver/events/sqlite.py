@@ -21,7 +21,7 @@ scans the table.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -37,10 +37,10 @@ _SUCCEEDED = "succeeded:"
 _PENDING = "pending"
 _FAILED = "failed"
 
-#: what L{BatchWriter} writes: C{(state, delivery)}, the state
+#: what L{BatchWriter} writes: C{(state, deliveries)}, the state
 #: C{"succeeded"}, C{"failed"} or C{"pending"} (moved: new target, attempts
-#: or time)
-_Settled = tuple[str, Delivery]
+#: or time), for a group of deliveries
+_Settled = tuple[str, Sequence[Delivery]]
 
 #: count changes: C{(target, counter, change)}
 _Changes = list[tuple[str, str, int]]
@@ -106,8 +106,22 @@ class SqliteEventStore:
         return self._db.run(_nextDue, frozenset(skip), _NO_BOUND if through is None else through)
 
     def _settle(self, state: str, delivery: Delivery) -> Deferred[None]:
-        self._writer.add((state, delivery))
+        self._writer.add((state, (delivery,)))
         return self._writer.committed()
+
+    def settle(self, succeeded: Sequence[Delivery], kept: Sequence[Delivery],
+               failed: Sequence[Delivery]) -> Deferred[None]:
+        """
+        One item of the writer's batch a kind, one L{Deferred} for the group.
+        """
+        writer = self._writer
+        if succeeded:
+            writer.add(("succeeded", succeeded))
+        if kept:
+            writer.add((_PENDING, kept))
+        if failed:
+            writer.add((_FAILED, failed))
+        return writer.committed()
 
     def update(self, delivery: Delivery) -> Deferred[None]:
         return self._settle(_PENDING, delivery)
@@ -224,25 +238,28 @@ def _settle(cursor: Any, batch: list[_Settled]) -> _Changes:
     changes: _Changes = []
     succeeded: dict[str, int] = {}
     run: list[Delivery] = []
-    for state, delivery in batch:
+    for state, deliveries in batch:
         if state == "succeeded":
-            run.append(delivery)
+            run.extend(deliveries)
             continue
         if run:
             _delete(cursor, run, changes, succeeded)
             run = []
-        # what the row was: the counter it leaves
-        cursor.execute("SELECT target, attempts FROM events WHERE id = ? AND state = ?", (delivery.id, _PENDING))
-        row = cursor.fetchone()
-        if row is None:
-            continue
-        target, attempts = row
-        changes.append((target, _key(_PENDING, attempts), -1))
-        cursor.execute(
-            "UPDATE events SET primary_target = ?, target = ?, attempts = ?, not_before = ?, state = ? WHERE id = ?",
-            (delivery.primary, delivery.target, delivery.attempts, delivery.notBefore, state, delivery.id),
-        )
-        changes.append((delivery.target, _key(state, delivery.attempts), 1))
+        for delivery in deliveries:
+            # what the row was: the counter it leaves
+            cursor.execute("SELECT target, attempts FROM events WHERE id = ? AND state = ?",
+                           (delivery.id, _PENDING))
+            row = cursor.fetchone()
+            if row is None:
+                continue
+            target, attempts = row
+            changes.append((target, _key(_PENDING, attempts), -1))
+            cursor.execute(
+                "UPDATE events SET primary_target = ?, target = ?, attempts = ?, not_before = ?, state = ? "
+                "WHERE id = ?",
+                (delivery.primary, delivery.target, delivery.attempts, delivery.notBefore, state, delivery.id),
+            )
+            changes.append((delivery.target, _key(state, delivery.attempts), 1))
     if run:
         _delete(cursor, run, changes, succeeded)
     cursor.executemany(

@@ -13,7 +13,7 @@ delivery that had not succeeded and tries it again: at least once.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
@@ -89,6 +89,14 @@ class IEventStore(Interface):
         Every target refused it: keep it as failed, counted for C{delivery.target}.
         """
 
+    def settle(succeeded: Sequence[Delivery], kept: Sequence[Delivery],
+               failed: Sequence[Delivery]) -> Deferred[None]:
+        """
+        Settle a group in one call: forget and count the C{succeeded} (as
+        L{succeeded} each), keep the new state of the C{kept} (as L{update})
+        and keep the C{failed} (as L{failed}); fires once all is written.
+        """
+
     def counts() -> Deferred[dict[str, dict[str, int]]]:
         """
         Per target key: C{succeeded}, C{pending} (not tried yet), C{retrying}
@@ -138,13 +146,23 @@ class MemoryEventStore:
         return succeed(None)
 
     def succeeded(self, delivery: Delivery) -> Deferred[None]:
-        if self._pending.pop(delivery.id, None) is not None:
-            self._succeeded[delivery.target] = self._succeeded.get(delivery.target, 0) + 1
-        return succeed(None)
+        return self.settle((delivery,), (), ())
 
     def failed(self, delivery: Delivery) -> Deferred[None]:
-        if self._pending.pop(delivery.id, None) is not None:
-            self._failed[delivery.id] = delivery
+        return self.settle((), (), (delivery,))
+
+    def settle(self, succeeded: Sequence[Delivery], kept: Sequence[Delivery],
+               failed: Sequence[Delivery]) -> Deferred[None]:
+        pending = self._pending
+        for delivery in succeeded:
+            if pending.pop(delivery.id, None) is not None:
+                self._succeeded[delivery.target] = self._succeeded.get(delivery.target, 0) + 1
+        for delivery in kept:
+            if delivery.id in pending:
+                pending[delivery.id] = delivery
+        for delivery in failed:
+            if pending.pop(delivery.id, None) is not None:
+                self._failed[delivery.id] = delivery
         return succeed(None)
 
     def counts(self) -> Deferred[dict[str, dict[str, int]]]:
