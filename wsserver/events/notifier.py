@@ -4,7 +4,11 @@ The event notifier (SPEC section 6): every routed message, less the ignored
 types and (unless C{sendBotMessages}) the server's own, goes to every
 configured target.
 
-Each delivery is stored (L{wsserver.events.store}) before it is tried; a failed
+Each delivery is stored (L{wsserver.events.store}) as it is tried: it is
+handed to its target from memory in the turn the store gave it its id, and
+its row is written by the store's next transaction (the SQLite store does
+not write one the target confirmed before then, it only counts it); the
+acks (L{committed}) wait until it is written or settled.  A failed
 one is retried C{retryCount} times, C{retryIntervalSeconds} apart, then each
 target of the target's C{fallback} list is tried in turn with the same
 policy; what every target refused stays stored as failed and is counted.  At
@@ -223,25 +227,27 @@ class EventNotifier(Service):
             for waiter in waiters:
                 waiter.callback(None)
             return
-        d = self._store.add(batch, self._clock.seconds())
-        self._writing.append(d)
+        added = self._store.add(batch, self._clock.seconds())
+        # the deliveries are handed over as soon as their ids are known;
+        # the acks wait until they are persisted
+        stored = self._store.stored()
+        self._writing.append(stored)
 
-        def written(result: Any) -> Any:
-            self._writing.remove(d)
+        def written(result: Any) -> None:
+            self._writing.remove(stored)
             for waiter in waiters:
                 if isinstance(result, Failure):
                     waiter.errback(result)
                 else:
                     waiter.callback(None)
-            return result
 
         def lost(failure: Failure) -> None:
             # not stored: they will not be delivered, nor wait
             self.pending.done(len(batch), 0)
             self.deliveryLog.failure("could not store events", failure)
 
-        d.addBoth(written)
-        d.addCallbacks(self._arrived, lost)
+        stored.addBoth(written)
+        added.addCallbacks(self._arrived, lost)
 
     def _arrived(self, deliveries: list[Delivery]) -> None:
         """

@@ -57,7 +57,14 @@ class IEventStore(Interface):
     def add(items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
         """
         Store new deliveries, C{(primary target key, payload)} each, in one
-        transaction; they are due at C{now}.
+        transaction; they are due at C{now}.  May answer them (with their
+        ids) before they are written: L{stored} says when they are.
+        """
+
+    def stored() -> Deferred[None]:
+        """
+        Fires once every delivery added so far is persisted (or settled for
+        good, which is persisted too); fails if its write failed.
         """
 
     def due(now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
@@ -130,6 +137,9 @@ class MemoryEventStore:
             self._pending[delivery.id] = delivery
             added.append(delivery)
         return succeed(added)
+
+    def stored(self) -> Deferred[None]:
+        return succeed(None)
 
     def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
         ready = [d for i, d in sorted(self._pending.items())
