@@ -524,8 +524,9 @@ class SqliteUndeliveredStoreTests(UndeliveredStoreTestsMixin, DatabaseMixin, Tes
     async def test_survivesCrash(self) -> None:
         """
         What a process put is there after the process died without closing
-        the database (C{os._exit} right after the C{put}s fired): a commit is
-        durable before its L{Deferred} fires.
+        the database (C{os._exit} right after the C{put}s and the event
+        store's C{stored} fired): a commit is durable before its
+        L{Deferred} fires.
         """
         path = self.databasePath()
         out, err, code = await getProcessOutputAndValue(
@@ -686,6 +687,9 @@ def run():
     d = store.put(2**64 - 1, b"a", 1)
     d.addCallback(lambda _: store.put(2**64 - 1, b"b", 2))
     d.addCallback(lambda _: events.add([("targets[0]", b"e")], 3))
+    # the new deliveries are answered before they are written; stored()
+    # fires once they are committed
+    d.addCallback(lambda _: events.stored())
     d.addCallback(lambda _: os._exit(17))
     d.addErrback(lambda f: (f.printTraceback(file=sys.stderr), os._exit(1)))
 
@@ -861,6 +865,33 @@ class EventStoreTestsMixin:
         )
 
     @asyncTest
+    async def test_settle(self) -> None:
+        """
+        C{settle} settles a group in one call, each delivery as
+        C{succeeded}, C{update} or C{failed} would: what succeeded is
+        forgotten and counted, what is kept waits with its new state, what
+        failed is kept as failed; a delivery already settled counts
+        nothing.
+        """
+        a, b, c, d = await self.store.add([("targets[0]", b"a"), ("targets[0]", b"b"), ("targets[0]", b"c"),
+                                           ("targets[0]", b"d")], 0)
+        unknown = Delivery(12345, "x", "x", b"", 0, 0)
+        self.assertIsNone(await self.store.settle(
+            [a, moved(b, target="targets[0].fallback[0]"), unknown], [moved(c, attempts=1, notBefore=50.0)],
+            [moved(d, attempts=4)]))
+        await self.store.settle([a], [], [d])
+        self.assertEqual(await self.ids(10), [])
+        self.assertEqual(await self.ids(50), [c.id])
+        self.assertEqual((await self.store.due(50, 10, frozenset()))[0].attempts, 1)
+        self.assertEqual(
+            await self.store.counts(),
+            {
+                "targets[0]": dict(emptyCounts(), succeeded=1, retrying=1, failed=1),
+                "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
+            },
+        )
+
+    @asyncTest
     async def test_counts(self) -> None:
         """
         C{counts} answers, per target, how many succeeded, are pending (not
@@ -954,6 +985,8 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         """
         items = [("targets[0]", b"%d" % i) for i in range(1203)]
         *many, a, b, c = await self.store.add(items, 0)
+        # written first (else the successes would cancel their inserts)
+        await self.store.stored()
         b2 = moved(b, target="targets[0].fallback[0]")
         writes = [self.store.succeeded(d) for d in many]
         writes += [self.store.succeeded(a), self.store.succeeded(a), self.store.update(b2),
@@ -969,6 +1002,70 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         await self.store._db.close()
         self.store = self.makeStore()
         self.assertEqual(await self.store.counts(), expected)
+
+    async def eventRows(self) -> int:
+        """
+        How many rows the C{events} table holds.
+        """
+        rows = await self.store._db.run(lambda cursor: cursor.execute("SELECT COUNT(*) FROM events").fetchall())
+        return rows[0][0]
+
+    @asyncTest
+    async def test_succeededBeforeWritten(self) -> None:
+        """
+        A delivery that succeeds while its row still waits in the writer's
+        batch is never written, only counted (for the target that took
+        it), in the same transaction as the others' rows; C{stored} fires
+        once that is committed, and the count survives a restart.  Those
+        kept or failed are written, and then changed, in order.
+        """
+        a, b, c, d = await self.store.add(
+            [("targets[0]", b"a"), ("targets[0]", b"b"), ("targets[0]", b"c"), ("targets[0]", b"d")], 1)
+        settled = self.store.settle([a, moved(b, target="targets[0].fallback[0]")],
+                                    [moved(c, attempts=1, notBefore=9.0)], [moved(d, attempts=4)])
+        await self.store.stored()
+        self.assertTrue(settled.called)
+        self.assertEqual(await self.eventRows(), 2)
+        self.assertEqual(await self.store.due(10, 10, frozenset()), [moved(c, attempts=1, notBefore=9.0)])
+        expected = {
+            "targets[0]": dict(emptyCounts(), succeeded=1, retrying=1, failed=1),
+            "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
+        }
+        self.assertEqual(await self.store.counts(), expected)
+        await self.store.close()
+        await self.store._db.close()
+        self.store = self.makeStore()
+        self.assertEqual(await self.store.counts(), expected)
+        (e,) = await self.store.add([("targets[0]", b"e")], 2)
+        self.assertTrue(e.id > d.id)
+
+    @asyncTest
+    async def test_succeededWhileWritten(self) -> None:
+        """
+        A delivery whose row was handed to the database thread already is
+        deleted once written, as before: nothing is left, counted once.
+        """
+        (a,) = await self.store.add([("targets[0]", b"a")], 1)
+        # a read hands the writer's batch over first
+        self.assertEqual([d.id for d in await self.store.due(10, 10, frozenset())], [a.id])
+        await self.store.settle([a], [], [])
+        self.assertEqual(await self.eventRows(), 0)
+        self.assertEqual(await self.store.counts(), {"targets[0]": dict(emptyCounts(), succeeded=1)})
+
+    def test_insertTakenNotCancelled(self) -> None:
+        """
+        Once the database thread took an insert's rows, none is taken out
+        any more; before, one is, once, and counted for the target that
+        took it.
+        """
+        from wsserver.events.sqlite import _Insert
+
+        a, b = Delivery(1, "t", "t", b"a"), Delivery(2, "t", "t", b"b")
+        insert = _Insert({1: a, 2: b})
+        self.assertTrue(insert.cancel(moved(a, target="t.fallback[0]")))
+        self.assertFalse(insert.cancel(a))
+        self.assertEqual(insert.take(), ([b], {"t.fallback[0]": 1}))
+        self.assertFalse(insert.cancel(b))
 
     @asyncTest
     async def test_largeBatchAndSkip(self) -> None:

@@ -16,6 +16,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from wsserver.config import parseConfig
@@ -23,7 +24,8 @@ from wsserver.database import StorageError
 from wsserver.events.store import IEventStore, MemoryEventStore
 from wsserver.httpbody import MAX_ANSWER_BYTES
 from wsserver.logflood import FloodGuard
-from wsserver.events import DeliveryRefused
+from wsserver.events import DeliveryRefused, IBatchSender
+from wsserver.events.targets.base import TargetUnreachable
 from wsserver.events import notifier as notifierModule
 from wsserver.events.notifier import EventNotifier, targetKeys
 from wsserver.events.targets.postback import PostbackSender
@@ -82,7 +84,7 @@ class ClosingStore(MemoryEventStore):
         self.holdReads = False
         self.reads: list[tuple[Deferred[Any], Any]] = []
         self.late: list[str] = []
-        for name in ("add", "nextDue", "update", "succeeded", "failed", "counts"):
+        for name in ("add", "nextDue", "update", "succeeded", "failed", "settle", "counts"):
             setattr(self, name, self._guarded(name, getattr(self, name)))
 
     def _guarded(self, name: str, call: Any) -> Any:
@@ -129,6 +131,38 @@ class CountingStore(MemoryEventStore):
     def _record(self, deliveries: list[Any]) -> list[Any]:
         self.readBack += [d.id for d in deliveries]
         return deliveries
+
+
+@implementer(IBatchSender)
+class FakeBatchSender(FakeSender):
+    """
+    A target that takes groups (L{IBatchSender}): each C{sendBatch} waits
+    in C{batches} for the test to answer it.
+    """
+
+    def __init__(self, batchSize: int) -> None:
+        super().__init__()
+        self.batchSize = batchSize
+        self.batches: list[tuple[list[bytes], Deferred[list[Any]]]] = []
+
+    def sendBatch(self, payloads: Any) -> Deferred[list[Any]]:
+        d: Deferred[list[Any]] = Deferred()
+        self.batches.append((list(payloads), d))
+        return d
+
+
+class SettleCountingStore(MemoryEventStore):
+    """
+    A memory store that records the groups each C{settle} call was given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settles: list[tuple[int, int, int]] = []
+
+    def settle(self, succeeded: Any, kept: Any, failed: Any) -> Deferred[None]:
+        self.settles.append((len(succeeded), len(kept), len(failed)))
+        return super().settle(succeeded, kept, failed)
 
 
 class NotifierTests(SynchronousTestCase):
@@ -382,6 +416,48 @@ class NotifierTests(SynchronousTestCase):
             [d for d in sender.waiting if not d.called][0].callback(None)
         self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(20)])
         self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 20)
+
+    def test_batchSenderGroups(self) -> None:
+        """
+        A sender that takes groups (L{IBatchSender}) is handed each group in
+        one C{sendBatch} and answers once for it; the notifier settles the
+        group with one call into the store, each delivery by its own
+        outcome (accepted; refused: a retry; not tried: waits, no retry
+        spent), and a worker is a group in flight.
+        """
+        sender = FakeBatchSender(4)
+        store = SettleCountingStore()
+        notifier = self.make({"targets[0]": sender}, store=store, maxParallelWorkers=2, retryCount=1,
+                             retryIntervalSeconds=5)
+        for i in range(10):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual([len(p) for p, _ in sender.batches], [4, 4])
+        self.assertEqual(sender.sent, [])
+        sender.batches[0][1].callback([None, DeliveryRefused("HTTP 500"), TargetUnreachable("down", 20), None])
+        self.assertEqual(store.settles, [(2, 2, 0)])
+        # the worker of the first group is free: the next group starts
+        self.assertEqual([len(p) for p, _ in sender.batches], [4, 4, 2])
+        self.assertEqual(self.counts(notifier)["targets[0]"],
+                         {"succeeded": 2, "pending": 7, "retrying": 1, "failed": 0})
+        sender.batches[1][1].errback(DeliveryRefused("no"))
+        sender.batches[2][1].callback([None, None])
+        self.assertEqual(store.settles, [(2, 2, 0), (0, 4, 0), (2, 0, 0)])
+        self.assertEqual(self.counts(notifier)["targets[0]"],
+                         {"succeeded": 4, "pending": 1, "retrying": 5, "failed": 0})
+        self.assertEqual(notifier.pending.messages, 6)
+        # the retries (5 s) and the unreachable one (20 s) come back in groups
+        self.clock.advance(5)
+        self.assertEqual([len(p) for p, _ in sender.batches[3:]], [4, 1])
+        sender.batches[3][1].callback([DeliveryRefused("again")] * 4)
+        sender.batches[4][1].callback([None])
+        self.assertEqual(store.settles[3:], [(0, 0, 4), (1, 0, 0)])
+        self.clock.advance(15)
+        self.assertEqual([len(p) for p, _ in sender.batches[5:]], [1])
+        sender.batches[5][1].callback([None])
+        self.assertEqual(self.counts(notifier)["targets[0]"],
+                         {"succeeded": 6, "pending": 0, "retrying": 0, "failed": 4})
+        self.assertEqual(notifier.pending.messages, 0)
 
     def test_maxPending(self) -> None:
         """

@@ -4,7 +4,11 @@ The event notifier (SPEC section 6): every routed message, less the ignored
 types and (unless C{sendBotMessages}) the server's own, goes to every
 configured target.
 
-Each delivery is stored (L{wsserver.events.store}) before it is tried; a failed
+Each delivery is stored (L{wsserver.events.store}) as it is tried: it is
+handed to its target from memory in the turn the store gave it its id, and
+its row is written by the store's next transaction (the SQLite store does
+not write one the target confirmed before then, it only counts it); the
+acks (L{committed}) wait until it is written or settled.  A failed
 one is retried C{retryCount} times, C{retryIntervalSeconds} apart, then each
 target of the target's C{fallback} list is tried in turn with the same
 policy; what every target refused stays stored as failed and is counted.  At
@@ -21,7 +25,7 @@ stop being read until the targets caught up (nothing is dropped).
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
@@ -33,7 +37,7 @@ from .config import EventConfig, TargetConfig
 from ..logflood import PeerLogger
 from ..messages import BOT, Message
 from ..queue.pending import PendingWrites
-from . import ISender
+from . import IBatchSender, ISender
 from .store import Delivery, IEventStore, emptyCounts, moved
 from .targets.base import TargetUnreachable
 
@@ -117,7 +121,10 @@ class EventNotifier(Service):
         self._writing: list[Deferred[Any]] = []
         #: fired when the batch of this turn is stored (L{committed})
         self._commitWaiters: list[Deferred[None]] = []
-        self._inflight: dict[int, Deferred[Any]] = {}
+        #: the ids of the deliveries in flight
+        self._inflight: set[int] = set()
+        #: the groups in flight (a L{Deferred} each: a stop waits for them)
+        self._groups: set[Deferred[Any]] = set()
         #: groups in flight
         self._workers = 0
         #: stored by this run, due, neither in flight nor read back
@@ -220,25 +227,27 @@ class EventNotifier(Service):
             for waiter in waiters:
                 waiter.callback(None)
             return
-        d = self._store.add(batch, self._clock.seconds())
-        self._writing.append(d)
+        added = self._store.add(batch, self._clock.seconds())
+        # the deliveries are handed over as soon as their ids are known;
+        # the acks wait until they are persisted
+        stored = self._store.stored()
+        self._writing.append(stored)
 
-        def written(result: Any) -> Any:
-            self._writing.remove(d)
+        def written(result: Any) -> None:
+            self._writing.remove(stored)
             for waiter in waiters:
                 if isinstance(result, Failure):
                     waiter.errback(result)
                 else:
                     waiter.callback(None)
-            return result
 
         def lost(failure: Failure) -> None:
             # not stored: they will not be delivered, nor wait
             self.pending.done(len(batch), 0)
             self.deliveryLog.failure("could not store events", failure)
 
-        d.addBoth(written)
-        d.addCallbacks(self._arrived, lost)
+        stored.addBoth(written)
+        added.addCallbacks(self._arrived, lost)
 
     def _arrived(self, deliveries: list[Delivery]) -> None:
         """
@@ -344,17 +353,27 @@ class EventNotifier(Service):
 
     def _startGroup(self, group: list[Delivery]) -> None:
         """
-        Hand one group to its sender (in this turn: one transaction, one
-        confirm window); a worker is busy until every delivery of it is
-        settled.
+        Hand one group to its sender (one transaction, one confirm window):
+        one L{Deferred} for the group, answered with each delivery's
+        outcome, and settled with the store in one call; its worker is busy
+        until then.
         """
         self._workers += 1
-        sender = self._senders.get(group[0].target)
-        # the deliveries of the group not yet settled (a count, not a
-        # DeferredList: no Deferred and callbacks more per delivery)
-        left = [len(group)]
+        first = group[0]
+        sender = self._senders.get(first.target)
+        inflight = self._inflight
         for delivery in group:
-            self._start(delivery, sender, left)
+            inflight.add(delivery.id)
+        if sender is None or first.primary not in self._chains:
+            # stored by a run whose targets were configured differently
+            self.deliveryLog.warn("{n} event deliveries (the first {id}) are for {target}, which is no longer "
+                                  "configured; kept as failed", n=len(group), id=first.id, target=first.target)
+            d = self._store.settle((), (), group).addCallback(self._settled, len(group))
+        else:
+            d = _sendGroup(sender, group).addCallbacks(self._answered, self._refusedAll, callbackArgs=(group,),
+                                                       errbackArgs=(group,))
+        self._groups.add(d)
+        d.addErrback(self._bookkeepingFailed).addBoth(self._finished, d, group)
 
     def _wake(self) -> None:
         """
@@ -409,77 +428,86 @@ class EventNotifier(Service):
 
         return d.addBoth(answered)
 
-    def _start(self, delivery: Delivery, sender: ISender | None, left: list[int]) -> None:
-        """
-        Send C{delivery} (one of a group whose unsettled deliveries
-        C{left} counts) and settle it with the store.
-        """
-        if sender is None or delivery.primary not in self._chains:
-            # stored by a run whose targets were configured differently
-            self.deliveryLog.warn("event delivery {id} is for {target}, which is no longer configured; kept as failed",
-                          id=delivery.id, target=delivery.target)
-            d = self._store.failed(delivery).addCallback(self._settled)
-        else:
-            d = maybeDeferred(sender.send, delivery.payload)
-            d.addCallbacks(self._accepted, self._refused, callbackArgs=(delivery,), errbackArgs=(delivery,))
-        self._inflight[delivery.id] = d
-        d.addCallbacks(self._finished, self._bookkeepingFailed, callbackArgs=(delivery.id, left),
-                       errbackArgs=(delivery.id, left))
-
-    def _bookkeepingFailed(self, failure: Failure, id: int, left: list[int]) -> None:
+    def _bookkeepingFailed(self, failure: Failure) -> None:
         self.deliveryLog.failure("event bookkeeping failed", failure)
-        self._finished(None, id, left)
 
-    def _finished(self, _: object, id: int, left: list[int]) -> None:
+    def _finished(self, _: object, d: Deferred[Any], group: list[Delivery]) -> None:
         """
-        A delivery is settled (or kept for later): no longer in flight; the
-        last of its group frees the group's worker.
+        A group is settled (or kept for later): no longer in flight; its
+        worker is free.
         """
-        self._inflight.pop(id, None)
-        left[0] -= 1
-        if not left[0]:
-            self._workers -= 1
-            self._pump()
+        self._groups.discard(d)
+        inflight = self._inflight
+        for delivery in group:
+            inflight.discard(delivery.id)
+        self._workers -= 1
+        self._pump()
 
-    def _settled(self, _: None) -> None:
+    def _settled(self, _: None, n: int) -> None:
         """
-        A delivery is settled for good (succeeded or failed): it no longer
-        counts against C{maxPending}.
+        C{n} deliveries are settled for good (succeeded or failed): they no
+        longer count against C{maxPending}.
         """
-        self.pending.done(1, 0)
+        self.pending.done(n, 0)
 
-    def _accepted(self, _: None, delivery: Delivery) -> Deferred[None]:
+    def _refusedAll(self, failure: Failure, group: list[Delivery]) -> Deferred[None]:
+        """
+        The sender failed the whole group: each delivery had that outcome.
+        """
+        return self._answered([failure.value] * len(group), group)
+
+    def _answered(self, outcomes: Sequence[BaseException | None], group: list[Delivery]) -> Deferred[None]:
+        """
+        The sender answered a group, an outcome per delivery (L{None}:
+        accepted): settle the group in one call into the store, each
+        delivery by the policy (retry, fallback, failed for good).
+        """
         if self._stopped:
-            # after the stop's grace period: the store may be closed; it
-            # stays pending and is sent again at the next start
+            # after the stop's grace period: the store may be closed; they
+            # stay as they were and are sent again at the next start
             return succeed(None)
-        return self._store.succeeded(delivery).addCallback(self._settled)
-
-    def _moved(self, delivery: Delivery) -> Deferred[None]:
-        """
-        Keep C{delivery} waiting (a retry, a fallback, an unreachable
-        target): it is read back from the store when due.
-        """
-        def stored(_: None) -> None:
-            self._retrying = True
-            self._moves += 1
-
-        return self._store.update(delivery).addCallback(stored)
-
-    def _refused(self, failure: Failure, delivery: Delivery) -> Deferred[None]:
-        if self._stopping:
-            # cut short by the stop (its grace period ran out): not the
-            # target's refusal; it stays as it was, for the next start
+        done: list[Delivery] = []
+        kept: list[Delivery] = []
+        failed: list[Delivery] = []
+        for delivery, outcome in zip(group, outcomes):
+            if outcome is None:
+                done.append(delivery)
+            elif not self._stopping:
+                # (one cut short by the stop is not the target's refusal:
+                # it stays as it was, for the next start)
+                self._refused(outcome, delivery, kept, failed)
+        if not (done or kept or failed):
             return succeed(None)
+        d = self._store.settle(done, kept, failed)
+        if kept:
+            d.addCallback(self._kept)
+        return d.addCallback(self._settled, len(done) + len(failed))
+
+    def _kept(self, _: None) -> None:
+        """
+        Deliveries wait (a retry, a fallback, an unreachable target): they
+        are read back from the store when due.
+        """
+        self._retrying = True
+        self._moves += 1
+
+    def _refused(self, error: BaseException, delivery: Delivery, kept: list[Delivery],
+                 failed: list[Delivery]) -> None:
+        """
+        The target did not take C{delivery}: into C{kept} as it is to wait
+        (not tried, a retry, the next fallback) or C{failed}.
+        """
         config = self._config
         now = self._clock.seconds()
-        if failure.check(TargetUnreachable):
+        if isinstance(error, TargetUnreachable):
             # not tried (not connected): it waits, spending no retry
-            return self._moved(moved(delivery, notBefore=now + failure.value.retryAfter))
+            kept.append(moved(delivery, notBefore=now + error.retryAfter))
+            return
         attempts = delivery.attempts + 1
-        reason = failure.getErrorMessage() or failure.type.__name__
+        reason = str(error) or type(error).__name__
         if config.enableRetry and attempts <= config.retryCount:
-            return self._moved(moved(delivery, attempts=attempts, notBefore=now + config.retryIntervalSeconds))
+            kept.append(moved(delivery, attempts=attempts, notBefore=now + config.retryIntervalSeconds))
+            return
         chain = self._chains[delivery.primary]
         position = chain.index(delivery.target)
         if position + 1 < len(chain):
@@ -487,10 +515,11 @@ class EventNotifier(Service):
                 "event target {target} failed ({reason}); trying {fallback}",
                 target=delivery.target, reason=reason, fallback=chain[position + 1],
             )
-            return self._moved(moved(delivery, target=chain[position + 1], attempts=0, notBefore=now))
+            kept.append(moved(delivery, target=chain[position + 1], attempts=0, notBefore=now))
+            return
         self.deliveryLog.warn("event delivery {id} failed for good at {target}: {reason}",
-                      id=delivery.id, target=delivery.target, reason=reason)
-        return self._store.failed(moved(delivery, attempts=attempts)).addCallback(self._settled)
+                              id=delivery.id, target=delivery.target, reason=reason)
+        failed.append(moved(delivery, attempts=attempts))
 
     # reports and life cycle
 
@@ -555,7 +584,7 @@ class EventNotifier(Service):
         self._stopping = True
         if self._wakeCall is not None and self._wakeCall.active():
             self._wakeCall.cancel()
-        waits = DeferredList([_copy(d) for d in [*self._writing, *self._reads, *self._inflight.values()]],
+        waits = DeferredList([_copy(d) for d in [*self._writing, *self._reads, *self._groups]],
                              consumeErrors=True)
         done: Deferred[None] = Deferred()
         timer = self._clock.callLater(STOP_GRACE, lambda: done.called or done.callback(None))
@@ -585,3 +614,18 @@ def _copy(d: Deferred[Any]) -> Deferred[None]:
 
     d.addBoth(fired)
     return copy
+
+
+def _sendGroup(sender: ISender, group: list[Delivery]) -> Deferred[list[BaseException | None]]:
+    """
+    Send the payloads of C{group}: one L{Deferred} with an outcome per
+    delivery (L{None}: accepted; else why not), through the sender's
+    C{sendBatch} when it has one (L{IBatchSender}), else a C{send} each.
+    """
+    payloads = [delivery.payload for delivery in group]
+    if IBatchSender.providedBy(sender):
+        return maybeDeferred(sender.sendBatch, payloads)
+    if len(payloads) == 1:
+        return maybeDeferred(sender.send, payloads[0]).addCallbacks(lambda _: [None], lambda f: [f.value])
+    sends = DeferredList([maybeDeferred(sender.send, p) for p in payloads], consumeErrors=True)
+    return sends.addCallback(lambda results: [None if ok else value.value for ok, value in results])

@@ -21,7 +21,8 @@ scans the table.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -36,11 +37,55 @@ __all__ = ["SqliteEventStore"]
 _SUCCEEDED = "succeeded:"
 _PENDING = "pending"
 _FAILED = "failed"
+#: the writer's item of new rows (an L{_Insert})
+_INSERT = "insert"
 
-#: what L{BatchWriter} writes: C{(state, delivery)}, the state
+
+class _Insert:
+    """
+    The rows of one L{SqliteEventStore.add}, in the writer's batch.  Until
+    the database thread takes them (L{take}), a delivery that succeeded is
+    taken out (L{cancel}): it is never written, and the transaction counts
+    it as succeeded instead.
+
+    @ivar rows: the deliveries to write, by id.
+    @ivar cancelled: per target, the deliveries taken out.
+    """
+
+    __slots__ = ("rows", "cancelled", "_taken", "_lock")
+
+    def __init__(self, rows: dict[int, Delivery]) -> None:
+        self.rows = rows
+        self.cancelled: dict[str, int] = {}
+        self._taken = False
+        self._lock = threading.Lock()
+
+    def cancel(self, delivery: Delivery) -> bool:
+        """
+        In the reactor thread: take C{delivery} out, unless its row is
+        being written already.
+
+        @return: whether it was taken out.
+        """
+        with self._lock:
+            if self._taken or self.rows.pop(delivery.id, None) is None:
+                return False
+            self.cancelled[delivery.target] = self.cancelled.get(delivery.target, 0) + 1
+            return True
+
+    def take(self) -> tuple[list[Delivery], dict[str, int]]:
+        """
+        In the database thread: the rows to write and the counts of those
+        taken out; nothing is taken out any more.
+        """
+        with self._lock:
+            self._taken = True
+            return list(self.rows.values()), dict(self.cancelled)
+
+#: what L{BatchWriter} writes: C{(state, deliveries)}, the state
 #: C{"succeeded"}, C{"failed"} or C{"pending"} (moved: new target, attempts
-#: or time)
-_Settled = tuple[str, Delivery]
+#: or time), for a group of deliveries
+_Settled = tuple[str, Sequence[Delivery]]
 
 #: count changes: C{(target, counter, change)}
 _Changes = list[tuple[str, str, int]]
@@ -67,7 +112,17 @@ class SqliteEventStore:
             "SELECT target, state, attempts > 0, COUNT(*) FROM events GROUP BY target, state, attempts > 0"
         ):
             self._counts.setdefault(target, emptyCounts())[_key(state, retried)] += n
-        self._writer: BatchWriter[_Settled] = BatchWriter(
+        ((last,),) = database.readNow(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
+            " COALESCE((SELECT MAX(id) FROM events), 0))")
+        #: the last id given out: this store alone writes the table, so
+        #: that the ids of new rows are known before they are written
+        self._lastId = int(last)
+        #: the new deliveries whose rows wait in the writer's batch, by id:
+        #: one that succeeds before its row is handed to the database is
+        #: taken out of it (never written, only counted)
+        self._unwritten: dict[int, _Insert] = {}
+        self._writer: BatchWriter[_Settled | tuple[str, _Insert]] = BatchWriter(
             database, database.reactor if clock is None else clock, _settle, "event deliveries",
             settled=self._settled,
         )
@@ -80,20 +135,41 @@ class SqliteEventStore:
                 row = counts[target] = emptyCounts()
             row[counter] += change
 
-    def _settled(self, batch: list[_Settled], result: _Changes | Failure) -> None:
+    def _settled(self, batch: list[Any], result: _Changes | Failure) -> None:
+        unwritten = self._unwritten
+        for state, item in batch:
+            if state == _INSERT:
+                # written (or not, on a failure): no longer taken out
+                for id in item.rows:
+                    if unwritten.get(id) is item:
+                        del unwritten[id]
         if not isinstance(result, Failure):
             self._apply(result)
 
-    def _added(self, added: list[Delivery]) -> list[Delivery]:
-        self._apply([(d.target, _PENDING, 1) for d in added])
-        return added
-
     def add(self, items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
-        rows = [(primary, primary, bytes(payload), 0, now, _PENDING) for primary, payload in items]
-        if not rows:
+        """
+        The new deliveries at once, with their ids; their rows are written
+        by the writer's next transaction, in order with what is settled
+        (L{stored} fires once they are).
+        """
+        if not items:
             return succeed([])
-        self._writer.handOver()
-        return self._db.run(_add, rows).addCallback(self._added)
+        first = self._lastId + 1
+        added = [Delivery(first + i, primary, primary, bytes(payload), 0, now)
+                 for i, (primary, payload) in enumerate(items)]
+        self._lastId += len(added)
+        insert = _Insert({d.id: d for d in added})
+        self._unwritten.update(dict.fromkeys(insert.rows, insert))
+        self._writer.add((_INSERT, insert))
+        return succeed(added)
+
+    def stored(self) -> Deferred[None]:
+        """
+        Fires once every delivery added so far is committed (or, having
+        succeeded before its row was written, counted), and every change
+        asked for before.
+        """
+        return self._writer.committed()
 
     def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
         if limit <= 0:
@@ -106,8 +182,32 @@ class SqliteEventStore:
         return self._db.run(_nextDue, frozenset(skip), _NO_BOUND if through is None else through)
 
     def _settle(self, state: str, delivery: Delivery) -> Deferred[None]:
-        self._writer.add((state, delivery))
+        self._writer.add((state, (delivery,)))
         return self._writer.committed()
+
+    def settle(self, succeeded: Sequence[Delivery], kept: Sequence[Delivery],
+               failed: Sequence[Delivery]) -> Deferred[None]:
+        """
+        One item of the writer's batch a kind, one L{Deferred} for the group.
+        """
+        writer = self._writer
+        if succeeded and self._unwritten:
+            # those whose rows are not written yet: taken out of the
+            # writer's batch (the insert and its delete cancel)
+            unwritten = self._unwritten
+            rest = []
+            for delivery in succeeded:
+                insert = unwritten.pop(delivery.id, None)
+                if insert is None or not insert.cancel(delivery):
+                    rest.append(delivery)
+            succeeded = rest
+        if succeeded:
+            writer.add(("succeeded", succeeded))
+        if kept:
+            writer.add((_PENDING, kept))
+        if failed:
+            writer.add((_FAILED, failed))
+        return writer.committed()
 
     def update(self, delivery: Delivery) -> Deferred[None]:
         return self._settle(_PENDING, delivery)
@@ -154,17 +254,21 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
     return Delivery(id, primary, target, bytes(payload), attempts, notBefore)
 
 
-def _add(cursor: Any, rows: list[tuple[Any, ...]]) -> list[Delivery]:
+def _insertRows(cursor: Any, insert: _Insert, changes: _Changes, succeeded: dict[str, int]) -> None:
+    """
+    Write the new rows of C{insert} that were not taken out; count those
+    that were as succeeded.
+    """
+    rows, cancelled = insert.take()
     cursor.executemany(
-        "INSERT INTO events (primary_target, target, payload, attempts, not_before, state)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
+        "INSERT INTO events (id, primary_target, target, payload, attempts, not_before, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(d.id, d.primary, d.target, d.payload, d.attempts, d.notBefore, _PENDING) for d in rows],
     )
-    # the transaction holds the write lock: the newest ids are these rows'
-    cursor.execute("SELECT id FROM events ORDER BY id DESC LIMIT ?", (len(rows),))
-    ids = sorted(id for (id,) in cursor.fetchall())
-    return [Delivery(id, primary, target, payload, attempts, notBefore)
-            for id, (primary, target, payload, attempts, notBefore, _) in zip(ids, rows)]
+    changes.extend((d.target, _PENDING, 1) for d in rows)
+    for target, n in cancelled.items():
+        changes.append((target, "succeeded", n))
+        succeeded[target] = succeeded.get(target, 0) + n
 
 
 def _due(cursor: Any, now: float, limit: int, skip: frozenset[int], through: int) -> list[Delivery]:
@@ -216,7 +320,7 @@ def _delete(cursor: Any, run: list[Delivery], changes: _Changes, succeeded: dict
             succeeded[took] = succeeded.get(took, 0) + 1
 
 
-def _settle(cursor: Any, batch: list[_Settled]) -> _Changes:
+def _settle(cursor: Any, batch: list[Any]) -> _Changes:
     """
     Write what one turn settled, in order: the count changes of the rows
     it changed (a row no longer pending is left alone and counts nothing).
@@ -224,25 +328,31 @@ def _settle(cursor: Any, batch: list[_Settled]) -> _Changes:
     changes: _Changes = []
     succeeded: dict[str, int] = {}
     run: list[Delivery] = []
-    for state, delivery in batch:
+    for state, deliveries in batch:
         if state == "succeeded":
-            run.append(delivery)
+            run.extend(deliveries)
             continue
         if run:
             _delete(cursor, run, changes, succeeded)
             run = []
-        # what the row was: the counter it leaves
-        cursor.execute("SELECT target, attempts FROM events WHERE id = ? AND state = ?", (delivery.id, _PENDING))
-        row = cursor.fetchone()
-        if row is None:
+        if state == _INSERT:
+            _insertRows(cursor, deliveries, changes, succeeded)
             continue
-        target, attempts = row
-        changes.append((target, _key(_PENDING, attempts), -1))
-        cursor.execute(
-            "UPDATE events SET primary_target = ?, target = ?, attempts = ?, not_before = ?, state = ? WHERE id = ?",
-            (delivery.primary, delivery.target, delivery.attempts, delivery.notBefore, state, delivery.id),
-        )
-        changes.append((delivery.target, _key(state, delivery.attempts), 1))
+        for delivery in deliveries:
+            # what the row was: the counter it leaves
+            cursor.execute("SELECT target, attempts FROM events WHERE id = ? AND state = ?",
+                           (delivery.id, _PENDING))
+            row = cursor.fetchone()
+            if row is None:
+                continue
+            target, attempts = row
+            changes.append((target, _key(_PENDING, attempts), -1))
+            cursor.execute(
+                "UPDATE events SET primary_target = ?, target = ?, attempts = ?, not_before = ?, state = ? "
+                "WHERE id = ?",
+                (delivery.primary, delivery.target, delivery.attempts, delivery.notBefore, state, delivery.id),
+            )
+            changes.append((delivery.target, _key(state, delivery.attempts), 1))
     if run:
         _delete(cursor, run, changes, succeeded)
     cursor.executemany(

@@ -13,7 +13,7 @@ delivery that had not succeeded and tries it again: at least once.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
@@ -57,7 +57,14 @@ class IEventStore(Interface):
     def add(items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
         """
         Store new deliveries, C{(primary target key, payload)} each, in one
-        transaction; they are due at C{now}.
+        transaction; they are due at C{now}.  May answer them (with their
+        ids) before they are written: L{stored} says when they are.
+        """
+
+    def stored() -> Deferred[None]:
+        """
+        Fires once every delivery added so far is persisted (or settled for
+        good, which is persisted too); fails if its write failed.
         """
 
     def due(now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
@@ -87,6 +94,14 @@ class IEventStore(Interface):
     def failed(delivery: Delivery) -> Deferred[None]:
         """
         Every target refused it: keep it as failed, counted for C{delivery.target}.
+        """
+
+    def settle(succeeded: Sequence[Delivery], kept: Sequence[Delivery],
+               failed: Sequence[Delivery]) -> Deferred[None]:
+        """
+        Settle a group in one call: forget and count the C{succeeded} (as
+        L{succeeded} each), keep the new state of the C{kept} (as L{update})
+        and keep the C{failed} (as L{failed}); fires once all is written.
         """
 
     def counts() -> Deferred[dict[str, dict[str, int]]]:
@@ -123,6 +138,9 @@ class MemoryEventStore:
             added.append(delivery)
         return succeed(added)
 
+    def stored(self) -> Deferred[None]:
+        return succeed(None)
+
     def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
         ready = [d for i, d in sorted(self._pending.items())
                  if i not in skip and d.notBefore <= now and (through is None or i <= through)]
@@ -138,13 +156,23 @@ class MemoryEventStore:
         return succeed(None)
 
     def succeeded(self, delivery: Delivery) -> Deferred[None]:
-        if self._pending.pop(delivery.id, None) is not None:
-            self._succeeded[delivery.target] = self._succeeded.get(delivery.target, 0) + 1
-        return succeed(None)
+        return self.settle((delivery,), (), ())
 
     def failed(self, delivery: Delivery) -> Deferred[None]:
-        if self._pending.pop(delivery.id, None) is not None:
-            self._failed[delivery.id] = delivery
+        return self.settle((), (), (delivery,))
+
+    def settle(self, succeeded: Sequence[Delivery], kept: Sequence[Delivery],
+               failed: Sequence[Delivery]) -> Deferred[None]:
+        pending = self._pending
+        for delivery in succeeded:
+            if pending.pop(delivery.id, None) is not None:
+                self._succeeded[delivery.target] = self._succeeded.get(delivery.target, 0) + 1
+        for delivery in kept:
+            if delivery.id in pending:
+                pending[delivery.id] = delivery
+        for delivery in failed:
+            if pending.pop(delivery.id, None) is not None:
+                self._failed[delivery.id] = delivery
         return succeed(None)
 
     def counts(self) -> Deferred[dict[str, dict[str, int]]]:

@@ -14,16 +14,19 @@ the broker returned or whose channel it closed, is a refusal.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import SplitResult, unquote
 
 import attr
 import orjson
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .. import IBatchSender
 
 from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
@@ -92,6 +95,7 @@ def parse(section: ISection) -> AmqpOptions | None:
     )
 
 
+@implementer(IBatchSender)
 class AmqpSender:
     """
     Publishes event payloads to a broker with publisher confirms.
@@ -249,6 +253,22 @@ class AmqpSender:
                                       message_id=None if messageId is None else str(messageId))
         d = channel.basic_publish(self._options.exchange, key, payload, properties)
         return d.addCallbacks(lambda _: None, self._failed)
+
+    def sendBatch(self, payloads: Sequence[bytes]) -> Deferred[list[BaseException | None]]:
+        """
+        Publish C{payloads} in one confirm window and answer once, when the
+        broker confirmed (or refused) every one of them.
+
+        @return: fires with an outcome per payload (L{None}: confirmed; an
+            L{AmqpRefused}, or a L{TargetUnreachable} for a publish whose
+            connection went before its confirm); fails with
+            L{TargetUnreachable} while not connected.
+        """
+        if self._channel is None or self._closed:
+            wait = max(0.5, self._nextTry - self._reactor.seconds() + 0.1)
+            return self._later.fail(TargetUnreachable(f"{self._name} is not connected", wait))
+        publishes = DeferredList([self.send(payload) for payload in payloads], consumeErrors=True)
+        return publishes.addCallback(lambda results: [None if ok else value.value for ok, value in results])
 
     def _failed(self, failure: Failure) -> None:
         pika = self._pika

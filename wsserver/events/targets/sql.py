@@ -23,11 +23,14 @@ from typing import Any, Callable, Sequence
 import attr
 import orjson
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .. import IBatchSender
 
 from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
@@ -162,6 +165,7 @@ class _Lost(Exception):
     """
 
 
+@implementer(IBatchSender)
 class SqlSender:
     """
     Sends event payloads to a table: every payload handed over in one turn
@@ -314,32 +318,50 @@ class SqlSender:
             self._flushCall = self._reactor.callLater(0, self._flush)
         return d
 
+    def sendBatch(self, payloads: Sequence[bytes]) -> Deferred[list[BaseException | None]]:
+        """
+        Write C{payloads} in one transaction (C{batchSize} rows a
+        statement) and answer once.
+
+        @return: fires with an outcome per payload: L{None} when its row is
+            committed (or was already there), an L{SqlRefused} when the
+            database refused it; fails with L{TargetUnreachable} while not
+            connected or when the connection went.
+        """
+        if self._closed:
+            return fail(TargetUnreachable("the target is closed", 1.0))
+        if not self._connected:
+            return self._later.fail(TargetUnreachable(f"{self._name} is not connected", self._waitFor()))
+        payloads = list(payloads)
+        size = self._options.batchSize
+        if len(payloads) <= size:
+            return self._write(payloads)
+        chunks = [self._write(payloads[start:start + size]) for start in range(0, len(payloads), size)]
+        return gatherResults(chunks, consumeErrors=True).addCallbacks(
+            lambda answers: [outcome for answer in answers for outcome in answer], lambda f: f.value.subFailure)
+
     def _flush(self) -> None:
         self._flushCall = None
         queue, self._queue = self._queue, []
         size = self._options.batchSize
         for start in range(0, len(queue), size):
-            self._write(queue[start:start + size])
+            batch = queue[start:start + size]
+            self._write([payload for payload, _ in batch]).addCallbacks(_answer, _failAll, callbackArgs=(batch,),
+                                                                         errbackArgs=(batch,))
 
-    def _write(self, batch: list[tuple[bytes, Deferred[None]]]) -> None:
-        payloads = [payload for payload, _ in batch]
-        d = self._run(self._insert, payloads)
-
-        def written(outcomes: list[str | None]) -> None:
-            for (_, waiter), outcome in zip(batch, outcomes):
-                if outcome is None:
-                    waiter.callback(None)
-                else:
-                    waiter.errback(SqlRefused(outcome))
+    def _write(self, payloads: list[bytes]) -> Deferred[list[BaseException | None]]:
+        """
+        Insert C{payloads} in one transaction: an outcome per payload.
+        """
+        def written(outcomes: list[str | None]) -> list[BaseException | None]:
+            return [None if outcome is None else SqlRefused(outcome) for outcome in outcomes]
 
         def lost(failure: Failure) -> None:
             if not self._closed:
                 self._unreachable(_why(failure))
-            error = TargetUnreachable(f"{self._name} lost its connection", self._waitFor())
-            for _, waiter in batch:
-                waiter.errback(error)
+            raise TargetUnreachable(f"{self._name} lost its connection", self._waitFor())
 
-        d.addCallbacks(written, lost)
+        return self._run(self._insert, payloads).addCallbacks(written, lost)
 
     def _insert(self, conn: Any, payloads: Sequence[bytes]) -> list[str | None]:
         """
@@ -412,6 +434,25 @@ class SqlSender:
         # way is bounded by the connect and read timeouts)
         self._pool.close()
         return succeed(None)
+
+
+def _answer(outcomes: list[BaseException | None], batch: list[tuple[bytes, Deferred[None]]]) -> None:
+    """
+    Fire the waiter of each of C{batch}'s sends with its outcome.
+    """
+    for (_, waiter), outcome in zip(batch, outcomes):
+        if outcome is None:
+            waiter.callback(None)
+        else:
+            waiter.errback(outcome)
+
+
+def _failAll(failure: Failure, batch: list[tuple[bytes, Deferred[None]]]) -> None:
+    """
+    Fail the waiter of each of C{batch}'s sends with C{failure}.
+    """
+    for _, waiter in batch:
+        waiter.errback(failure.value)
 
 
 def _rollback(conn: Any) -> None:
