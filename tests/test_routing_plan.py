@@ -4,6 +4,8 @@ Tests for L{wsserver.routing.plan}: where the copies of one message go.
 
 from __future__ import annotations
 
+import random
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from wsserver.config import MessageConfig
@@ -115,6 +117,30 @@ class PlanTests(SynchronousTestCase):
         plan = Plan(here, {1: {"b": 1}}, [2], 1, here[1])
         self.assertEqual(plan.local, [])
         self.assertEqual(plan.remote, [1])
+
+
+    def test_singleNodeLoopSameAsGeneral(self) -> None:
+        """
+        With no other node the plan takes a loop of its own (no remote
+        test per recipient); it gives exactly what the general loop gives
+        (taken when some user, none of the recipients, is online elsewhere)
+        for every mix of online, draining, known, unknown, repeated and
+        bot recipients, with and without send-back.
+        """
+        rng = random.Random(14)
+        for case in range(300):
+            here = users(*range(2, 6), draining=(6, 7), known=(8, 9))
+            recipients = [rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]) for _ in range(rng.randint(1, 8))]
+            own = rng.choice([2, 6, 8])
+            # (send-back only when the sender is no recipient: sendsBack)
+            sendBack = here[own] if case % 3 == 0 and own not in recipients else None
+            sender = sendBack.userId if sendBack is not None else 1
+            alone = Plan(here, set(), recipients, sender, sendBack)
+            general = Plan(here, {99}, recipients, sender, sendBack)
+            got = (alone.local, alone.reached, alone.remote, alone.offline)
+            self.assertEqual(got, (general.local, general.reached, general.remote, general.offline), recipients)
+            if recipients.count(2) > 1:
+                self.assertEqual(alone.local.count(here[2]), 1)
 
 
 class SendsBackTests(SynchronousTestCase):

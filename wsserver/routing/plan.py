@@ -94,32 +94,50 @@ class Plan:
         reached = self.reached
         remote: list[UserId] | None = None
         offline: list[UserId] | None = None
-        seen: set[UserId] | None = None if len(recipients) == 1 else set()
-        for r in recipients:
-            if r == BOT:
-                continue
-            if seen is not None:
-                if r in seen:
+        # repeats skipped in C (dict keys keep the first of each, in order)
+        distinct = recipients if len(recipients) == 1 else dict.fromkeys(recipients)
+        if not remoteUsers:
+            # no other node (a single server): the loop below without its
+            # remote branch, giving exactly its result -- one test less per
+            # recipient (tested against it in tests.test_routing_plan)
+            for r in distinct:
+                if r == BOT:
                     continue
-                seen.add(r)
-            user = users.get(r)
-            if r in remoteUsers:
-                if remote is None:
-                    remote = [r]
+                user = users.get(r)
+                if user is not None:
+                    if user.connections:
+                        local.append(user)
+                        reached.append(r)
+                        continue
+                    if user.draining:
+                        local.append(user)
+                        continue
+                if offline is None:
+                    offline = [r]
                 else:
-                    remote.append(r)
-                if user is None or not user.connections:
-                    # its copy is there (not held here, where it left)
-                    reached.append(r)
+                    offline.append(r)
+        else:
+            for r in distinct:
+                if r == BOT:
                     continue
-            if user is not None and (user.connections or user.draining):
-                local.append(user)
-                if user.connections:
-                    reached.append(r)
-            elif offline is None:
-                offline = [r]
-            else:
-                offline.append(r)
+                user = users.get(r)
+                if r in remoteUsers:
+                    if remote is None:
+                        remote = [r]
+                    else:
+                        remote.append(r)
+                    if user is None or not user.connections:
+                        # its copy is there (not held here, where it left)
+                        reached.append(r)
+                        continue
+                if user is not None and (user.connections or user.draining):
+                    local.append(user)
+                    if user.connections:
+                        reached.append(r)
+                elif offline is None:
+                    offline = [r]
+                else:
+                    offline.append(r)
         if sendBack is not None:
             own: User | None = sendBack
             if sender in remoteUsers:
