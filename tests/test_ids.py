@@ -30,6 +30,17 @@ class AnyRuleTests(SynchronousTestCase):
                      "507f1f77bcf86cd799439011", "a+b=c", "-5", "x" * 128):
             self.assertEqual(anyRule.fromText(text), text)
 
+    def test_oneObject(self) -> None:
+        """
+        A string id read twice, from two texts, is one object (interned), so
+        that the dicts keyed by ids match it by identity.
+        """
+        text = "".join(["3f2c9a1e-7b4d-", "4e0a-9c1b-2d3e4f5a6b7c"])
+        again = "".join(["3f2c9a1e-7b4d-4e0a-", "9c1b-2d3e4f5a6b7c"])
+        self.assertIsNot(text, again)
+        self.assertIs(anyRule.fromText(text), anyRule.fromText(again))
+        self.assertIs(anyRule.fromJSON(again), anyRule.fromText(text))
+
     def test_numbersStayNumbers(self) -> None:
         """
         An id of digits only is the number: C{"7"} is C{7}; C{"0"} is the bot.

@@ -338,6 +338,50 @@ class AnyIdTests(FactoryTestMixin, SynchronousTestCase):
         self.reason({"type": "text", "text": "", "recipients": ["c d"]})
         self.assertEqual(self.factory._known, {"b": "b"})
 
+    def test_oneKnownRecipient(self) -> None:
+        """
+        A message to one string id read lately gets that id (the object the
+        rule gave, not the text of this payload) without reading the list
+        again; a list of one unknown or bad id is still read and refused.
+        """
+        self.assertEqual(self.reason({"type": "text", "text": "", "recipients": ["c d"]}),
+                         '$.recipients[] must be user ids: "c d": only letters, digits and _-.:@|+=')
+        first = self.parse({"type": "text", "text": "", "recipients": ["bob"]}, 5)
+        remembered = self.factory._known["bob"]
+        self.factory._lastGiven = None
+        calls: list[Any] = []
+        self.patch(self.factory, "_recipients", lambda given: calls.append(given) or ["other"])
+        second = self.parse({"type": "text", "text": "", "recipients": ["bob"]}, 5)
+        self.assertEqual(second.recipients, ["bob"])
+        self.assertIs(second.recipients[0], remembered)
+        self.assertIsNot(second.recipients, first.recipients)
+        self.assertEqual(calls, [], "not read again")
+        self.assertEqual(self.parse({"type": "text", "text": "", "recipients": ["carol"]}, 5).recipients, ["other"])
+        self.assertEqual(calls, [["carol"]])
+
+    def test_knownSender(self) -> None:
+        """
+        A string sender is remembered as recipients are: read again it is
+        the same id object, and the rule does not read it again; a bad one
+        is refused each time and never remembered.
+        """
+        obj = {"type": "text", "text": "", "sender": "alice", "recipients": ["bob"]}
+        first = self.parse(obj, "alice")
+        self.assertEqual(self.factory._known["alice"], "alice")
+        read: list[Any] = []
+        readId = self.factory._readId
+        self.patch(self.factory, "_readId", lambda value: read.append(value) or readId(value))
+        second = self.parse(obj, "alice")
+        self.assertIs(second.sender, first.sender)
+        self.assertEqual(read, [])
+        for _ in range(2):
+            self.assertEqual(self.reason({"type": "text", "text": "", "sender": "a b", "recipients": [1]}, "alice"),
+                             '$.sender must be a user id: "a b": only letters, digits and _-.:@|+=')
+        self.assertEqual(read, ["a b", "a b"])
+        self.assertNotIn("a b", self.factory._known)
+        self.assertEqual(self.reason({"type": "text", "text": "", "sender": "bob", "recipients": [1]}, "alice"),
+                         "$.sender must be your own id (alice)")
+
     def test_sameRecipientsAgain(self) -> None:
         """
         A list of string recipients equal to the last one is not read

@@ -22,6 +22,7 @@ The rules:
 from __future__ import annotations
 
 import re
+import sys
 from typing import Union
 
 import attr
@@ -105,7 +106,9 @@ class UserIdRule:
             raise InvalidUserId(f"Invalid id {cutShort(text)}: only {CHARACTERS}")
         if text.isdigit():
             return self._digits(text)
-        return text
+        # (one object for an id however many edges read it: the registry's
+        # and the statistics' dict lookups then match it by identity)
+        return sys.intern(text)
 
     def fromJSON(self, value: object) -> UserId | None:
         """

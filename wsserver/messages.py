@@ -397,7 +397,9 @@ class MessageFactory:
         else:
             # (a number in range: every message's path)
             if type(given) is not int or not 0 <= given <= _MAX_ID:  # type: ignore[operator]
-                given = self.ids.fromJSON(given)
+                # (a string the rule read lately: a dict lookup, not its check)
+                known = self._known.get(given) if type(given) is str else None
+                given = known if known is not None else self._readId(given)
                 if given is None:
                     raise InvalidPayload(self._badSender(obj.get("sender")))
             if enforceSender and sender is not None and given != sender:
@@ -411,7 +413,9 @@ class MessageFactory:
             raise InvalidPayload(self._badRecipients(None))
         for r in recipients:  # (numbers in range, inlined: every message's path)
             if type(r) is not int or not 0 <= r <= _MAX_ID:
-                recipients = self._recipients(recipients)
+                # (one string id read lately, inlined: a pair's every message)
+                known = self._known.get(r) if type(r) is str and len(recipients) == 1 else None
+                recipients = [known] if known is not None else self._recipients(recipients)
                 break
         if not recipients:
             raise InvalidPayload("$.recipients[] must contains at least 1 value")
@@ -455,12 +459,9 @@ class MessageFactory:
             if type(r) is str:
                 userId = known.get(r)
                 if userId is None:
-                    userId = fromJSON(r)
+                    userId = self._readId(r)
                     if userId is None:
                         raise InvalidPayload(self._badRecipients(r))
-                    if len(known) >= KNOWN_IDS:
-                        known.clear()
-                    known[r] = userId
             else:
                 strings = False
                 userId = fromJSON(r)
@@ -471,6 +472,20 @@ class MessageFactory:
             self._lastGiven = given
             self._lastRead = out[:]
         return out
+
+    def _readId(self, value: object) -> UserId | None:
+        """
+        C{value} read with the rule (L{None}: no id); a string id is
+        remembered (at most L{KNOWN_IDS}), so that read again, as a sender
+        or a recipient, it costs a dict lookup and gives the same object.
+        """
+        userId = self.ids.fromJSON(value)
+        if userId is not None and type(value) is str:
+            known = self._known
+            if len(known) >= KNOWN_IDS:
+                known.clear()
+            known[value] = userId  # type: ignore[index]
+        return userId
 
     def _badSender(self, value: object) -> str:
         if self.ids.numeric:
