@@ -446,17 +446,6 @@ def makeDebugArgumentsLazy() -> None:
 SIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)
 
 
-def _writeBuffered(transport: Any) -> int:
-    """
-    The bytes of Twisted's write buffer of C{transport} (a
-    C{FileDescriptor}), 0 for another kind of transport.
-    """
-    if not isinstance(transport, FileDescriptor):
-        # (a protocol wrapper answers its transport's attributes)
-        return 0
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-
-
 def kernelUnacked(sock: Any) -> int:
     """
     The bytes the kernel holds for the TCP socket C{sock} that its peer has
@@ -487,8 +476,9 @@ def _innermost(transport: Any) -> Any:
 
 class UnackedGauge:
     """
-    L{unackedBytes} of one transport, with the wrappers walked once: the
-    TCP transport (whose write buffer holds the ciphertext under TLS) and
+    What one transport's peer has not acknowledged (L{unackedBytes}), with
+    the wrappers walked once: the TCP transport (whose write buffer holds
+    the ciphertext under TLS) and
     its socket are kept, and the kernel's answer is read into a buffer kept
     for it.  Made when first needed, for the life of the connection.
 
@@ -537,27 +527,13 @@ class UnackedGauge:
 def unackedBytes(transport: Any) -> int:
     """
     The bytes written to C{transport} that the peer's TCP has not
-    acknowledged: Twisted's write buffer (a TLS wrapper's and its TCP
-    transport's: ciphertext counts, which is more than the plain text) and
-    the kernel's unacknowledged send queue.  0 for a transport that is not
-    TCP (a test's C{StringTransport}).
+    acknowledged: Twisted's write buffer of the TCP transport under any TLS
+    or PROXY wrapper (under TLS the ciphertext counts, which is more than
+    the plain text) and the kernel's unacknowledged send queue.  0 for a
+    transport that is not TCP (a test's C{StringTransport}).  The wrappers
+    are walked on every call: a connection asks its L{UnackedGauge}.
     """
-    total = 0
-    for _ in range(4):  # a TLS or PROXY wrapper around the TCP transport
-        total += _writeBuffered(transport)
-        if isinstance(transport, FileDescriptor):
-            break
-        inner = getattr(transport, "transport", None)
-        if inner is None or inner is transport:
-            break
-        transport = inner
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is not None:
-        try:
-            total += kernelUnacked(getHandle())
-        except (OSError, AttributeError):
-            pass
-    return total
+    return UnackedGauge(transport)()
 
 
 # use 16
