@@ -958,9 +958,7 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         await self.store.succeeded(c)
         await self.store.failed(moved(d, attempts=3))
         counts = await self.store.counts()
-        await self.store.close()
-        await self.store._db.close()
-        self.store = self.makeStore()
+        await self.restart()
         self.assertEqual(await self.store.due(100, 10, frozenset()), [a, b])
         self.assertEqual(await self.store.nextDue(frozenset([a.id])), 7.25)
         self.assertEqual(await self.store.counts(), counts)
@@ -998,10 +996,16 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
             "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
         }
         self.assertEqual(await self.store.counts(), expected)
+        await self.restart()
+        self.assertEqual(await self.store.counts(), expected)
+
+    async def restart(self) -> None:
+        """
+        Close the store and its database, and open them again from the file.
+        """
         await self.store.close()
         await self.store._db.close()
         self.store = self.makeStore()
-        self.assertEqual(await self.store.counts(), expected)
 
     async def eventRows(self) -> int:
         """
@@ -1032,9 +1036,7 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
             "targets[0].fallback[0]": dict(emptyCounts(), succeeded=1),
         }
         self.assertEqual(await self.store.counts(), expected)
-        await self.store.close()
-        await self.store._db.close()
-        self.store = self.makeStore()
+        await self.restart()
         self.assertEqual(await self.store.counts(), expected)
         (e,) = await self.store.add([("targets[0]", b"e")], 2)
         self.assertTrue(e.id > d.id)
