@@ -275,6 +275,21 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             ["event.targets: at least one target is needed when event.enabled is true"],
         )
 
+    def test_eventWriteDelay(self) -> None:
+        """
+        C{event.writeDelayMillis} is read (100 by default; 0 writes at
+        once); a negative one, one over 10,000 or not an integer is
+        refused with the key's name.
+        """
+        self.assertEqual(parseConfig({}, checkEndpoints=False).event.writeDelayMillis, 100)
+        self.assertEqual(parseConfig({"event": {"writeDelayMillis": 0}}, checkEndpoints=False).event.writeDelayMillis, 0)
+        self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": -1}}),
+                         ["event.writeDelayMillis: -1 is out of range (0 to 10000)"])
+        self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": 10001}}),
+                         ["event.writeDelayMillis: 10001 is out of range (0 to 10000)"])
+        self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": 0.5}}),
+                         ["event.writeDelayMillis: must be an integer, not number 0.5"])
+
     def test_clusterAccepted(self) -> None:
         """
         The example with a C{cluster.redis} URL is accepted, with the

@@ -1088,6 +1088,139 @@ class SqliteEventStoreTests(EventStoreTestsMixin, DatabaseMixin, TestCase):
         self.assertEqual([d.payload for d in await self.store.due(0, 1, frozenset(ids[:-1]))], [b"1999"])
 
 
+class HeldSqliteEventStoreTests(SqliteEventStoreTests):
+    """
+    With a write delay (C{event.writeDelayMillis}) longer than any test,
+    the SQLite event store passes the same tests: whatever needs the held
+    rows written (a read, the counts, C{stored}, a retry or failure
+    recorded, a close) writes them first.
+    """
+
+    def makeStore(self) -> Any:
+        return SqliteEventStore(self.openDatabase(), writeDelay=600)
+
+
+class WriteDelayTests(DatabaseMixin, TestCase):
+    """
+    The rows of new deliveries are held back C{writeDelay} seconds: those
+    that succeed meanwhile are never written, only counted.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.db = self.openDatabase()
+        self.store = SqliteEventStore(self.db, self.clock, writeDelay=0.1)
+
+    async def rows(self) -> list[tuple[int, str, int]]:
+        """
+        The rows of the C{events} table: id, target, attempts.
+        """
+        return await self.db.run(
+            lambda cursor: cursor.execute("SELECT id, target, attempts FROM events ORDER BY id").fetchall())
+
+    async def turn(self) -> None:
+        """
+        Let the writer's turn come (the test's clock) and its transaction
+        finish.
+        """
+        self.clock.advance(0)
+        await self.db.run(lambda cursor: None)
+
+    @asyncTest
+    async def test_confirmedWithinTheDelayNeverWritten(self) -> None:
+        """
+        A delivery that succeeds within the delay is never written; the
+        others are written once it is over, without any read asking for
+        them; the count of the first survives a restart.
+        """
+        a, b, c = await self.store.add([("t", b"a"), ("t", b"b"), ("t", b"c")], 0)
+        await self.store.settle([a], [], [])
+        await self.turn()
+        self.assertEqual(await self.rows(), [])
+        self.clock.advance(0.099)
+        await self.turn()
+        self.assertEqual(await self.rows(), [])
+        self.clock.advance(0.001)
+        await self.turn()
+        self.assertEqual(await self.rows(), [(b.id, "t", 0), (c.id, "t", 0)])
+        settled = self.store.settle([b], [], [])
+        await self.turn()
+        await settled
+        self.assertEqual(await self.rows(), [(c.id, "t", 0)])
+        await self.store.close()
+        await self.db.close()
+        store = SqliteEventStore(self.openDatabase())
+        self.assertEqual(await store.counts(), {"t": dict(emptyCounts(), succeeded=2, pending=1)})
+
+    @asyncTest
+    async def test_countsWithoutWriting(self) -> None:
+        """
+        C{counts} includes the held deliveries (pending) and those that
+        succeeded while held, without writing them.
+        """
+        a, b = await self.store.add([("t", b"a"), ("u", b"b")], 0)
+        await self.store.settle([moved(a, target="t.fallback[0]")], [], [])
+        counts = self.store.counts()
+        await self.turn()
+        self.assertEqual(await counts, {"t.fallback[0]": dict(emptyCounts(), succeeded=1),
+                                        "u": dict(emptyCounts(), pending=1)})
+        self.assertEqual(await self.rows(), [])
+
+    @asyncTest
+    async def test_eachOverAfterItsOwnDelay(self) -> None:
+        """
+        Each turn's deliveries are held for the delay from when they came,
+        with one timer for all of them.
+        """
+        (a,) = await self.store.add([("t", b"a")], 0)
+        self.clock.advance(0.05)
+        (b,) = await self.store.add([("t", b"b")], 0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0.05)
+        await self.turn()
+        self.assertEqual(await self.rows(), [(a.id, "t", 0)])
+        self.clock.advance(0.05)
+        await self.turn()
+        self.assertEqual(await self.rows(), [(a.id, "t", 0), (b.id, "t", 0)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @asyncTest
+    async def test_retryWritesFirst(self) -> None:
+        """
+        A delivery kept for a retry, or failed, while held: the held rows are
+        written first, so that the change is not lost.
+        """
+        a, b = await self.store.add([("t", b"a"), ("t", b"b")], 0)
+        settled = self.store.settle([], [moved(a, attempts=1, notBefore=5.0)], [moved(b, attempts=4)])
+        await self.turn()
+        await settled
+        self.assertEqual(await self.rows(), [(a.id, "t", 1), (b.id, "t", 4)])
+        self.assertEqual(await self.store.due(10, 10, frozenset()), [moved(a, attempts=1, notBefore=5.0)])
+
+    @asyncTest
+    async def test_storedWritesNow(self) -> None:
+        """
+        C{stored} (what an ack waits for) writes the held rows at once.
+        """
+        (a,) = await self.store.add([("t", b"a")], 0)
+        stored = self.store.stored()
+        await self.turn()
+        await stored
+        self.assertEqual(await self.rows(), [(a.id, "t", 0)])
+
+    @asyncTest
+    async def test_writtenWhenTheDatabaseCloses(self) -> None:
+        """
+        Closing the database writes the held rows: a stop loses none.
+        """
+        a, b = await self.store.add([("t", b"a"), ("t", b"b")], 0)
+        await self.db.close()
+        store = SqliteEventStore(self.openDatabase())
+        self.assertEqual(await store.due(10, 10, frozenset()), [a, b])
+
+
 class OpenDatabaseTests(DatabaseMixin, TestCase):
     """
     Tests for L{openDatabase} and L{Database}.

@@ -201,6 +201,35 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual(sender.sent, [payload])
         self.assertEqual(self.counts(notifier)["targets[0]"], {"succeeded": 1, "pending": 0, "retrying": 0, "failed": 0})
 
+    def test_storedOnlyForAWaiter(self) -> None:
+        """
+        The notifier asks the store to have its deliveries written
+        (C{stored}) only for a waiter of L{EventNotifier.committed} (an
+        ack): otherwise the store writes when it will, and not at all what
+        the target confirmed before.
+        """
+
+        class Asked(MemoryEventStore):
+            asked = 0
+
+            def stored(self) -> Deferred[None]:
+                self.asked += 1
+                return super().stored()
+
+        store = Asked()
+        notifier = self.make({"targets[0]": FakeSender("ok")}, store=store)
+        notifier.notify(*message())
+        self.clock.advance(0)
+        self.assertEqual(store.asked, 0)
+        notifier.notify(*message())
+        committed = notifier.committed()
+        self.assertNoResult(committed)
+        self.clock.advance(0)
+        self.successResultOf(committed)
+        self.assertEqual(store.asked, 1)
+        self.successResultOf(notifier.committed())
+        self.assertEqual(store.asked, 2)
+
     def test_everyTarget(self) -> None:
         """
         Every message goes to every target.

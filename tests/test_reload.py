@@ -270,6 +270,9 @@ class ReloadTests(TestCase):
                           checkEndpoints=False)
         self.assertEqual(restartKeys(old, new), ["server.port", "restApi.auth (to or from basic)"])
         self.assertEqual(restartKeys(old, old), [])
+        # the event store's write delay is read at start
+        delayed = parseConfig({"event": {"writeDelayMillis": 0}}, checkEndpoints=False)
+        self.assertEqual(restartKeys(old, delayed), ["event.writeDelayMillis"])
 
     def test_restartKeysAsWritten(self):
         """

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from twisted.enterprise import adbapi
@@ -84,6 +84,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BatchWriter",
     "Database",
+    "HandsOver",
     "StorageError",
     "openDatabase",
     "signed",
@@ -475,7 +476,7 @@ class Database:
         #: fires when a L{close} that started is done
         self._closing: Deferred[None] | None = None
         #: the group commits of the stores, handed over at L{close}
-        self._writers: list[BatchWriter[Any]] = []
+        self._writers: list[HandsOver] = []
         self._pool = adbapi.ConnectionPool(
             "sqlite3",
             path,
@@ -558,12 +559,25 @@ class Database:
         self._pool.close()
         self._closing.callback(None)
 
-    def addWriter(self, writer: BatchWriter[Any]) -> None:
+    def addWriter(self, writer: HandsOver) -> None:
         """
         Hand what C{writer} holds to the database thread when the database
-        is closed, so that a stop loses none of it.
+        is closed, so that a stop loses none of it (writers added first
+        hand over first: a store that holds items back for its writer adds
+        itself before it).
         """
         self._writers.append(writer)
+
+
+class HandsOver(Protocol):
+    """
+    What holds writes back: handed over when the database closes.
+    """
+
+    def handOver(self) -> None:
+        """
+        Hand what is held to the database thread now.
+        """
 
 
 class BatchWriter(Generic[_I]):

@@ -135,6 +135,7 @@ def _restartOnly(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
         ("event.enabled", old.event.enabled, new.event.enabled),
         ("event.presence", old.event.presence, new.event.presence),
         ("event.presenceDebounceSeconds", old.event.presenceDebounceSeconds, new.event.presenceDebounceSeconds),
+        ("event.writeDelayMillis", old.event.writeDelayMillis, new.event.writeDelayMillis),
         ("chat.history", old.chat.history, new.chat.history),
         ("cluster", old.cluster, new.cluster),
     ]
@@ -213,7 +214,8 @@ def reload(server: Any, load: Callable[[], Config], reactor: Any) -> Config | No
         chat=replace(new.chat, enableUndeliveredQueue=old.chat.enableUndeliveredQueue,
                      undelivered=old.chat.undelivered),
         event=(replace(new.event, presence=old.event.presence,
-                       presenceDebounceSeconds=old.event.presenceDebounceSeconds)
+                       presenceDebounceSeconds=old.event.presenceDebounceSeconds,
+                       writeDelayMillis=old.event.writeDelayMillis)
                if old.event.enabled and new.event.enabled else old.event),
         cluster=old.cluster,
     )

@@ -516,7 +516,7 @@ def _notifier(config: Config, database: Database | None, httpClient: Any, reacto
     if not config.event.enabled:
         return None
     assert database is not None
-    return EventNotifier(config.event, SqliteEventStore(database, reactor),
+    return EventNotifier(config.event, SqliteEventStore(database, reactor, config.event.writeDelayMillis / 1000),
                          makeSenders(config.event, httpClient, reactor), reactor)
 
 

@@ -70,6 +70,13 @@ class EventConfig:
     presence: bool = False
     #: seconds a presence change must last before it is sent
     presenceDebounceSeconds: float = 3
+    #: milliseconds the stored row of a new delivery waits before it is
+    #: written: one that its target confirms meanwhile is never written,
+    #: only counted; a crash (C{kill -9}) can lose the deliveries of about
+    #: the last this many milliseconds of routing of messages without acks
+    #: (an ack waits until its deliveries are written); 0: written by the
+    #: next transaction (read at start)
+    writeDelayMillis: int = 100
 
 
 def parseEvent(e: _Section, readFile: Callable[[str], bytes]) -> EventConfig:
@@ -91,6 +98,7 @@ def parseEvent(e: _Section, readFile: Callable[[str], bytes]) -> EventConfig:
         targets=_parseTargets(e, "targets", readFile),
         presence=e.bool("presence", False),
         presenceDebounceSeconds=e.number("presenceDebounceSeconds", 3, 0),
+        writeDelayMillis=e.int("writeDelayMillis", EventConfig.writeDelayMillis, 0, 10000),
     )
     e.finish()
     return event

@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -215,9 +215,9 @@ class EventNotifier(Service):
             waiter: Deferred[None] = Deferred()
             self._commitWaiters.append(waiter)
             return waiter
-        if not self._writing:
-            return succeed(None)
-        return gatherResults([_copy(d) for d in self._writing], consumeErrors=True).addCallback(lambda _: None)
+        # the store's own: every delivery added so far (its held rows are
+        # written now)
+        return _copy(self._store.stored())
 
     def _flush(self) -> None:
         self._flushCall = None
@@ -229,24 +229,28 @@ class EventNotifier(Service):
             return
         added = self._store.add(batch, self._clock.seconds())
         # the deliveries are handed over as soon as their ids are known;
-        # the acks wait until they are persisted
-        stored = self._store.stored()
-        self._writing.append(stored)
+        # the acks wait until they are persisted (asking for that writes
+        # them now: without a waiter the store writes when it will, and
+        # not at all what the targets confirm before)
+        if waiters:
+            stored = self._store.stored()
+            self._writing.append(stored)
 
-        def written(result: Any) -> None:
-            self._writing.remove(stored)
-            for waiter in waiters:
-                if isinstance(result, Failure):
-                    waiter.errback(result)
-                else:
-                    waiter.callback(None)
+            def written(result: Any) -> None:
+                self._writing.remove(stored)
+                for waiter in waiters:
+                    if isinstance(result, Failure):
+                        waiter.errback(result)
+                    else:
+                        waiter.callback(None)
+
+            stored.addBoth(written)
 
         def lost(failure: Failure) -> None:
             # not stored: they will not be delivered, nor wait
             self.pending.done(len(batch), 0)
             self.deliveryLog.failure("could not store events", failure)
 
-        stored.addBoth(written)
         added.addCallbacks(self._arrived, lost)
 
     def _arrived(self, deliveries: list[Delivery]) -> None:
@@ -584,7 +588,7 @@ class EventNotifier(Service):
         self._stopping = True
         if self._wakeCall is not None and self._wakeCall.active():
             self._wakeCall.cancel()
-        waits = DeferredList([_copy(d) for d in [*self._writing, *self._reads, *self._groups]],
+        waits = DeferredList([_copy(d) for d in [self._store.stored(), *self._writing, *self._reads, *self._groups]],
                              consumeErrors=True)
         done: Deferred[None] = Deferred()
         timer = self._clock.callLater(STOP_GRACE, lambda: done.called or done.callback(None))

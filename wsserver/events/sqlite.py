@@ -13,7 +13,15 @@ in one reactor turn (succeeded, failed, moved for a retry or a fallback) is
 written in one transaction, one in flight at a time; each method's
 L{Deferred} fires once its batch is committed, and a read first hands the
 pending batch to the database thread, so that it sees every change made
-before it.  The per-target counts of L{SqliteEventStore.counts} (what
+before it.
+
+Write-behind (C{writeDelay}, C{event.writeDelayMillis}): the rows of new
+deliveries are held back that long before they go to the writer, so that
+those their target confirms meanwhile (most of them, with a database or
+broker target that keeps up) are never written, only counted.  Anything
+that needs them written first hands them over at once: a read, the counts,
+L{SqliteEventStore.stored} (what an ack waits for), a retry or a failure
+to record (its row is updated), the database closing.  The per-target counts of L{SqliteEventStore.counts} (what
 C{GET /events} and the metrics read) are loaded once at start and kept in
 memory from then on, updated as each write commits: reading them never
 scans the table.
@@ -22,10 +30,11 @@ scans the table.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -73,6 +82,23 @@ class _Insert:
             self.cancelled[delivery.target] = self.cancelled.get(delivery.target, 0) + 1
             return True
 
+    def tally(self, counts: dict[str, dict[str, int]]) -> None:
+        """
+        Add to C{counts} what this insert will change once committed: its
+        rows pending, those taken out succeeded.
+        """
+        with self._lock:
+            for delivery in self.rows.values():
+                row = counts.get(delivery.target)
+                if row is None:
+                    row = counts[delivery.target] = emptyCounts()
+                row[_PENDING] += 1
+            for target, n in self.cancelled.items():
+                row = counts.get(target)
+                if row is None:
+                    row = counts[target] = emptyCounts()
+                row["succeeded"] += n
+
     def take(self) -> tuple[list[Delivery], dict[str, int]]:
         """
         In the database thread: the rows to write and the counts of those
@@ -100,10 +126,20 @@ class SqliteEventStore:
 
     @param clock: schedules the batch write at the end of the reactor turn
         (the database's reactor when L{None}).
+    @param writeDelay: seconds the rows of new deliveries are held back
+        before they are written (0: written by the next transaction).
     """
 
-    def __init__(self, database: Database, clock: IReactorTime | None = None) -> None:
+    def __init__(self, database: Database, clock: IReactorTime | None = None, writeDelay: float = 0.0) -> None:
         self._db = database
+        self._clock = database.reactor if clock is None else clock
+        self._delay = writeDelay
+        #: the inserts held back, oldest first, with when each is due
+        self._held: deque[tuple[float, _Insert]] = deque()
+        self._holdCall: IDelayedCall | None = None
+        # before the writer: at the database's close the held rows go to
+        # the writer, then the writer hands everything over
+        database.addWriter(self)
         self._counts: dict[str, dict[str, int]] = {}
         for name, value in database.readNow("SELECT name, value FROM counters"):
             if name.startswith(_SUCCEEDED):
@@ -118,14 +154,50 @@ class SqliteEventStore:
         #: the last id given out: this store alone writes the table, so
         #: that the ids of new rows are known before they are written
         self._lastId = int(last)
+        #: the inserts not committed yet (held, in the writer's batch or
+        #: being written): what L{counts} adds to the committed counts
+        self._uncommitted: set[_Insert] = set()
         #: the new deliveries whose rows wait in the writer's batch, by id:
         #: one that succeeds before its row is handed to the database is
         #: taken out of it (never written, only counted)
         self._unwritten: dict[int, _Insert] = {}
         self._writer: BatchWriter[_Settled | tuple[str, _Insert]] = BatchWriter(
-            database, database.reactor if clock is None else clock, _settle, "event deliveries",
-            settled=self._settled,
+            database, self._clock, _settle, "event deliveries", settled=self._settled,
         )
+
+    def handOver(self) -> None:
+        """
+        Give every held insert to the writer now and hand the writer's
+        batch to the database thread (the database is closing, or a read
+        must see them).
+        """
+        self._release()
+        self._writer.handOver()
+
+    def _release(self, upTo: float | None = None) -> None:
+        """
+        Give the held inserts due by C{upTo} (all when L{None}) to the
+        writer, in order.
+        """
+        held = self._held
+        writer = self._writer
+        while held and (upTo is None or held[0][0] <= upTo):
+            writer.add((_INSERT, held.popleft()[1]))
+        if not held and self._holdCall is not None:
+            if self._holdCall.active():
+                self._holdCall.cancel()
+            self._holdCall = None
+
+    def _due(self) -> None:
+        """
+        The hold of the oldest insert is over: write what is due, wait for
+        the next.
+        """
+        self._holdCall = None
+        now = self._clock.seconds()
+        self._release(now)
+        if self._held:
+            self._holdCall = self._clock.callLater(max(0.0, self._held[0][0] - now), self._due)
 
     def _apply(self, changes: _Changes) -> None:
         counts = self._counts
@@ -139,6 +211,7 @@ class SqliteEventStore:
         unwritten = self._unwritten
         for state, item in batch:
             if state == _INSERT:
+                self._uncommitted.discard(item)
                 # written (or not, on a failure): no longer taken out
                 for id in item.rows:
                     if unwritten.get(id) is item:
@@ -150,7 +223,7 @@ class SqliteEventStore:
         """
         The new deliveries at once, with their ids; their rows are written
         by the writer's next transaction, in order with what is settled
-        (L{stored} fires once they are).
+        (L{stored} fires once they are), or after C{writeDelay}.
         """
         if not items:
             return succeed([])
@@ -160,28 +233,37 @@ class SqliteEventStore:
         self._lastId += len(added)
         insert = _Insert({d.id: d for d in added})
         self._unwritten.update(dict.fromkeys(insert.rows, insert))
-        self._writer.add((_INSERT, insert))
+        self._uncommitted.add(insert)
+        if self._delay > 0:
+            self._held.append((self._clock.seconds() + self._delay, insert))
+            if self._holdCall is None:
+                self._holdCall = self._clock.callLater(self._delay, self._due)
+        else:
+            self._writer.add((_INSERT, insert))
         return succeed(added)
 
     def stored(self) -> Deferred[None]:
         """
         Fires once every delivery added so far is committed (or, having
         succeeded before its row was written, counted), and every change
-        asked for before.
+        asked for before: the held rows are written now.
         """
+        self._release()
         return self._writer.committed()
 
     def due(self, now: float, limit: int, skip: frozenset[int], through: int | None = None) -> Deferred[list[Delivery]]:
         if limit <= 0:
             return succeed([])
-        self._writer.handOver()
+        self.handOver()
         return self._db.run(_due, now, limit, frozenset(skip), _NO_BOUND if through is None else through)
 
     def nextDue(self, skip: frozenset[int], through: int | None = None) -> Deferred[float | None]:
-        self._writer.handOver()
+        self.handOver()
         return self._db.run(_nextDue, frozenset(skip), _NO_BOUND if through is None else through)
 
     def _settle(self, state: str, delivery: Delivery) -> Deferred[None]:
+        # its row is changed: it must be written before
+        self._release()
         self._writer.add((state, (delivery,)))
         return self._writer.committed()
 
@@ -203,6 +285,9 @@ class SqliteEventStore:
             succeeded = rest
         if succeeded:
             writer.add(("succeeded", succeeded))
+        if (kept or failed) and self._held:
+            # their rows are changed: they must be written before
+            self._release()
         if kept:
             writer.add((_PENDING, kept))
         if failed:
@@ -213,7 +298,7 @@ class SqliteEventStore:
         return self._settle(_PENDING, delivery)
 
     def succeeded(self, delivery: Delivery) -> Deferred[None]:
-        return self._settle("succeeded", delivery)
+        return self.settle((delivery,), (), ())
 
     def failed(self, delivery: Delivery) -> Deferred[None]:
         return self._settle(_FAILED, delivery)
@@ -221,18 +306,26 @@ class SqliteEventStore:
     def counts(self) -> Deferred[dict[str, dict[str, int]]]:
         """
         The counts kept in memory, once every write asked for before is
-        committed (so they include it); no query reads the table.
+        committed (so they include it), with what the inserts not committed
+        yet will change (the held rows are not written for it); no query
+        reads the table.
         """
         self._writer.handOver()
-        return self._db.run(lambda cursor: None).addCallback(
-            lambda _: {target: dict(row) for target, row in self._counts.items() if any(row.values())})
+
+        def counted(_: object) -> dict[str, dict[str, int]]:
+            counts = {target: dict(row) for target, row in self._counts.items()}
+            for insert in self._uncommitted:
+                insert.tally(counts)
+            return {target: row for target, row in counts.items() if any(row.values())}
+
+        return self._db.run(lambda cursor: None).addCallback(counted)
 
     def close(self) -> Deferred[None]:
         """
         Wait for the queries already asked for; the database itself is closed
         by L{Database.close}, as the undelivered queue may still use it.
         """
-        self._writer.handOver()
+        self.handOver()
         return self._db.run(lambda cursor: None)
 
 
