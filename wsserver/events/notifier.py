@@ -116,7 +116,9 @@ class EventNotifier(Service):
         self._store = store
         self._clock = clock
         self.pending = PendingWrites(config.maxPending) if pending is None else pending
-        self._batch: list[tuple[str, bytes]] = []
+        #: the payloads queued this turn (a delivery to each primary target
+        #: each, made at the end of the turn)
+        self._batch: list[bytes] = []
         self._flushCall: IDelayedCall | None = None
         self._writing: list[Deferred[Any]] = []
         #: fired when the batch of this turn is stored (L{committed})
@@ -200,9 +202,9 @@ class EventNotifier(Service):
         self._queue(payload)
 
     def _queue(self, payload: bytes) -> None:
-        batch = self._batch
-        for primary in self._primaries:
-            batch.append((primary, payload))
+        self._batch.append(payload)
+        # counted against maxPending at once: the senders stop being read
+        # within the turn
         self.pending.add(len(self._primaries), 0)
         if self._flushCall is None:
             self._flushCall = self._clock.callLater(0, self._flush)
@@ -221,8 +223,14 @@ class EventNotifier(Service):
 
     def _flush(self) -> None:
         self._flushCall = None
-        batch, self._batch = self._batch, []
+        payloads, self._batch = self._batch, []
         waiters, self._commitWaiters = self._commitWaiters, []
+        primaries = self._primaries
+        if len(primaries) == 1:
+            (primary,) = primaries
+            batch = [(primary, payload) for payload in payloads]
+        else:
+            batch = [(primary, payload) for payload in payloads for primary in primaries]
         if not batch:
             for waiter in waiters:
                 waiter.callback(None)
@@ -365,9 +373,7 @@ class EventNotifier(Service):
         self._workers += 1
         first = group[0]
         sender = self._senders.get(first.target)
-        inflight = self._inflight
-        for delivery in group:
-            inflight.add(delivery.id)
+        self._inflight.update([delivery.id for delivery in group])
         if sender is None or first.primary not in self._chains:
             # stored by a run whose targets were configured differently
             self.deliveryLog.warn("{n} event deliveries (the first {id}) are for {target}, which is no longer "
@@ -441,9 +447,7 @@ class EventNotifier(Service):
         worker is free.
         """
         self._groups.discard(d)
-        inflight = self._inflight
-        for delivery in group:
-            inflight.discard(delivery.id)
+        self._inflight.difference_update([delivery.id for delivery in group])
         self._workers -= 1
         self._pump()
 
@@ -473,6 +477,11 @@ class EventNotifier(Service):
         done: list[Delivery] = []
         kept: list[Delivery] = []
         failed: list[Delivery] = []
+        if not any(outcomes):
+            # every one accepted (the common answer: an outcome is L{None}
+            # or an exception, which is true)
+            done = group
+            outcomes = ()
         for delivery, outcome in zip(group, outcomes):
             if outcome is None:
                 done.append(delivery)
@@ -563,7 +572,8 @@ class EventNotifier(Service):
         self._retrying = False
 
         def count(counts: dict[str, dict[str, int]]) -> None:
-            stored = sum(c["pending"] + c["retrying"] for c in counts.values()) + len(self._batch)
+            stored = (sum(c["pending"] + c["retrying"] for c in counts.values())
+                      + len(self._batch) * len(self._primaries))
             change = stored - self.pending.messages
             if change > 0:
                 self.pending.add(change, 0)

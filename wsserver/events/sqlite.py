@@ -82,6 +82,27 @@ class _Insert:
             self.cancelled[delivery.target] = self.cancelled.get(delivery.target, 0) + 1
             return True
 
+    def cancelAll(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """
+        L{cancel} for each of C{deliveries} (all of this insert), under one
+        hold of the lock.
+
+        @return: those that could not be taken out (their rows are being
+            written already).
+        """
+        with self._lock:
+            if self._taken:
+                return deliveries
+            rows = self.rows
+            cancelled = self.cancelled
+            rest = []
+            for delivery in deliveries:
+                if rows.pop(delivery.id, None) is None:
+                    rest.append(delivery)
+                else:
+                    cancelled[delivery.target] = cancelled.get(delivery.target, 0) + 1
+            return rest
+
     def tally(self, counts: dict[str, dict[str, int]]) -> None:
         """
         Add to C{counts} what this insert will change once committed: its
@@ -275,13 +296,23 @@ class SqliteEventStore:
         writer = self._writer
         if succeeded and self._unwritten:
             # those whose rows are not written yet: taken out of the
-            # writer's batch (the insert and its delete cancel)
-            unwritten = self._unwritten
-            rest = []
+            # writer's batch (the insert and its delete cancel), one lock
+            # an insert (a group's deliveries mostly came in one)
+            pop = self._unwritten.pop
+            rest: list[Delivery] = []
+            byInsert: dict[_Insert, list[Delivery]] = {}
             for delivery in succeeded:
-                insert = unwritten.pop(delivery.id, None)
-                if insert is None or not insert.cancel(delivery):
+                insert = pop(delivery.id, None)
+                if insert is None:
                     rest.append(delivery)
+                else:
+                    group = byInsert.get(insert)
+                    if group is None:
+                        byInsert[insert] = [delivery]
+                    else:
+                        group.append(delivery)
+            for insert, group in byInsert.items():
+                rest += insert.cancelAll(group)
             succeeded = rest
         if succeeded:
             writer.add(("succeeded", succeeded))
