@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from twisted.internet import reactor
+from twisted.python.failure import Failure
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, globalLogPublisher
@@ -434,6 +435,26 @@ class _SqlTargetTests(ThroughTheServer, WaitsWhileDown):
             sender.send(event(2)),
         ])
         self.assertEqual(results[1], SqlRefused)
+        self.assertEqual(self.count(), 3)
+
+    @inlineCallbacks
+    def test_notUtf8RefusedAlone(self) -> Any:
+        """
+        An event that is not UTF-8 is refused alone, named as such; the rest
+        of its batch is committed.
+        """
+        sender = self.sender()
+        yield self.connected(sender)
+        refused: list[str] = []
+
+        def why(failure: Failure) -> None:
+            failure.trap(SqlRefused)
+            refused.append(str(failure.value))
+
+        yield gatherResults([
+            sender.send(event(1)), sender.send(b'{"id": "bad", "text": "\xff"}').addErrback(why), sender.send(event(2)),
+        ])
+        self.assertEqual(refused, ["the event is not JSON"])
         self.assertEqual(self.count(), 3)
 
     @inlineCallbacks
