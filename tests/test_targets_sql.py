@@ -596,5 +596,26 @@ class MysqlTargetTests(_SqlTargetTests, TestCase):
             "SELECT id FROM information_schema.processlist WHERE user = 'wsserver' AND id <> CONNECTION_ID()")}
 
 
+    @inlineCallbacks
+    def test_backslashesWhateverTheSqlMode(self) -> Any:
+        """
+        With the server's C{sql_mode} holding C{NO_BACKSLASH_ESCAPES} (a
+        backslash in a literal is then itself), backslashes and quotes still
+        land as they were sent: the target's sessions turn the mode off.
+        """
+        ((mode,),) = self.server.query("SELECT @@GLOBAL.sql_mode")
+        yield self.server._root("SET GLOBAL sql_mode = CONCAT_WS(',', NULLIF(@@GLOBAL.sql_mode, ''), "
+                                "'NO_BACKSLASH_ESCAPES')")
+        self.addCleanup(self.server._root, f"SET GLOBAL sql_mode = '{mode}'")
+        self.assertIn("NO_BACKSLASH_ESCAPES", self.server.query("SELECT @@GLOBAL.sql_mode")[0][0])
+        sender = self.sender()
+        yield self.connected(sender)
+        text = "a \\ b \\\\ c ' d \\' e \\n"
+        yield gatherResults([sender.send(event(1, text=text)), sender.send(event(2, text=text))])
+        rows = self.server.query(f"SELECT payload FROM {self.table} ORDER BY id")
+        # (after the event that connected(sender) waited for)
+        self.assertEqual([_json(payload)["text"] for (payload,) in rows][-2:], [text, text])
+
+
 PostgresqlTargetTests.shared = SharedServer.of(PostgresqlTargetTests, PostgresServer)
 MysqlTargetTests.shared = SharedServer.of(MysqlTargetTests, MariaDBServer)

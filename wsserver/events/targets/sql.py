@@ -34,7 +34,8 @@ from .. import IBatchSender
 
 from .base import Backoff, ISection, KeyDoc, NextTurn, TargetUnreachable, parseURL, redacted
 
-__all__ = ["Row", "SqlDialect", "eventRow", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions", "sqlKeys"]
+__all__ = ["Row", "SqlDialect", "eventFields", "eventRow", "SqlOptions", "SqlRefused", "SqlSender", "parseSqlOptions",
+           "sqlKeys"]
 
 #: a table name: an identifier, optionally qualified by a schema
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
@@ -129,14 +130,14 @@ class SqlDialect:
     module: str
     connect: Callable[[SqlOptions, float], dict[str, Any]]
     create: Callable[[str], str]
-    insert: Callable[[str, Sequence[bytes]], tuple[str, Sequence[Any] | None]]
+    insert: Callable[[str, Sequence[bytes]], tuple[str | bytes, Sequence[Any] | None]]
     lost: Callable[[BaseException], bool]
 
 
-def eventRow(payload: bytes) -> Row:
+def eventFields(payload: bytes) -> tuple[str, "str | None", "str | None", "str | None"]:
     """
-    The columns of one event: id, type, sender, recipients as JSON, the
-    payload as text.
+    The columns of one event but its payload: id, type, sender, recipients
+    as JSON (the payload is valid UTF-8 then: orjson checks it).
 
     @raise SqlRefused: when it is no JSON object with an id.
     """
@@ -154,8 +155,17 @@ def eventRow(payload: bytes) -> Row:
         None if kind is None else str(kind),
         None if sender is None else str(sender),
         None if recipients is None else orjson.dumps(recipients).decode(),
-        payload.decode("utf-8"),
     )
+
+
+def eventRow(payload: bytes) -> Row:
+    """
+    The columns of one event: id, type, sender, recipients as JSON, the
+    payload as text.
+
+    @raise SqlRefused: when it is no JSON object with an id.
+    """
+    return (*eventFields(payload), payload.decode("utf-8"))
 
 
 class _Lost(Exception):
@@ -377,7 +387,7 @@ class SqlSender:
         insert = self._dialect.insert
         lost = self._dialect.lost
         try:
-            statement: tuple[str, Sequence[Any] | None] | None = insert(table, payloads)
+            statement: tuple[str | bytes, Sequence[Any] | None] | None = insert(table, payloads)
         except SqlRefused:
             statement = None
         if statement is not None:
