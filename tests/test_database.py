@@ -1187,6 +1187,33 @@ class WriteDelayTests(DatabaseMixin, TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     @asyncTest
+    async def test_lightLoadWrittenInClumps(self) -> None:
+        """
+        Under a light load (a turn, and an insert, a message) the rows due
+        within a quarter of the delay are written together, in one
+        transaction, not one transaction a message.
+        """
+        added = []
+        for _ in range(4):
+            added += await self.store.add([("t", b"m")], 0)
+            self.clock.advance(0.01)
+        transactions = []
+        run = self.db.run
+
+        def counted(work: Any, *args: Any) -> Any:
+            transactions.append(work)
+            return run(work, *args)
+
+        self.db.run = counted  # type: ignore[method-assign]
+        self.clock.advance(0.06)
+        await self.turn()
+        self.assertEqual(len(transactions), 2)  # the writer's, and turn()'s
+        self.assertEqual([id for id, _, _ in await self.rows()], [d.id for d in added[:3]])
+        self.clock.advance(0.03)
+        await self.turn()
+        self.assertEqual([id for id, _, _ in await self.rows()], [d.id for d in added])
+
+    @asyncTest
     async def test_retryWritesFirst(self) -> None:
         """
         A delivery kept for a retry, or failed, while held: the held rows are
