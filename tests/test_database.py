@@ -1214,6 +1214,42 @@ class WriteDelayTests(DatabaseMixin, TestCase):
         self.assertEqual([id for id, _, _ in await self.rows()], [d.id for d in added])
 
     @asyncTest
+    async def test_failedInsertWrittenAgain(self) -> None:
+        """
+        When the transaction that writes new rows fails (the disk), the rows
+        are written again L{RETRY_SECONDS} later: a delivery that succeeds
+        meanwhile is taken out, one kept for a retry then has its row
+        changed, and nothing is lost.
+        """
+        from wsserver.events import sqlite as module
+
+        failures = [sqlite3.OperationalError("disk I/O error")]
+        insertRows = module._insertRows
+
+        def failOnce(*args: Any) -> None:
+            if failures:
+                raise failures.pop()
+            insertRows(*args)
+
+        self.patch(module, "_insertRows", failOnce)
+        a, b, c = await self.store.add([("t", b"a"), ("t", b"b"), ("t", b"c")], 0)
+        self.clock.advance(0.1)
+        await self.turn()
+        self.assertEqual(await self.rows(), [])
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError, StorageError)), 1)
+        await self.store.settle([a], [], [])
+        self.clock.advance(module.RETRY_SECONDS)
+        await self.turn()
+        self.assertEqual(await self.rows(), [(b.id, "t", 0), (c.id, "t", 0)])
+        settled = self.store.settle([], [moved(b, attempts=1, notBefore=3.0)], [])
+        await self.turn()
+        await settled
+        self.assertEqual(await self.rows(), [(b.id, "t", 1), (c.id, "t", 0)])
+        counts = self.store.counts()
+        await self.turn()
+        self.assertEqual(await counts, {"t": dict(emptyCounts(), succeeded=1, pending=1, retrying=1)})
+
+    @asyncTest
     async def test_retryWritesFirst(self) -> None:
         """
         A delivery kept for a retry, or failed, while held: the held rows are

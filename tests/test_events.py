@@ -508,6 +508,40 @@ class NotifierTests(SynchronousTestCase):
         sender.waiting[2].callback(None)
         self.assertEqual((notifier.pending.full, resumed), (False, [True]))
 
+    def test_settleWriteFailed(self) -> None:
+        """
+        When the store cannot write what a group settled (the disk), the
+        deliveries still stop counting against C{maxPending} (else a disk
+        error would stop every sender for good), one kept for a retry is
+        still read back when due, and the failure is logged.
+        """
+
+        class Failing(MemoryEventStore):
+            # (the change is made, then its write reported failed)
+            failures = 2
+
+            def settle(self, succeeded: Any, kept: Any, failed: Any) -> Deferred[None]:
+                d = super().settle(succeeded, kept, failed)
+                if self.failures:
+                    self.failures -= 1
+                    return d.addCallback(lambda _: fail(RuntimeError("disk I/O error")))
+                return d
+
+        sender = FakeSender("fail")
+        notifier = self.make({"targets[0]": sender}, store=Failing(), maxPending=4, retryIntervalSeconds=5)
+        notifier.notify(*message())
+        self.assertEqual(notifier.pending.messages, 1)
+        self.clock.advance(0)
+        # refused, kept for a retry: its write failed
+        self.assertEqual((len(sender.sent), notifier.pending.messages), (1, 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        sender.answer = "ok"
+        self.clock.advance(5)
+        # retried and accepted: that write failed too
+        self.assertEqual((len(sender.sent), notifier.pending.messages), (2, 0))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 1)
+
     def answerAll(self, sender: FakeSender, step: Any = None) -> None:
         """
         Answer the open sends of C{sender} one at a time, oldest first,

@@ -378,7 +378,7 @@ class EventNotifier(Service):
             # stored by a run whose targets were configured differently
             self.deliveryLog.warn("{n} event deliveries (the first {id}) are for {target}, which is no longer "
                                   "configured; kept as failed", n=len(group), id=first.id, target=first.target)
-            d = self._store.settle((), (), group).addCallback(self._settled, len(group))
+            d = self._store.settle((), (), group).addBoth(self._settled, len(group))
         else:
             d = _sendGroup(sender, group).addCallbacks(self._answered, self._refusedAll, callbackArgs=(group,),
                                                        errbackArgs=(group,))
@@ -451,12 +451,15 @@ class EventNotifier(Service):
         self._workers -= 1
         self._pump()
 
-    def _settled(self, _: None, n: int) -> None:
+    def _settled(self, result: object, n: int) -> object:
         """
         C{n} deliveries are settled for good (succeeded or failed): they no
-        longer count against C{maxPending}.
+        longer count against C{maxPending}, also when writing that failed
+        (the failure goes on to the log): they are done here, and keeping
+        them counted would stop every sender for good after a disk error.
         """
         self.pending.done(n, 0)
+        return result
 
     def _refusedAll(self, failure: Failure, group: list[Delivery]) -> Deferred[None]:
         """
@@ -493,16 +496,18 @@ class EventNotifier(Service):
             return succeed(None)
         d = self._store.settle(done, kept, failed)
         if kept:
-            d.addCallback(self._kept)
-        return d.addCallback(self._settled, len(done) + len(failed))
+            d.addBoth(self._kept)
+        return d.addBoth(self._settled, len(done) + len(failed))
 
-    def _kept(self, _: None) -> None:
+    def _kept(self, result: object) -> object:
         """
         Deliveries wait (a retry, a fallback, an unreachable target): they
-        are read back from the store when due.
+        are read back from the store when due (also when writing their new
+        state failed: their rows are due as they were).
         """
         self._retrying = True
         self._moves += 1
+        return result
 
     def _refused(self, error: BaseException, delivery: Delivery, kept: list[Delivery],
                  failed: list[Delivery]) -> None:

@@ -41,7 +41,10 @@ from zope.interface import implementer
 from ..database import BatchWriter, Database
 from .store import Delivery, IEventStore, emptyCounts
 
-__all__ = ["SqliteEventStore"]
+__all__ = ["RETRY_SECONDS", "SqliteEventStore"]
+
+#: seconds before the rows of a failed insert are written again
+RETRY_SECONDS = 1.0
 
 _SUCCEEDED = "succeeded:"
 _PENDING = "pending"
@@ -233,15 +236,37 @@ class SqliteEventStore:
 
     def _settled(self, batch: list[Any], result: _Changes | Failure) -> None:
         unwritten = self._unwritten
+        failed = isinstance(result, Failure)
         for state, item in batch:
             if state == _INSERT:
                 self._uncommitted.discard(item)
-                # written (or not, on a failure): no longer taken out
+                if failed:
+                    self._again(item)
+                    continue
+                # written: no longer taken out
                 for id in item.rows:
                     if unwritten.get(id) is item:
                         del unwritten[id]
-        if not isinstance(result, Failure):
+        if not failed:
             self._apply(result)
+
+    def _again(self, insert: _Insert) -> None:
+        """
+        The transaction that wrote C{insert} failed (the disk): its rows
+        (and the count of those taken out) are held again, to be written
+        after L{RETRY_SECONDS}, so that the retries and failures later
+        recorded for them have rows to change; until then a success still
+        takes one out.  They stay counted against C{maxPending} meanwhile.
+        """
+        again = _Insert(dict(insert.rows))
+        again.cancelled.update(insert.cancelled)
+        unwritten = self._unwritten
+        for id in again.rows:
+            unwritten[id] = again
+        self._uncommitted.add(again)
+        self._held.append((self._clock.seconds() + RETRY_SECONDS, again))
+        if self._holdCall is None:
+            self._holdCall = self._clock.callLater(RETRY_SECONDS, self._due)
 
     def add(self, items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
         """
