@@ -290,6 +290,18 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": 0.5}}),
                          ["event.writeDelayMillis: must be an integer, not number 0.5"])
 
+    def test_eventBatchWait(self) -> None:
+        """
+        C{event.batchWaitMillis} is read (10 by default; 0: no wait); a
+        negative one or one over 1,000 is refused with the key's name.
+        """
+        self.assertEqual(parseConfig({}, checkEndpoints=False).event.batchWaitMillis, 10)
+        self.assertEqual(parseConfig({"event": {"batchWaitMillis": 0}}, checkEndpoints=False).event.batchWaitMillis, 0)
+        self.assertEqual(self.problemsOf({"event": {"batchWaitMillis": -1}}),
+                         ["event.batchWaitMillis: -1 is out of range (0 to 1000)"])
+        self.assertEqual(self.problemsOf({"event": {"batchWaitMillis": 1001}}),
+                         ["event.batchWaitMillis: 1001 is out of range (0 to 1000)"])
+
     def test_clusterAccepted(self) -> None:
         """
         The example with a C{cluster.redis} URL is accepted, with the

@@ -446,18 +446,50 @@ class NotifierTests(SynchronousTestCase):
         self.assertEqual([json.loads(p)["text"] for p in sender.sent], [str(i) for i in range(20)])
         self.assertEqual(self.counts(notifier)["targets[0]"]["succeeded"], 20)
 
+    def test_lightLoadGathered(self) -> None:
+        """
+        New deliveries fewer than a batch wait C{batchWaitMillis} (10) for
+        more before they go out, with one timer: a light load (a message a
+        turn) goes in one group every 10 ms, not one a message; a batch's
+        worth goes at once, with what came with it; a sender without a C{batchSize} (a webhook) is
+        not kept waiting.
+        """
+        sender = FakeBatchSender(4)
+        notifier = self.make({"targets[0]": sender}, maxParallelWorkers=8)
+        for i in range(3):
+            notifier.notify(*message(text=str(i)))
+            self.clock.advance(0)
+            self.clock.advance(0.003)
+        self.assertEqual(sender.batches, [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0.001)
+        self.assertEqual([len(p) for p, _ in sender.batches], [3])
+        # a batch's worth (and what came with it) goes at once
+        for i in range(3, 8):
+            notifier.notify(*message(text=str(i)))
+        self.clock.advance(0)
+        self.assertEqual([len(p) for p, _ in sender.batches], [3, 4, 1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        webhook = FakeSender("ok")
+        notifier = self.make({"targets[0]": webhook})
+        notifier.notify(*message())
+        self.clock.advance(0)
+        self.assertEqual(len(webhook.sent), 1)
+
     def test_batchSenderGroups(self) -> None:
         """
         A sender that takes groups (L{IBatchSender}) is handed each group in
         one C{sendBatch} and answers once for it; the notifier settles the
         group with one call into the store, each delivery by its own
         outcome (accepted; refused: a retry; not tried: waits, no retry
-        spent), and a worker is a group in flight.
+        spent), and a worker is a group in flight (here with no wait for
+        more, C{batchWaitMillis} 0: a group starts as soon as a worker is
+        free, whatever its size).
         """
         sender = FakeBatchSender(4)
         store = SettleCountingStore()
         notifier = self.make({"targets[0]": sender}, store=store, maxParallelWorkers=2, retryCount=1,
-                             retryIntervalSeconds=5)
+                             retryIntervalSeconds=5, batchWaitMillis=0)
         for i in range(10):
             notifier.notify(*message(text=str(i)))
         self.clock.advance(0)

@@ -77,6 +77,11 @@ class EventConfig:
     #: (an ack waits until its deliveries are written); 0: written by the
     #: next transaction (read at start)
     writeDelayMillis: int = 100
+    #: milliseconds that new deliveries fewer than a target's C{batchSize}
+    #: wait for more before they go out (while no worker came free): a
+    #: light load then goes in one transaction or confirm window every few
+    #: milliseconds, not one a message; 0: at once
+    batchWaitMillis: int = 10
 
 
 def parseEvent(e: _Section, readFile: Callable[[str], bytes]) -> EventConfig:
@@ -99,6 +104,7 @@ def parseEvent(e: _Section, readFile: Callable[[str], bytes]) -> EventConfig:
         presence=e.bool("presence", False),
         presenceDebounceSeconds=e.number("presenceDebounceSeconds", 3, 0),
         writeDelayMillis=e.int("writeDelayMillis", EventConfig.writeDelayMillis, 0, 10000),
+        batchWaitMillis=e.int("batchWaitMillis", EventConfig.batchWaitMillis, 0, 1000),
     )
     e.finish()
     return event

@@ -146,6 +146,8 @@ class EventNotifier(Service):
         self._querying = False
         self._pumpAgain = False
         self._wakeCall: IDelayedCall | None = None
+        #: new deliveries fewer than a batch wait for more until this fires
+        self._gatherCall: IDelayedCall | None = None
         #: the reads of the store in flight (due deliveries, the next due
         #: time): a stop waits for them
         self._reads: list[Deferred[Any]] = []
@@ -278,6 +280,33 @@ class EventNotifier(Service):
             self._ready.extend(deliveries)
         self._pump()
 
+    def _gathering(self) -> bool:
+        """
+        Whether the deliveries in memory wait for more: fewer than a batch,
+        the oldest (its C{notBefore}: when it was stored, or when its retry
+        was due) younger than C{batchWaitMillis}.  Then a light load (a
+        message a turn) goes in a transaction or confirm window every few
+        milliseconds, not one a message.
+        """
+        wait = self._config.batchWaitMillis
+        ready = self._ready
+        if not wait or self._maxBatch <= 1 or len(ready) >= self._maxBatch:
+            return False
+        due = ready[0].notBefore + wait / 1000
+        now = self._clock.seconds()
+        if due <= now:
+            return False
+        if self._gatherCall is None:
+            self._gatherCall = self._clock.callLater(due - now, self._gathered)
+        return True
+
+    def _gathered(self) -> None:
+        """
+        The oldest delivery in memory has waited C{batchWaitMillis}.
+        """
+        self._gatherCall = None
+        self._pump()
+
     # delivery
 
     def _pump(self) -> None:
@@ -293,7 +322,7 @@ class EventNotifier(Service):
         if free <= 0:
             return
         ready = self._ready
-        if ready:
+        if ready and not self._gathering():
             take = [ready.popleft() for _ in range(min(len(ready), free * self._maxBatch))]
             left = self._startGroups(take, free)
             ready.extendleft(reversed(left))
@@ -603,6 +632,9 @@ class EventNotifier(Service):
         self._stopping = True
         if self._wakeCall is not None and self._wakeCall.active():
             self._wakeCall.cancel()
+        if self._gatherCall is not None and self._gatherCall.active():
+            self._gatherCall.cancel()
+        self._gatherCall = None
         waits = DeferredList([_copy(d) for d in [self._store.stored(), *self._writing, *self._reads, *self._groups]],
                              consumeErrors=True)
         done: Deferred[None] = Deferred()
