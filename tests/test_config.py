@@ -275,32 +275,20 @@ class SpecExampleTests(ConfigTestMixin, SynchronousTestCase):
             ["event.targets: at least one target is needed when event.enabled is true"],
         )
 
-    def test_eventWriteDelay(self) -> None:
+    def test_eventMillis(self) -> None:
         """
-        C{event.writeDelayMillis} is read (100 by default; 0 writes at
-        once); a negative one, one over 10,000 or not an integer is
-        refused with the key's name.
+        C{event.writeDelayMillis} (100 by default; 0 writes at once) and
+        C{event.batchWaitMillis} (10; 0: no wait) are read; a negative one,
+        one over the top (10,000 and 1,000) or not an integer is refused
+        with the key's name.
         """
-        self.assertEqual(parseConfig({}, checkEndpoints=False).event.writeDelayMillis, 100)
-        self.assertEqual(parseConfig({"event": {"writeDelayMillis": 0}}, checkEndpoints=False).event.writeDelayMillis, 0)
-        self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": -1}}),
-                         ["event.writeDelayMillis: -1 is out of range (0 to 10000)"])
-        self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": 10001}}),
-                         ["event.writeDelayMillis: 10001 is out of range (0 to 10000)"])
-        self.assertEqual(self.problemsOf({"event": {"writeDelayMillis": 0.5}}),
-                         ["event.writeDelayMillis: must be an integer, not number 0.5"])
-
-    def test_eventBatchWait(self) -> None:
-        """
-        C{event.batchWaitMillis} is read (10 by default; 0: no wait); a
-        negative one or one over 1,000 is refused with the key's name.
-        """
-        self.assertEqual(parseConfig({}, checkEndpoints=False).event.batchWaitMillis, 10)
-        self.assertEqual(parseConfig({"event": {"batchWaitMillis": 0}}, checkEndpoints=False).event.batchWaitMillis, 0)
-        self.assertEqual(self.problemsOf({"event": {"batchWaitMillis": -1}}),
-                         ["event.batchWaitMillis: -1 is out of range (0 to 1000)"])
-        self.assertEqual(self.problemsOf({"event": {"batchWaitMillis": 1001}}),
-                         ["event.batchWaitMillis: 1001 is out of range (0 to 1000)"])
+        for key, default, top in [("writeDelayMillis", 100, 10000), ("batchWaitMillis", 10, 1000)]:
+            self.assertEqual(getattr(parseConfig({}, checkEndpoints=False).event, key), default)
+            self.assertEqual(getattr(parseConfig({"event": {key: 0}}, checkEndpoints=False).event, key), 0)
+            for value, problem in [(-1, f"-1 is out of range (0 to {top})"),
+                                   (top + 1, f"{top + 1} is out of range (0 to {top})"),
+                                   (0.5, "must be an integer, not number 0.5")]:
+                self.assertEqual(self.problemsOf({"event": {key: value}}), [f"event.{key}: {problem}"])
 
     def test_clusterAccepted(self) -> None:
         """
