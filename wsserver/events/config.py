@@ -78,9 +78,10 @@ class EventConfig:
     #: next transaction (read at start)
     writeDelayMillis: int = 100
     #: milliseconds that new deliveries fewer than a target's C{batchSize}
-    #: wait for more before they go out (while no worker came free): a
-    #: light load then goes in one transaction or confirm window every few
-    #: milliseconds, not one a message; 0: at once
+    #: wait for more before they go out: a light load then goes in one
+    #: transaction or confirm window every few milliseconds, not one a
+    #: message; a target without a C{batchSize} (a webhook) alone never
+    #: waits; 0: at once
     batchWaitMillis: int = 10
 
 
