@@ -19,12 +19,16 @@ Write-behind (C{writeDelay}, C{event.writeDelayMillis}): the rows of new
 deliveries are held back that long before they go to the writer, so that
 those their target confirms meanwhile (most of them, with a database or
 broker target that keeps up) are never written, only counted.  Anything
-that needs them written first hands them over at once: a read, the counts,
-L{SqliteEventStore.stored} (what an ack waits for), a retry or a failure
-to record (its row is updated), the database closing.  The per-target counts of L{SqliteEventStore.counts} (what
-C{GET /events} and the metrics read) are loaded once at start and kept in
-memory from then on, updated as each write commits: reading them never
-scans the table.
+that needs them written first hands them over at once: a read of the due
+deliveries, L{SqliteEventStore.stored} (what an ack waits for), a retry or
+a failure to record (its row is updated), the database closing.  A write
+of new rows that fails is held again and tried a second later.
+
+The per-target counts of L{SqliteEventStore.counts} (what C{GET /events}
+and the metrics read) are loaded once at start and kept in memory from
+then on, updated as each write commits, with what the rows not written yet
+will change: reading them never scans the table, nor writes the held
+rows.
 """
 
 from __future__ import annotations

@@ -73,9 +73,9 @@ def _literal(value: str | None) -> bytes:
 def _quoted(payload: bytes) -> bytes:
     """
     An event's JSON as a quoted string literal in the connection's
-    character set (utf8mb4).  A payload L{eventFields} took is valid UTF-8 JSON,
-    which holds no raw control character (JSON escapes them), so only the
-    backslash and the quote need escaping: two C{bytes.replace}, against
+    character set (utf8mb4).  A payload L{eventFields} took is valid UTF-8
+    JSON, which holds no raw control character (JSON escapes them), so only
+    the backslash and the quote need escaping: two C{bytes.replace}, against
     PyMySQL's escaping of every character in Python (61 us for a 3 KB
     payload) or its hex (6 us, twice the bytes to send).  The session runs
     without C{NO_BACKSLASH_ESCAPES} (L{_connect}'s C{init_command}).

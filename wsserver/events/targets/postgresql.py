@@ -5,7 +5,8 @@ C{table} (created when missing), through a pool of kept psycopg 3
 connections (L{twisted.enterprise.adbapi}); a resend changes nothing
 (C{ON CONFLICT DO NOTHING}).  The rows of a batch go in one C{INSERT ...
 SELECT FROM jsonb_array_elements(...)} of one parameter, the events as a
-JSON array handed to psycopg as bytes.  The shared machinery is L{wsserver.events.targets.sql}.
+JSON array handed to psycopg as bytes.  The shared machinery is
+L{wsserver.events.targets.sql}.
 """
 
 from __future__ import annotations
