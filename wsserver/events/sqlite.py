@@ -83,11 +83,7 @@ class _Insert:
 
         @return: whether it was taken out.
         """
-        with self._lock:
-            if self._taken or self.rows.pop(delivery.id, None) is None:
-                return False
-            self.cancelled[delivery.target] = self.cancelled.get(delivery.target, 0) + 1
-            return True
+        return not self.cancelAll([delivery])
 
     def cancelAll(self, deliveries: list[Delivery]) -> list[Delivery]:
         """
@@ -117,15 +113,9 @@ class _Insert:
         """
         with self._lock:
             for delivery in self.rows.values():
-                row = counts.get(delivery.target)
-                if row is None:
-                    row = counts[delivery.target] = emptyCounts()
-                row[_PENDING] += 1
+                counts.setdefault(delivery.target, emptyCounts())[_PENDING] += 1
             for target, n in self.cancelled.items():
-                row = counts.get(target)
-                if row is None:
-                    row = counts[target] = emptyCounts()
-                row["succeeded"] += n
+                counts.setdefault(target, emptyCounts())["succeeded"] += n
 
     def take(self) -> tuple[list[Delivery], dict[str, int]]:
         """
@@ -268,9 +258,16 @@ class SqliteEventStore:
         for id in again.rows:
             unwritten[id] = again
         self._uncommitted.add(again)
-        self._held.append((self._clock.seconds() + RETRY_SECONDS, again))
+        self._hold(again, RETRY_SECONDS)
+
+    def _hold(self, insert: _Insert, seconds: float) -> None:
+        """
+        Hold C{insert} back for C{seconds} (one timer for every held one:
+        the oldest's).
+        """
+        self._held.append((self._clock.seconds() + seconds, insert))
         if self._holdCall is None:
-            self._holdCall = self._clock.callLater(RETRY_SECONDS, self._due)
+            self._holdCall = self._clock.callLater(seconds, self._due)
 
     def add(self, items: list[tuple[str, bytes]], now: float) -> Deferred[list[Delivery]]:
         """
@@ -288,9 +285,7 @@ class SqliteEventStore:
         self._unwritten.update(dict.fromkeys(insert.rows, insert))
         self._uncommitted.add(insert)
         if self._delay > 0:
-            self._held.append((self._clock.seconds() + self._delay, insert))
-            if self._holdCall is None:
-                self._holdCall = self._clock.callLater(self._delay, self._due)
+            self._hold(insert, self._delay)
         else:
             self._writer.add((_INSERT, insert))
         return succeed(added)
